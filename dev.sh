@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# mpmlab's one entry point for people and CI. Sets up everything it needs on first use:
+#   ./dev.sh run [mpmlab options]   start the dashboard with the embedded server core
+#   ./dev.sh test [pytest options]  run the whole test suite
+#   ./dev.sh bench NAME             run a benchmark from bench/
+#   ./dev.sh setup                  only install (Python venv, npm packages, Debian test packages)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+# Debian packages the tests and benchmarks use (real peers: Apache, nginx, wrk, ...).
+SYSTEM_PACKAGES=(apache2 nginx wrk slowhttptest prometheus-apache-exporter chromium docker-compose)
+SYSTEM_COMMANDS=(apache2 nginx wrk slowhttptest prometheus-apache-exporter chromium docker-compose)
+
+pick_python() {
+  for py in python3.13 python3.12 python3.11 python3; do
+    if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$py"; return
+    fi
+  done
+  echo "mpmlab needs Python 3.11 or newer" >&2; exit 1
+}
+
+setup_python() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$(pick_python)" -m venv "$VENV"
+  fi
+  # Reinstall when pyproject.toml changed since the last install.
+  if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    touch "$VENV/.installed"
+  fi
+}
+
+setup_npm() {
+  if ! command -v npm >/dev/null; then echo "mpmlab needs Node.js and npm" >&2; exit 1; fi
+  if [ ! -f node_modules/.installed ] || [ package-lock.json -nt node_modules/.installed ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+    touch node_modules/.installed
+  fi
+  # Front-end libraries are served from static/vendor, copied from node_modules (never committed).
+  "$VENV/bin/python" -m app.vendor
+}
+
+setup_system() {
+  local missing=()
+  for i in "${!SYSTEM_COMMANDS[@]}"; do
+    command -v "${SYSTEM_COMMANDS[$i]}" >/dev/null || [ -x "/usr/sbin/${SYSTEM_COMMANDS[$i]}" ] \
+      || missing+=("${SYSTEM_PACKAGES[$i]}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian packages for the tests: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "the tests need these Debian packages: ${missing[*]} (run as root, or install them)" >&2
+    [ "${CI:-}" = true ] && exit 1
+  fi
+}
+
+cmd=${1:-run}; shift || true
+case "$cmd" in
+  setup) setup_python; setup_npm; setup_system ;;
+  run) setup_python; setup_npm; exec "$VENV/bin/mpmlab" "$@" ;;
+  test) setup_python; setup_npm; setup_system; exec "$VENV/bin/python" -m pytest "$@" ;;
+  bench) setup_python; setup_npm; setup_system; name=${1:?benchmark name}; shift; exec "$VENV/bin/python" "bench/bench_$name.py" "$@" ;;
+  *) sed -n '2,6p' "$0"; exit 2 ;;
+esac

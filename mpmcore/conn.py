@@ -1,0 +1,324 @@
+"""Driving one connection with blocking sockets: the I/O half shared by all three MPMs.
+
+The HTTP rules live in ``protocol.HTTPConnection`` (sans-IO); this module moves bytes between it
+and a socket, applies the timeouts it computes, and moves the slot's scoreboard state at each
+transition. The MPMs differ only in who waits between requests:
+
+* prefork and worker call ``serve(hold=True)``: the thread itself waits for the next request on a
+  kept-alive connection (its slot shows K), so an idle client holds the thread;
+* event calls ``serve(hold=False)``: when the connection goes idle between requests, or its reply
+  could not be written at once, ``serve`` returns and the listener thread parks it.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import select
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import scoreboard as sb
+from .protocol import CLOSED, NEED_DATA, HTTPConnection, Limits, ProtocolError, Request, RequestReadTimeout, Response
+
+RECV_SIZE = 65536
+# Lingering close (Apache's MAX_SECS_TO_LINGER and SECONDS_TO_LINGER): after our half-close, read
+# and drop what the client still sends, up to 30 s in all and 2 s per read, so that a client's
+# late bytes do not turn into a RST that destroys the response it has not read yet.
+MAX_SECS_TO_LINGER = 30.0
+SECONDS_TO_LINGER = 2.0
+# Event's graceful child exit shortens lingering close to 2 s in all.
+GRACEFUL_SECS_TO_LINGER = 2.0
+
+# What ``serve`` returns
+CLOSE = "close"  # connection finished: the caller does the lingering close
+PARK_KEEPALIVE = "keepalive"  # event: idle between requests, hand to the listener
+PARK_WRITE = "write"  # event: reply not fully written, hand to the listener (write completion)
+GONE = "gone"  # already closed (peer vanished, error): nothing left to do
+
+
+@dataclass
+class ServerContext:
+    """Everything a child needs to serve connections, built once per child from its Config."""
+
+    handler: Callable[[Request], Response]
+    limits: Limits
+    read_timeout: RequestReadTimeout
+    timeout: float  # Timeout
+    keep_alive_timeout: float  # KeepAliveTimeout
+    vhost: str  # "host:port" for the scoreboard
+    stopping: threading.Event = field(default_factory=threading.Event)  # graceful: finish and close
+    wake_fd: int | None = None  # readable when the child is told to stop (keep-alive waits watch it)
+    server_name: str = "mpmlab"
+
+
+@dataclass
+class Conn:
+    """One client connection as it moves between threads (event) or stays in one (prefork/worker)."""
+
+    sock: socket.socket
+    client: str
+    http: HTTPConnection
+    tls: bool = False
+    out: list | None = None  # reply parts (memoryviews) not yet written (event write completion)
+    out_request: Request | None = None
+    out_started: float = 0.0
+    handshake_done: bool = True
+    accepted_at: float = 0.0
+
+    @classmethod
+    def accept(cls, sock: socket.socket, addr, ctx: ServerContext, tls: bool = False) -> "Conn":
+        client = addr[0] if isinstance(addr, tuple) else str(addr)
+        http = HTTPConnection(ctx.limits, ctx.read_timeout, timeout=ctx.timeout, server=ctx.server_name,
+                              now=time.monotonic())
+        return cls(sock, client, http, tls=tls, handshake_done=not tls, accepted_at=time.monotonic())
+
+
+def _thread_cpu() -> tuple[float, float]:
+    ru = resource.getrusage(resource.RUSAGE_THREAD)
+    return ru.ru_utime, ru.ru_stime
+
+
+def _wait_readable(c: Conn, deadline: float, wake_fd: int | None) -> str:
+    """Wait until the connection has data ("data"), the deadline passes ("timeout") or the child is
+    told to stop ("wake")."""
+    if c.tls and c.sock.pending():
+        return "data"
+    fds = [c.sock] if wake_fd is None else [c.sock, wake_fd]
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        try:
+            ready, _, _ = select.select(fds, [], [], remaining)
+        except ValueError:  # socket closed under us
+            return "timeout"
+        if not ready:
+            return "timeout"
+        if c.sock in ready:
+            return "data"
+        return "wake"
+
+
+def _recv(c: Conn, deadline: float) -> bytes | None:
+    """One read, bounded by ``deadline``; None on timeout, b"" on EOF/reset."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return None
+    try:
+        c.sock.settimeout(remaining)
+        return c.sock.recv(RECV_SIZE)
+    except (socket.timeout, TimeoutError):
+        return None
+    except ssl.SSLWantReadError:
+        return None
+    except (ConnectionError, ssl.SSLError, OSError):
+        return b""
+
+
+def handshake(c: Conn, ctx: ServerContext) -> bool:
+    """TLS handshake in the serving thread, bounded by Timeout."""
+    try:
+        c.sock.settimeout(ctx.timeout)
+        c.sock.do_handshake()
+        c.handshake_done = True
+        return True
+    except (OSError, ssl.SSLError, socket.timeout):
+        return False
+
+
+def write_all(c: Conn, data, timeout: float) -> bool:
+    try:
+        c.sock.settimeout(timeout)
+        c.sock.sendall(data)
+        return True
+    except (OSError, ssl.SSLError, socket.timeout):
+        return False
+
+
+def write_some(c: Conn) -> bool | None:
+    """Event's write completion: send what the socket takes now. True = all written, False = more
+    left, None = the connection failed."""
+    parts = c.out
+    try:
+        c.sock.setblocking(False)
+        while parts:
+            n = c.sock.send(parts[0])
+            if n < len(parts[0]):
+                parts[0] = parts[0][n:]
+            else:
+                parts.pop(0)
+    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        return False
+    except (OSError, ssl.SSLError):
+        c.out = None
+        return None
+    c.out = None
+    return True
+
+
+# Below this, head and body go out in one send (one packet); above it, separately, without a copy.
+COALESCE_BYTES = 65536
+
+
+def _reply_parts(http: HTTPConnection, req: Request, resp: Response) -> list:
+    head, body = http.send_response_parts(req, resp)
+    if not body:
+        return [head]
+    if len(body) <= COALESCE_BYTES:
+        return [head + bytes(body)]
+    return [head, memoryview(body)]
+
+
+def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool) -> str:
+    """Serve requests on ``c`` until it must close, or (``hold=False``) until it would wait.
+
+    The slot is in R on entry (a new connection, or a parked one that became readable).
+    """
+    http = c.http
+    if not c.handshake_done and not handshake(c, ctx):
+        return CLOSE
+    while True:
+        event = http.next_event()
+        if event is NEED_DATA:
+            if http.phase == "idle" and http.requests_completed > 0:
+                # Between requests on a kept-alive connection.
+                if ctx.stopping.is_set():
+                    return CLOSE
+                if not hold:
+                    if c.tls and c.sock.pending():
+                        pass  # bytes already decrypted: read them now rather than park
+                    else:
+                        return PARK_KEEPALIVE
+                slot.set(sb.BUSY_KEEPALIVE)
+                why = _wait_readable(c, time.monotonic() + ctx.keep_alive_timeout, ctx.wake_fd)
+                if why != "data":
+                    return CLOSE  # keep-alive timeout, or a graceful stop: close after the last reply
+                slot.set(sb.BUSY_READ)
+                data = _recv(c, time.monotonic() + ctx.timeout)
+            else:
+                deadline, status = http.read_deadline()
+                if http.requests_completed == 0 and http.phase == "idle":
+                    # A fresh connection: mod_reqtimeout's header timeout runs from the accept.
+                    rt = ctx.read_timeout.header_timeout
+                    if rt > 0:
+                        deadline, status = min(deadline, c.accepted_at + rt), 408
+                data = _recv(c, deadline)
+                if data is None:  # read timeout (mod_reqtimeout or Timeout)
+                    if status:
+                        err = ProtocolError(status, "request not received in time (RequestReadTimeout)")
+                        write_all(c, http.send_error(err), ctx.timeout)
+                    return CLOSE
+            if data is None:
+                return CLOSE
+            http.receive_data(data, time.monotonic())
+            continue
+        if event is CLOSED:
+            return CLOSE
+        if isinstance(event, ProtocolError):
+            slot.set(sb.BUSY_WRITE)
+            write_all(c, http.send_error(event), ctx.timeout)
+            return CLOSE
+        # A complete request.
+        req: Request = event
+        slot.request_started(req.request_line, ctx.vhost, f"HTTP/{req.http_version}", req.traffic_pattern)
+        try:
+            resp = ctx.handler(req)
+        except Exception as e:  # a handler bug is a 500 for this request, never a dead child
+            resp = Response(500, [("Content-Type", "text/plain")], f"internal error: {type(e).__name__}\n".encode(),
+                            close=True)
+        if ctx.stopping.is_set():
+            resp.close = True  # graceful: this is the connection's last request
+        parts = _reply_parts(http, req, resp)
+        total = sum(len(p) for p in parts)
+        if hold:
+            ok = all(write_all(c, p, ctx.timeout) for p in parts)
+            slot.set(sb.BUSY_LOG)
+            slot.request_finished(total if ok else 0, *_thread_cpu())
+            if not ok:
+                return CLOSE
+        else:
+            c.out = parts
+            done = write_some(c)
+            if done is False:
+                c.out_request = req
+                slot.request_finished(total, *_thread_cpu())
+                return PARK_WRITE
+            slot.set(sb.BUSY_LOG)
+            slot.request_finished(total if done else 0, *_thread_cpu())
+            if done is None:
+                return CLOSE
+        if not http.keep_alive:
+            return CLOSE
+        slot.set(sb.BUSY_READ)
+
+
+def lingering_close(c: Conn, slot: sb.SlotWriter | None, total: float = MAX_SECS_TO_LINGER) -> None:
+    """Apache's lingering close, done by the calling thread (prefork, worker)."""
+    if slot is not None:
+        slot.set(sb.CLOSING)
+    sock = c.sock
+    try:
+        if c.tls:
+            try:
+                sock.settimeout(0.5)
+                sock = sock.unwrap()
+            except (OSError, ssl.SSLError, ValueError):
+                pass
+        sock.shutdown(socket.SHUT_WR)
+        end = time.monotonic() + total
+        while True:
+            remaining = min(end - time.monotonic(), SECONDS_TO_LINGER)
+            if remaining <= 0:
+                break
+            sock.settimeout(remaining)
+            if not sock.recv(RECV_SIZE):
+                break
+    except (OSError, socket.timeout, ssl.SSLError):
+        pass
+    finally:
+        close_quietly(c)
+
+
+def start_lingering(c: Conn) -> bool:
+    """First half of a non-blocking lingering close (event): half-close now. False = already gone."""
+    try:
+        if c.tls:
+            close_quietly(c)
+            return False
+        c.sock.shutdown(socket.SHUT_WR)
+        c.sock.setblocking(False)
+        return True
+    except OSError:
+        close_quietly(c)
+        return False
+
+
+def drain(c: Conn) -> bool:
+    """Read and drop what arrived on a lingering connection. True = the client has closed."""
+    try:
+        while True:
+            data = c.sock.recv(RECV_SIZE)
+            if not data:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def close_quietly(c: Conn) -> None:
+    try:
+        c.sock.close()
+    except OSError:
+        pass
+
+
+def is_transient_accept_error(e: OSError) -> bool:
+    """Errors after which accept() is simply retried (Apache logs and goes on)."""
+    return e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR, errno.EPROTO,
+                       errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)

@@ -1,0 +1,342 @@
+"""Apache's MPM and core directives: names, defaults per MPM, ranges, and Apache's adjustment rules.
+
+``resolve(mpm, values)`` turns what the user set (``--set``, a pasted httpd.conf section, the
+dashboard form) into a complete, adjusted configuration. An unknown directive or a value outside
+its range is a ``DirectiveError`` naming the directive and the allowed range; Apache's silent-ish
+corrections (SPEC section 6) are applied and returned as warnings, worded as Apache logs them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .protocol import RequestReadTimeout
+
+MPMS = ("prefork", "worker", "event")
+
+# Compiled maxima (Apache's MAX_SERVER_LIMIT / MAX_THREAD_LIMIT are 200000 / 20000). Ours are
+# smaller because every slot is a real Python process or thread on a 2-core machine, and the
+# scoreboard is sized from them at start.
+MAX_SERVER_LIMIT = 1024
+MAX_THREAD_LIMIT = 1024
+
+
+class DirectiveError(ValueError):
+    """A directive the server cannot take: the message names it and what it accepts."""
+
+    def __init__(self, directive: str, message: str):
+        super().__init__(f"{directive}: {message}")
+        self.directive = directive
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Directive:
+    name: str
+    kind: str  # "int", "float", "bool", "str"
+    defaults: dict[str, Any]  # per MPM; a missing MPM means "not used by that MPM"
+    min: float | None = None
+    max: float | None = None
+    unit: str = ""
+    help: str = ""
+    restart_only: bool = False  # needs a full (hard) restart, as ServerLimit/ThreadLimit in Apache
+    validate: Callable[[Any], None] | None = None
+
+    def applies_to(self, mpm: str) -> bool:
+        return mpm in self.defaults
+
+    def parse(self, raw: Any) -> Any:
+        name = self.name
+        if self.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("on", "true", "1", "yes"):
+                return True
+            if text in ("off", "false", "0", "no"):
+                return False
+            raise DirectiveError(name, f"must be On or Off, not {raw!r}")
+        if self.kind == "str":
+            value = str(raw).strip()
+            if self.validate:
+                try:
+                    self.validate(value)
+                except ValueError as e:
+                    raise DirectiveError(name, str(e)) from None
+            return value
+        try:
+            value = int(str(raw).strip()) if self.kind == "int" else float(str(raw).strip())
+        except ValueError:
+            raise DirectiveError(name, f"must be a{'n integer' if self.kind == 'int' else ' number'}"
+                                       f"{self.range_text()}, not {raw!r}") from None
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise DirectiveError(name, f"{value} is out of range{self.range_text()}")
+        return value
+
+    def range_text(self) -> str:
+        if self.min is None and self.max is None:
+            return ""
+        lo = "" if self.min is None else _fmt(self.min)
+        hi = "" if self.max is None else _fmt(self.max)
+        return f" (allowed: {lo}..{hi}{(' ' + self.unit) if self.unit else ''})"
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def _check_reqtimeout(text: str) -> None:
+    RequestReadTimeout.parse(text)
+
+
+def _all(v):
+    return {m: v for m in MPMS}
+
+
+_DIRECTIVES = [
+    # process model
+    Directive("StartServers", "int", {"prefork": 5, "worker": 3, "event": 3}, 0, MAX_SERVER_LIMIT,
+              help="child processes created at start"),
+    Directive("MinSpareServers", "int", {"prefork": 5}, 0, MAX_SERVER_LIMIT, help="minimum idle children"),
+    Directive("MaxSpareServers", "int", {"prefork": 10}, 0, MAX_SERVER_LIMIT, help="maximum idle children"),
+    Directive("MinSpareThreads", "int", {"worker": 75, "event": 75}, 0, MAX_SERVER_LIMIT * MAX_THREAD_LIMIT,
+              help="minimum idle threads, server-wide"),
+    Directive("MaxSpareThreads", "int", {"worker": 250, "event": 250}, 0, MAX_SERVER_LIMIT * MAX_THREAD_LIMIT,
+              help="maximum idle threads, server-wide"),
+    Directive("ServerLimit", "int", {"prefork": 256, "worker": 16, "event": 16}, 1, MAX_SERVER_LIMIT,
+              restart_only=True, help="upper bound on child processes (sizes the scoreboard)"),
+    Directive("ThreadLimit", "int", {"worker": 64, "event": 64}, 1, MAX_THREAD_LIMIT,
+              restart_only=True, help="upper bound on ThreadsPerChild (sizes the scoreboard)"),
+    Directive("ThreadsPerChild", "int", {"worker": 25, "event": 25}, 1, MAX_THREAD_LIMIT,
+              help="worker threads in each child"),
+    Directive("MaxRequestWorkers", "int", {"prefork": 256, "worker": 400, "event": 400}, 1,
+              MAX_SERVER_LIMIT * MAX_THREAD_LIMIT, help="simultaneous requests served"),
+    Directive("MaxConnectionsPerChild", "int", _all(0), 0, 2 ** 31 - 1, help="connections before a child exits; 0 = never"),
+    Directive("AsyncRequestWorkerFactor", "float", {"event": 2.0}, 0, 1000,
+              help="how many connections per idle worker a child may accept beyond ThreadsPerChild"),
+    Directive("GracefulShutdownTimeout", "int", _all(0), 0, 86400, "s", help="graceful stop limit; 0 = none"),
+    Directive("ListenBacklog", "int", _all(511), 1, 65535, help="listen queue length"),
+    # connection handling (core)
+    Directive("Timeout", "int", _all(60), 1, 3600, "s", help="wait for any single read or write"),
+    Directive("KeepAlive", "bool", _all(True), help="persistent connections"),
+    Directive("KeepAliveTimeout", "float", _all(5.0), 0.001, 3600, "s", help="wait for the next request"),
+    Directive("MaxKeepAliveRequests", "int", _all(100), 0, 2 ** 31 - 1, help="requests per connection; 0 = unlimited"),
+    Directive("RequestReadTimeout", "str", _all("header=20-40,MinRate=500 body=20,MinRate=500"),
+              validate=_check_reqtimeout, help="mod_reqtimeout: time and minimum rate to receive a request"),
+    Directive("LimitRequestLine", "int", _all(8190), 1, 65536, "bytes", help="request line size -> 414"),
+    Directive("LimitRequestFieldSize", "int", _all(8190), 1, 65536, "bytes", help="header field size -> 431"),
+    Directive("LimitRequestFields", "int", _all(100), 1, 32767, help="number of header fields -> 431"),
+    Directive("LimitRequestBody", "int", _all(1 << 20), 0, 64 << 20, "bytes", help="request body size -> 413"),
+    Directive("ExtendedStatus", "bool", _all(True), help="per-request detail in the scoreboard"),
+    # mpmlab's own (not Apache's): named in Apache's style
+    Directive("SSLSyncEventMPM", "bool", {"event": False},
+              help="mpmlab: TLS connections hold their worker for life under event (Apache before 2.4.7)"),
+    Directive("UnsafeFastCGIPool", "int", _all(0), 0, 64,
+              help="mpmlab: serve /unsafe through N single-threaded FastCGI processes (0 = in-process)"),
+]
+DIRECTIVES: dict[str, Directive] = {d.name: d for d in _DIRECTIVES}
+_BY_LOWER = {name.lower(): name for name in DIRECTIVES}
+# Apache 2.2 names still accepted by 2.4
+ALIASES = {"maxclients": "MaxRequestWorkers", "maxrequestsperchild": "MaxConnectionsPerChild"}
+
+
+def canonical(name: str) -> str:
+    key = name.strip().lower()
+    key = ALIASES.get(key, key).lower()
+    if key not in _BY_LOWER:
+        raise DirectiveError(name.strip(), f"unknown directive (known: {', '.join(sorted(DIRECTIVES))})")
+    return _BY_LOWER[key]
+
+
+@dataclass
+class Config:
+    """A complete, adjusted configuration for one MPM."""
+
+    mpm: str
+    values: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    explicit: dict[str, Any] = field(default_factory=dict)  # what the user set, as given
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def max_children(self) -> int:
+        """How many child processes this configuration may run at once (Apache's max_daemons_limit)."""
+        if self.mpm == "prefork":
+            return self.values["MaxRequestWorkers"]
+        return self.values["MaxRequestWorkers"] // self.values["ThreadsPerChild"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mpm": self.mpm, "directives": dict(self.values), "warnings": list(self.warnings),
+                "explicit": dict(self.explicit)}
+
+
+def resolve(mpm: str, settings: dict[str, Any] | None = None) -> Config:
+    """Defaults for ``mpm``, overlaid with ``settings`` (name -> raw value), then Apache's adjustments.
+
+    Directives of another MPM (MinSpareServers under event, say) are accepted and ignored with a
+    warning, as a shared httpd.conf with ``<IfModule>`` blocks would be.
+    """
+    if mpm not in MPMS:
+        raise DirectiveError("MPM", f"must be one of {', '.join(MPMS)}, not {mpm!r}")
+    settings = settings or {}
+    values: dict[str, Any] = {}
+    warnings: list[str] = []
+    explicit: dict[str, Any] = {}
+    for d in DIRECTIVES.values():
+        if d.applies_to(mpm):
+            values[d.name] = d.defaults[mpm]
+    for raw_name, raw in settings.items():
+        name = canonical(raw_name)
+        d = DIRECTIVES[name]
+        value = d.parse(raw)
+        if not d.applies_to(mpm):
+            warnings.append(f"{name} is not used by the {mpm} MPM; ignored")
+            continue
+        values[name] = value
+        explicit[name] = value
+    _adjust(mpm, values, explicit, warnings)
+    return Config(mpm, values, warnings, explicit)
+
+
+def _adjust(mpm: str, v: dict[str, Any], explicit: dict[str, Any], warn: list[str]) -> None:
+    """Apache's adjustment rules (server/mpm/*/ *.c, mpm_common.c), each with its warning."""
+    if mpm == "prefork":
+        v["ThreadsPerChild"] = 1
+        v["ThreadLimit"] = 1
+        if v["MaxRequestWorkers"] > v["ServerLimit"]:
+            warn_text = (f"MaxRequestWorkers of {v['MaxRequestWorkers']} exceeds ServerLimit value of "
+                         f"{v['ServerLimit']} servers, decreasing MaxRequestWorkers to {v['ServerLimit']}. "
+                         "To increase, please see the ServerLimit directive.")
+            warn.append(warn_text)
+            v["MaxRequestWorkers"] = v["ServerLimit"]
+        if v["StartServers"] < 1:
+            warn.append(f"StartServers of {v['StartServers']} is below 1, increasing to 1")
+            v["StartServers"] = 1
+        if v["StartServers"] > v["MaxRequestWorkers"]:
+            warn.append(f"StartServers of {v['StartServers']} exceeds MaxRequestWorkers of "
+                        f"{v['MaxRequestWorkers']}, decreasing to {v['MaxRequestWorkers']}")
+            v["StartServers"] = v["MaxRequestWorkers"]
+        if v["MinSpareServers"] < 1:
+            warn.append(f"MinSpareServers of {v['MinSpareServers']} is below 1, increasing to 1 "
+                        "to avoid almost certain server failure. Please read the documentation.")
+            v["MinSpareServers"] = 1
+        if v["MaxSpareServers"] <= v["MinSpareServers"]:
+            new = v["MinSpareServers"] + 1
+            warn.append(f"MaxSpareServers of {v['MaxSpareServers']} is not above MinSpareServers of "
+                        f"{v['MinSpareServers']}, increasing to {new}")
+            v["MaxSpareServers"] = new
+        return
+
+    # worker and event
+    if v["ThreadsPerChild"] > v["ThreadLimit"]:
+        warn.append(f"ThreadsPerChild of {v['ThreadsPerChild']} exceeds ThreadLimit of {v['ThreadLimit']} "
+                    f"threads, decreasing to {v['ThreadLimit']}. To increase, please see the ThreadLimit directive.")
+        v["ThreadsPerChild"] = v["ThreadLimit"]
+    tpc = v["ThreadsPerChild"]
+    if v["MaxRequestWorkers"] < tpc:
+        warn.append(f"MaxRequestWorkers of {v['MaxRequestWorkers']} is less than ThreadsPerChild, "
+                    f"increasing to {tpc}. MaxRequestWorkers must be at least as large as the number of "
+                    "threads in a single server.")
+        v["MaxRequestWorkers"] = tpc
+    elif v["MaxRequestWorkers"] % tpc:
+        new = v["MaxRequestWorkers"] // tpc * tpc
+        warn.append(f"MaxRequestWorkers of {v['MaxRequestWorkers']} is not an integer multiple of "
+                    f"ThreadsPerChild of {tpc}, decreasing to nearest multiple {new}, for a maximum of "
+                    f"{new // tpc} servers.")
+        v["MaxRequestWorkers"] = new
+    children = v["MaxRequestWorkers"] // tpc
+    if children > v["ServerLimit"]:
+        new = v["ServerLimit"] * tpc
+        warn.append(f"MaxRequestWorkers of {v['MaxRequestWorkers']} would require {children} servers and "
+                    f"would exceed ServerLimit of {v['ServerLimit']}, decreasing to {new}. To increase, "
+                    "please see the ServerLimit directive.")
+        v["MaxRequestWorkers"] = new
+        children = v["ServerLimit"]
+    if v["StartServers"] < 1:
+        warn.append(f"StartServers of {v['StartServers']} is below 1, increasing to 1")
+        v["StartServers"] = 1
+    if v["StartServers"] > children:
+        warn.append(f"StartServers of {v['StartServers']} exceeds the {children} servers MaxRequestWorkers "
+                    f"allows, decreasing to {children}")
+        v["StartServers"] = children
+    if v["MinSpareThreads"] < 1:
+        warn.append(f"MinSpareThreads of {v['MinSpareThreads']} is below 1, increasing to 1")
+        v["MinSpareThreads"] = 1
+    if v["MaxSpareThreads"] < v["MinSpareThreads"] + tpc:
+        new = v["MinSpareThreads"] + tpc
+        warn.append(f"MaxSpareThreads of {v['MaxSpareThreads']} is below MinSpareThreads + ThreadsPerChild, "
+                    f"increasing to {new}")
+        v["MaxSpareThreads"] = new
+
+
+# -- httpd.conf MPM sections --------------------------------------------------------------------
+_IFMODULE = re.compile(r"<\s*IfModule\s+(!?)\s*(?:mpm_)?(\w+?)(?:_module|\.c)?\s*>", re.I)
+
+
+def parse_httpd_conf(text: str, mpm: str) -> dict[str, str]:
+    """The directives of an httpd.conf excerpt that apply to ``mpm``.
+
+    Top-level lines apply to all; ``<IfModule mpm_event_module>`` (or ``event.c``) blocks apply only
+    to their MPM; other IfModule blocks (mod_reqtimeout's, say) are read as top level. Unknown
+    directives are errors naming the line, so a typo is never silently dropped.
+    """
+    out: dict[str, str] = {}
+    stack: list[bool] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip() if not raw.strip().startswith("#") else ""
+        if not line:
+            continue
+        m = _IFMODULE.fullmatch(line)
+        if m:
+            negate, name = m.group(1) == "!", m.group(2).lower()
+            if name in MPMS:
+                applies = (name == mpm) != negate
+            else:
+                applies = True
+            stack.append(applies)
+            continue
+        if re.fullmatch(r"<\s*/\s*IfModule\s*>", line, re.I):
+            if not stack:
+                raise DirectiveError("httpd.conf", f"line {lineno}: </IfModule> without <IfModule>")
+            stack.pop()
+            continue
+        if line.startswith("<"):
+            raise DirectiveError("httpd.conf", f"line {lineno}: only <IfModule> sections are understood: {line!r}")
+        if not all(stack):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) < 2:
+            raise DirectiveError(parts[0], f"line {lineno}: missing value")
+        try:
+            name = canonical(parts[0])
+        except DirectiveError as e:
+            raise DirectiveError(e.directive, f"line {lineno}: {e.message}") from None
+        out[name] = parts[1].strip().strip('"')
+    if stack:
+        raise DirectiveError("httpd.conf", "unclosed <IfModule> section")
+    return out
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``--set Directive=value`` arguments."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise DirectiveError(item, "expected Directive=value")
+        name, value = item.split("=", 1)
+        out[canonical(name)] = value
+    return out
+
+
+def catalogue(mpm: str) -> list[dict[str, Any]]:
+    """What a form needs: every directive that applies to ``mpm`` with default, range and help."""
+    rows = []
+    for d in DIRECTIVES.values():
+        if d.applies_to(mpm):
+            rows.append({"name": d.name, "kind": d.kind, "default": d.defaults[mpm], "min": d.min,
+                         "max": d.max, "unit": d.unit, "help": d.help, "restart_only": d.restart_only})
+    return rows

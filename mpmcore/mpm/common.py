@@ -1,0 +1,95 @@
+"""What every child process has, whatever its MPM: its slot, its sockets, its stop signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .. import scoreboard as sb
+from ..conn import ServerContext
+from ..directives import Config
+from ..protocol import Limits, RequestReadTimeout
+
+
+@dataclass
+class Listener:
+    sock: socket.socket  # bound, listening, non-blocking; shared by every child
+    tls: ssl.SSLContext | None = None
+
+    def accept(self):
+        """Accept one connection or return None when another child/thread won the race."""
+        try:
+            s, addr = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            s = self.tls.wrap_socket(s, server_side=True, do_handshake_on_connect=False)
+        return s, addr
+
+
+@dataclass
+class ChildEnv:
+    """Handed by the master to the MPM's ``run_child`` right after fork()."""
+
+    scoreboard: sb.Scoreboard
+    proc: int  # process slot
+    generation: int
+    config: Config
+    listeners: list[Listener]
+    log: Callable[[str, str, str], None]  # (module, level, message)
+    make_handler: Callable[["ChildEnv"], Callable]
+    vhost: str
+    stopping: threading.Event = field(default_factory=threading.Event)
+    wake_r: int = -1
+    wake_w: int = -1
+
+    def server_context(self) -> ServerContext:
+        c = self.config
+        limits = Limits(
+            limit_request_line=c["LimitRequestLine"], limit_request_field_size=c["LimitRequestFieldSize"],
+            limit_request_fields=c["LimitRequestFields"], limit_request_body=c["LimitRequestBody"],
+            keep_alive=c["KeepAlive"], max_keep_alive_requests=c["MaxKeepAliveRequests"],
+            keep_alive_timeout=c["KeepAliveTimeout"])
+        return ServerContext(
+            handler=self.make_handler(self), limits=limits,
+            read_timeout=RequestReadTimeout.parse(c["RequestReadTimeout"]),
+            timeout=float(c["Timeout"]), keep_alive_timeout=float(c["KeepAliveTimeout"]),
+            vhost=self.vhost, stopping=self.stopping, wake_fd=self.wake_r)
+
+    def install_signals(self, on_graceful: Callable[[], None] | None = None) -> None:
+        """Children: USR1 = finish what you are doing and exit (Apache's AP_SIG_GRACEFUL);
+        TERM = exit now (default action); INT/HUP/WINCH are the master's business."""
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+
+        def graceful(signum, frame):
+            if not self.stopping.is_set():
+                self.stopping.set()
+                try:
+                    os.write(self.wake_w, b"x")
+                except OSError:
+                    pass
+                if on_graceful:
+                    on_graceful()
+
+        signal.signal(signal.SIGUSR1, graceful)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for s in (signal.SIGINT, signal.SIGHUP, signal.SIGWINCH):
+            signal.signal(s, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+
+    def stop(self) -> None:
+        """Stop from inside the child (MaxConnectionsPerChild reached)."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            try:
+                os.write(self.wake_w, b"x")
+            except OSError:
+                pass

@@ -1,0 +1,314 @@
+"""event: worker plus a listener that parks idle connections (SPEC section 5).
+
+Threads are busy only while a request is in flight. After a reply, the worker gives the connection
+back to the listener thread, which keeps it in one of three timeout queues and polls it with the
+listening sockets:
+
+* keep-alive (KeepAliveTimeout): idle between requests; readable -> an idle worker, at once;
+* write completion (Timeout): the reply did not fit in the socket buffer; the listener finishes
+  writing it as the client reads;
+* lingering close (2 s): half-closed, draining what the client still sends.
+
+The accept rule (Apache's connections_above_limit): a child accepts only while it has an idle worker
+and (connections - lingering) < ThreadsPerChild + idle_workers x floor(AsyncRequestWorkerFactor).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import queue
+import select
+import threading
+import time
+
+from .. import conn as cn
+from .. import scoreboard as sb
+from .common import ChildEnv
+from .worker import wait_for_slot
+
+KA, WRITE, LINGER = "keepalive", "write", "linger"
+# Lingering close under event: the listener drains for at most this long (Apache's
+# SECONDS_TO_LINGER for the async path).
+ASYNC_LINGER_SECONDS = 2.0
+# The listener's longest sleep: timeouts are checked at least this often.
+POLL_CEILING = 0.1
+
+
+class EventChild:
+    def __init__(self, env: ChildEnv):
+        self.env = env
+        self.ctx = env.server_context()
+        self.tpc = env.config["ThreadsPerChild"]
+        self.factor = int(math.floor(env.config["AsyncRequestWorkerFactor"]))
+        self.sync_tls = bool(env.config.values.get("SSLSyncEventMPM", False))
+        self.tasks: queue.Queue = queue.Queue()
+        self.returns: collections.deque = collections.deque()  # (Conn, outcome) from workers
+        self.lock = threading.Lock()  # guards the counters below and their record
+        self.idle = 0
+        self.connections = 0  # every connection this child owns, parked or in a worker
+        self.counts = {KA: 0, WRITE: 0, LINGER: 0}
+        self.not_accepting = False
+        self.ret_r, self.ret_w = os.pipe()
+        os.set_blocking(self.ret_r, False)
+        os.set_blocking(self.ret_w, False)
+        self.workers_were_busy = False
+
+    # -- counters (published on every change: current, unlike Apache's lagging ones) --------------
+    def _publish(self) -> None:
+        self.env.scoreboard.update_child(
+            self.env.proc, pid=os.getpid(), connections=self.connections, keep_alive=self.counts[KA],
+            write_completion=self.counts[WRITE], lingering_close=self.counts[LINGER],
+            not_accepting=1 if self.not_accepting else 0)
+
+    def _change(self, idle: int = 0, conns: int = 0, **queues: int) -> None:
+        with self.lock:
+            self.idle += idle
+            self.connections += conns
+            for k, d in queues.items():
+                self.counts[{"ka": KA, "write": WRITE, "linger": LINGER}[k]] += d
+            self._publish()
+
+    # -- workers ------------------------------------------------------------------------------
+    def worker(self, thread: int) -> None:
+        env = self.env
+        if not wait_for_slot(env, thread):
+            return
+        slot = env.scoreboard.slot(env.proc, thread)
+        slot.stopping = env.stopping
+        slot.claim(os.getpid(), threading.get_native_id(), env.generation, sb.STARTING)
+        slot.set(sb.READY)
+        self._change(idle=1)
+        try:
+            while True:
+                task = self.tasks.get()
+                if task is None:
+                    break
+                self._change(idle=-1)
+                c, fresh = task
+                if fresh:
+                    slot.new_connection(c.client, sb.BUSY_READ, tls=c.tls)
+                else:
+                    slot.set(sb.BUSY_READ)
+                hold = c.tls and self.sync_tls  # Apache before 2.4.7: TLS behaves as under worker
+                outcome = cn.serve(c, slot, self.ctx, hold=hold)
+                if hold and outcome == cn.CLOSE:
+                    cn.lingering_close(c, slot)
+                    outcome = cn.GONE
+                slot.set(sb.READY)
+                self._give_back(c, outcome)
+                self._change(idle=1)
+        finally:
+            slot.release(sb.DEAD)
+
+    def _give_back(self, c: cn.Conn, outcome: str) -> None:
+        self.returns.append((c, outcome))
+        try:
+            os.write(self.ret_w, b"x")
+        except BlockingIOError:
+            pass  # the listener has wake-ups pending already
+
+    # -- listener -----------------------------------------------------------------------------
+    def accepting_allowed(self) -> bool:
+        with self.lock:
+            if self.idle <= 0:
+                return False
+            return (self.connections - self.counts[LINGER]) < self.tpc + self.idle * self.factor
+
+    def listener(self) -> None:
+        env = self.env
+        ep = select.epoll()
+        lfds = {lst.sock.fileno(): lst for lst in env.listeners}
+        listening = False
+        parked: dict[int, tuple[cn.Conn, str, float]] = {}
+        # One FIFO per queue: every entry of a queue has the same timeout, so deadlines come out in
+        # insertion order and expiry looks only at the heads. Entries of connections that left
+        # the queue early are skipped when they reach the head (lazy deletion).
+        fifos: dict[str, collections.deque] = {KA: collections.deque(), WRITE: collections.deque(),
+                                                LINGER: collections.deque()}
+        ep.register(self.ret_r, select.EPOLLIN)
+        ep.register(env.wake_r, select.EPOLLIN)
+        max_conns = env.config["MaxConnectionsPerChild"]
+        accepted = 0
+        dying = False
+
+        def park(c: cn.Conn, kind: str) -> None:
+            fd = c.sock.fileno()
+            if kind == KA:
+                deadline, mask = time.monotonic() + self.ctx.keep_alive_timeout, select.EPOLLIN
+            elif kind == WRITE:
+                deadline, mask = time.monotonic() + self.ctx.timeout, select.EPOLLOUT
+            else:
+                deadline, mask = time.monotonic() + ASYNC_LINGER_SECONDS, select.EPOLLIN
+            try:
+                ep.register(fd, mask | select.EPOLLRDHUP if kind != WRITE else mask)
+            except (OSError, ValueError):
+                self._change(conns=-1)
+                cn.close_quietly(c)
+                return
+            parked[fd] = (c, kind, deadline)
+            fifos[kind].append((deadline, fd, c))
+            self._change(**{{KA: "ka", WRITE: "write", LINGER: "linger"}[kind]: 1})
+
+        def unpark(fd: int) -> tuple[cn.Conn, str]:
+            c, kind, _ = parked.pop(fd)
+            try:
+                ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+            self._change(**{{KA: "ka", WRITE: "write", LINGER: "linger"}[kind]: -1})
+            return c, kind
+
+        def close(c: cn.Conn) -> None:
+            cn.close_quietly(c)
+            self._change(conns=-1)
+
+        def to_linger(c: cn.Conn) -> None:
+            if cn.start_lingering(c):
+                park(c, LINGER)
+            else:
+                self._change(conns=-1)
+
+        def dispatch(c: cn.Conn, fresh: bool) -> bool:
+            with self.lock:
+                have_idle = self.idle > 0
+            if not have_idle:
+                return False
+            self.tasks.put((c, fresh))
+            return True
+
+        def close_keepalive_queue() -> None:
+            for fd in [fd for fd, (_, kind, _) in parked.items() if kind == KA]:
+                c, _ = unpark(fd)
+                close(c)
+
+        try:
+            while True:
+                # Start or stop polling the listening sockets (not_accepting).
+                want = not dying and not env.stopping.is_set() and self.accepting_allowed()
+                if want != listening:
+                    for fd in lfds:
+                        if want:
+                            ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+                        else:
+                            ep.unregister(fd)
+                    listening = want
+                    with self.lock:
+                        self.not_accepting = not want
+                        self._publish()
+                if (dying or env.stopping.is_set()) and self.connections == 0:
+                    break
+                now = time.monotonic()
+                heads = [f[0][0] for f in fifos.values() if f]
+                timeout = max(0.0, min(min(heads, default=now + POLL_CEILING) - now, POLL_CEILING))
+                try:
+                    events = ep.poll(timeout)
+                except InterruptedError:
+                    continue
+                for fd, ev in events:
+                    if fd in lfds:
+                        if not listening:
+                            continue
+                        try:
+                            got = lfds[fd].accept()
+                        except OSError as e:
+                            if not cn.is_transient_accept_error(e):
+                                env.log("mpm_event", "error", f"accept: {e}")
+                            continue
+                        if got is None:
+                            continue
+                        c = cn.Conn.accept(got[0], got[1], self.ctx, tls=lfds[fd].tls is not None)
+                        self._change(conns=1)
+                        accepted += 1
+                        if not dispatch(c, True):
+                            close(c)  # cannot happen while the accept rule holds; never leak it
+                        if max_conns and accepted >= max_conns:
+                            env.stop()
+                    elif fd == self.ret_r:
+                        try:
+                            while os.read(self.ret_r, 4096):
+                                pass
+                        except BlockingIOError:
+                            pass
+                    elif fd == env.wake_r:
+                        if not dying:
+                            dying = True
+                            # Graceful child exit: close the keep-alive queue, stop accepting,
+                            # run until every connection is finished.
+                            close_keepalive_queue()
+                    elif fd in parked:
+                        c, kind, _ = parked[fd]
+                        if kind == KA:
+                            unpark(fd)
+                            if dying or not dispatch(c, False):
+                                # No idle worker: close it (the client reconnects), and since
+                                # workers ran out, the whole keep-alive queue goes too.
+                                close(c)
+                                self.workers_were_busy = True
+                        elif kind == WRITE:
+                            done = cn.write_some(c)
+                            if done is False:
+                                continue
+                            unpark(fd)
+                            if done is None:
+                                close(c)
+                            elif c.http.keep_alive and not dying:
+                                park(c, KA)
+                            else:
+                                to_linger(c)
+                        else:  # LINGER
+                            if cn.drain(c):
+                                unpark(fd)
+                                close(c)
+                # Connections coming back from workers.
+                while self.returns:
+                    c, outcome = self.returns.popleft()
+                    if outcome == cn.PARK_KEEPALIVE:
+                        if dying or env.stopping.is_set():
+                            to_linger(c)
+                        else:
+                            park(c, KA)
+                    elif outcome == cn.PARK_WRITE:
+                        park(c, WRITE)
+                    elif outcome == cn.CLOSE:
+                        to_linger(c)
+                    else:  # GONE: closed by the worker
+                        self._change(conns=-1)
+                if self.workers_were_busy:
+                    self.workers_were_busy = False
+                    close_keepalive_queue()
+                # Timeouts.
+                now = time.monotonic()
+                for kind, fifo in fifos.items():
+                    while fifo and fifo[0][0] <= now:
+                        deadline, fd, c = fifo.popleft()
+                        entry = parked.get(fd)
+                        if entry is not None and entry[0] is c and entry[1] == kind and entry[2] == deadline:
+                            unpark(fd)
+                            close(c)
+        finally:
+            for fd in list(parked):
+                c, _ = unpark(fd)
+                close(c)
+            ep.close()
+
+
+def run_child(env: ChildEnv) -> int:
+    env.install_signals()
+    child = EventChild(env)
+    env.scoreboard.clear_child(env.proc)
+    threads = [threading.Thread(target=child.worker, args=(t,), name=f"worker-{t}", daemon=True)
+               for t in range(child.tpc)]
+    for t in threads:
+        t.start()
+    lt = threading.Thread(target=child.listener, name="listener", daemon=True)
+    lt.start()
+    while not env.stopping.wait(1.0):
+        pass
+    lt.join()
+    for _ in threads:
+        child.tasks.put(None)
+    for t in threads:
+        t.join()
+    return 0

@@ -1,0 +1,68 @@
+"""prefork: one process, one connection at a time (SPEC section 3).
+
+The child waits on the shared listening socket itself; whoever's accept() wins serves that client
+through its whole life, keep-alive wait and lingering close included. On Linux, with one listening
+socket, no accept mutex is needed: EPOLLEXCLUSIVE wakes one waiting child per connection instead of
+all of them (the thundering herd Apache's accept mutex exists to prevent).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+
+from .. import conn as cn
+from .. import scoreboard as sb
+from .common import ChildEnv
+
+
+def run_child(env: ChildEnv) -> int:
+    slot = env.scoreboard.slot(env.proc, 0)
+    slot.stopping = env.stopping
+    slot.claim(os.getpid(), threading.get_native_id(), env.generation, sb.STARTING)
+    env.install_signals(on_graceful=slot.try_mark_graceful)
+    ctx = env.server_context()
+    max_conns = env.config["MaxConnectionsPerChild"]
+
+    ep = select.epoll()
+    by_fd = {}
+    for lst in env.listeners:
+        ep.register(lst.sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        by_fd[lst.sock.fileno()] = lst
+    ep.register(env.wake_r, select.EPOLLIN)
+
+    served = 0
+    slot.set(sb.READY)
+    try:
+        while not env.stopping.is_set():
+            try:
+                events = ep.poll()
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                lst = by_fd.get(fd)
+                if lst is None or env.stopping.is_set():
+                    continue
+                try:
+                    got = lst.accept()
+                except OSError as e:
+                    if not cn.is_transient_accept_error(e):
+                        env.log("mpm_prefork", "error", f"accept: {e}")
+                    continue
+                if got is None:
+                    continue  # another child took it
+                sock, addr = got
+                c = cn.Conn.accept(sock, addr, ctx, tls=lst.tls is not None)
+                slot.new_connection(c.client, sb.BUSY_READ, tls=c.tls)
+                served += 1
+                if cn.serve(c, slot, ctx, hold=True) == cn.CLOSE:
+                    cn.lingering_close(c, slot)
+                slot.set(sb.READY)
+                if max_conns and served >= max_conns:
+                    env.stop()  # MaxConnectionsPerChild: exit cleanly, maintenance replaces us
+                break  # back to the poll: never hold a stale readiness event
+    finally:
+        slot.release(sb.DEAD)
+        ep.close()
+    return 0

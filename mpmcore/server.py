@@ -1,0 +1,58 @@
+"""What a child serves: the built-in handlers, with /server-status read from the live scoreboard."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Callable
+
+from . import __version__
+from .handlers import Handlers
+from .protocol import Request, Response
+
+SERVER_VERSION = f"mpmlab/{__version__} (Unix)"
+BUILT = datetime.datetime.fromtimestamp(os.path.getmtime(__file__)).strftime("%b %d %Y %H:%M:%S")
+
+
+def server_info(snap, server_name: str, extended: bool = True):
+    from .status import ServerInfo
+    g = snap.glob
+    mpm = snap.mpm
+    return ServerInfo(server_name=server_name, server_version=SERVER_VERSION, built=BUILT, mpm=mpm,
+                      max_request_workers=g.max_request_workers,
+                      threads_per_child=1 if mpm == "prefork" else g.threads_per_child,
+                      server_limit=g.server_limit, extended_status=extended)
+
+
+def make_handler(env) -> Callable[[Request], Response]:
+    """Called once in each child after fork(): the handler its threads share."""
+    from .scoreboard import ScoreboardReader
+
+    reader = ScoreboardReader.from_mmap(env.scoreboard.mm)
+    host = env.vhost.rpartition(":")[0].strip("[]") or "localhost"
+    extended = bool(env.config["ExtendedStatus"])
+    cache: dict = {}
+
+    def snapshot():
+        snap = reader.snapshot()
+        cache["snap"] = snap
+        return snap
+
+    def info():
+        snap = cache.get("snap") or reader.snapshot()
+        return server_info(snap, host, extended)
+
+    def server_status(req: Request) -> Response:
+        from . import status
+        return status.handle_status_request(req, snapshot, info)
+
+    from .unsafe import make_unsafe_handler
+    unsafe = make_unsafe_handler(env)
+    handlers = Handlers(server_status=server_status)
+
+    def handle(req: Request) -> Response:
+        if req.path == "/unsafe":
+            return unsafe(req)
+        return handlers(req)
+
+    return handle

@@ -1,0 +1,166 @@
+"""Per-pattern measurements: counters and HDR latency histograms, live (per frame) and cumulative.
+
+Hot path: ``response()`` and ``error()`` are called once per request; they only bump integers and
+record into the *interval* histograms. ``fold()`` runs once per frame (250 ms): it turns the
+interval into the live figures, adds it into the cumulative histograms and starts a new interval.
+"""
+
+from __future__ import annotations
+
+import time
+
+from hdrh.histogram import HdrHistogram
+
+from .client import ERROR_KINDS
+from .limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
+
+__all__ = ["PatternStats", "PERCENTILES"]
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+_PCT_KEYS = ("p50", "p90", "p99", "p99.9")
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+HISTOGRAMS = ("latency", "corrected", "ttfb", "connect")
+# Counters that are summed per interval and in total.
+COUNTERS = ("requests", "responses", "bytes_in", "bytes_out", "arrivals", "dropped", "late",
+            "reconnects", "connections_opened", "throttled")
+
+
+def _hist() -> HdrHistogram:
+    return HdrHistogram(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_SIGNIFICANT_FIGURES)
+
+
+def _clamp_us(seconds: float) -> int:
+    us = int(seconds * 1_000_000)
+    if us < HIST_LOWEST_US:
+        return HIST_LOWEST_US
+    if us > HIST_HIGHEST_US:
+        return HIST_HIGHEST_US
+    return us
+
+
+def _summary(h: HdrHistogram) -> dict | None:
+    if h.get_total_count() == 0:
+        return None
+    pct = h.get_percentile_to_value_dict(list(PERCENTILES))
+    out = {k: round(pct[p] / 1000.0, 3) for k, p in zip(_PCT_KEYS, PERCENTILES)}
+    out["max"] = round(h.get_max_value() / 1000.0, 3)
+    out["mean"] = round(h.get_mean_value() / 1000.0, 3)
+    out["count"] = h.get_total_count()
+    return out
+
+
+class _Window:
+    __slots__ = ("counts", "status", "errors", "hists")
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self.status = [0] * 6  # index = status // 100 (0 unused)
+        self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.hists = {name: _hist() for name in HISTOGRAMS}
+
+
+class PatternStats:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self._iv = _Window()  # current interval
+        self._tot = _Window()  # cumulative (folded intervals)
+        self._iv_started = self.started
+        self.active_connections = 0
+        self.peak_connections = 0
+        self.live: dict = self._figures(self._iv, 0.0)
+        # Hot-path aliases into the interval window (swapped by fold()).
+        self._bind()
+
+    def _bind(self) -> None:
+        iv = self._iv
+        self.counts = iv.counts
+        self._status = iv.status
+        self._errors = iv.errors
+        h = iv.hists
+        self._h_lat = h["latency"]
+        self._h_cor = h["corrected"]
+        self._h_ttfb = h["ttfb"]
+        self._h_conn = h["connect"]
+
+    # -- hot path ---------------------------------------------------------------------------
+    def response(self, status: int, total: float, ttfb: float, nbytes: int,
+                 corrected: float | None = None) -> None:
+        c = self.counts
+        c["responses"] += 1
+        c["bytes_in"] += nbytes
+        cls = status // 100
+        if 0 < cls < 6:
+            self._status[cls] += 1
+        self._h_lat.record_value(_clamp_us(total))
+        if ttfb > 0:
+            self._h_ttfb.record_value(_clamp_us(ttfb))
+        if corrected is not None:
+            self._h_cor.record_value(_clamp_us(corrected))
+
+    def status_only(self, status: int) -> None:
+        """A response without timings (e.g. a 408 sent to a slowloris connection)."""
+        self.counts["responses"] += 1
+        cls = status // 100
+        if 0 < cls < 6:
+            self._status[cls] += 1
+
+    def error(self, kind: str) -> None:
+        self._errors[kind] += 1
+
+    def connected(self, seconds: float) -> None:
+        self.counts["connections_opened"] += 1
+        self._h_conn.record_value(_clamp_us(seconds))
+        self.active_connections += 1
+        if self.active_connections > self.peak_connections:
+            self.peak_connections = self.active_connections
+
+    def disconnected(self) -> None:
+        self.active_connections -= 1
+
+    # -- once per frame ---------------------------------------------------------------------
+    def _figures(self, w: _Window, seconds: float) -> dict:
+        c = w.counts
+        out = dict(c)
+        out["status"] = {STATUS_CLASSES[i - 1]: w.status[i] for i in range(1, 6)}
+        out["errors"] = dict(w.errors)
+        out["errors_total"] = sum(w.errors.values())
+        out["seconds"] = round(seconds, 3)
+        out["rps"] = round(c["responses"] / seconds, 2) if seconds > 0 else 0.0
+        out["requests_per_s"] = round(c["requests"] / seconds, 2) if seconds > 0 else 0.0
+        out["latency_ms"] = _summary(w.hists["latency"])
+        out["corrected_latency_ms"] = _summary(w.hists["corrected"])
+        out["ttfb_ms"] = _summary(w.hists["ttfb"])
+        out["connect_ms"] = _summary(w.hists["connect"])
+        return out
+
+    def fold(self, now: float | None = None) -> dict:
+        """Close the current interval: return its figures, add it to the totals."""
+        now = time.monotonic() if now is None else now
+        iv, tot = self._iv, self._tot
+        live = self._figures(iv, now - self._iv_started)
+        for k, v in iv.counts.items():
+            tot.counts[k] += v
+            iv.counts[k] = 0
+        for i in range(6):
+            tot.status[i] += iv.status[i]
+            iv.status[i] = 0
+        for k, v in iv.errors.items():
+            tot.errors[k] += v
+            iv.errors[k] = 0
+        for name, h in iv.hists.items():
+            if h.get_total_count():
+                tot.hists[name].add(h)
+                h.reset()
+        self._iv_started = now
+        self.live = live
+        return live
+
+    def total(self, now: float | None = None, elapsed: float | None = None) -> dict:
+        """Cumulative figures up to the last fold."""
+        now = time.monotonic() if now is None else now
+        seconds = elapsed if elapsed is not None else (now - self.started)
+        return self._figures(self._tot, seconds)
+
+    def pending_counts(self) -> dict:
+        """Totals including the not-yet-folded interval (cheap; no histograms)."""
+        return {k: self._tot.counts[k] + self._iv.counts[k] for k in COUNTERS}
