@@ -174,10 +174,11 @@ def _reply_parts(http: HTTPConnection, req: Request, resp: Response) -> list:
     return [head, memoryview(body)]
 
 
-def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool) -> str:
+def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable: bool = False) -> str:
     """Serve requests on ``c`` until it must close, or (``hold=False``) until it would wait.
 
-    The slot is in R on entry (a new connection, or a parked one that became readable).
+    The slot is in R on entry (a new connection, or, with ``readable``, a parked one the listener
+    saw become readable: read it at once instead of parking it again).
     """
     http = c.http
     if not c.handshake_done and not handshake(c, ctx):
@@ -189,16 +190,16 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool) -> str:
                 # Between requests on a kept-alive connection.
                 if ctx.stopping.is_set():
                     return CLOSE
-                if not hold:
-                    if c.tls and c.sock.pending():
-                        pass  # bytes already decrypted: read them now rather than park
-                    else:
-                        return PARK_KEEPALIVE
-                slot.set(sb.BUSY_KEEPALIVE)
-                why = _wait_readable(c, time.monotonic() + ctx.keep_alive_timeout, ctx.wake_fd)
-                if why != "data":
-                    return CLOSE  # keep-alive timeout, or a graceful stop: close after the last reply
-                slot.set(sb.BUSY_READ)
+                if readable:
+                    readable = False
+                elif not hold and not (c.tls and c.sock.pending()):  # decrypted bytes waiting: read now
+                    return PARK_KEEPALIVE
+                else:
+                    slot.set(sb.BUSY_KEEPALIVE)
+                    why = _wait_readable(c, time.monotonic() + ctx.keep_alive_timeout, ctx.wake_fd)
+                    if why != "data":
+                        return CLOSE  # keep-alive timeout, or a graceful stop: close after the last reply
+                    slot.set(sb.BUSY_READ)
                 data = _recv(c, time.monotonic() + ctx.timeout)
             else:
                 deadline, status = http.read_deadline()

@@ -326,6 +326,7 @@ class Master:
     def _child_main(self, slot: int, cfg: Config) -> None:
         code = 1
         try:
+            _die_with_parent()
             signal.set_wakeup_fd(-1)
             for fd in (self.wake_r, self.wake_w):
                 os.close(fd)
@@ -694,6 +695,17 @@ class Master:
             self.running = False
             return {"ok": True}
         raise ValueError(f"unknown command {cmd!r} (status, graceful, restart, switch, check, graceful-stop, stop)")
+
+
+def _die_with_parent() -> None:
+    """Linux: a child gets SIGTERM if the master dies (even by SIGKILL), so no orphan serves on."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _is_mpmlab(pid: int) -> bool:

@@ -31,6 +31,7 @@ per-record pass is a bytes operation or a strided memoryview, never a Python loo
 
 from __future__ import annotations
 
+import ctypes
 import html
 import json
 import math
@@ -43,7 +44,7 @@ from urllib.parse import unquote_plus
 
 from . import scoreboard as sb
 from .scoreboard import (BUSY_DNS, BUSY_KEEPALIVE, BUSY_LOG, BUSY_READ, BUSY_WRITE, CLOSING, DEAD, GRACEFUL,
-                         IDLE_KILL, KIND_FCGI, LETTERS, READY, STARTING, STATE_LETTERS, STATE_NAMES, P_SIZE,
+                         IDLE_KILL, KIND_FCGI, LETTERS, READY, STARTING, STATE_LETTERS, STATE_NAMES,
                          W_SIZE, Snapshot, WorkerRecord)
 
 KBYTE = 1024
@@ -263,6 +264,42 @@ def _loadavg() -> tuple[float, float, float]:
         return (0.0, 0.0, 0.0)
 
 
+# -- whole-array record reads ----------------------------------------------------------------
+_CODES = {ctypes.c_uint8: "B", ctypes.c_int8: "b", ctypes.c_uint16: "H", ctypes.c_int16: "h",
+          ctypes.c_uint32: "I", ctypes.c_int32: "i", ctypes.c_uint64: "Q", ctypes.c_int64: "q",
+          ctypes.c_double: "d", ctypes.c_float: "f"}
+_PROC_FIELDS = ("seq", "pid", "generation", "mpm", "kind", "quiescing", "_pad", "threads", "start_time",
+                "pss_kb", "rss_kb", "mem_time")
+_CHILD_FIELDS = ("seq", "pid", "not_accepting", "connections", "write_completion", "lingering_close",
+                 "keep_alive", "suspended", "wait_io", "_pad")
+
+
+def _struct_for(cls) -> struct.Struct | None:
+    """The record as a native struct, when its fields are plain numbers in the order we read them."""
+    try:
+        fmt = "@" + "".join(_CODES[t] for _, t in cls._fields_)
+    except KeyError:
+        return None
+    st = struct.Struct(fmt)
+    return st if st.size == ctypes.sizeof(cls) else None
+
+
+_STRUCTS: dict[type, struct.Struct | None] = {}
+
+
+def _records(arr: ctypes.Array, fields: tuple[str, ...]) -> list[tuple]:
+    """All records of ``arr`` as tuples in ``fields`` order: one C-level unpack of the whole array
+    instead of a ctypes attribute read per field per record."""
+    cls = arr._type_
+    if cls not in _STRUCTS:
+        st = _struct_for(cls)
+        _STRUCTS[cls] = st if st and tuple(n for n, _ in cls._fields_) == fields else None
+    st = _STRUCTS[cls]
+    if st is not None and len(arr):
+        return list(st.iter_unpack(memoryview(arr).cast("B")))
+    return [tuple(getattr(r, f) for f in fields) for r in arr]
+
+
 # -- strided views of the worker array -----------------------------------------------------
 def _column(snap: Snapshot, field: str, fmt: str) -> memoryview:
     """One field of every worker record as a strided memoryview (no per-record Python work)."""
@@ -310,8 +347,11 @@ def _esc(raw: bytes) -> str:
 
 
 # -- the numbers ---------------------------------------------------------------------------
-def summarize(snap: Snapshot, info: ServerInfo, now: float | None = None) -> dict[str, Any]:
-    """Everything mod_status shows, as plain data, by Apache's counting rules."""
+def summarize(snap: Snapshot, info: ServerInfo, now: float | None = None, detail: bool = True) -> dict[str, Any]:
+    """Everything mod_status shows, as plain data, by Apache's counting rules.
+
+    ``detail=False`` leaves out the per-process rows (``procs``, ``fcgi_procs``): what ``?auto``
+    needs, at a fraction of the cost."""
     now = snap.taken_at if now is None else now
     g = snap.glob
     tc = snap.thread_capacity
@@ -322,60 +362,71 @@ def summarize(snap: Snapshot, info: ServerInfo, now: float | None = None) -> dic
     config_gen = g.config_generation if info.config_generation is None else info.config_generation
     statuses = snap.statuses()
 
-    idle = busy = graceful = 0
-    procs_out: list[dict[str, Any]] = []
-    fcgi_out: list[dict[str, Any]] = []
-    sums = dict(processes=0, stopping=0, connections=0, busy=0, graceful=0, idle=0, wait_io=0,
-                writing=0, keep_alive=0, closing=0, suspended=0, pss_kb=0, rss_kb=0)
-    shown: list[bytes] = []
-    for i in range(nprocs):
-        row = statuses[i * tc:(i + 1) * tc]
-        if i < max_servers:
+    # The displayed scoreboard: the first max_servers x ThreadsPerChild slots, plus live ones beyond.
+    if tc <= tpc:
+        head = statuses[:max_servers * tc]
+        shown = [head] if tc == tpc else [statuses[i * tc:(i + 1) * tc] for i in range(min(max_servers, nprocs))]
+    else:
+        shown = []
+        for i in range(min(max_servers, nprocs)):
+            row = statuses[i * tc:(i + 1) * tc]
             shown.append(row[:tpc])
             rest = row[tpc:]
             if rest.count(DEAD) != len(rest):
                 shown.append(rest.replace(b"\x00", b""))
-        elif row.count(DEAD) != len(row):
-            shown.append(row.replace(b"\x00", b""))
+    beyond = statuses[max_servers * tc:]
+    if beyond.count(DEAD) != len(beyond):
+        shown.append(beyond.replace(b"\x00", b""))
 
-        p = snap.procs[i]
-        if not p.pid:
+    idle = busy = graceful = idle_any = 0
+    n_procs = n_stopping = 0
+    conns = a_wait = a_write = a_ka = a_close = a_susp = pss_sum = rss_sum = 0
+    procs_out: list[dict[str, Any]] = []
+    fcgi_out: list[dict[str, Any]] = []
+    procs = _records(snap.procs, _PROC_FIELDS)
+    children = _records(snap.children, _CHILD_FIELDS)
+    mpm_names = sb.MPM_NAMES
+    for i in range(nprocs):
+        (_, pid, gen, mpm_id, kind, quiescing, _, threads, start_time, pss_kb, rss_kb, mem_time) = procs[i]
+        if not pid:
             continue
-        c = snap.children[i]
-        # a squatter may share the slot: counters written by another pid are not this child's
-        own = not c.pid or c.pid == p.pid
-        n_ready, n_g = row.count(READY), row.count(GRACEFUL)
-        n_busy = tc - n_ready - n_g - row.count(DEAD) - row.count(STARTING) - row.count(IDLE_KILL)
-        rec = {
-            "slot": i, "pid": p.pid, "generation": p.generation,
-            "mpm": sb.MPM_NAMES[p.mpm] if p.mpm < len(sb.MPM_NAMES) else "?",
-            "kind": "fcgi" if p.kind == KIND_FCGI else "child",
-            "stopping": bool(p.quiescing), "old_gen": p.generation != mpm_gen,
-            "threads": p.threads, "start_time": p.start_time,
-            "connections": c.connections if own else 0,
-            "accepting": not (c.not_accepting if own else 0),
-            "busy": 0, "graceful": 0, "idle": 0,
-            "wait_io": c.wait_io if own else 0, "writing": c.write_completion if own else 0,
-            "keep_alive": c.keep_alive if own else 0, "closing": c.lingering_close if own else 0,
-            "suspended": c.suspended if own else 0,
-            "pss_kb": p.pss_kb, "rss_kb": p.rss_kb, "mem_time": p.mem_time,
-        }
-        if p.kind == KIND_FCGI:
-            fcgi_out.append(rec)
+        (_, c_pid, not_accepting, connections, writing, closing, keep_alive, suspended, wait_io, _) = children[i]
+        if c_pid and c_pid != pid:
+            # a squatter shares the slot: counters written by another pid are not this child's
+            not_accepting = connections = writing = closing = keep_alive = suspended = wait_io = 0
+        if kind == KIND_FCGI:
+            if detail:
+                fcgi_out.append(_proc_row(i, pid, gen, mpm_id, kind, quiescing, threads, start_time, pss_kb, rss_kb,
+                                          mem_time, mpm_gen, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0))
             continue
-        if not p.quiescing:
+        n_busy = n_g = n_ready = 0
+        if not quiescing:
+            row = statuses[i * tc:(i + 1) * tc]
+            n_ready, n_g = row.count(READY), row.count(GRACEFUL)
+            n_busy = tc - n_ready - n_g - row.count(DEAD) - row.count(STARTING) - row.count(IDLE_KILL)
             # Apache: per-process idle counts READY of any generation, the total only the current one
-            rec["busy"], rec["graceful"], rec["idle"] = n_busy, n_g, n_ready
             busy += n_busy
             graceful += n_g
-            if p.generation == mpm_gen:
+            idle_any += n_ready
+            if gen == mpm_gen:
                 idle += n_ready
-        procs_out.append(rec)
-        sums["processes"] += 1
-        sums["stopping"] += 1 if p.quiescing else 0
-        for k in ("connections", "busy", "graceful", "idle", "wait_io", "writing", "keep_alive", "closing",
-                  "suspended", "pss_kb", "rss_kb"):
-            sums[k] += rec[k]
+        n_procs += 1
+        n_stopping += 1 if quiescing else 0
+        conns += connections
+        a_wait += wait_io
+        a_write += writing
+        a_ka += keep_alive
+        a_close += closing
+        a_susp += suspended
+        pss_sum += pss_kb
+        rss_sum += rss_kb
+        if detail:
+            procs_out.append(_proc_row(i, pid, gen, mpm_id, kind, quiescing, threads, start_time, pss_kb, rss_kb,
+                                       mem_time, mpm_gen, n_busy, n_g, n_ready, connections, not_accepting,
+                                       wait_io, writing, keep_alive, closing, suspended))
+    sums = dict(processes=n_procs, stopping=n_stopping, connections=conns, busy=busy, graceful=graceful,
+                idle=idle_any, wait_io=a_wait, writing=a_write,
+                keep_alive=a_ka, closing=a_close, suspended=a_susp, pss_kb=pss_sum, rss_kb=rss_sum)
 
     letters = b"".join(shown).translate(sb._LETTER_TABLE).decode("latin-1")
     state_counts = {ch: letters.count(ch) for ch in STATE_LETTERS}
@@ -406,6 +457,22 @@ def summarize(snap: Snapshot, info: ServerInfo, now: float | None = None) -> dic
     return out
 
 
+def _proc_row(slot, pid, gen, mpm_id, kind, quiescing, threads, start_time, pss_kb, rss_kb, mem_time, mpm_gen,
+              n_busy, n_g, n_ready, connections, not_accepting, wait_io, writing, keep_alive, closing,
+              suspended) -> dict[str, Any]:
+    return {
+        "slot": slot, "pid": pid, "generation": gen,
+        "mpm": sb.MPM_NAMES[mpm_id] if mpm_id < len(sb.MPM_NAMES) else "?",
+        "kind": "fcgi" if kind == KIND_FCGI else "child",
+        "stopping": bool(quiescing), "old_gen": gen != mpm_gen,
+        "threads": threads, "start_time": start_time,
+        "connections": connections, "accepting": not not_accepting,
+        "busy": n_busy, "graceful": n_g, "idle": n_ready,
+        "wait_io": wait_io, "writing": writing, "keep_alive": keep_alive, "closing": closing,
+        "suspended": suspended, "pss_kb": pss_kb, "rss_kb": rss_kb, "mem_time": mem_time,
+    }
+
+
 def _totals(snap: Snapshot, uptime: int) -> dict[str, Any]:
     """Apache sums records with accesses or a non-idle state; the others hold zero counters, so a
     sum over all records is the same and costs one strided pass per field."""
@@ -416,8 +483,8 @@ def _totals(snap: Snapshot, uptime: int) -> dict[str, Any]:
         accesses = sum(_column(snap, "access_count", "Q"))
         nbytes = sum(_column(snap, "bytes_served", "Q"))
         dur_us = sum(_column(snap, "duration_us", "Q"))
-        cpu_u = math.fsum(_column(snap, "cpu_user", "d"))
-        cpu_s = math.fsum(_column(snap, "cpu_system", "d"))
+        cpu_u = sum(_column(snap, "cpu_user", "d"))
+        cpu_s = sum(_column(snap, "cpu_system", "d"))
     g = snap.glob
     kbytes = nbytes >> 10
     dur_ms = dur_us // 1000
@@ -440,7 +507,7 @@ def _totals(snap: Snapshot, uptime: int) -> dict[str, Any]:
 
 # -- ?auto -----------------------------------------------------------------------------------
 def render_auto(snap: Snapshot, info: ServerInfo, now: float | None = None, summary: dict | None = None) -> str:
-    s = summary or summarize(snap, info, now)
+    s = summary or summarize(snap, info, now, detail=False)
     l1, l5, l15 = s["load"]
     lines = [
         info.server_name,
@@ -780,7 +847,8 @@ def parse_options(query: str) -> StatusOptions:
                 raise StatusOptionError("refresh", f"must be an integer number of seconds "
                                                    f"({REFRESH_MIN}..{REFRESH_MAX}), not {value[:40]!r}") from None
             if not REFRESH_MIN <= n <= REFRESH_MAX:
-                raise StatusOptionError("refresh", f"{n} is out of range (allowed: {REFRESH_MIN}..{REFRESH_MAX} seconds)")
+                raise StatusOptionError("refresh", f"{n} is out of range "
+                                                   f"(allowed: {REFRESH_MIN}..{REFRESH_MAX} seconds)")
             opts.refresh = n
     return opts
 

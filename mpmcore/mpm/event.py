@@ -92,7 +92,7 @@ class EventChild:
                 else:
                     slot.set(sb.BUSY_READ)
                 hold = c.tls and self.sync_tls  # Apache before 2.4.7: TLS behaves as under worker
-                outcome = cn.serve(c, slot, self.ctx, hold=hold)
+                outcome = cn.serve(c, slot, self.ctx, hold=hold, readable=not fresh)
                 if hold and outcome == cn.CLOSE:
                     cn.lingering_close(c, slot)
                     outcome = cn.GONE

@@ -38,25 +38,47 @@ def _clamp_us(seconds: float) -> int:
     return us
 
 
-def _summary(h: HdrHistogram) -> dict | None:
-    if h.get_total_count() == 0:
+def _quantize(us: int) -> int:
+    """The lowest value HDR (3 significant figures: 2048 sub-buckets) treats as equivalent to
+    ``us``. Recording goes through a dict of these, flushed into the histogram once per frame:
+    ~0.2 us per response instead of ~2 us for HdrHistogram.record_value in pure Python, with
+    exactly the same histogram at the end."""
+    shift = us.bit_length() - 11
+    return us if shift <= 0 else (us >> shift) << shift
+
+
+def _summary(h: HdrHistogram, total_us: float) -> dict | None:
+    # (HdrHistogram.get_mean_value() walks every bucket in Python: ~70 ms. The mean comes from
+    # a running sum instead.)
+    count = h.get_total_count()
+    if count == 0:
         return None
     pct = h.get_percentile_to_value_dict(list(PERCENTILES))
     out = {k: round(pct[p] / 1000.0, 3) for k, p in zip(_PCT_KEYS, PERCENTILES)}
     out["max"] = round(h.get_max_value() / 1000.0, 3)
-    out["mean"] = round(h.get_mean_value() / 1000.0, 3)
-    out["count"] = h.get_total_count()
+    out["mean"] = round(total_us / count / 1000.0, 3)
+    out["count"] = count
     return out
 
 
 class _Window:
-    __slots__ = ("counts", "status", "errors", "hists")
+    __slots__ = ("counts", "status", "errors", "hists", "sums", "pending")
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.status = [0] * 6  # index = status // 100 (0 unused)
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.hists = {name: _hist() for name in HISTOGRAMS}
+        self.sums = dict.fromkeys(HISTOGRAMS, 0)  # microseconds, for the means
+        self.pending = {name: {} for name in HISTOGRAMS}  # quantized value -> count
+
+    def flush(self) -> None:
+        for name, pend in self.pending.items():
+            if pend:
+                h = self.hists[name]
+                for v, c in pend.items():
+                    h.record_value(v, c)
+                pend.clear()
 
 
 class PatternStats:
@@ -75,8 +97,9 @@ class PatternStats:
         iv = self._iv
         self.counts = iv.counts
         self._status = iv.status
+        self._sums = iv.sums
         self._errors = iv.errors
-        h = iv.hists
+        h = iv.pending
         self._h_lat = h["latency"]
         self._h_cor = h["corrected"]
         self._h_ttfb = h["ttfb"]
@@ -91,11 +114,24 @@ class PatternStats:
         cls = status // 100
         if 0 < cls < 6:
             self._status[cls] += 1
-        self._h_lat.record_value(_clamp_us(total))
+        sums = self._sums
+        us = _clamp_us(total)
+        q = _quantize(us)
+        h = self._h_lat
+        h[q] = h.get(q, 0) + 1
+        sums["latency"] += us
         if ttfb > 0:
-            self._h_ttfb.record_value(_clamp_us(ttfb))
+            us = _clamp_us(ttfb)
+            q = _quantize(us)
+            h = self._h_ttfb
+            h[q] = h.get(q, 0) + 1
+            sums["ttfb"] += us
         if corrected is not None:
-            self._h_cor.record_value(_clamp_us(corrected))
+            us = _clamp_us(corrected)
+            q = _quantize(us)
+            h = self._h_cor
+            h[q] = h.get(q, 0) + 1
+            sums["corrected"] += us
 
     def status_only(self, status: int) -> None:
         """A response without timings (e.g. a 408 sent to a slowloris connection)."""
@@ -109,7 +145,10 @@ class PatternStats:
 
     def connected(self, seconds: float) -> None:
         self.counts["connections_opened"] += 1
-        self._h_conn.record_value(_clamp_us(seconds))
+        us = _clamp_us(seconds)
+        q = _quantize(us)
+        self._h_conn[q] = self._h_conn.get(q, 0) + 1
+        self._sums["connect"] += us
         self.active_connections += 1
         if self.active_connections > self.peak_connections:
             self.peak_connections = self.active_connections
@@ -127,16 +166,17 @@ class PatternStats:
         out["seconds"] = round(seconds, 3)
         out["rps"] = round(c["responses"] / seconds, 2) if seconds > 0 else 0.0
         out["requests_per_s"] = round(c["requests"] / seconds, 2) if seconds > 0 else 0.0
-        out["latency_ms"] = _summary(w.hists["latency"])
-        out["corrected_latency_ms"] = _summary(w.hists["corrected"])
-        out["ttfb_ms"] = _summary(w.hists["ttfb"])
-        out["connect_ms"] = _summary(w.hists["connect"])
+        out["latency_ms"] = _summary(w.hists["latency"], w.sums["latency"])
+        out["corrected_latency_ms"] = _summary(w.hists["corrected"], w.sums["corrected"])
+        out["ttfb_ms"] = _summary(w.hists["ttfb"], w.sums["ttfb"])
+        out["connect_ms"] = _summary(w.hists["connect"], w.sums["connect"])
         return out
 
     def fold(self, now: float | None = None) -> dict:
         """Close the current interval: return its figures, add it to the totals."""
         now = time.monotonic() if now is None else now
         iv, tot = self._iv, self._tot
+        iv.flush()
         live = self._figures(iv, now - self._iv_started)
         for k, v in iv.counts.items():
             tot.counts[k] += v
@@ -147,10 +187,14 @@ class PatternStats:
         for k, v in iv.errors.items():
             tot.errors[k] += v
             iv.errors[k] = 0
-        for name, h in iv.hists.items():
+        for name, h in list(iv.hists.items()):
+            tot.sums[name] += iv.sums[name]
+            iv.sums[name] = 0
             if h.get_total_count():
                 tot.hists[name].add(h)
-                h.reset()
+                # A fresh histogram costs 0.1 ms; HdrHistogram.reset() loops in Python (1.7 ms).
+                iv.hists[name] = _hist()
+        self._bind()
         self._iv_started = now
         self.live = live
         return live

@@ -1,0 +1,177 @@
+"""Shared fixtures: real mpmcore servers in their own processes, real sockets, polls with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from mpmcore import scoreboard as sb
+from mpmcore.master import ctl_request, run_dir_for
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``pred`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def http_get(port: int, path: str = "/", timeout: float = 10.0, host: str = "127.0.0.1",
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request on a new connection, Connection: close; returns (status, headers, body)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n".encode())
+        return read_response(s)
+
+
+def read_response(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one response (Content-Length framed) from a socket."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a full response head: {buf[:200]!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    n = int(hdrs.get("content-length", "0"))
+    while len(rest) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return status, hdrs, rest[:n]
+
+
+class MpmServer:
+    """``mpmlab serve`` in its own process; stopped by its pid."""
+
+    def __init__(self, tmp: Path, mpm: str = "prefork", settings: dict[str, Any] | None = None,
+                 tls: bool = False, extra_args: list[str] | None = None):
+        self.port = free_port()
+        self.listen = f"127.0.0.1:{self.port}"
+        self.tls_port = free_port() if tls else None
+        self.mpm = mpm
+        self.log_path = tmp / f"serve-{self.port}.log"
+        args = [sys.executable, "-m", "mpmcore.cli", "serve", "--mpm", mpm, "--listen", self.listen]
+        if tls:
+            args += ["--tls", f"127.0.0.1:{self.tls_port}"]
+        for k, v in (settings or {}).items():
+            args += ["--set", f"{k}={v}"]
+        args += extra_args or []
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        self.shm_name = sb.segment_name(self.listen)
+        self.run_dir = run_dir_for(self.listen)
+        self.error_log = self.run_dir / "error_log"
+        self.reader: sb.ScoreboardReader | None = None
+        try:
+            wait_for(self._ready, timeout=20, what=f"mpmlab serve on {self.listen}")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"server did not start: {self.log_path.read_text()[-2000:]}")
+        self.reader = sb.ScoreboardReader(self.shm_name)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+        try:
+            return http_get(self.port, "/health", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    # -- observation ---------------------------------------------------------------------------
+    def snapshot(self) -> sb.Snapshot:
+        return self.reader.snapshot()
+
+    def live_children(self, snap: sb.Snapshot | None = None) -> list[sb.ProcessRecord]:
+        snap = snap or self.snapshot()
+        return [p for p in snap.procs if p.pid]
+
+    def count_states(self, snap: sb.Snapshot | None = None) -> dict[str, int]:
+        snap = snap or self.snapshot()
+        letters = snap.letters()
+        return {ch: letters.count(ch) for ch in "_SRWKLDCGI"}
+
+    def log_text(self) -> str:
+        try:
+            return self.error_log.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def ctl(self, cmd: str, **kw) -> dict[str, Any]:
+        return ctl_request(str(self.run_dir / "ctl.sock"), {"cmd": cmd, **kw})
+
+    def auto(self) -> dict[str, str]:
+        status, _, body = http_get(self.port, "/server-status?auto")
+        assert status == 200
+        out = {}
+        for line in body.decode().splitlines()[1:]:
+            k, _, v = line.partition(":")
+            out[k.strip()] = v.strip()
+        return out
+
+    # -- stop ------------------------------------------------------------------------------------
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.logf.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    started: list[MpmServer] = []
+
+    def make(**kw) -> MpmServer:
+        s = MpmServer(tmp_path, **kw)
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()
+        # the master removes its scoreboard, also after SIGTERM
+        assert not Path("/dev/shm" + s.shm_name).exists(), f"scoreboard {s.shm_name} leaked"
+
+
+def artifact_path(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name

@@ -1,0 +1,270 @@
+"""The master and the prefork MPM, observed from outside: real processes, sockets, shared memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mpmcore import scoreboard as sb
+from conftest import http_get, read_response, wait_for
+
+
+def test_states_seen_from_another_process(server_factory):
+    srv = server_factory(mpm="prefork", settings={"StartServers": 3, "MinSpareServers": 3, "MaxSpareServers": 6})
+    wait_for(lambda: srv.count_states()["_"] >= 3, what="3 idle children")
+
+    # W: a slow request in flight, with its request line and pattern in the slot
+    holder = threading.Thread(target=http_get, args=(srv.port, "/sleep?ms=1500"),
+                              kwargs={"headers": {"X-Traffic-Pattern": "io"}})
+    holder.start()
+
+    def writing():
+        snap = srv.snapshot()
+        for _, _, w in sb.live_workers(snap):
+            if w.status == sb.BUSY_WRITE and w.request.startswith(b"GET /sleep"):
+                return w
+    w = wait_for(writing, what="a W slot showing the request")
+    assert w.pattern == b"io" and w.client == b"127.0.0.1" and w.protocol == b"HTTP/1.1"
+
+    # K: an idle keep-alive connection holds its child
+    ka = socket.create_connection(("127.0.0.1", srv.port))
+    ka.sendall(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(ka)[0] == 200
+    wait_for(lambda: srv.count_states()["K"] == 1, what="one K slot")
+
+    # R: a client that sent half a request
+    half = socket.create_connection(("127.0.0.1", srv.port))
+    half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    wait_for(lambda: srv.count_states()["R"] == 1, what="one R slot")
+
+    holder.join(10)
+    ka.close()
+    half.close()
+    wait_for(lambda: srv.count_states()["K"] == 0 and srv.count_states()["W"] == 0, what="slots back to idle")
+    # counters moved at the end of each request
+    snap = srv.snapshot()
+    assert sum(w.access_count for _, _, w in sb.live_workers(snap)) >= 2
+
+
+def _child_counts(srv, seconds: float) -> list[int]:
+    """Distinct successive counts of live children, sampled every 50 ms for ``seconds``."""
+    seen: list[int] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        n = len(srv.live_children())
+        if not seen or seen[-1] != n:
+            seen.append(n)
+        time.sleep(0.05)
+    return seen
+
+
+def test_spare_maintenance_grows_by_doubling(server_factory):
+    srv = server_factory(mpm="prefork", settings={"StartServers": 1, "MinSpareServers": 5, "MaxSpareServers": 10})
+    seen = _child_counts(srv, 5.5)
+    # one tick per second: +1, +2, +4, then the spares are met (8 idle >= 5)
+    assert seen[:4] == [1, 2, 4, 8], seen
+    assert seen[-1] == 8
+
+
+def test_idle_children_stopped_one_per_tick(server_factory):
+    srv = server_factory(mpm="prefork", settings={"StartServers": 8, "MinSpareServers": 1, "MaxSpareServers": 3})
+    wait_for(lambda: len(srv.live_children()) == 8, what="8 children")
+    changes: list[tuple[float, int]] = [(time.monotonic(), 8)]
+
+    def track():
+        n = len(srv.live_children())
+        if n != changes[-1][1]:
+            changes.append((time.monotonic(), n))
+        return n == 3
+    # As Apache's: one idle child per maintenance tick, and no maintenance on the tick the
+    # stopped child is reaped, so about one every two seconds.
+    wait_for(track, timeout=16, interval=0.05, what="down to MaxSpareServers")
+    counts = [n for _, n in changes]
+    assert counts == [8, 7, 6, 5, 4, 3], counts
+    gaps = [b[0] - a[0] for a, b in zip(changes[1:], changes[2:])]
+    assert all(g > 0.8 for g in gaps), gaps
+
+
+def test_max_request_workers_reached_waits_and_logs_once(server_factory):
+    n = 3
+    srv = server_factory(mpm="prefork", settings={"StartServers": n, "MinSpareServers": 1, "MaxSpareServers": 2,
+                                                  "MaxRequestWorkers": n})
+    wait_for(lambda: srv.count_states()["_"] == n, what=f"{n} idle children")
+    results: dict[int, tuple[int, float]] = {}
+
+    def one(i):
+        t0 = time.monotonic()
+        status = http_get(srv.port, "/sleep?ms=2500", timeout=30)[0]
+        results[i] = (status, time.monotonic() - t0)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n + 1)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: srv.count_states()["W"] == n, what="all children writing")
+    wait_for(lambda: "server reached MaxRequestWorkers setting" in srv.log_text(), timeout=5, what="the message")
+    for t in threads:
+        t.join(30)
+    assert sorted(s for s, _ in results.values()) == [200] * (n + 1)  # the extra one waited, was not refused
+    durations = sorted(d for _, d in results.values())
+    assert durations[-1] >= 4.5  # it waited for a child to free up: about two request times
+    time.sleep(0)  # (the message count is read after the burst is over)
+    assert srv.log_text().count("server reached MaxRequestWorkers setting") == 1
+
+
+def test_graceful_restart_under_load_loses_nothing(server_factory):
+    srv = server_factory(mpm="prefork", settings={"StartServers": 4, "MinSpareServers": 2, "MaxSpareServers": 6})
+    gen0 = srv.snapshot().glob.running_generation
+    stop = threading.Event()
+    outcomes: list[int | str] = []
+
+    def client():
+        while not stop.is_set() and len(outcomes) < 5000:
+            try:
+                outcomes.append(http_get(srv.port, "/sleep?ms=20", timeout=10)[0])
+            except OSError as e:
+                outcomes.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(outcomes) > 20, what="traffic flowing")
+    os.kill(srv.proc.pid, signal.SIGUSR1)
+    wait_for(lambda: srv.snapshot().glob.running_generation == gen0 + 1, what="generation +1")
+
+    def old_gone():
+        snap = srv.snapshot()
+        return all(p.generation == gen0 + 1 for p in snap.procs if p.pid)
+    wait_for(old_gone, what="old generation gone")
+    n_after = len(outcomes)
+    wait_for(lambda: len(outcomes) > n_after + 20, what="traffic after the restart")
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert outcomes and all(o == 200 for o in outcomes), [o for o in outcomes if o != 200][:5]
+    assert "Graceful restart requested" in srv.log_text()
+
+
+def test_malformed_and_hostile_requests(server_factory):
+    srv = server_factory(mpm="prefork", settings={"StartServers": 2, "MinSpareServers": 1, "MaxSpareServers": 3,
+                                                  "RequestReadTimeout": "header=1-2,MinRate=500"})
+    cases = [
+        (b"\x16\x03\x01garbage\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"GET /sleep?ms=abc HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ]
+    for raw, want in cases:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(raw)
+            assert read_response(s)[0] == want, raw[:40]
+            assert s.recv(10) == b""  # and the connection is closed
+    # slowloris: one header byte every 0.3 s is far below MinRate; header=1-2 ends it with 408
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        got = b""
+        for ch in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaa":
+            try:
+                s.sendall(bytes([ch]))
+            except OSError:
+                break
+            s.settimeout(0.3)
+            try:
+                got += s.recv(4096)
+            except socket.timeout:
+                continue
+            if got:
+                break
+        assert got.startswith(b"HTTP/1.1 408"), got[:60]
+        assert time.monotonic() - t0 < 3.5
+    # and the server still serves
+    assert http_get(srv.port, "/")[0] == 200
+
+
+def test_killed_child_is_replaced_and_its_slot_cleaned(server_factory):
+    srv = server_factory(mpm="prefork", settings={"StartServers": 3, "MinSpareServers": 3, "MaxSpareServers": 6})
+    wait_for(lambda: srv.count_states()["_"] == 3, what="3 idle")
+    victim = srv.live_children()[0]
+    pid, slot = victim.pid, [i for i, p in enumerate(srv.snapshot().procs) if p.pid == victim.pid][0]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: srv.snapshot().procs[slot].pid != pid, what="slot cleaned")
+    wait_for(lambda: len(srv.live_children()) == 3 and srv.count_states()["_"] == 3, what="replaced")
+    assert f"child pid {pid} exit signal SIGKILL" in srv.log_text()
+    assert http_get(srv.port, "/")[0] == 200
+
+
+def test_hard_restart_zeroes_counters_and_graceful_stop(server_factory):
+    srv = server_factory(mpm="prefork", settings={"StartServers": 2, "MinSpareServers": 1, "MaxSpareServers": 3})
+    for _ in range(5):
+        http_get(srv.port, "/")
+    wait_for(lambda: int(srv.auto()["Total Accesses"]) >= 5, what="accesses counted")
+    restart0 = srv.snapshot().glob.restart_time
+    os.kill(srv.proc.pid, signal.SIGHUP)
+    wait_for(lambda: srv.snapshot().glob.running_generation == 1, what="generation 1")
+    wait_for(lambda: srv.snapshot().glob.restart_time > restart0, what="restart time moved")
+    auto = srv.auto()
+    assert int(auto["Total Accesses"]) <= 1  # zeroed (this request may be counted)
+    # graceful stop: in-flight request finishes, then the master exits and removes the segment
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", http_get(srv.port, "/sleep?ms=1000")))
+    t.start()
+    wait_for(lambda: srv.count_states()["W"] == 1, what="request in flight")
+    os.kill(srv.proc.pid, signal.SIGWINCH)
+    t.join(10)
+    assert result["r"][0] == 200
+    assert srv.proc.wait(15) == 0
+    assert not Path("/dev/shm" + srv.shm_name).exists()
+
+
+def test_stale_scoreboard_is_replaced(server_factory, tmp_path):
+    srv = server_factory(mpm="prefork", settings={"StartServers": 1, "MinSpareServers": 1, "MaxSpareServers": 2})
+    port = srv.port
+    srv.reader.close()
+    srv.reader = None
+    srv.proc.send_signal(signal.SIGKILL)  # a crash: the segment stays behind
+    srv.proc.wait(10)
+    assert Path("/dev/shm" + srv.shm_name).exists()
+    # its children die with it (PDEATHSIG)
+    wait_for(lambda: _port_closed(port), what="children gone with the master")
+    from conftest import MpmServer
+    import conftest
+    orig = conftest.free_port
+    conftest.free_port = lambda: port
+    try:
+        again = MpmServer(tmp_path, mpm="prefork", settings={"StartServers": 1})
+    finally:
+        conftest.free_port = orig
+    try:
+        assert "removing stale scoreboard" in again.log_text()
+        assert http_get(port, "/")[0] == 200
+    finally:
+        again.stop()
+    assert not Path("/dev/shm" + srv.shm_name).exists()
+
+
+def _port_closed(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return False
+    except OSError:
+        return True
+
+
+def test_bad_directive_is_refused_clearly(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "mpmcore.cli", "serve", "--set", "MaxRequestWorkers=-5"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "MaxRequestWorkers" in r.stderr and "allowed" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "mpmcore.cli", "serve", "--set", "MaxClientz=5"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "unknown directive" in r.stderr
