@@ -40,6 +40,7 @@ CTL_MAX_REQUEST = 1 << 20  # a control request larger than this is refused
 CTL_READ_TIMEOUT = 5.0
 
 EXIT_STOP, EXIT_ERROR = 0, 1
+POOL_SLOTS = int(DIRECTIVES["UnsafeFastCGIPool"].max)  # process slots kept at the top for the FastCGI pool
 
 
 def runtime_root() -> Path:
@@ -113,6 +114,10 @@ class Master:
         self.run_dir = run_dir_for(listen)
         self.listeners: list[Listener] = []
         self.scoreboard: sb.Scoreboard | None = None
+        self.pool: dict[int, int] = {}  # FastCGI pool for /unsafe: pid -> process slot
+        self.retiring_pool: dict[int, int] = {}  # pool processes told to go (pool made smaller)
+        self.fcgi_sock: socket.socket | None = None
+        self.fcgi_path = self.run_dir / "fcgi.sock"
 
     # ---------------------------------------------------------------------------------------
     # set-up and tear-down
@@ -142,9 +147,11 @@ class Master:
                 c = resolve(m, {})
             procs = max(procs, c["ServerLimit"])
             threads = max(threads, c["ThreadLimit"])
-        return procs, threads
+        # plus room at the top for the largest FastCGI pool (UnsafeFastCGIPool) a restart may ask for
+        return procs + POOL_SLOTS, threads
 
     def setup(self) -> None:
+        _raise_nofile()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.errorlog = ErrorLog(str(self.run_dir / "error_log"), echo=self.echo_log, level=self.log_level)
         pidfile = self.run_dir / "master.pid"
@@ -207,6 +214,12 @@ class Master:
             (self.run_dir / "ctl.sock").unlink()
         except (OSError, AttributeError):
             pass
+        if self.fcgi_sock is not None:
+            self.fcgi_sock.close()
+            try:
+                self.fcgi_path.unlink()
+            except FileNotFoundError:
+                pass
         if self.scoreboard is not None:
             self.scoreboard.unlink()
         for name in ("master.pid", "info.json"):
@@ -335,7 +348,8 @@ class Master:
             from .server import make_handler
             env = ChildEnv(scoreboard=self.scoreboard, proc=slot, generation=self.generation, config=cfg,
                            listeners=self.listeners, log=self.errorlog, make_handler=make_handler,
-                           vhost=self.listen)
+                           vhost=self.listen,
+                           fcgi_socket=str(self.fcgi_path) if cfg["UnsafeFastCGIPool"] else None)
             code = MPM_MODULES[cfg.mpm].run_child(env)
         except BaseException:
             try:
@@ -353,6 +367,9 @@ class Master:
                 return
             if pid == 0:
                 return
+            if pid in self.pool or pid in self.retiring_pool:
+                self._pool_reaped(pid, status)
+                continue
             child = self.children.pop(pid, None)
             if child is None:
                 continue
@@ -409,7 +426,7 @@ class Master:
     def free_slots(self) -> list[int]:
         """Process slots a new child of the current MPM may take, lowest first (SPEC 3-5)."""
         cfg = self.config
-        occupied = {c.slot for c in self.children.values()}
+        occupied = {c.slot for c in self.children.values()} | set(self.pool.values())
         active = len(self.current_children())
         if cfg.mpm == "prefork":
             limit = cfg["MaxRequestWorkers"]
@@ -428,6 +445,72 @@ class Master:
         # event: no squatting; stopping children count against ServerLimit
         return [i for i in range(cfg["ServerLimit"]) if i not in occupied]
 
+    # ---------------------------------------------------------------------------------------
+    # the FastCGI pool for /unsafe (UnsafeFastCGIPool N): N single-threaded processes, shown in
+    # the scoreboard as process slots of their own kind, taken from the top of the scoreboard
+    def ensure_pool(self) -> None:
+        want = self.config["UnsafeFastCGIPool"]
+        if want and self.fcgi_sock is None:
+            try:
+                self.fcgi_path.unlink()
+            except FileNotFoundError:
+                pass
+            self.fcgi_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.fcgi_sock.bind(str(self.fcgi_path))
+            os.chmod(self.fcgi_path, 0o600)
+            self.fcgi_sock.listen(128)
+        while len(self.pool) > want:
+            pid = max(self.pool, key=lambda p: self.pool[p])
+            self.signal_child(Child(pid, self.pool[pid], 0, "fcgi", 1), signal.SIGTERM)
+            self.retiring_pool[pid] = self.pool.pop(pid)
+        busy = {c.slot for c in self.children.values()} | set(self.pool.values())
+        slot = self.scoreboard.proc_capacity - 1
+        while len(self.pool) < want and slot >= 0:
+            if slot not in busy:
+                self._spawn_pool(slot)
+            slot -= 1
+
+    def _spawn_pool(self, slot: int) -> None:
+        try:
+            pid = os.fork()
+        except OSError as e:
+            self.log("alert", f"fork: Unable to fork a FastCGI pool process: {e}", "proxy_fcgi")
+            return
+        if pid == 0:
+            code = 1
+            try:
+                _die_with_parent()
+                signal.set_wakeup_fd(-1)
+                os.close(self.wake_r)
+                os.close(self.wake_w)
+                self.ctl.close()
+                for lst in self.listeners:
+                    lst.sock.close()
+                from .fcgi import run_pool_process
+                code = run_pool_process(self.scoreboard, slot, self.generation, self.fcgi_sock)
+            except BaseException:
+                try:
+                    self.errorlog("proxy_fcgi", "error", "pool process failed: " + traceback.format_exc().replace("\n", " | "))
+                except Exception:
+                    pass
+            finally:
+                os._exit(code)
+        self.pool[pid] = slot
+        self.scoreboard.update_proc(slot, pid=pid, generation=self.generation, mpm=0, kind=sb.KIND_FCGI,
+                                    quiescing=0, threads=1, start_time=time.time(), pss_kb=0, rss_kb=0)
+
+    def _pool_reaped(self, pid: int, status: int) -> None:
+        slot = self.pool.pop(pid, None)
+        if slot is None:
+            slot = self.retiring_pool.pop(pid)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGTERM:
+            self.log("notice", f"FastCGI pool process {pid} exit signal {signal.Signals(os.WTERMSIG(status)).name}",
+                     "proxy_fcgi")
+        rec = self.scoreboard.worker(slot, 0)
+        if rec.pid == pid:
+            self.scoreboard.slot(slot, 0).release(sb.DEAD)
+        self.scoreboard.clear_proc(slot)
+
     def idle_count(self) -> tuple[int, int]:
         """(idle, live) for maintenance: prefork counts children, worker/event threads, in S or _.
         Thread slots a young child has not claimed yet count as S, as Apache's parent marks them."""
@@ -444,6 +527,7 @@ class Master:
         return idle, live
 
     def maintenance(self) -> None:
+        self.ensure_pool()
         cfg = self.config
         idle, _ = self.idle_count()
         if cfg.mpm == "prefork":
@@ -520,12 +604,13 @@ class Master:
         self.scoreboard.update_global(
             mpm=sb.MPM_IDS[cfg.mpm], server_limit=cfg["ServerLimit"], thread_limit=cfg.values.get("ThreadLimit", 1),
             threads_per_child=cfg.values.get("ThreadsPerChild", 1), max_request_workers=cfg["MaxRequestWorkers"],
-            running_generation=self.generation, config_generation=self.generation)
+            running_generation=self.generation, config_generation=self.generation + 1)
 
     def new_generation(self, first: bool = False) -> None:
         if not first:
             self.generation += 1
         self._publish_config()
+        self.ensure_pool()
         self.spawn_rate = 1
         self.maxclients_reported = False
         free = self.free_slots()
@@ -537,8 +622,9 @@ class Master:
     def check_limits(self, cfg: Config) -> None:
         """ServerLimit/ThreadLimit beyond what the scoreboard was sized for need a full restart."""
         s = self.scoreboard
-        if cfg["ServerLimit"] > s.proc_capacity:
-            raise DirectiveError("ServerLimit", f"{cfg['ServerLimit']} exceeds the scoreboard's {s.proc_capacity} "
+        room = s.proc_capacity - POOL_SLOTS
+        if cfg["ServerLimit"] > room:
+            raise DirectiveError("ServerLimit", f"{cfg['ServerLimit']} exceeds the scoreboard's {room} "
                                  "process slots allocated at start; a change this large needs a full restart "
                                  "(mpmlab ctl restart --set ServerLimit=...)")
         tl = cfg.values.get("ThreadLimit", 1)
@@ -593,6 +679,23 @@ class Master:
             self.log("warn", w)
         return cfg
 
+    def _stop_pool(self) -> None:
+        for pid, slot in list(self.pool.items()):
+            self.signal_child(Child(pid, slot, 0, "fcgi", 1), signal.SIGTERM)
+            self.retiring_pool[pid] = self.pool.pop(pid)
+        deadline = time.monotonic() + HARD_STOP_TERM_SECONDS
+        while self.retiring_pool and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.01)
+        for pid in list(self.retiring_pool):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while self.retiring_pool and time.monotonic() < deadline + 5:
+            self.reap()
+            time.sleep(0.01)
+
     def graceful_stop(self) -> None:
         """WINCH: close the listeners (new clients are refused), let children finish, then exit."""
         self.stopping_gracefully = True
@@ -611,6 +714,8 @@ class Master:
         for c in list(self.children.values()):
             c.quiescing = True
             self.signal_child(c, signal.SIGTERM)
+        if not self.running or self.stopping_gracefully:
+            self._stop_pool()
         deadline = time.monotonic() + HARD_STOP_TERM_SECONDS
         killed = False
         while self.children:
@@ -660,7 +765,9 @@ class Master:
             "mpm": self.config.mpm, "generation": self.generation, "config": self.config.to_dict(),
             "settings": {k: str(v) for k, v in self.settings.items()},
             "scoreboard": self.scoreboard.name, "error_log": self.errorlog.path,
-            "capacity": {"ServerLimit": self.scoreboard.proc_capacity, "ThreadLimit": self.scoreboard.thread_capacity},
+            "capacity": {"ServerLimit": self.scoreboard.proc_capacity - POOL_SLOTS,
+                         "ThreadLimit": self.scoreboard.thread_capacity},
+            "fastcgi_pool": sorted(self.pool),
             "children": [{"pid": c.pid, "slot": c.slot, "generation": c.generation, "mpm": c.mpm,
                           "quiescing": c.quiescing} for c in sorted(self.children.values(), key=lambda c: c.slot)],
         }
@@ -695,6 +802,17 @@ class Master:
             self.running = False
             return {"ok": True}
         raise ValueError(f"unknown command {cmd!r} (status, graceful, restart, switch, check, graceful-stop, stop)")
+
+
+def _raise_nofile() -> None:
+    """Event children hold thousands of parked connections: take the hard limit on descriptors."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _die_with_parent() -> None:

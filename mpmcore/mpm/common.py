@@ -45,6 +45,7 @@ class ChildEnv:
     log: Callable[[str, str, str], None]  # (module, level, message)
     make_handler: Callable[["ChildEnv"], Callable]
     vhost: str
+    fcgi_socket: str | None = None  # the FastCGI pool's socket when UnsafeFastCGIPool > 0
     stopping: threading.Event = field(default_factory=threading.Event)
     wake_r: int = -1
     wake_w: int = -1

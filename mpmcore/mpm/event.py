@@ -82,10 +82,9 @@ class EventChild:
         self._change(idle=1)
         try:
             while True:
-                task = self.tasks.get()
+                task = self.tasks.get()  # dispatch() already counted this thread as taken
                 if task is None:
                     break
-                self._change(idle=-1)
                 c, fresh = task
                 if fresh:
                     slot.new_connection(c.client, sb.BUSY_READ, tls=c.tls)
@@ -172,9 +171,10 @@ class EventChild:
 
         def dispatch(c: cn.Conn, fresh: bool) -> bool:
             with self.lock:
-                have_idle = self.idle > 0
-            if not have_idle:
-                return False
+                if self.idle <= 0:
+                    return False
+                self.idle -= 1  # reserve the worker before anything else looks at the count
+                self._publish()
             self.tasks.put((c, fresh))
             return True
 

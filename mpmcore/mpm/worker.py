@@ -62,10 +62,9 @@ def worker_thread(env: ChildEnv, ctx: cn.ServerContext, thread: int, q: queue.Qu
     idle.add(1)
     try:
         while True:
-            c = q.get()
+            c = q.get()  # the listener already counted this thread as taken
             if c is None:
                 break
-            idle.add(-1)
             slot.new_connection(c.client, sb.BUSY_READ, tls=c.tls)
             if cn.serve(c, slot, ctx, hold=True) == cn.CLOSE:
                 cn.lingering_close(c, slot)
@@ -101,6 +100,7 @@ def listener_thread(env: ChildEnv, ctx: cn.ServerContext, q: queue.Queue, idle: 
                     continue
                 if got is None:
                     continue
+                idle.add(-1)  # reserve the worker now, before the next accept looks at the count
                 q.put(cn.Conn.accept(got[0], got[1], ctx, tls=lst.tls is not None))
                 accepted += 1
                 if max_conns and accepted >= max_conns:

@@ -216,7 +216,11 @@ def _fmt_range(spec: ParamSpec) -> str:
     unit = f" {spec.unit}" if spec.unit else ""
     if spec.choices:
         return "one of " + ", ".join(spec.choices)
-    return f"between {spec.min:g} and {spec.max:g}{unit}"
+    return f"between {_num(spec.min)} and {_num(spec.max)}{unit}"
+
+
+def _num(x) -> str:
+    return str(int(x)) if float(x) == int(x) else f"{x:g}"
 
 
 def _coerce(pattern: str, spec: ParamSpec, value):

@@ -88,6 +88,8 @@ class ClientConnection(asyncio.Protocol):
         #: Called once when the connection is gone (accounting in the pattern run).
         self.on_lost: Callable[["ClientConnection"], None] | None = None
         self.bytes_received = 0
+        #: The pattern's live counters (bytes_in is counted as bytes arrive, so slow reads show).
+        self.counts: dict | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -99,6 +101,8 @@ class ClientConnection(asyncio.Protocol):
         n = len(data)
         self.nbytes += n
         self.bytes_received += n
+        if self.counts is not None:
+            self.counts["bytes_in"] += n
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:

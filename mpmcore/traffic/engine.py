@@ -74,6 +74,8 @@ class PatternRun:
         self.started = time.monotonic()
         self.ended: float | None = None
         self.issued = 0
+        self.in_flight = 0
+        self.budget_used = False
         self.version = 0  # bumped by every update()
         self.changed = asyncio.Event()
         self.stop_event = asyncio.Event()
@@ -92,8 +94,7 @@ class PatternRun:
         self._apply_limits()
         self.version += 1
         self.changed.set()
-        if self.issued >= self.max_requests:
-            self.finish("max_requests")
+        self.budget_used = self.issued >= self.max_requests
 
     def finish(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -119,7 +120,9 @@ class PatternRun:
     async def gate(self) -> None:
         """Admit one request: enforce the request budget and the runner-wide MAX_RATE."""
         if self.issued >= self.max_requests:
-            self.finish("max_requests")
+            # Budget used: no new request; the supervisor ends the run once the requests in
+            # flight have their answers (so requests == responses + errors at the end).
+            self.budget_used = True
             raise RunFinished
         if self.stop_event.is_set():
             raise RunFinished
@@ -166,6 +169,7 @@ class PatternRun:
             if not ok:
                 e.open_connections -= 1
         self.conns.add(conn)
+        conn.counts = self.stats.counts
         conn.on_lost = self._lost
         if conn.closed:  # lost before we attached the callback
             conn.on_lost = None
@@ -206,6 +210,7 @@ class PatternRun:
                 slot.backoff = 0.0
             stats.counts["requests"] += 1
             stats.counts["bytes_out"] += len(data)
+            self.in_flight += 1
             try:
                 status = await conn.request(data, timeout or self.timeout)
             except asyncio.CancelledError:
@@ -220,6 +225,8 @@ class PatternRun:
                 stats.error(error_kind(exc))
                 slot.drop()
                 return None
+            finally:
+                self.in_flight -= 1
             done = perf_counter()
             t_sent = conn.t_sent
             stats.response(status, done - t_sent, (conn.t_first - t_sent) if conn.t_first else 0.0,
@@ -278,6 +285,9 @@ class PatternRun:
                     break
                 if self.stop_event.is_set():
                     break
+                if self.budget_used and self.in_flight == 0:
+                    self.finish("max_requests")
+                    break
                 await asyncio.wait({scen, stop_wait}, timeout=min(remaining, 0.25),
                                    return_when=asyncio.FIRST_COMPLETED)
             if scen.done() and not scen.cancelled() and scen.exception() is not None:
@@ -286,7 +296,7 @@ class PatternRun:
                 self.finish("error")
                 print(f"traffic[{self.id}]: scenario failed: {self.error}", file=sys.stderr)
             elif self.stop_reason is None:
-                self.finish("completed")
+                self.finish("max_requests" if self.budget_used else "completed")
         finally:
             stop_wait.cancel()
             if not scen.done():

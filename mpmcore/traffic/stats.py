@@ -110,7 +110,6 @@ class PatternStats:
                  corrected: float | None = None) -> None:
         c = self.counts
         c["responses"] += 1
-        c["bytes_in"] += nbytes
         cls = status // 100
         if 0 < cls < 6:
             self._status[cls] += 1

@@ -1,0 +1,184 @@
+"""worker and event: who holds a thread, parking, the accept limit, TLS, and the thread-unsafe module."""
+
+from __future__ import annotations
+
+import json
+import resource
+import selectors
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from mpmcore import scoreboard as sb
+from conftest import http_get, read_response, wait_for
+
+GET_KA = b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def keepalive_clients(port: int, n: int, tls_port: int | None = None) -> list[socket.socket]:
+    """``n`` connections that each made one request, read the answer, and now sit idle."""
+    socks = []
+    ctx = None
+    if tls_port:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", tls_port or port), timeout=20)
+        if ctx:
+            s = ctx.wrap_socket(s)
+        s.sendall(GET_KA)
+        assert read_response(s)[0] == 200
+        socks.append(s)
+    return socks
+
+
+def test_worker_idle_keepalive_clients_hold_threads(server_factory):
+    srv = server_factory(mpm="worker", settings={
+        "ServerLimit": 2, "ThreadsPerChild": 4, "MaxRequestWorkers": 8, "StartServers": 2,
+        "MinSpareThreads": 1, "MaxSpareThreads": 8, "KeepAliveTimeout": 30})
+    wait_for(lambda: srv.count_states()["_"] == 8, what="8 idle threads")
+    socks = keepalive_clients(srv.port, 8)
+    wait_for(lambda: srv.count_states()["K"] == 8, what="8 threads in K")
+    # a new client waits: every thread is held by an idle keep-alive connection
+    waiting = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+    waiting.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    waiting.settimeout(1.5)
+    with pytest.raises(socket.timeout):
+        waiting.recv(1)
+    # one keep-alive client leaves: its thread takes the waiting client at once
+    t0 = time.monotonic()
+    socks[0].close()
+    waiting.settimeout(10)
+    assert read_response(waiting)[0] == 200
+    assert time.monotonic() - t0 < 3
+    for s in socks[1:] + [waiting]:
+        s.close()
+
+
+def test_event_parks_1000_idle_keepalive_connections(server_factory):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # The accept rule allows ThreadsPerChild + idle x factor connections per child: with the
+    # default factor 2 that is 75 per child here, so raise it to hold 1000 in 2 children.
+    srv = server_factory(mpm="event", settings={
+        "ServerLimit": 2, "ThreadsPerChild": 25, "MaxRequestWorkers": 50, "StartServers": 2,
+        "MinSpareThreads": 10, "MaxSpareThreads": 50, "KeepAliveTimeout": 60, "AsyncRequestWorkerFactor": 40,
+        "MaxKeepAliveRequests": 0})
+    wait_for(lambda: srv.count_states()["_"] == 50, what="50 idle threads")
+    socks = keepalive_clients(srv.port, 1000)
+    try:
+        def parked():
+            a = srv.auto()
+            return a if int(a["ConnsAsyncKeepAlive"]) == 1000 else None
+        auto = wait_for(parked, timeout=20, what="1000 parked keep-alive connections")
+        assert int(auto["ConnsTotal"]) >= 1000
+        letters = auto["Scoreboard"]
+        assert letters.count("K") == 0  # no thread is held by an idle connection
+        assert letters.count("_") >= 48  # all idle but the one answering this status request
+        # new requests are served promptly
+        t0 = time.monotonic()
+        for _ in range(20):
+            assert http_get(srv.port, "/bytes/100")[0] == 200
+        assert time.monotonic() - t0 < 5
+        # the parked connections still work
+        for s in socks[:50]:
+            s.sendall(GET_KA)
+            assert read_response(s)[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_event_accept_limit_turns_not_accepting_on_and_off(server_factory):
+    srv = server_factory(mpm="event", settings={
+        "ServerLimit": 1, "ThreadsPerChild": 2, "MaxRequestWorkers": 2, "StartServers": 1,
+        "MinSpareThreads": 1, "MaxSpareThreads": 2, "AsyncRequestWorkerFactor": 1, "KeepAliveTimeout": 30})
+    wait_for(lambda: srv.count_states()["_"] == 2, what="2 idle threads")
+
+    def not_accepting():
+        return srv.snapshot().children[0].not_accepting
+    assert not_accepting() == 0
+    # limit: connections < ThreadsPerChild + idle x floor(factor) = 2 + 2 x 1 = 4
+    socks = keepalive_clients(srv.port, 4)
+    wait_for(lambda: not_accepting() == 1, what="not_accepting on")
+    assert srv.snapshot().children[0].keep_alive == 4
+    # a 5th client is not accepted while the limit holds (it waits in the backlog, not refused)
+    extra = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    extra.settimeout(1.0)
+    with pytest.raises(socket.timeout):
+        extra.recv(1)
+    socks[0].close()
+    socks[1].close()
+    extra.settimeout(10)
+    assert read_response(extra)[0] == 200  # accepted once connections fell below the limit
+    wait_for(lambda: not_accepting() == 0, what="not_accepting off")
+    for s in socks[2:] + [extra]:
+        s.close()
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_event_tls_async_or_held_like_worker(server_factory, sync):
+    srv = server_factory(mpm="event", tls=True, settings={
+        "ServerLimit": 1, "ThreadsPerChild": 8, "MaxRequestWorkers": 8, "StartServers": 1,
+        "MinSpareThreads": 1, "MaxSpareThreads": 8, "KeepAliveTimeout": 30, "SSLSyncEventMPM": "On" if sync else "Off"})
+    wait_for(lambda: srv.count_states()["_"] == 8, what="8 idle threads")
+    socks = keepalive_clients(srv.port, 3, tls_port=srv.tls_port)
+    try:
+        if sync:
+            # Apache before 2.4.7: each TLS connection holds its worker, keep-alive included
+            wait_for(lambda: srv.count_states()["K"] == 3, what="3 threads held in K")
+            assert srv.snapshot().children[0].keep_alive == 0
+        else:
+            wait_for(lambda: srv.snapshot().children[0].keep_alive == 3, what="3 TLS connections parked")
+            assert srv.count_states()["K"] == 0
+            assert srv.count_states()["_"] == 8
+        for s in socks:  # and they still work
+            s.sendall(GET_KA)
+            assert read_response(s)[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _unsafe_burst(port: int, n: int = 24) -> list[dict]:
+    out: list[dict] = []
+    lock = threading.Lock()
+
+    def one(i):
+        st, _, body = http_get(port, f"/unsafe?id=req{i}&ms=100", timeout=30)
+        assert st == 200
+        with lock:
+            out.append(json.loads(body))
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+@pytest.mark.parametrize("mpm,pool,corrupt", [
+    ("prefork", 0, False), ("worker", 0, True), ("event", 0, True), ("event", 2, False), ("worker", 2, False)])
+def test_unsafe_module(server_factory, mpm, pool, corrupt):
+    settings = {"StartServers": 2, "UnsafeFastCGIPool": pool}
+    if mpm == "prefork":
+        settings.update({"MinSpareServers": 24, "MaxSpareServers": 30, "StartServers": 24})
+    else:
+        settings.update({"ServerLimit": 2, "ThreadsPerChild": 16, "MaxRequestWorkers": 32, "MinSpareThreads": 1,
+                         "MaxSpareThreads": 32})
+    srv = server_factory(mpm=mpm, settings=settings)
+    wait_for(lambda: srv.count_states()["_"] >= 24, what="24 idle slots")
+    results = _unsafe_burst(srv.port)
+    assert len(results) == 24
+    bad = [r for r in results if r["corrupted"]]
+    if corrupt:
+        assert bad, "threads sharing module globals should have mixed requests up"
+    else:
+        assert not bad, bad[:3]
+    if pool:
+        assert all(r["served_by"] == "fastcgi" for r in results)
+        assert len({r["pid"] for r in results}) <= pool
