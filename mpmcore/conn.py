@@ -163,6 +163,31 @@ def write_some(c: Conn) -> bool | None:
 
 # Below this, head and body go out in one send (one packet); above it, separately, without a copy.
 COALESCE_BYTES = 65536
+# Event: the worker itself writes a large reply (W) until at most this much is left; only that rest
+# goes to the listener's write-completion queue. Apache's core output filter does the same
+# (THRESHOLD_MAX_BUFFER): a slow reader of a big file holds a worker under event too, as a real
+# Apache 2.4 shows side by side (tests/test_vs_apache.py).
+WRITE_COMPLETION_THRESHOLD = 65536
+
+
+def _split_tail(parts: list, keep: int) -> tuple[list, list]:
+    """Split reply parts into what must be written now and the last ``keep`` bytes."""
+    total = sum(len(p) for p in parts)
+    cut = total - keep
+    if cut <= 0:
+        return [], parts
+    head, tail, pos = [], [], 0
+    for p in parts:
+        if pos + len(p) <= cut:
+            head.append(p)
+        elif pos >= cut:
+            tail.append(p)
+        else:
+            mv = memoryview(p)
+            head.append(mv[:cut - pos])
+            tail.append(mv[cut - pos:])
+        pos += len(p)
+    return head, tail
 
 
 def _reply_parts(http: HTTPConnection, req: Request, resp: Response) -> list:
@@ -243,7 +268,10 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
             if not ok:
                 return CLOSE
         else:
-            c.out = parts
+            now_parts, c.out = _split_tail(parts, WRITE_COMPLETION_THRESHOLD)
+            if now_parts and not all(write_all(c, p, ctx.timeout) for p in now_parts):
+                slot.request_finished(0, *_thread_cpu())
+                return CLOSE
             done = write_some(c)
             if done is False:
                 c.out_request = req

@@ -118,6 +118,8 @@ _DIRECTIVES = [
               help="how many connections per idle worker a child may accept beyond ThreadsPerChild"),
     Directive("GracefulShutdownTimeout", "int", _all(0), 0, 86400, "s", help="graceful stop limit; 0 = none"),
     Directive("ListenBacklog", "int", _all(511), 1, 65535, help="listen queue length"),
+    Directive("SendBufferSize", "int", _all(0), 0, 16 << 20, "bytes",
+              help="TCP send buffer of the listening socket (0 = the OS default); set at start"),
     # connection handling (core)
     Directive("Timeout", "int", _all(60), 1, 3600, "s", help="wait for any single read or write"),
     Directive("KeepAlive", "bool", _all(True), help="persistent connections"),

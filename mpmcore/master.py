@@ -129,6 +129,8 @@ class Master:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.config["SendBufferSize"]:  # accepted sockets inherit it, as in Apache
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config["SendBufferSize"])
         s.bind((host, port))
         s.listen(self.config["ListenBacklog"])
         s.setblocking(False)

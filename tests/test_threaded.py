@@ -182,3 +182,31 @@ def test_unsafe_module(server_factory, mpm, pool, corrupt):
     if pool:
         assert all(r["served_by"] == "fastcgi" for r in results)
         assert len({r["pid"] for r in results}) <= pool
+
+
+def test_event_write_completion_parks_the_rest_of_a_reply(server_factory):
+    srv = server_factory(mpm="event", settings={
+        "ServerLimit": 1, "ThreadsPerChild": 4, "MaxRequestWorkers": 4, "StartServers": 1,
+        "MinSpareThreads": 1, "MaxSpareThreads": 4, "Timeout": 30,
+        "SendBufferSize": 4096})  # loopback buffers would otherwise swallow megabytes at once
+    wait_for(lambda: srv.count_states()["_"] == 4, what="4 idle threads")
+    readers = []
+    for _ in range(3):  # replies below the 64 KiB threshold, to clients that do not read
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(b"GET /bytes/60000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        readers.append(s)
+    try:
+        wait_for(lambda: srv.snapshot().children[0].write_completion == 3, what="3 replies in write completion")
+        assert srv.count_states()["W"] == 0  # no thread waits for the slow readers
+        # when the clients read, the listener finishes the replies and parks them as keep-alive
+        for s in readers:
+            s.settimeout(10)
+            status, _, body = read_response(s)
+            assert status == 200 and len(body) == 60000
+        wait_for(lambda: srv.snapshot().children[0].keep_alive == 3, what="3 kept-alive after writing")
+        assert srv.snapshot().children[0].write_completion == 0
+    finally:
+        for s in readers:
+            s.close()

@@ -1,0 +1,112 @@
+""""What is happening": the scoreboard read in words, by rules, from a status summary.
+
+Each rule looks at the numbers mod_status shows (``mpmcore.status.summarize``) and, when it
+applies, says what the server is doing and why, in the terms of Apache's documentation. The first
+rule that applies gives the headline; the others that apply follow as details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+OK, INFO, WARN, CRIT = "ok", "info", "warn", "crit"
+
+
+@dataclass
+class Insight:
+    level: str
+    headline: str
+    details: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "headline": self.headline, "details": self.details}
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+
+def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight:
+    """``s``: a status summary; ``config``: the master's current directives (or None)."""
+    d = (config or {}).get("directives", {}) if config else {}
+    mpm = s.get("mpm", "?")
+    counts = s.get("state_counts", {})
+    k, r, w, c, g = (counts.get(x, 0) for x in "KRWCG")
+    starting = counts.get("S", 0)
+    busy, idle, graceful = s.get("busy", 0), s.get("idle", 0), s.get("graceful", 0)
+    mrw = s.get("max_request_workers", 0)
+    procs = s.get("procs") or []
+    live = [p for p in procs if p.get("kind") == "child"]
+    unit = "processes" if mpm == "prefork" else "threads"
+    kat = d.get("KeepAliveTimeout")
+    found: list[tuple[str, str]] = []
+
+    def add(level: str, text: str) -> None:
+        found.append((level, text))
+
+    if not live:
+        return Insight(WARN, "no child process is running: the server is starting, stopping, or was stopped")
+
+    old = [p for p in live if p.get("old_gen") or p.get("stopping")]
+    if old and (g or graceful):
+        new_gen = s.get("mpm_generation")
+        old_mpms = sorted({p["mpm"] for p in old})
+        switch = f" (switch from {', '.join(old_mpms)} to {mpm})" if old_mpms != [mpm] else ""
+        add(INFO, f"graceful restart in progress{switch}: {_plural(len(old), 'old child', 'old children')} "
+                  f"finish their requests in {_plural(g, 'G slot')} while generation {new_gen} takes new clients")
+
+    saturated = mrw and idle == 0 and busy >= mrw
+    if saturated or (idle == 0 and busy and not starting):
+        total = busy
+        if k >= 0.5 * total and mpm != "event":
+            add(CRIT, f"all {total} {unit} hold idle keep-alive connections (K): new clients wait in the listen "
+                      f"backlog until one times out (KeepAliveTimeout {kat if kat is not None else 5}s); "
+                      "event would park them in its listener")
+        elif r >= 0.5 * total:
+            add(CRIT, f"all {total} {unit} are stuck reading requests (R) that never finish: a slowloris-like "
+                      "client; every MPM reads requests in a worker, so event does not help here; "
+                      "mod_reqtimeout (RequestReadTimeout) is Apache's defence")
+        elif w >= 0.5 * total:
+            add(CRIT, f"all {total} {unit} are busy sending replies (W): the server is at MaxRequestWorkers "
+                      f"({mrw}); new connections queue in the listen backlog")
+        else:
+            add(CRIT, f"no idle {unit[:-1] if mpm != 'prefork' else 'process'} left ({busy} busy of "
+                      f"MaxRequestWorkers {mrw}): new connections wait in the listen backlog")
+    elif mrw and busy >= 0.8 * mrw:
+        add(WARN, f"{busy} of {mrw} {unit} busy ({100 * busy // mrw}% of MaxRequestWorkers): close to saturation")
+
+    if mpm == "event":
+        not_acc = [p for p in live if not p.get("accepting") and not p.get("stopping")]
+        if not_acc:
+            add(WARN, f"{_plural(len(not_acc), 'child', 'children')} stopped accepting new connections "
+                      "(not_accepting): each holds more connections than ThreadsPerChild + idle workers x "
+                      "AsyncRequestWorkerFactor")
+        ka = s.get("conns_async_keep_alive", 0)
+        if ka:
+            add(OK, f"{_plural(ka, 'keep-alive connection')} parked in the listener (ConnsAsyncKeepAlive): "
+                    "they cost no worker thread until the next request arrives")
+        wr = s.get("conns_async_writing", 0)
+        if wr:
+            add(INFO, f"{_plural(wr, 'connection')} in write completion: the listener finishes sending "
+                      "replies the client reads slowly")
+    elif k and not saturated and k >= max(1, busy // 2):
+        add(INFO, f"{k} of {busy} busy {unit} only wait for the next request on a keep-alive connection (K); "
+                  f"under {mpm} an idle keep-alive client holds a {unit[:-1] if mpm != 'prefork' else 'process'}")
+
+    if r and not saturated and r >= max(2, busy // 2):
+        add(WARN, f"{r} {unit} are reading requests (R): slow or incomplete clients hold them")
+    if c and c >= max(2, busy // 2):
+        add(INFO, f"{c} {unit} in lingering close (C)")
+    if starting:
+        add(INFO, f"{_plural(starting, 'slot')} starting (S): maintenance is spawning children")
+
+    if not found:
+        if busy == 0:
+            add(OK, f"idle: {idle} {unit} wait for connections (_), nothing to do")
+        else:
+            add(OK, f"serving: {busy} busy, {idle} idle {unit} of MaxRequestWorkers {mrw}")
+    order = {CRIT: 0, WARN: 1, INFO: 2, OK: 3}
+    found.sort(key=lambda x: order[x[0]])
+    level, headline = found[0]
+    return Insight(level, headline, [t for _, t in found[1:]])

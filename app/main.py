@@ -1,0 +1,185 @@
+"""The dashboard application: ``create_app(settings)`` and ``run_dashboard(args)`` (``mpmlab dashboard``).
+
+The lifespan owns the processes: it starts the embedded master (``app.core``) and the traffic
+runner (``mpmcore.traffic``), then the sampler; on shutdown (also Ctrl-C, which uvicorn turns into
+a shutdown) it stops them in reverse order, each by its pid, TERM then KILL after a deadline.
+Everything a route needs is reached through ``request.app.state.dashboard`` via FastAPI
+dependencies; there are no module-level globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from mpmcore import __version__
+from mpmcore.directives import DirectiveError, parse_assignments
+from mpmcore.traffic import TrafficError
+
+from .core import ControlError, CoreControl, CoreError, EmbeddedCore
+from .security import host_allowed
+from .settings import STATIC_DIR, TEMPLATES_DIR, DashboardSettings
+from .sampler import Sampler
+from .traffic import TrafficService
+
+log = logging.getLogger("mpmlab.dashboard")
+
+
+class Dashboard:
+    """Everything the routes use, created once per app."""
+
+    def __init__(self, settings: DashboardSettings) -> None:
+        self.settings = settings
+        self.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+        from . import views
+        views.setup_templates(self.templates)
+        self.control = CoreControl(settings.core_listen)
+        self.core: EmbeddedCore | None = None
+        self.traffic = TrafficService(settings.core_url)
+        self.sampler = Sampler(settings, self.control, self.traffic, render_live=self.render_live)
+        self.traffic.add_listener(self._on_traffic_frame)
+        self._traffic_ids: tuple[str, ...] = ()
+
+    def render_live(self, ctx: dict[str, Any]) -> str:
+        return self.templates.get_template("live/_panels.html").render(**ctx)
+
+    def _on_traffic_frame(self, frame: dict) -> None:
+        hub = self.sampler.live_hub
+        if not hub.channels:
+            return
+        running = self.traffic.patterns
+        ids = tuple(p["id"] for p in running)
+        t = self.templates
+        if ids != self._traffic_ids:
+            self._traffic_ids = ids
+            hub.offer("traffic-list", t.get_template("live/_traffic_list_oob.html").render(
+                running=running, catalogue=_catalogue()))
+        hub.offer("traffic-stats", t.get_template("live/_traffic_stats.html").render(running=running))
+
+    async def start(self) -> None:
+        s = self.settings
+        s.check()
+        if s.start_core:
+            self.core = EmbeddedCore(s.core_listen, s.mpm, s.core_settings)
+            self.core.start()  # in the event loop's thread, on purpose: see app.corelaunch
+        try:
+            await self.control.status()
+            if s.start_traffic:
+                await self.traffic.start()
+            self.sampler.start()
+            await self.sampler.refresh_core_state()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await self.sampler.stop()
+        await self.traffic.close()
+        if self.core is not None:
+            await asyncio.to_thread(self.core.stop)
+            self.core = None
+
+
+def _catalogue() -> dict[str, Any]:
+    from .traffic import pattern_catalogue
+    return pattern_catalogue()
+
+
+def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None = None) -> FastAPI:
+    settings.check()
+    dashboard = Dashboard(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await dashboard.start()
+        if on_ready is not None:
+            on_ready()
+        try:
+            yield
+        finally:
+            await dashboard.stop()
+
+    app = FastAPI(title="mpmlab dashboard", version=__version__, lifespan=lifespan,
+                  description="Watch and steer Apache httpd's MPMs (prefork, worker, event) in mpmlab's embedded "
+                              "server. Everything the page does is here. Control calls (POST/PATCH/DELETE) refuse "
+                              "cross-origin browser requests and, when the dashboard has a token, need it.")
+    app.state.dashboard = dashboard
+
+    @app.middleware("http")
+    async def check_host(request: Request, call_next):
+        if not host_allowed(request, settings):
+            return PlainTextResponse("Host not allowed (the dashboard answers to loopback names only)", 403)
+        return await call_next(request)
+
+    @app.exception_handler(ControlError)
+    async def _control_error(request: Request, e: ControlError):
+        body: dict[str, Any] = {"detail": e.message}
+        if e.directive:
+            body["directive"] = e.directive
+        return JSONResponse(body, status_code=422 if e.directive else 409)
+
+    @app.exception_handler(DirectiveError)
+    async def _directive_error(request: Request, e: DirectiveError):
+        return JSONResponse({"detail": str(e), "directive": e.directive}, status_code=422)
+
+    @app.exception_handler(CoreError)
+    async def _core_error(request: Request, e: CoreError):
+        return JSONResponse({"detail": str(e)}, status_code=503)
+
+    @app.exception_handler(TrafficError)
+    async def _traffic_error(request: Request, e: TrafficError):
+        return JSONResponse({"detail": str(e)}, status_code=503)
+
+    from . import api, ui, ws
+    app.include_router(api.router)
+    app.include_router(ui.router)
+    app.include_router(ws.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    return app
+
+
+def settings_from_args(args) -> DashboardSettings:
+    return DashboardSettings(
+        host=args.host, port=args.port, mpm=args.mpm, core_listen=args.core_listen,
+        core_settings=parse_assignments(args.set or []), token=args.token,
+        start_core=not args.no_core, grid_hz=float(getattr(args, "fps", None) or 20))
+
+
+def run_dashboard(args) -> int:
+    import uvicorn
+
+    try:
+        settings = settings_from_args(args)
+        settings.check()
+    except (ValueError, DirectiveError) as e:
+        print(f"mpmlab dashboard: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "attach", None):
+        print("mpmlab dashboard: --attach is not supported yet; watching the embedded server only", file=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{host}:{settings.port}/" + (f"?token={settings.token}" if settings.token else "")
+
+    def announce() -> None:  # after the lifespan started the core: the URL is about to be live
+        print(f"mpmlab dashboard: {url}  (embedded server: {settings.mpm} on http://{settings.core_listen}/)",
+              file=sys.stderr, flush=True)
+
+    app = create_app(settings, on_ready=announce)
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except CoreError as e:
+        print(f"mpmlab dashboard: {e}", file=sys.stderr)
+        return 1
+    return 0 if server.started else 1

@@ -1,0 +1,246 @@
+"""The one sampler: reads the shared-memory scoreboard at a fixed rate and fans frames out.
+
+Per tick (GRID_HZ, 20 by default) it builds the binary grid frame (app.grid) and offers it to every
+/ws/scoreboard client; an unchanged grid is re-sent only once a second. Every 1/SUMMARY_HZ it takes
+a full consistent snapshot, summarises it by mod_status' rules, reads it in words
+(app.insights) and offers the summary (JSON) and the page's live fragments (HTML for htmx). Once a
+second it records a point of the chart history. It never awaits a client: offering is a dict
+store (app.hub), so a slow browser cannot slow the sampler or the other browsers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import time
+from typing import Any, Callable
+
+from mpmcore import scoreboard as sb
+from mpmcore.errorlog import read_from, tail
+from mpmcore.server import server_info
+from mpmcore.status import summarize
+
+from .core import ControlError, CoreControl, CoreError
+from .grid import GridReader, core_down_frame
+from .hub import Hub
+from .insights import describe
+from .settings import LOG_LINES, DashboardSettings
+from .traffic import TrafficService
+
+log = logging.getLogger("mpmlab.dashboard")
+
+HISTORY_INTERVAL = 1.0  # seconds between chart points
+LOG_POLL = 0.25  # seconds between reads of the error log
+REATTACH_INTERVAL = 1.0  # seconds between tries to attach to the scoreboard when it is gone
+
+
+class History:
+    """The last ``seconds`` of chart points, one a second."""
+
+    def __init__(self, seconds: int) -> None:
+        self.points: collections.deque[dict[str, Any]] = collections.deque(maxlen=seconds)
+
+    def add(self, point: dict[str, Any]) -> None:
+        self.points.append(point)
+
+    def since(self, seconds: float | None = None) -> list[dict[str, Any]]:
+        if seconds is None or not self.points:
+            return list(self.points)
+        cut = self.points[-1]["t"] - seconds
+        return [p for p in self.points if p["t"] >= cut]
+
+
+class Sampler:
+    def __init__(self, settings: DashboardSettings, control: CoreControl, traffic: TrafficService,
+                 render_live: Callable[[dict[str, Any]], str] | None = None) -> None:
+        self.settings = settings
+        self.control = control
+        self.traffic = traffic
+        self.render_live = render_live  # summary -> HTML fragments for /ws/live
+        self.grid_hub = Hub("scoreboard")
+        self.live_hub = Hub("live")
+        self.history = History(settings.history_seconds)
+        self.reader: sb.ScoreboardReader | None = None
+        self.grid: GridReader | None = None
+        self.summary: dict[str, Any] | None = None
+        self.insight: dict[str, Any] | None = None
+        self.core_state: dict[str, Any] | None = None  # the master's `status` answer
+        self.log_lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
+        self._log_offset = 0
+        self._last_grid: bytes | None = None
+        self._last_grid_sent = 0.0
+        self._last_point: tuple[float, int] | None = None
+        self._last_attach_try = 0.0
+        self._state_task: asyncio.Task | None = None
+        self._known_generation: int | None = None
+        self.ticks = 0
+        self.work_seconds = 0.0  # time spent in ticks (for /api/dashboard)
+        self.frames_sent = 0
+        self.started = time.monotonic()
+        self.tasks: list[asyncio.Task] = []
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        lines, self._log_offset = tail(self.control.error_log, LOG_LINES)
+        self.log_lines.extend(lines)
+        self.tasks = [asyncio.create_task(self._run(), name="sampler"),
+                      asyncio.create_task(self._follow_log(), name="log-follower")]
+
+    async def stop(self) -> None:
+        for t in self.tasks + ([self._state_task] if self._state_task else []):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.reader is not None:
+            try:
+                self.reader.close()
+            except BufferError:
+                pass
+            self.reader = None
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.settings.grid_hz
+        summary_every = max(1, round(self.settings.grid_hz / self.settings.summary_hz))
+        next_t = loop.time()
+        while True:
+            t0 = time.perf_counter()
+            try:
+                self.tick(summary=self.ticks % summary_every == 0)
+            except Exception:  # a bug in one tick must not stop the dashboard
+                log.exception("sampler tick failed")
+            self.work_seconds += time.perf_counter() - t0
+            self.ticks += 1
+            next_t += period
+            now = loop.time()
+            if next_t < now:  # fell behind (a paused laptop, a busy box): skip, do not burst
+                next_t = now + period
+            await asyncio.sleep(next_t - now)
+
+    def _attach(self) -> bool:
+        if self.reader is not None:
+            return True
+        now = time.monotonic()
+        if now - self._last_attach_try < REATTACH_INTERVAL:
+            return False
+        self._last_attach_try = now
+        try:
+            self.reader = sb.ScoreboardReader(self.control.shm_name)
+        except (FileNotFoundError, sb.StaleScoreboard, OSError):
+            return False
+        self.grid = GridReader(self.reader)
+        self._last_point = None
+        return True
+
+    def _detach(self) -> None:
+        if self.reader is not None:
+            try:
+                self.reader.close()
+            except BufferError:
+                pass
+        self.reader = self.grid = None
+
+    def tick(self, summary: bool) -> None:
+        now = time.time()
+        if not self._attach():
+            if now - self._last_grid_sent >= 1.0:
+                self.grid_hub.offer("grid", core_down_frame(0, now * 1000))
+                self._last_grid_sent = now
+            return
+        try:
+            frame, region, _ = self.grid.frame(now * 1000)
+        except (FileNotFoundError, ValueError, sb.StaleScoreboard, OSError):
+            self._detach()  # the server went away: try again later
+            return
+        if region != self._last_grid or now - self._last_grid_sent >= 1.0 or frame[3] & 1:
+            self.grid_hub.offer("grid", frame)
+            self._last_grid, self._last_grid_sent = region, now
+            self.frames_sent += 1
+        if summary:
+            self._summarize(now)
+
+    def _summarize(self, now: float) -> None:
+        snap = self.reader.snapshot()
+        host = self.control.listen.rpartition(":")[0].strip("[]") or "localhost"
+        s = summarize(snap, server_info(snap, host), now)
+        insight = describe(s, (self.core_state or {}).get("config"))
+        self.summary, self.insight = s, insight.to_dict()
+        point = None
+        if self._last_point is None or now - self._last_point[0] >= HISTORY_INTERVAL:
+            point = self._point(s, now)
+        gen = s.get("mpm_generation")
+        if gen != self._known_generation and (self._state_task is None or self._state_task.done()):
+            self._known_generation = gen
+            self._state_task = asyncio.create_task(self.refresh_core_state())
+        msg = {"type": "summary", "t": now, "mpm": s["mpm"], "generation": gen,
+               "patterns": self.grid.patterns if self.grid else [],
+               "counts": s["state_counts"], "busy": s["busy"], "idle": s["idle"], "graceful": s["graceful"],
+               "processes": s["processes"], "stopping": s["stopping"],
+               "max_request_workers": s["max_request_workers"], "threads_per_child": s["threads_per_child"],
+               "server_limit": s["server_limit"],
+               "conns": {"total": s["conns_total"], "keep_alive": s["conns_async_keep_alive"],
+                         "writing": s["conns_async_writing"], "closing": s["conns_async_closing"]},
+               "accesses": (s.get("totals") or {}).get("accesses"),
+               "insight": self.insight, "point": point}
+        self.grid_hub.offer("summary", json.dumps(msg, separators=(",", ":")))
+        if self.render_live is not None and self.live_hub.channels:
+            self.live_hub.offer("panels", self.render_live(self.live_context()))
+
+    def _point(self, s: dict[str, Any], now: float) -> dict[str, Any]:
+        accesses = (s.get("totals") or {}).get("accesses") or 0
+        rps = 0.0
+        if self._last_point is not None:
+            t0, a0 = self._last_point
+            if now > t0 and accesses >= a0:
+                rps = (accesses - a0) / (now - t0)
+        seconds = now - self._last_point[0] if self._last_point else HISTORY_INTERVAL
+        self._last_point = (now, accesses)
+        c = s["state_counts"]
+        point = {
+            "t": round(now, 3), "rps": round(rps, 2),
+            "busy": s["busy"], "idle": s["idle"], "graceful": s["graceful"],
+            "R": c.get("R", 0), "W": c.get("W", 0), "K": c.get("K", 0), "C": c.get("C", 0),
+            "parked_keep_alive": s["conns_async_keep_alive"], "async_writing": s["conns_async_writing"],
+            "async_closing": s["conns_async_closing"], "conns_total": s["conns_total"],
+            "pss_mb": round(s["proc_sum"]["pss_kb"] / 1024, 1),
+            "traffic": self.traffic.take_second(seconds),
+        }
+        self.history.add(point)
+        return point
+
+    async def refresh_core_state(self) -> dict[str, Any] | None:
+        try:
+            self.core_state = await self.control.status()
+        except (CoreError, ControlError) as e:
+            log.warning("core status: %s", e)
+        return self.core_state
+
+    def live_context(self) -> dict[str, Any]:
+        return {"summary": self.summary, "insight": self.insight, "core": self.core_state,
+                "traffic": self.traffic.patterns}
+
+    # -- the error log --------------------------------------------------------------------------
+    async def _follow_log(self) -> None:
+        path = self.control.error_log
+        while True:
+            await asyncio.sleep(LOG_POLL)
+            try:
+                if os.path.getsize(path) < self._log_offset:
+                    self._log_offset = 0  # replaced by a new master
+            except OSError:
+                continue
+            lines, self._log_offset = read_from(path, self._log_offset)
+            if lines:
+                self.log_lines.extend(lines)
+                self.live_hub.append("log", lines)
+
+    def stats(self) -> dict[str, Any]:
+        up = time.monotonic() - self.started
+        return {"ticks": self.ticks, "uptime": round(up, 1),
+                "tick_ms_avg": round(1000 * self.work_seconds / max(1, self.ticks), 3),
+                "sampler_cpu_share": round(self.work_seconds / up, 4) if up else 0,
+                "grid_frames_offered": self.frames_sent,
+                "scoreboard": self.grid_hub.stats(), "live": self.live_hub.stats()}

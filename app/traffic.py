@@ -1,0 +1,198 @@
+"""The traffic generator as the dashboard uses it: the runner process, its control client, presets,
+and per-second figures for the charts.
+
+Every pattern started from the dashboard goes to the embedded server (its URL is filled in as the
+target); a request that names another target is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from mpmcore.traffic import PATTERNS, TrafficClient, TrafficError, TrafficRunner, catalogue_json, validate_params
+
+log = logging.getLogger("mpmlab.dashboard")
+
+#: Parameters the dashboard does not let a user set: the target is always the embedded server.
+HIDDEN_PARAMS = ("target", "allow_remote", "tls_verify", "tls_cafile")
+#: How long presets run unless stopped (the generator's own default is 30 s).
+PRESET_DURATION = 600.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    pattern: str
+    params: dict[str, Any]
+    teaches: str
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("browsers", "Browsers, 6 keep-alive connections each", "browsers",
+           {"clients": 70, "connections_per_browser": 6, "think_time": 5.0, "duration": PRESET_DURATION},
+           "420 idle keep-alive connections: they fill worker and prefork with K; event parks them"),
+    Preset("slowloris", "Slowloris", "slowloris",
+           {"connections": 150, "interval": 10.0, "duration": PRESET_DURATION},
+           "150 requests that never finish hold a worker each (R) under every MPM"),
+    Preset("ajax", "AJAX polling", "ajax",
+           {"clients": 50, "interval": 1.0, "duration": PRESET_DURATION},
+           "50 clients poll once a second over one keep-alive connection each"),
+    Preset("one-at-a-time", "One request at a time", "steady",
+           {"model": "closed", "clients": 1, "think_time": 0.0, "duration": PRESET_DURATION},
+           "one client, one request in flight: the baseline"),
+]}
+
+
+def pattern_catalogue() -> dict[str, Any]:
+    """PATTERNS for forms, without the parameters the dashboard fills in itself."""
+    out = catalogue_json()
+    for p in out.values():
+        p["params"] = [s for s in p["params"] if s["name"] not in HIDDEN_PARAMS]
+    return out
+
+
+def clean_params(pattern: str, params: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+    """Drop empty form fields; refuse the hidden ones; check the rest (ValueError names the field)."""
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}; known: {', '.join(PATTERNS)}")
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if k in HIDDEN_PARAMS:
+            if k == "target":
+                raise ValueError("target: the dashboard sends traffic to its embedded server only")
+            raise ValueError(f"{k}: not settable from the dashboard")
+        if v is None or (isinstance(v, str) and v.strip() == ""):
+            continue
+        out[k] = v
+    if partial:
+        validate_params(pattern, out, partial=True)
+    return out
+
+
+class _Window:
+    """One second of traffic figures for one label, folded from the 250 ms frames."""
+
+    __slots__ = ("responses", "errors", "server_errors", "p50_weighted", "p50_count", "p99")
+
+    def __init__(self) -> None:
+        self.responses = self.errors = self.server_errors = 0
+        self.p50_weighted = 0.0
+        self.p50_count = 0
+        self.p99: float | None = None
+
+
+class TrafficService:
+    def __init__(self, target_url: str) -> None:
+        self.target_url = target_url
+        self.runner: TrafficRunner | None = None
+        self.client: TrafficClient | None = None
+        self.patterns: list[dict[str, Any]] = []  # running patterns, from the last frame
+        self.last_frame: dict[str, Any] | None = None
+        self._windows: dict[str, _Window] = {}
+        self._listeners: list[Callable[[dict], None]] = []
+        self.error: str | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        runner = TrafficRunner()
+        try:
+            await asyncio.to_thread(runner.start)
+            self.runner = runner
+            self.client = await runner.client()
+            await self.client.on_frame(self._on_frame)
+        except (TrafficError, OSError) as e:
+            self.error = f"traffic generator unavailable: {e}"
+            log.error(self.error)
+            await self.close()
+
+    async def close(self) -> None:
+        if self.client is not None:
+            try:
+                await asyncio.wait_for(self.client.stop_all(), 10)
+            except Exception:
+                pass
+            await self.client.close()
+            self.client = None
+        if self.runner is not None:
+            await asyncio.to_thread(self.runner.close)
+            self.runner = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.runner.pid if self.runner else None
+
+    def _need(self) -> TrafficClient:
+        if self.client is None:
+            raise TrafficError(self.error or "the traffic generator is not running")
+        return self.client
+
+    # -- control ------------------------------------------------------------------------------
+    async def start_pattern(self, pattern: str, params: dict[str, Any]) -> str:
+        p = clean_params(pattern, params)
+        p["target"] = self.target_url
+        return await self._need().start(pattern, **p)
+
+    async def start_preset(self, name: str, overrides: dict[str, Any] | None = None) -> str:
+        if name not in PRESETS:
+            raise KeyError(f"no preset {name!r}; known: {', '.join(PRESETS)}")
+        pr = PRESETS[name]
+        params = dict(pr.params)
+        params.update(overrides or {})
+        return await self.start_pattern(pr.pattern, params)
+
+    async def update(self, pattern_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        info = await self._need().get(pattern_id)
+        p = clean_params(info["pattern"], params, partial=True)
+        return await self._need().update(pattern_id, **p)
+
+    async def stop(self, pattern_id: str) -> dict[str, Any]:
+        return await self._need().stop(pattern_id)
+
+    async def stop_all(self) -> list[dict[str, Any]]:
+        return await self._need().stop_all()
+
+    async def list(self) -> list[dict[str, Any]]:
+        return await self._need().list()
+
+    async def get(self, pattern_id: str) -> dict[str, Any]:
+        return await self._need().get(pattern_id)
+
+    # -- frames -------------------------------------------------------------------------------
+    def add_listener(self, cb: Callable[[dict], None]) -> None:
+        self._listeners.append(cb)
+
+    def _on_frame(self, frame: dict) -> None:
+        self.last_frame = frame
+        self.patterns = [p for p in frame.get("patterns", []) if p.get("state") == "running"]
+        for p in frame.get("patterns", []):
+            live = p.get("live") or {}
+            wdw = self._windows.setdefault(p.get("label") or p["pattern"], _Window())
+            wdw.responses += live.get("responses", 0)
+            wdw.errors += live.get("errors_total", 0)
+            wdw.server_errors += (live.get("status") or {}).get("5xx", 0)
+            lat = live.get("latency_ms")
+            if lat:
+                wdw.p50_weighted += lat["p50"] * lat["count"]
+                wdw.p50_count += lat["count"]
+                wdw.p99 = lat["p99"] if wdw.p99 is None else max(wdw.p99, lat["p99"])
+        for cb in list(self._listeners):
+            cb(frame)
+
+    def take_second(self, seconds: float) -> dict[str, dict[str, Any]]:
+        """Per label since the last call: p50 (count-weighted mean of the frames' p50), p99 (worst
+        frame), responses/s, errors/s (client-side errors plus 5xx)."""
+        out = {}
+        running = {p.get("label") or p["pattern"] for p in self.patterns}
+        for label, w in self._windows.items():
+            out[label] = {
+                "p50": round(w.p50_weighted / w.p50_count, 3) if w.p50_count else None,
+                "p99": w.p99,
+                "rps": round(w.responses / seconds, 2) if seconds > 0 else 0.0,
+                "errors": round((w.errors + w.server_errors) / seconds, 2) if seconds > 0 else 0.0,
+            }
+        self._windows = {k: _Window() for k in running}
+        return out

@@ -1,0 +1,108 @@
+"""Small helpers shared by the JSON API and the htmx fragments: form contexts, slot detail, filters."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi.templating import Jinja2Templates
+
+from mpmcore import scoreboard as sb
+from mpmcore.directives import DIRECTIVES, MPMS, DirectiveError, catalogue
+
+from .sampler import Sampler
+
+STATE_CSS = {".": "dead", "S": "starting", "_": "ready", "R": "read", "W": "write", "K": "keepalive",
+             "L": "log", "D": "dns", "C": "closing", "G": "graceful", "I": "idle-kill"}
+LEGEND = [(sb.LETTERS[i], sb.STATE_NAMES[i], STATE_CSS[sb.LETTERS[i]]) for i in
+          (sb.READY, sb.STARTING, sb.BUSY_READ, sb.BUSY_WRITE, sb.BUSY_KEEPALIVE, sb.BUSY_LOG, sb.BUSY_DNS,
+           sb.CLOSING, sb.GRACEFUL, sb.IDLE_KILL, sb.DEAD)]
+
+
+def _kb(kb: int | float | None) -> str:
+    if not kb:
+        return "–"
+    mb = kb / 1024
+    return f"{mb:.1f} MB" if mb < 1024 else f"{mb / 1024:.2f} GB"
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, bool):
+        return "On" if v else "Off"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def setup_templates(t: Jinja2Templates) -> None:
+    t.env.filters["kb"] = _kb
+    t.env.filters["num"] = _num
+    t.env.globals.update(legend=LEGEND, state_css=STATE_CSS, mpms=MPMS)
+
+
+def current_config(sampler: Sampler) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(mpm, current directive values, explicitly set values) from the master's last status."""
+    st = sampler.core_state or {}
+    cfg = st.get("config") or {}
+    return cfg.get("mpm") or st.get("mpm") or "event", cfg.get("directives") or {}, cfg.get("explicit") or {}
+
+
+def directive_rows(mpm: str, values: dict[str, Any], form: dict[str, str] | None = None,
+                   errors: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for d in catalogue(mpm):
+        name = d["name"]
+        cur = values.get(name, d["default"])
+        rows.append(dict(d, value=(form or {}).get(name, _num(cur)), current=_num(cur),
+                         default_text=_num(d["default"]), changed=cur != d["default"],
+                         error=(errors or {}).get(name)))
+    return rows
+
+
+def changed_settings(mpm: str, values: dict[str, Any], form: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The form fields whose value differs from the running configuration, and per-field errors
+    (each field checked on its own, so every bad field is shown at once)."""
+    settings: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for name, raw in form.items():
+        d = DIRECTIVES.get(name)
+        if d is None or not d.applies_to(mpm):
+            continue
+        raw = str(raw).strip()
+        try:
+            v = d.parse(raw)
+        except DirectiveError as e:
+            errors[name] = e.message
+            continue
+        if v != values.get(name, d.defaults[mpm]):
+            settings[name] = raw
+    return settings, errors
+
+
+def slot_detail(sampler: Sampler, proc: int, thread: int) -> dict[str, Any] | None:
+    """One worker slot, read under its sequence counter (not a whole snapshot)."""
+    r = sampler.reader
+    if r is None or not (0 <= proc < r.proc_capacity and 0 <= thread < r.thread_capacity):
+        return None
+    idx = proc * r.thread_capacity + thread
+    w = r._copy_region(sb.WorkerRecord, r._w_off + idx * sb.W_SIZE, 1, sb.W_SIZE)[0]
+    p = r._copy_region(sb.ProcessRecord, r._p_off + proc * sb.P_SIZE, 1, sb.P_SIZE)[0]
+    now = time.time()
+    pid, gen = (w.pid, w.generation) if w.pid else (p.pid, p.generation)
+    busy = w.status not in (sb.DEAD, sb.READY, sb.STARTING)
+
+    def text(raw: bytes) -> str:
+        return raw.decode("utf-8", "replace")
+
+    return {
+        "proc": proc, "thread": thread, "pid": pid, "tid": w.tid, "generation": gen,
+        "mpm": sb.MPM_NAMES[p.mpm] if p.pid and p.mpm < len(sb.MPM_NAMES) else None,
+        "status": sb.LETTERS.get(w.status, "?"), "state": sb.STATE_NAMES.get(w.status, "?"),
+        "seconds_in_state": round(now - w.state_since, 1) if w.state_since else None,
+        "client": text(w.client) if busy else "", "request": text(w.request) if busy else "",
+        "pattern": text(w.pattern) if busy else "", "vhost": text(w.vhost), "protocol": text(w.protocol),
+        "tls": bool(w.tls), "conn_count": w.conn_count, "access_count": w.access_count,
+        "my_access_count": w.my_access_count, "bytes_served": w.bytes_served,
+        "last_request_ms": w.last_req_us // 1000, "last_request": text(w.request),
+        "process_stopping": bool(p.quiescing),
+    }

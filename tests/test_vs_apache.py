@@ -1,0 +1,143 @@
+"""Each MPM's scoreboard against a real Apache 2.4 under the same small scenarios.
+
+Both servers get the same directives and the same clients at the same time: a few slow readers
+of a large response, idle keep-alive clients, and clients that trickle their headers. The counts of
+slots in each state must be the same, and what the MPM model predicts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, http_get, read_response, wait_for
+
+REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"
+BIG = 16 * 1024 * 1024  # larger than every socket buffer on the way, so the writer must wait
+
+DIRECTIVES = {
+    "prefork": {"StartServers": 20, "MinSpareServers": 10, "MaxSpareServers": 20, "MaxRequestWorkers": 20},
+    "worker": {"ServerLimit": 2, "ThreadsPerChild": 10, "MaxRequestWorkers": 20, "StartServers": 2,
+               "MinSpareThreads": 5, "MaxSpareThreads": 20},
+}
+DIRECTIVES["event"] = DIRECTIVES["worker"]
+COMMON = {"KeepAliveTimeout": 30}
+
+# What the model predicts for 3 slow readers, 4 idle keep-alive clients and 2 header tricklers,
+# plus the W of the status request that looks.
+EXPECTED = {
+    "prefork": {"W": 4, "K": 4, "R": 2},
+    "worker": {"W": 4, "K": 4, "R": 2},
+    # Keep-alive clients are parked; readers of a big reply hold their worker under event too
+    # (Apache writes until at most 64 KiB are left before write completion takes over).
+    "event": {"W": 4, "K": 0, "R": 2},
+}
+
+pytestmark = pytest.mark.apache
+
+
+@pytest.fixture
+def real_apache(tmp_path):
+    if not REAL_APACHE.exists() or not shutil.which("apache2") and not Path("/usr/sbin/apache2").exists():
+        pytest.fail("real Apache is needed: ./dev.sh test installs Debian's apache2")
+    started = []
+
+    def start(mpm: str, directives: dict) -> int:
+        port = free_port()
+        htdocs = Path(f"/tmp/real-apache-{port}/htdocs")
+        htdocs.mkdir(parents=True, exist_ok=True)
+        (htdocs / "big.bin").write_bytes(b"x" * BIG)
+        conf = tmp_path / f"apache-{port}.conf"
+        conf.write_text("".join(f"{k} {v}\n" for k, v in directives.items()))
+        subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
+                       capture_output=True, timeout=120)
+        started.append(port)
+        wait_for(lambda: _get_ok(port), timeout=20, what="real Apache up")
+        return port
+
+    yield start
+    for port in started:
+        subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
+        pidfile = Path(f"/tmp/real-apache-{port}/httpd.pid")
+        wait_for(lambda: not _pid_alive_file(pidfile), timeout=20, what="real Apache stopped")
+
+
+def _pid_alive_file(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _get_ok(port: int) -> bool:
+    try:
+        return http_get(port, "/index.html", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def auto(port: int) -> dict[str, str]:
+    status, _, body = http_get(port, "/server-status?auto")
+    assert status == 200
+    out = {}
+    for line in body.decode().splitlines()[1:]:
+        k, _, v = line.partition(":")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def scenario(port: int, big_path: str) -> list[socket.socket]:
+    socks = []
+    for _ in range(3):  # slow readers: a small receive buffer, never read
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(f"GET {big_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        socks.append(s)
+    for _ in range(4):  # idle keep-alive clients
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n" if big_path.endswith(".bin")
+                  else b"GET /bytes/768 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s)[0] == 200
+        socks.append(s)
+    for _ in range(2):  # header tricklers
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\nX-a: 1\r\n")
+        socks.append(s)
+    return socks
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "worker", "event"])
+def test_same_states_as_real_apache(mpm, real_apache, server_factory):
+    directives = {**DIRECTIVES[mpm], **COMMON}
+    ours = server_factory(mpm=mpm, settings=directives)
+    apache_port = real_apache(mpm, directives)
+    wait_for(lambda: ours.count_states()["_"] == 20, what="our 20 idle slots")
+    socks = scenario(apache_port, "/big.bin") + scenario(ours.port, f"/bytes/{BIG}")
+    try:
+        want = EXPECTED[mpm]
+
+        def counts(port):
+            letters = auto(port)["Scoreboard"]
+            return {k: letters.count(k) for k in "RWK"}
+
+        a = wait_for(lambda: (c := counts(apache_port)) == want and c, timeout=15,
+                     what=f"real Apache {mpm} at {want}")
+        o = wait_for(lambda: (c := counts(ours.port)) == want and c, timeout=15, what=f"mpmcore {mpm} at {want}")
+        assert a == o == want
+        if mpm == "event":
+            ours_auto = auto(ours.port)
+            # ours are current (the truth); Apache's async counters lag until its queues are processed
+            assert int(ours_auto["ConnsAsyncKeepAlive"]) == 4
+            assert int(ours_auto["ConnsAsyncWriting"]) == 0
+            assert int(auto(apache_port)["ConnsAsyncKeepAlive"]) <= 4
+    finally:
+        for s in socks:
+            s.close()
