@@ -77,8 +77,13 @@ def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight
         add(WARN, f"{busy} of {mrw} {unit} busy ({100 * busy // mrw}% of MaxRequestWorkers): close to saturation")
 
     if mpm == "event":
-        not_acc = [p for p in live if not p.get("accepting") and not p.get("stopping")]
-        if not_acc:
+        current = [p for p in live if not p.get("stopping")]
+        not_acc = [p for p in current if not p.get("accepting")]
+        if not_acc and len(not_acc) == len(current) and not saturated:
+            add(CRIT, f"every child stopped accepting (not_accepting): each holds ThreadsPerChild + idle workers x "
+                      f"AsyncRequestWorkerFactor connections, so new clients wait in the listen backlog although "
+                      f"{idle} workers are idle")
+        elif not_acc:
             add(WARN, f"{_plural(len(not_acc), 'child', 'children')} stopped accepting new connections "
                       "(not_accepting): each holds more connections than ThreadsPerChild + idle workers x "
                       "AsyncRequestWorkerFactor")

@@ -71,6 +71,7 @@ class Sampler:
         self.log_lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
         self._log_offset = 0
         self._last_grid: bytes | None = None
+        self.last_frame: bytes | None = None
         self._last_grid_sent = 0.0
         self._last_point: tuple[float, int] | None = None
         self._last_attach_try = 0.0
@@ -157,6 +158,7 @@ class Sampler:
             return
         if region != self._last_grid or now - self._last_grid_sent >= 1.0 or frame[3] & 1:
             self.grid_hub.offer("grid", frame)
+            self.last_frame = frame
             self._last_grid, self._last_grid_sent = region, now
             self.frames_sent += 1
         if summary:

@@ -34,7 +34,18 @@ def _num(v: Any) -> str:
     return str(v)
 
 
+def _loglevel(line: str) -> str:
+    """CSS class of an error-log line by its [module:level] field."""
+    try:
+        level = line.split("] [", 2)[1].split(":", 1)[1].split("]", 1)[0]
+    except IndexError:
+        return ""
+    return {"emerg": "l-crit", "alert": "l-crit", "crit": "l-crit", "error": "l-error", "warn": "l-warn",
+            "notice": "l-notice"}.get(level, "l-info")
+
+
 def setup_templates(t: Jinja2Templates) -> None:
+    t.env.filters["loglevel"] = _loglevel
     t.env.filters["kb"] = _kb
     t.env.filters["num"] = _num
     t.env.globals.update(legend=LEGEND, state_css=STATE_CSS, mpms=MPMS)

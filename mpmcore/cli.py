@@ -127,6 +127,8 @@ def add_dashboard_options(d: argparse.ArgumentParser) -> None:
     d.add_argument("--attach", action="append", metavar="URL", help="also watch a real server's /server-status")
     d.add_argument("--no-core", action="store_true", help="do not start the embedded core (attach only)")
     d.add_argument("--token", help="control token (required when --host is not loopback)")
+    d.add_argument("--fps", type=float, default=20, metavar="N",
+                   help="scoreboard frames per second sent to browsers (1-30, default 20)")
 
 
 def main(argv: list[str] | None = None) -> int:

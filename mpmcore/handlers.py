@@ -53,6 +53,12 @@ def _payload() -> memoryview:
     return _payload_cache
 
 
+def warm_up() -> None:
+    """Build the payload before fork(): the master calls this so every child shares its pages
+    instead of building (and holding) its own 64 MiB copy on its first /bytes request."""
+    _payload()
+
+
 _INDEX = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mpmlab</title></head>
 <body>

@@ -154,6 +154,8 @@ class Master:
 
     def setup(self) -> None:
         _raise_nofile()
+        from .handlers import warm_up
+        warm_up()  # shared by every child through fork()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.errorlog = ErrorLog(str(self.run_dir / "error_log"), echo=self.echo_log, level=self.log_level)
         pidfile = self.run_dir / "master.pid"

@@ -96,8 +96,10 @@ class EventChild:
                     cn.lingering_close(c, slot)
                     outcome = cn.GONE
                 slot.set(sb.READY)
-                self._give_back(c, outcome)
+                # Count ourselves idle before the listener sees the connection again: it may be
+                # readable at once (a pipelining or fast client) and must find a free worker.
                 self._change(idle=1)
+                self._give_back(c, outcome)
         finally:
             slot.release(sb.DEAD)
 
@@ -190,7 +192,7 @@ class EventChild:
                 if want != listening:
                     for fd in lfds:
                         if want:
-                            ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+                            ep.register(fd, select.EPOLLIN)
                         else:
                             ep.unregister(fd)
                     listening = want

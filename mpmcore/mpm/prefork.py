@@ -1,9 +1,11 @@
 """prefork: one process, one connection at a time (SPEC section 3).
 
 The child waits on the shared listening socket itself; whoever's accept() wins serves that client
-through its whole life, keep-alive wait and lingering close included. On Linux, with one listening
-socket, no accept mutex is needed: EPOLLEXCLUSIVE wakes one waiting child per connection instead of
-all of them (the thundering herd Apache's accept mutex exists to prevent).
+through its whole life, keep-alive wait and lingering close included. Every idle child polls the
+listener (level-triggered) and the losers of the accept race go back to waiting: a thundering herd
+on each new connection, which Apache's accept mutex exists to tame. We do not use EPOLLEXCLUSIVE:
+two wake-ups can land on one child, which then serves one connection for its whole life while the
+other connection waits in the backlog with nobody woken for it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def run_child(env: ChildEnv) -> int:
     ep = select.epoll()
     by_fd = {}
     for lst in env.listeners:
-        ep.register(lst.sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        ep.register(lst.sock.fileno(), select.EPOLLIN)
         by_fd[lst.sock.fileno()] = lst
     ep.register(env.wake_r, select.EPOLLIN)
 

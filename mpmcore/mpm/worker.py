@@ -78,7 +78,7 @@ def listener_thread(env: ChildEnv, ctx: cn.ServerContext, q: queue.Queue, idle: 
     ep = select.epoll()
     by_fd = {}
     for lst in env.listeners:
-        ep.register(lst.sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        ep.register(lst.sock.fileno(), select.EPOLLIN)
         by_fd[lst.sock.fileno()] = lst
     ep.register(env.wake_r, select.EPOLLIN)
     max_conns = env.config["MaxConnectionsPerChild"]

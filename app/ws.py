@@ -1,0 +1,119 @@
+"""Websockets.
+
+* ``/ws/scoreboard``: binary grid frames (app.grid) at up to GRID_HZ and JSON summaries at
+  SUMMARY_HZ, for the canvas and the charts.
+* ``/ws/live``: HTML fragments with ``hx-swap-oob`` for htmx's ws extension: "what is happening",
+  totals, the process table, the error log as it grows, running traffic.
+
+Both check the Origin (a page on another site must not read or drive the dashboard). Each client
+has a sender task fed by its own Channel (app.hub): nothing here ever makes the sampler wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from .hub import Channel, Hub
+from .security import check_websocket
+from .settings import DashboardSettings
+
+router = APIRouter()
+
+#: A send that takes longer than this means the browser stopped reading: drop the client.
+SEND_TIMEOUT = 10.0
+POLICY_VIOLATION = 1008
+
+
+async def _refuse(ws: WebSocket, settings: DashboardSettings) -> bool:
+    why = check_websocket(ws, settings)
+    if why:
+        # Before accept(): Starlette answers the handshake with HTTP 403.
+        await ws.close(code=POLICY_VIOLATION, reason=why[:120])
+        return True
+    return False
+
+
+async def _pump(ws: WebSocket, hub: Hub, first: list[Any]) -> None:
+    ch: Channel = hub.subscribe()
+    done = asyncio.Event()
+
+    async def receive() -> None:
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            done.set()
+
+    async def send(msg: Any) -> None:
+        if isinstance(msg, (bytes, bytearray)):
+            await asyncio.wait_for(ws.send_bytes(bytes(msg)), SEND_TIMEOUT)
+        else:
+            await asyncio.wait_for(ws.send_text(msg), SEND_TIMEOUT)
+        ch.sent += 1
+
+    async def sender() -> None:
+        for m in first:
+            await send(m)
+        while True:
+            lines, latest = await ch.take()
+            for kind, items in lines.items():
+                if kind == "log":
+                    await send(_log_fragment(ws, items))
+            for msg in latest.values():
+                await send(msg)
+
+    recv_task = asyncio.create_task(receive())
+    send_task = asyncio.create_task(sender())
+    try:
+        await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hub.unsubscribe(ch)
+        for t in (recv_task, send_task):
+            t.cancel()
+        await asyncio.gather(recv_task, send_task, return_exceptions=True)
+        if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+            try:
+                await ws.close()
+            except RuntimeError:
+                pass
+
+
+def _log_fragment(ws: WebSocket, lines: list[str]) -> str:
+    t = ws.app.state.dashboard.templates
+    return t.get_template("live/_log_lines.html").render(lines=lines, oob=True)
+
+
+@router.websocket("/ws/scoreboard")
+async def ws_scoreboard(ws: WebSocket) -> None:
+    d = ws.app.state.dashboard
+    if await _refuse(ws, d.settings):
+        return
+    await ws.accept()
+    s = d.sampler
+    hello = {"type": "hello", "grid_hz": d.settings.grid_hz, "summary_hz": d.settings.summary_hz,
+             "patterns": s.grid.patterns if s.grid else []}
+    first: list[Any] = [json.dumps(hello)]
+    if s.last_frame is not None:
+        first.append(s.last_frame)  # the grid at once, even when it stays unchanged for a while
+    await _pump(ws, s.grid_hub, first)
+
+
+@router.websocket("/ws/live")
+async def ws_live(ws: WebSocket) -> None:
+    d = ws.app.state.dashboard
+    if await _refuse(ws, d.settings):
+        return
+    await ws.accept()
+    first: list[Any] = []
+    if d.sampler.summary is not None:
+        first.append(d.render_live(d.sampler.live_context()))
+    await _pump(ws, d.sampler.live_hub, first)

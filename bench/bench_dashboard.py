@@ -1,0 +1,169 @@
+"""Dashboard cost and latency with 4096 scoreboard slots and 10 browsers at 20 frames/s.
+
+    ./dev.sh bench dashboard            (or: .venv/bin/python bench/bench_dashboard.py)
+
+1. Starts `mpmlab dashboard` (its own process) with the embedded core under event with
+   ServerLimit 64 x ThreadsPerChild 64 = 4096 worker slots, every child kept (MaxSpareThreads 4096).
+2. Opens 10 pages in headless Chromium (/usr/bin/chromium), each on /ws/scoreboard at 20 frames/s,
+   with an `io` traffic pattern running so the grid changes every frame.
+3. CPU: the dashboard process's CPU time (psutil, user + system, its own threads only: the core and
+   the traffic runner are separate processes) over a WINDOW-second window, as a share of one core.
+   Printed beside the sampler's own share (time spent inside its ticks) and the frames it sent.
+4. Latency: with the traffic stopped and the 10 pages still connected, a slow request
+   (/sleep?ms=1500) is sent on a new connection; one page's JS records Date.now() when its grid
+   first shows one more W cell. End-to-end = that moment - the send time (same clock, same host).
+
+Targets (from the issue): CPU < 10% of one core, latency < 150 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+SLOTS_SETTINGS = {"ServerLimit": 64, "ThreadLimit": 64, "ThreadsPerChild": 64, "MaxRequestWorkers": 4096,
+                  "StartServers": 64, "MinSpareThreads": 64, "MaxSpareThreads": 4096}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(base: str, path: str, body=None, method: str | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data else "GET"),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def wait(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pages", type=int, default=10)
+    ap.add_argument("--window", type=float, default=15.0, help="CPU measuring window, seconds")
+    ap.add_argument("--trials", type=int, default=15, help="latency trials")
+    ap.add_argument("--mpm", default="event", choices=["worker", "event"])
+    args = ap.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    port, core_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "mpmcore.cli", "dashboard", "--port", str(port), "--core-listen",
+           f"127.0.0.1:{core_port}", "--mpm", args.mpm]
+    for k, v in SLOTS_SETTINGS.items():
+        cmd += ["--set", f"{k}={v}"]
+    log = open(ROOT / "test-artifacts" / "bench-dashboard.log", "wb") if (ROOT / "test-artifacts").is_dir() else subprocess.DEVNULL
+    print("command:", " ".join(cmd[1:]))
+    dash = subprocess.Popen(cmd, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def ready():
+            if dash.poll() is not None:
+                raise SystemExit(f"dashboard exited with {dash.returncode}")
+            try:
+                return api(base, "/api/scoreboard")
+            except OSError:
+                return None
+        wait(ready, 60, "the dashboard")
+        sb = wait(lambda: (s := api(base, "/api/scoreboard"))["state_counts"]["_"] >= 4000 and s, 180,
+                  "4096 ready slots (64 children x 64 threads)")
+        live = len(sb["scoreboard"]) - sb["state_counts"]["."]
+        print(f"scoreboard: {len(sb['scoreboard'])} slots shown, {live} live, MPM {sb['mpm']}")
+        proc = psutil.Process(dash.pid)
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            pages = []
+            for _ in range(args.pages):
+                pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+                pg.goto(base + "/")
+                pages.append(pg)
+            for pg in pages:
+                pg.wait_for_function("window.mpmlab && window.mpmlab.layout && window.mpmlab.layout.rows >= 64",
+                                     timeout=30_000)
+            # traffic that changes the grid every frame
+            tid = api(base, "/api/traffic", {"pattern": "io", "params": {"rate": 300, "ms": 100, "duration": 120}})["id"]
+            time.sleep(3)  # let the pattern ramp up before measuring (a measurement window, not a wait for state)
+            before = api(base, "/api/dashboard")["sampler"]
+            f0 = [pg.evaluate("window.mpmlab.frames") for pg in pages]
+            c0, t0 = proc.cpu_times(), time.monotonic()
+            time.sleep(args.window)
+            c1, t1 = proc.cpu_times(), time.monotonic()
+            f1 = [pg.evaluate("window.mpmlab.frames") for pg in pages]
+            after = api(base, "/api/dashboard")["sampler"]
+            cpu = ((c1.user - c0.user) + (c1.system - c0.system)) / (t1 - t0)
+            sampler_share = (after["tick_ms_avg"] * after["ticks"] - before["tick_ms_avg"] * before["ticks"]) / 1000 / (t1 - t0)
+            fps = [(b - a) / (t1 - t0) for a, b in zip(f0, f1)]
+            print(f"dashboard process CPU with {args.pages} pages, traffic running: {cpu * 100:.1f}% of one core "
+                  f"(sampler+encoder alone: {sampler_share * 100:.1f}%, {after['tick_ms_avg']:.2f} ms per tick)")
+            print(f"frames received per page: {statistics.mean(fps):.1f}/s (min {min(fps):.1f}, max {max(fps):.1f}); "
+                  f"dropped by the latest-wins queues so far: {after['scoreboard']['dropped']}")
+            api(base, f"/api/traffic/{tid}", method="DELETE")
+            pg = pages[0]
+            pg.wait_for_function("window.mpmlab.counts()['W'] === 0", timeout=30_000)
+            idle_c0, idle_t0 = proc.cpu_times(), time.monotonic()
+            time.sleep(5)
+            idle_c1, idle_t1 = proc.cpu_times(), time.monotonic()
+            idle_cpu = ((idle_c1.user - idle_c0.user) + (idle_c1.system - idle_c0.system)) / (idle_t1 - idle_t0)
+            print(f"dashboard process CPU with {args.pages} pages, no traffic: {idle_cpu * 100:.1f}% of one core")
+
+            lat = []
+            for _ in range(args.trials):
+                pg.wait_for_function("window.mpmlab.counts()['W'] === 0", timeout=30_000)
+                pg.evaluate("""() => { const m = window.mpmlab; m._seenW = null;
+                    const base = m.counts()['W'];
+                    const cb = (f) => { if (m._seenW === null && f.counts['W'] > base) m._seenW = Date.now(); };
+                    m.on('frame', cb); }""")
+                s = socket.create_connection(("127.0.0.1", core_port))
+                sent = time.time() * 1000
+                s.sendall(f"GET /sleep?ms=1500 HTTP/1.1\r\nHost: 127.0.0.1:{core_port}\r\nConnection: close\r\n\r\n".encode())
+                pg.wait_for_function("window.mpmlab._seenW !== null", timeout=10_000)
+                lat.append(pg.evaluate("window.mpmlab._seenW") - sent)
+                s.recv(65536)
+                s.close()
+            lat.sort()
+            p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+            print(f"state change -> browser (W cell seen), {len(lat)} trials: median {statistics.median(lat):.0f} ms, "
+                  f"p95 {p95:.0f} ms, max {max(lat):.0f} ms, min {min(lat):.0f} ms")
+            print(f"targets: CPU < 10% -> {'PASS' if cpu < 0.10 else 'FAIL'}; latency < 150 ms -> "
+                  f"{'PASS' if max(lat) < 150 else 'FAIL (max)' if statistics.median(lat) < 150 else 'FAIL'}")
+            browser.close()
+    finally:
+        dash.send_signal(signal.SIGTERM)
+        try:
+            dash.wait(60)
+        except subprocess.TimeoutExpired:
+            dash.kill()
+            dash.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

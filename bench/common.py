@@ -1,0 +1,120 @@
+"""Shared pieces of the benchmarks: start/stop servers by pid, run wrk, read memory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, path: str = "/", timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+                if s.recv(12).startswith(b"HTTP/1."):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on port {port}")
+
+
+class Proc:
+    """A server process started by a benchmark, stopped by its pid."""
+
+    def __init__(self, args: list[str], port: int, path: str = "/", env: dict | None = None):
+        self.args, self.port = args, port
+        self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT),
+                                  env={**os.environ, **(env or {})})
+        wait_port(port, path)
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+
+    def tree_pss_mb(self) -> tuple[float, int]:
+        """Sum of PSS over the process and its descendants (MB), and how many processes."""
+        procs = [psutil.Process(self.p.pid)]
+        procs += procs[0].children(recursive=True)
+        total = 0
+        for pr in procs:
+            try:
+                with open(f"/proc/{pr.pid}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024, len(procs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def mpmlab(mpm: str, port: int, settings: dict) -> Proc:
+    args = [PY, "-m", "mpmcore.cli", "serve", "--mpm", mpm, "--listen", f"127.0.0.1:{port}", "--log-level", "error"]
+    for k, v in settings.items():
+        args += ["--set", f"{k}={v}"]
+    return Proc(args, port, "/health")
+
+
+def wait_children(port: int, n_slots: int, timeout: float = 60.0) -> None:
+    """Wait until the server's scoreboard shows ``n_slots`` idle slots (all children started)."""
+    from mpmcore.scoreboard import ScoreboardReader, segment_name
+    deadline = time.monotonic() + timeout
+    with ScoreboardReader(segment_name(f"127.0.0.1:{port}")) as r:
+        while time.monotonic() < deadline:
+            if r.snapshot().letters().count("_") >= n_slots:
+                return
+            time.sleep(0.1)
+    raise RuntimeError(f"fewer than {n_slots} idle slots after {timeout}s")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, connections: int = 64, duration: int = 10, threads: int = 1) -> dict:
+    out = subprocess.run(["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{duration}s", url],
+                         capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for pct, val, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        lat[f"p{pct}"] = float(val) * _UNITS[unit]
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, **lat, "errors": errors.group(1) if errors else "none",
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def fmt_row(name: str, r: dict) -> str:
+    errors = f"{r['errors']}, non-2xx {r['non2xx']}" if r["non2xx"] else r["errors"]
+    return f"{name:<44} {r['rps']:>10.0f} {r.get('p50', 0):>9.2f} {r.get('p99', 0):>9.2f}  {errors}"
+
+
+HEADER = f"{'server':<44} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}  errors"

@@ -1,0 +1,132 @@
+"""Fixtures for the dashboard tests: the real app with its real embedded core, in-process
+(TestClient, lifespan included) or as the `mpmlab dashboard` command in its own process.
+Everything started here is stopped by its pid, and the tests check that nothing is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mpmcore import scoreboard as sb
+
+from conftest import ROOT, free_port, wait_for
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie is gone for our purpose
+    except (OSError, IndexError):
+        return False
+
+
+def shm_path(listen: str) -> Path:
+    return Path("/dev/shm" + sb.segment_name(listen))
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(d.name))
+    return out
+
+
+class DashboardProcess:
+    """`python -m mpmcore.cli dashboard ...` in its own process, stopped by its pid."""
+
+    def __init__(self, tmp: Path, mpm: str = "event", settings: dict[str, Any] | None = None,
+                 extra_args: list[str] | None = None, start_timeout: float = 40.0):
+        self.port = free_port()
+        self.core_port = free_port()
+        self.core_listen = f"127.0.0.1:{self.core_port}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"dashboard-{self.port}.log"
+        args = [sys.executable, "-m", "mpmcore.cli", "dashboard", "--port", str(self.port),
+                "--core-listen", self.core_listen, "--mpm", mpm]
+        for k, v in (settings or {}).items():
+            args += ["--set", f"{k}={v}"]
+        args += extra_args or []
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        self.core_pid: int | None = None
+        self.runner_pid: int | None = None
+        try:
+            info = wait_for(self._ready, timeout=start_timeout, interval=0.1, what="the dashboard")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"dashboard did not start: {self.log_path.read_text()[-3000:]}")
+        self.core_pid, self.runner_pid = info["core_pid"], info["traffic_runner_pid"]
+        self.master_pid = self.api("/api/status")["core"]["pid"]
+
+    def _ready(self) -> dict | None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"dashboard exited with {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
+        try:
+            info = self.api("/api/dashboard")
+            self.api("/api/status")
+            return info
+        except (OSError, ValueError):
+            return None
+
+    def api(self, path: str, method: str = "GET", body: Any = None, headers: dict | None = None) -> Any:
+        import urllib.error
+        import urllib.request
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise ValueError(f"{e.code}: {e.read()[:500]!r}") from None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.logf.close()
+        return self.proc.returncode
+
+    def assert_clean(self, timeout: float = 20.0) -> None:
+        """No process we started is left, and the core's scoreboard is gone."""
+        pids = [p for p in (self.core_pid, self.runner_pid, getattr(self, "master_pid", None)) if p]
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=timeout, interval=0.1,
+                 what=f"processes {pids} to exit")
+        wait_for(lambda: not shm_path(self.core_listen).exists(), timeout=timeout, interval=0.1,
+                 what=f"{shm_path(self.core_listen)} to be removed")
+
+
+def in_process_settings(**kw: Any):
+    from app.settings import DashboardSettings
+    return DashboardSettings(core_listen=f"127.0.0.1:{free_port()}", port=8000, **kw)
+
+
+def assert_core_gone(listen: str, pids: list[int], timeout: float = 20.0) -> None:
+    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=timeout, interval=0.1, what=f"{pids} to exit")
+    wait_for(lambda: not shm_path(listen).exists(), timeout=timeout, interval=0.1, what="the scoreboard removal")
+
+
+def env_pids_summary() -> str:
+    return f"pid {os.getpid()} children {children_of(os.getpid())}"
+
+
+__all__ = ["DashboardProcess", "pid_alive", "shm_path", "children_of", "in_process_settings", "assert_core_gone",
+           "time"]

@@ -1,0 +1,150 @@
+"""The dashboard in headless Chromium (Debian's /usr/bin/chromium, never a downloaded browser),
+driven by Playwright's sync API against `mpmlab dashboard` started as a user would start it.
+Waits are polls with deadlines (wait_for_function / expect), never fixed sleeps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import pytest
+
+from conftest import ROOT, artifact_path, wait_for
+from dashboard_fixtures import DashboardProcess, pid_alive, shm_path
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip("needs Debian's chromium (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory):
+    d = DashboardProcess(tmp_path_factory.mktemp("dash"), mpm="event")
+    yield d
+    d.stop()
+    d.assert_clean()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, dashboard):
+    pg = browser.new_page(viewport={"width": 1600, "height": 1200})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(dashboard.url + "/")
+    pg.wait_for_function("window.mpmlab && window.mpmlab.frames > 0", timeout=10_000)
+    yield pg
+    pg.close()
+    assert not errors, errors
+
+
+def counts(pg) -> dict:
+    return pg.evaluate("window.mpmlab.counts()")
+
+
+def test_grid_fills_with_slots(page, dashboard):
+    page.wait_for_function("window.mpmlab.counts()['_'] >= 75", timeout=15_000)
+    lay = page.evaluate("window.mpmlab.layout")
+    assert lay["mpm"] == "event" and lay["cols"] == 25 and lay["rows"] >= 16 and not lay["single"]
+    assert page.evaluate("window.mpmlab.cellState(0, 0)") in ("_", "S", "R", "W", "K")
+    sync_api.expect(page.locator("#insight-headline")).not_to_be_empty()
+    sync_api.expect(page.locator("#procs table tbody tr")).to_have_count(3, timeout=10_000)
+    sync_api.expect(page.locator("#conn-state")).to_have_text("live", timeout=10_000)
+    assert "configured -- resuming normal operations" in page.locator("#log-lines").inner_text()
+    page.screenshot(path=str(artifact_path("dashboard-idle.png")), full_page=True)
+
+
+def test_slowloris_preset_shows_R_cells(page, dashboard):
+    page.click("#preset-slowloris")
+    sync_api.expect(page.locator("#traffic-running .tcard")).to_have_count(1, timeout=10_000)
+    page.wait_for_function("window.mpmlab.counts()['R'] >= 50", timeout=20_000)
+    # the legend counts what the grid shows, and the words say it
+    assert int(page.locator('#legend [data-count="R"]').inner_text()) >= 50
+    sync_api.expect(page.locator("#insight-box")).to_contain_text("(R)", timeout=10_000)
+    # hovering an R cell tells the slot's story
+    r_cell = page.evaluate("""(() => { const l = window.mpmlab.layout;
+        for (let p = 0; p < l.rows; p++) for (let t = 0; t < l.cols; t++)
+          if (window.mpmlab.cellState(p, t) === 'R') return [p, t]; })()""")
+    box = page.locator("#scoreboard").bounding_box()
+    lay = page.evaluate("window.mpmlab.layout")
+    label = 132
+    page.mouse.move(box["x"] + label + r_cell[1] * lay["cell"] + lay["cell"] / 2, box["y"] + r_cell[0] * lay["cell"] + lay["cell"] / 2)
+    sync_api.expect(page.locator("#tooltip")).to_contain_text("Reading Request", timeout=5_000)
+    sync_api.expect(page.locator("#tooltip")).to_contain_text("in state", timeout=5_000)
+    page.screenshot(path=str(artifact_path("dashboard-slowloris.png")), full_page=True)
+    page.click("#tab-traffic >> text=stop all")
+    sync_api.expect(page.locator("#traffic-running .tcard")).to_have_count(0, timeout=15_000)
+    page.wait_for_function("window.mpmlab.counts()['R'] === 0", timeout=20_000)
+
+
+def test_switch_to_prefork_changes_layout(page, dashboard):
+    page.wait_for_function("window.mpmlab.layout && window.mpmlab.layout.mpm === 'event'", timeout=10_000)
+    page.click("#switch-prefork")
+    page.wait_for_function("window.mpmlab.layout.mpm === 'prefork' && window.mpmlab.layout.single", timeout=30_000)
+    sync_api.expect(page.locator("#switch-prefork")).to_have_class("on", timeout=5_000)
+    page.wait_for_function("window.mpmlab.counts()['_'] >= 5", timeout=15_000)
+    sync_api.expect(page.locator("#log-lines")).to_contain_text("switched: generation", timeout=10_000)
+    sync_api.expect(page.locator("#directives")).to_contain_text("MaxSpareServers")
+    page.screenshot(path=str(artifact_path("dashboard-prefork.png")), full_page=True)
+    page.click("#switch-event")
+    page.wait_for_function("window.mpmlab.layout.mpm === 'event' && window.mpmlab.layout.cols === 25", timeout=30_000)
+
+
+def test_bad_directive_shows_error_beside_field(page, dashboard):
+    page.click(".tab[data-tab=directives]")
+    page.fill("#d-MaxRequestWorkers", "lots")
+    page.click("#apply-directives")
+    err = page.locator("#error-MaxRequestWorkers")
+    sync_api.expect(err).to_be_visible(timeout=10_000)
+    sync_api.expect(err).to_contain_text("integer")
+    sync_api.expect(page.locator("#row-MaxRequestWorkers input")).to_have_value("lots")
+    # an adjusted value is applied with Apache's warning
+    page.fill("#d-MaxRequestWorkers", "110")
+    page.click("#apply-directives")
+    sync_api.expect(page.locator("#directive-warnings")).to_contain_text("integer multiple", timeout=15_000)
+    sync_api.expect(page.locator("#d-MaxRequestWorkers")).to_have_value("100")
+    page.fill("#d-MaxRequestWorkers", "400")
+    page.click("#apply-directives")
+    sync_api.expect(page.locator("#directives-message")).to_contain_text("applied", timeout=15_000)
+
+
+def test_docs_screenshot_under_mixed_traffic(page, dashboard):
+    """A current picture for README/docs: event with keep-alive browsers, slowloris and AJAX polling."""
+    for preset in ("browsers", "slowloris", "ajax"):
+        page.click(f"#preset-{preset}")
+    sync_api.expect(page.locator("#traffic-running .tcard")).to_have_count(3, timeout=15_000)
+    page.wait_for_function("window.mpmlab.counts()['R'] >= 50 && window.mpmCharts.points.length >= 12 && "
+                           "window.mpmCharts.points.slice(-3).some(p => Object.keys(p.traffic).length >= 2)",
+                           timeout=40_000)
+    page.click("#mode-state")
+    out = artifact_path("dashboard-mixed.png")
+    page.screenshot(path=str(out), full_page=False)
+    shutil.copyfile(out, ROOT / "docs" / "screenshot-dashboard.png")
+    page.click("#mode-pattern")
+    page.wait_for_function("!document.getElementById('pattern-legend').hidden", timeout=5_000)
+    sync_api.expect(page.locator("#pattern-legend")).to_contain_text("browsers", timeout=10_000)
+    page.screenshot(path=str(artifact_path("dashboard-pattern-mode.png")))
+    dashboard.api("/api/traffic/stop-all", method="POST", body={})
+
+
+def test_killed_dashboard_leaves_no_orphan(tmp_path):
+    """SIGKILL gives the dashboard no chance to clean up: the core (PR_SET_PDEATHSIG) and the
+    traffic runner (its watch pipe) notice and stop; the master removes its scoreboard."""
+    d = DashboardProcess(tmp_path, mpm="worker")
+    assert pid_alive(d.master_pid) and shm_path(d.core_listen).exists()
+    d.stop(sig=signal.SIGKILL)
+    d.assert_clean(timeout=25)
