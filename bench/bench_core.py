@@ -105,8 +105,9 @@ def open_idle(port: int, n: int, wait: float = 10.0) -> tuple[list[socket.socket
                     data = s.recv(4096)
                 except OSError:
                     data = b""
-                pending[key.data] += data
-                if not data or pending[key.data].endswith(b"x" * 16):
+                buf = pending[key.data] = pending[key.data] + data
+                head, sep, body = buf.partition(b"\r\n\r\n")
+                if not data or (sep and len(body) >= 16):
                     sel.unregister(s)
                     answered += 1 if data else 0
     sel.close()

@@ -112,17 +112,20 @@ def main() -> int:
             tid = api(base, "/api/traffic", {"pattern": "io", "params": {"rate": 300, "ms": 100, "duration": 120}})["id"]
             time.sleep(3)  # let the pattern ramp up before measuring (a measurement window, not a wait for state)
             before = api(base, "/api/dashboard")["sampler"]
-            f0 = [pg.evaluate("window.mpmlab.frames") for pg in pages]
+            f0 = [pg.evaluate("[window.mpmlab.frames, Date.now()]") for pg in pages]
+            psutil.cpu_percent(interval=None)
             c0, t0 = proc.cpu_times(), time.monotonic()
             time.sleep(args.window)
             c1, t1 = proc.cpu_times(), time.monotonic()
-            f1 = [pg.evaluate("window.mpmlab.frames") for pg in pages]
+            f1 = [pg.evaluate("[window.mpmlab.frames, Date.now()]") for pg in pages]
             after = api(base, "/api/dashboard")["sampler"]
             cpu = ((c1.user - c0.user) + (c1.system - c0.system)) / (t1 - t0)
             sampler_share = (after["tick_ms_avg"] * after["ticks"] - before["tick_ms_avg"] * before["ticks"]) / 1000 / (t1 - t0)
-            fps = [(b - a) / (t1 - t0) for a, b in zip(f0, f1)]
+            fps = [(b[0] - a[0]) * 1000 / (b[1] - a[1]) for a, b in zip(f0, f1)]
+            load = psutil.cpu_percent(interval=None)
             print(f"dashboard process CPU with {args.pages} pages, traffic running: {cpu * 100:.1f}% of one core "
                   f"(sampler+encoder alone: {sampler_share * 100:.1f}%, {after['tick_ms_avg']:.2f} ms per tick)")
+            print(f"whole machine during the window: {load:.0f}% of {psutil.cpu_count()} cores busy")
             print(f"frames received per page: {statistics.mean(fps):.1f}/s (min {min(fps):.1f}, max {max(fps):.1f}); "
                   f"dropped by the latest-wins queues so far: {after['scoreboard']['dropped']}")
             api(base, f"/api/traffic/{tid}", method="DELETE")
@@ -134,24 +137,30 @@ def main() -> int:
             idle_cpu = ((idle_c1.user - idle_c0.user) + (idle_c1.system - idle_c0.system)) / (idle_t1 - idle_t0)
             print(f"dashboard process CPU with {args.pages} pages, no traffic: {idle_cpu * 100:.1f}% of one core")
 
-            lat = []
+            lat: list[float] = []
+            split: list[tuple[float, float]] = []
             for _ in range(args.trials):
                 pg.wait_for_function("window.mpmlab.counts()['W'] === 0", timeout=30_000)
                 pg.evaluate("""() => { const m = window.mpmlab; m._seenW = null;
                     const base = m.counts()['W'];
-                    const cb = (f) => { if (m._seenW === null && f.counts['W'] > base) m._seenW = Date.now(); };
+                    const cb = (f) => { if (m._seenW === null && f.counts['W'] > base) { m._seenW = Date.now(); m._seenT = f.t; } };
                     m.on('frame', cb); }""")
                 s = socket.create_connection(("127.0.0.1", core_port))
                 sent = time.time() * 1000
                 s.sendall(f"GET /sleep?ms=1500 HTTP/1.1\r\nHost: 127.0.0.1:{core_port}\r\nConnection: close\r\n\r\n".encode())
                 pg.wait_for_function("window.mpmlab._seenW !== null", timeout=10_000)
-                lat.append(pg.evaluate("window.mpmlab._seenW") - sent)
+                seen, built = pg.evaluate("[window.mpmlab._seenW, window.mpmlab._seenT]")
+                lat.append(seen - sent)
+                split.append((built - sent, seen - built))
                 s.recv(65536)
                 s.close()
             lat.sort()
             p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
             print(f"state change -> browser (W cell seen), {len(lat)} trials: median {statistics.median(lat):.0f} ms, "
                   f"p95 {p95:.0f} ms, max {max(lat):.0f} ms, min {min(lat):.0f} ms")
+            print(f"  of which send -> frame built by the sampler (server: accept, read, W, next tick): median "
+                  f"{statistics.median(a for a, _ in split):.0f} ms; frame built -> seen in the page (encode, "
+                  f"websocket, decode): median {statistics.median(b for _, b in split):.0f} ms, max {max(b for _, b in split):.0f} ms")
             print(f"targets: CPU < 10% -> {'PASS' if cpu < 0.10 else 'FAIL'}; latency < 150 ms -> "
                   f"{'PASS' if max(lat) < 150 else 'FAIL (max)' if statistics.median(lat) < 150 else 'FAIL'}")
             browser.close()

@@ -100,8 +100,11 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
 def wrk(url: str, connections: int = 64, duration: int = 10, threads: int = 1) -> dict:
-    out = subprocess.run(["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{duration}s", url],
-                         capture_output=True, text=True, timeout=duration + 60).stdout
+    try:
+        out = subprocess.run(["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{duration}s", url],
+                             capture_output=True, text=True, timeout=duration + 30).stdout
+    except subprocess.TimeoutExpired:  # wrk cannot finish when none of its connections is served
+        return {"rps": 0.0, "errors": f"wrk got no answer in {duration + 30}s", "non2xx": 0}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {}
     for pct, val, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):

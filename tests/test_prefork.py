@@ -52,13 +52,18 @@ def test_states_seen_from_another_process(server_factory):
     assert sum(w.access_count for _, _, w in sb.live_workers(snap)) >= 2
 
 
-def _child_counts(srv, seconds: float) -> list[int]:
-    """Distinct successive counts of live children, sampled every 50 ms for ``seconds``."""
+def _child_counts(srv, seconds: float, settle: float = 0.3) -> list[int]:
+    """Successive counts of live children that held for ``settle`` seconds (the children of one
+    maintenance tick appear within milliseconds; ticks are a second apart), over ``seconds``."""
     seen: list[int] = []
     end = time.monotonic() + seconds
+    current, since = None, time.monotonic()
     while time.monotonic() < end:
         n = len(srv.live_children())
-        if not seen or seen[-1] != n:
+        now = time.monotonic()
+        if n != current:
+            current, since = n, now
+        elif now - since >= settle and (not seen or seen[-1] != n):
             seen.append(n)
         time.sleep(0.05)
     return seen
