@@ -106,11 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the answer as JSON")
     c.set_defaults(func=cmd_ctl)
 
-    try:
-        from .traffic.cli import add_parser as add_traffic
-        add_traffic(sub)
-    except ImportError:
-        pass
+    from .traffic.cli import add_parser as add_traffic, run as run_traffic
+    add_traffic(sub).set_defaults(func=run_traffic)
 
     d = sub.add_parser("dashboard", help="the dashboard with the embedded server core (the default)")
     add_dashboard_options(d)

@@ -1,0 +1,74 @@
+"""The traffic generator against the embedded server: what each pattern holds shows in its scoreboard,
+slot by slot, with the pattern's name (X-Traffic-Pattern) recorded in the slot that serves it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from mpmcore import scoreboard as sb
+from conftest import ROOT, wait_for
+
+
+def traffic(pattern: str, port: int, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mpmcore.cli", "traffic", pattern, "--target",
+                             f"http://127.0.0.1:{port}/", "--json", "--quiet", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+
+
+def finish(p: subprocess.Popen, timeout: float = 60) -> dict:
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, err
+    return json.loads(out)
+
+
+def slots_by_pattern(srv, state: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _, _, w in sb.live_workers(srv.snapshot()):
+        if w.status == state:
+            key = w.pattern.decode()
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_slowloris_holds_threads_in_R_under_event_too(server_factory):
+    srv = server_factory(mpm="event", settings={"ServerLimit": 1, "ThreadsPerChild": 10, "MaxRequestWorkers": 10,
+                                                "StartServers": 1, "MinSpareThreads": 1, "MaxSpareThreads": 10})
+    wait_for(lambda: srv.count_states()["_"] == 10, what="10 idle threads")
+    p = traffic("slowloris", srv.port, "--connections", "6", "--interval", "1", "--duration", "4")
+    try:
+        # reading a request happens in a worker under every MPM: 6 threads held in R
+        wait_for(lambda: srv.count_states()["R"] == 6, timeout=15, what="6 R slots")
+    finally:
+        summary = finish(p)
+    assert summary  # the generator reported
+    wait_for(lambda: srv.count_states()["R"] == 0, what="R slots released when the pattern stopped")
+
+
+def test_browsers_hold_six_connections_each_and_pattern_names_in_slots(server_factory):
+    srv = server_factory(mpm="worker", settings={"ServerLimit": 2, "ThreadsPerChild": 16, "MaxRequestWorkers": 32,
+                                                 "StartServers": 2, "MinSpareThreads": 1, "MaxSpareThreads": 32,
+                                                 "KeepAliveTimeout": 30})
+    wait_for(lambda: srv.count_states()["_"] == 32, what="32 idle threads")
+    p = traffic("browsers", srv.port, "--clients", "3", "--think-time", "10", "--duration", "5",
+                "--asset-path", "/bytes/2048")
+    try:
+        # under worker every kept-alive browser connection holds a thread in K, tagged "browsers"
+        held = wait_for(lambda: (k := slots_by_pattern(srv, sb.BUSY_KEEPALIVE)).get("browsers", 0) == 18 and k,
+                        timeout=15, what="18 K slots held by browsers")
+        assert held == {"browsers": 18}
+    finally:
+        finish(p)
+
+
+def test_steady_rate_matches_what_the_server_counted(server_factory):
+    srv = server_factory(mpm="event", settings={"StartServers": 1})
+    before = int(srv.auto()["Total Accesses"])
+    summary = finish(traffic("steady", srv.port, "--model", "open", "--rate", "200", "--duration", "3",
+                             "--path", "/bytes/512"))
+    total = summary["patterns"][0]["total"] if "patterns" in summary else summary["total"]
+    after = int(srv.auto()["Total Accesses"])
+    counted = after - before - 1  # minus the first ?auto request itself
+    assert total["responses"] > 400
+    assert abs(total["responses"] - counted) <= 0.1 * counted, (total["responses"], counted)
