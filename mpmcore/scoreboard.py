@@ -489,9 +489,10 @@ class ScoreboardReader:
         before = _seqs(mm, off, count, size)
         arr = (cls * count).from_buffer_copy(mm, off)
         after = _seqs(mm, off, count, size)
-        if before != after or any(s & 1 for s in before):
+        if before != after or _any_odd(mm, off, count, size):
+            b, a = memoryview(before).cast("I"), memoryview(after).cast("I")
             for i in range(count):
-                if before[i] == after[i] and not before[i] & 1:
+                if b[i] == a[i] and not b[i] & 1:
                     continue
                 o = off + i * size
                 for _ in range(self.MAX_RETRIES):
@@ -502,7 +503,10 @@ class ScoreboardReader:
                         break
         return arr
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, graceful_view: bool = True) -> Snapshot:
+        """A consistent copy. With ``graceful_view`` (the default), live slots of old-generation or
+        quiescing children show G, as Apache's parent marks them; without it, the states as their
+        threads wrote them."""
         g = GlobalRecord.from_buffer_copy(self.mm, 0)
         if g.superseded and self.name is not None:
             # the master re-created (hard restart with new limits) or removed the segment
@@ -512,7 +516,10 @@ class ScoreboardReader:
         procs = self._copy_region(ProcessRecord, self._p_off, self.proc_capacity, P_SIZE)
         children = self._copy_region(ChildRecord, self._c_off, self.proc_capacity, C_SIZE)
         workers = self._copy_region(WorkerRecord, self._w_off, self.proc_capacity * self.thread_capacity, W_SIZE)
-        return Snapshot(time.time(), g, procs, children, workers, self.thread_capacity)
+        snap = Snapshot(time.time(), g, procs, children, workers, self.thread_capacity)
+        if graceful_view:
+            _mark_graceful(snap)
+        return snap
 
     def __enter__(self):
         return self
@@ -521,10 +528,47 @@ class ScoreboardReader:
         self.close()
 
 
-def _seqs(mm: mmap.mmap, off: int, count: int, size: int) -> list[int]:
-    # One slice of the whole region, then stride: far cheaper than count separate reads.
-    # Records are 8-byte aligned, so the region is an array of uint32 with seq every size//4.
-    return memoryview(mm)[off:off + count * size].cast("I")[:: size // 4].tolist()
+def _mark_graceful(snap: Snapshot) -> None:
+    """Apache's parent marks every live slot of the children it tells to finish SERVER_GRACEFUL
+    (prefork.c, worker.c, event.c: "so that we know what is still gracefully dealing with existing
+    requests"). Our master must not write worker records (one writer per record), so the reader
+    derives the same view: a live slot of an old generation, or of a child told to stop (quiescing),
+    shows G. The FastCGI pool is not restarted with the generations and keeps its states."""
+    statuses = snap.statuses()
+    if not statuses.strip(b"\0"):
+        return
+    gen = snap.glob.running_generation
+    t = snap.thread_capacity
+    # the generation column, read at C speed: records are 8-byte aligned arrays of uint32
+    gens = memoryview(snap.workers).cast("B").cast("I")[WorkerRecord.generation.offset // 4::W_SIZE // 4].tolist()
+    for p, pr in enumerate(snap.procs):
+        lo = p * t
+        seg = statuses[lo:lo + t]
+        if not seg.strip(b"\0") or pr.kind == KIND_FCGI:
+            continue
+        if not pr.quiescing and all(g == gen for g, st in zip(gens[lo:lo + t], seg) if st):
+            continue
+        for j, st in enumerate(seg):
+            if st == DEAD or st == GRACEFUL:
+                continue
+            w = snap.workers[lo + j]
+            if w.generation != gen or (pr.quiescing and pr.pid == w.pid):
+                w.status = GRACEFUL
+
+
+def _seqs(mm: mmap.mmap, off: int, count: int, size: int) -> bytes:
+    """The sequence counters of ``count`` records, as bytes (compared whole, at C speed).
+    Records are 8-byte aligned, so the region is an array of uint32 with a seq every size//4."""
+    return memoryview(mm)[off:off + count * size].cast("I")[:: size // 4].tobytes()
+
+
+_ODD = bytes(i & 1 for i in range(256))
+
+
+def _any_odd(mm: mmap.mmap, off: int, count: int, size: int) -> bool:
+    """Is any record being written right now (odd sequence)? Looks at the low byte of each seq."""
+    low = memoryview(mm)[off:off + count * size][::size].tobytes()  # little-endian: low byte first
+    return b"\x01" in low.translate(_ODD)
 
 
 def live_workers(snap: Snapshot) -> Iterator[tuple[int, int, WorkerRecord]]:

@@ -44,9 +44,11 @@ def board(request):
         b.close()
 
 
-def snap_of(board: Scoreboard) -> sb.Snapshot:
+def snap_of(board: Scoreboard, graceful_view: bool = False) -> sb.Snapshot:
+    """The raw states as the threads wrote them: Apache's counting rules are tested on those (the
+    reader's graceful view, which shows old-generation slots G, has its own test below)."""
     with ScoreboardReader(board.name) as reader:
-        return reader.snapshot()
+        return reader.snapshot(graceful_view=graceful_view)
 
 
 def fill(board: Scoreboard, proc: int, pid: int, gen: int, states: str, quiescing: bool = False) -> None:
@@ -125,6 +127,14 @@ def test_counting_rules_follow_apache(board):
     assert rows[1]["old_gen"] and not rows[0]["old_gen"]
     assert rows[2]["stopping"] and (rows[2]["busy"], rows[2]["idle"]) == (0, 0)
     assert 3 not in rows
+
+
+def test_graceful_view_shows_old_generation_and_quiescing_slots_g(board):
+    b = event_board(board)
+    s = status.summarize(snap_of(b, graceful_view=True), info_for("event", 12, 4, 4))
+    # as Apache's parent marks them on a graceful restart: every live old-generation slot is G
+    assert s["scoreboard"] == "__WS" + "GGGG" + "GGGG" + "G"
+    assert (s["busy"], s["idle"], s["graceful"]) == (1, 2, 4)  # the quiescing child still counts nothing
 
 
 def test_fcgi_processes_are_not_workers(board):

@@ -210,3 +210,33 @@ def test_event_write_completion_parks_the_rest_of_a_reply(server_factory):
     finally:
         for s in readers:
             s.close()
+
+
+def test_worker_new_child_squats_on_a_finishing_childs_slot(server_factory):
+    srv = server_factory(mpm="worker", settings={
+        "ServerLimit": 1, "ThreadsPerChild": 4, "MaxRequestWorkers": 4, "StartServers": 1,
+        "MinSpareThreads": 1, "MaxSpareThreads": 4})
+    wait_for(lambda: srv.count_states()["_"] == 4, what="4 idle threads")
+    old_pid = srv.snapshot().procs[0].pid
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", http_get(srv.port, "/sleep?ms=2500")))
+    t.start()
+    wait_for(lambda: srv.count_states()["W"] == 1, what="the slow request in flight")
+    busy_thread = next(i for i in range(4) if srv.snapshot().worker(0, i).status == sb.BUSY_WRITE)
+    assert srv.ctl("graceful")["ok"]
+
+    def squatted():
+        snap = srv.snapshot()
+        new_pid = snap.procs[0].pid
+        others = [snap.worker(0, i) for i in range(4) if i != busy_thread]
+        return (new_pid != old_pid and snap.worker(0, busy_thread).pid == old_pid
+                and all(w.pid == new_pid and w.status == sb.READY for w in others)) and new_pid
+    # ServerLimit 1: the new child takes the old child's process slot while the old one finishes,
+    # and starts every thread but the one whose slot the old request still holds (shown G)
+    new_pid = wait_for(squatted, what="new child squatting on slot 0")
+    assert srv.snapshot().worker(0, busy_thread).status == sb.GRACEFUL
+    t.join(10)
+    assert result["r"][0] == 200
+    # when the old thread lets go, the new child takes that thread slot too
+    wait_for(lambda: srv.snapshot().worker(0, busy_thread).pid == new_pid, what="thread slot reused")
+    assert http_get(srv.port, "/")[0] == 200
