@@ -1,0 +1,305 @@
+"""``/metrics``: the dashboard's figures in the Prometheus text format (prometheus-client).
+
+One custom collector reads, at scrape time, the latest frame of every source (the embedded core's
+summary, attached Apache/nginx servers: ``mpmcore.attach.SourceFrame``) and the traffic
+generator's latest cumulative figures. Nothing is registered in prometheus-client's global default
+registry: ``build_registry()`` makes a ``CollectorRegistry`` per app, so two apps in one process
+(tests) never see each other's series.
+
+Wiring in the dashboard (one route)::
+
+    from mpmcore import metrics
+    totals = metrics.TrafficTotals()
+    dashboard.traffic.add_listener(totals.update)            # every 250 ms stats frame
+    registry = metrics.build_registry(lambda: current_frames(), totals)
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        body, ctype = metrics.make_metrics_response(registry)
+        return Response(body, media_type=ctype)
+
+Families (``source`` is the frame's name; a source that cannot show a figure has no series for it,
+see ``docs/ecosystem.md``):
+
+* ``mpmlab_source_up{source,kind}``: 1 when the last poll succeeded.
+* ``mpmlab_scoreboard_slots{source,state}``: slots per state, state names as apache_exporter's
+  (idle, startup, read, reply, keepalive, dns, closing, logging, graceful_stop, idle_cleanup,
+  open_slot).
+* ``mpmlab_workers{source,state}``: busy | idle | graceful (mod_status' counting rules).
+* ``mpmlab_processes{source}``, ``mpmlab_processes_stopping{source}``.
+* ``mpmlab_connections{source,state}``: total (event's ConnsTotal, nginx's Active), and nginx's
+  reading | writing | waiting.
+* ``mpmlab_async_connections{source,state}``: keepalive | writing | closing (event).
+* ``mpmlab_accesses_total{source}``, ``mpmlab_bytes_total{source}`` (counters).
+* ``mpmlab_nginx_connections_total{source,event}``: accepted | handled (counters).
+* ``mpmlab_generation{source}``: the MPM generation (ParentServerMPMGeneration).
+* ``mpmlab_uptime_seconds{source}``.
+* ``mpmlab_memory_pss_bytes{source,mpm}``, ``mpmlab_memory_rss_bytes{source,mpm}``: children's
+  memory summed per MPM (two MPMs side by side during a live switch); embedded core only.
+* ``mpmlab_traffic_requests_total{id,pattern,label}``, ``mpmlab_traffic_responses_total{...,class}``,
+  ``mpmlab_traffic_errors_total{...,kind}``, ``mpmlab_traffic_bytes_total{...,direction}``,
+  ``mpmlab_traffic_active_connections{...}``.
+* ``mpmlab_traffic_latency_seconds{id,pattern,label,quantile}`` and
+  ``mpmlab_traffic_ttfb_seconds``: summaries. The runner's frames carry HDR percentiles
+  (p50/p90/p99/p99.9), the count and the mean, not bucket counts, so these are Prometheus
+  summaries with quantiles 0.5/0.9/0.99/0.999, ``_count`` and ``_sum`` (mean x count), not
+  histograms; ``mpmlab_traffic_latency_max_seconds`` has the maximum.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .attach import SourceFrame, frame_from_summary
+
+__all__ = ["MpmlabCollector", "TrafficTotals", "build_registry", "make_metrics_response", "FAMILIES",
+           "SCOREBOARD_STATES"]
+
+#: Scoreboard letter -> state label, the names Prometheus' apache_exporter uses.
+SCOREBOARD_STATES = {"_": "idle", "S": "startup", "R": "read", "W": "reply", "K": "keepalive", "D": "dns",
+                     "C": "closing", "L": "logging", "G": "graceful_stop", "I": "idle_cleanup", ".": "open_slot"}
+TRAFFIC_LABELS = ("id", "pattern", "label")
+QUANTILES = (("p50", "0.5"), ("p90", "0.9"), ("p99", "0.99"), ("p99.9", "0.999"))
+#: Finished patterns whose last totals stay exported (the runner keeps as many).
+FINISHED_KEPT = 64
+
+# name (as exposed, without _total for counters) -> (type, help)
+FAMILIES: dict[str, tuple[str, str]] = {
+    "mpmlab_source_up": ("gauge", "1 when the last poll of the source succeeded"),
+    "mpmlab_scoreboard_slots": ("gauge", "Scoreboard slots per state (letters of mod_status' Scoreboard)"),
+    "mpmlab_workers": ("gauge", "Workers by mod_status' counting: busy, idle, graceful"),
+    "mpmlab_processes": ("gauge", "Child processes counted by mod_status (not quiescing)"),
+    "mpmlab_processes_stopping": ("gauge", "Child processes stopping (event's Stopping)"),
+    "mpmlab_connections": ("gauge", "Connections: total (event ConnsTotal, nginx Active), nginx reading/writing/waiting"),
+    "mpmlab_async_connections": ("gauge", "event's parked connections (ConnsAsync*): keepalive, writing, closing"),
+    "mpmlab_accesses": ("counter", "Requests served (Total Accesses; nginx: requests)"),
+    "mpmlab_bytes": ("counter", "Bytes served (Apache: Total kBytes x 1024)"),
+    "mpmlab_nginx_connections": ("counter", "nginx connections accepted and handled"),
+    "mpmlab_generation": ("gauge", "MPM generation (ParentServerMPMGeneration)"),
+    "mpmlab_uptime_seconds": ("gauge", "Seconds since the server's last restart"),
+    "mpmlab_memory_pss_bytes": ("gauge", "Proportional set size of the children, summed per MPM"),
+    "mpmlab_memory_rss_bytes": ("gauge", "Resident set size of the children, summed per MPM"),
+    "mpmlab_traffic_requests": ("counter", "Requests sent by the traffic generator, per pattern run"),
+    "mpmlab_traffic_responses": ("counter", "Responses received by the traffic generator, per status class"),
+    "mpmlab_traffic_errors": ("counter", "Client-side errors of the traffic generator, per kind"),
+    "mpmlab_traffic_bytes": ("counter", "Bytes received (in) and sent (out) by the traffic generator"),
+    "mpmlab_traffic_active_connections": ("gauge", "Open connections of a running pattern"),
+    "mpmlab_traffic_latency_seconds": ("summary", "Response latency (request sent to response complete), HDR "
+                                                  "percentiles over the pattern's whole run"),
+    "mpmlab_traffic_latency_max_seconds": ("gauge", "Largest response latency over the pattern's whole run"),
+    "mpmlab_traffic_ttfb_seconds": ("summary", "Time to first byte, HDR percentiles over the pattern's whole run"),
+}
+
+
+class TrafficTotals:
+    """The latest cumulative figures per pattern run, fed with every runner stats frame.
+
+    A pattern that finishes appears in one last frame only; keeping its totals here means a scrape
+    that comes later still sees its final counts (FINISHED_KEPT of them, oldest dropped first).
+    Thread-safe: ``update`` runs in the event loop, ``patterns`` in the scrape."""
+
+    def __init__(self, keep: int = FINISHED_KEPT) -> None:
+        self._lock = threading.Lock()
+        self._runs: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self.keep = keep
+
+    def update(self, frame: dict[str, Any] | None) -> None:
+        if not frame:
+            return
+        with self._lock:
+            for p in frame.get("patterns") or []:
+                rid = p.get("id") or p.get("pattern")
+                if not rid or "total" not in p:
+                    continue
+                self._runs[rid] = p
+                self._runs.move_to_end(rid)
+            finished = [k for k, v in self._runs.items() if v.get("state") != "running"]
+            for k in finished[: max(0, len(finished) - self.keep)]:
+                del self._runs[k]
+
+    def patterns(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._runs.values())
+
+
+def _as_frames(items: Iterable[Any]) -> list[SourceFrame]:
+    out = []
+    for it in items or []:
+        if isinstance(it, SourceFrame):
+            out.append(it)
+        elif isinstance(it, tuple) and len(it) == 2:  # (name, summarize() dict) of the embedded core
+            out.append(frame_from_summary(it[0], it[1]))
+    return out
+
+
+def _f(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+class MpmlabCollector(Collector):
+    """Reads ``sources()`` (SourceFrames, or ``(name, summary)`` pairs for the embedded core) and
+    ``traffic`` (a TrafficTotals, or a callable returning the runner's latest stats frame) at
+    every scrape. A failing callable costs its families, never the scrape."""
+
+    def __init__(self, sources: Callable[[], Iterable[Any]],
+                 traffic: TrafficTotals | Callable[[], dict[str, Any] | None] | None = None) -> None:
+        self.sources = sources
+        self.traffic = traffic
+
+    def describe(self) -> list[Metric]:
+        return [_family(name) for name in FAMILIES]
+
+    def collect(self) -> Iterable[Metric]:
+        fam = {name: _family(name) for name in FAMILIES}
+        try:
+            frames = _as_frames(self.sources())
+        except Exception:
+            frames = []
+        for fr in frames:
+            self._source(fam, fr)
+        try:
+            runs = self._traffic_runs()
+        except Exception:
+            runs = []
+        for run in runs:
+            self._pattern(fam, run)
+        return list(fam.values())
+
+    # -- sources --------------------------------------------------------------------------------
+    def _source(self, fam: dict[str, Metric], fr: SourceFrame) -> None:
+        src = fr.source
+        fam["mpmlab_source_up"].add_metric([src, fr.kind], 1.0 if fr.ok else 0.0)
+        if not fr.ok or fr.summary is None:
+            return
+        s = fr.summary
+        counts = s.get("state_counts")
+        if counts:
+            for letter, state in SCOREBOARD_STATES.items():
+                fam["mpmlab_scoreboard_slots"].add_metric([src, state], float(counts.get(letter, 0)))
+        for state in ("busy", "idle", "graceful"):
+            v = _f(s.get(state))
+            if v is not None:
+                fam["mpmlab_workers"].add_metric([src, state], v)
+        for key, name in (("processes", "mpmlab_processes"), ("stopping", "mpmlab_processes_stopping"),
+                          ("mpm_generation", "mpmlab_generation"), ("uptime", "mpmlab_uptime_seconds")):
+            v = _f(s.get(key))
+            if v is not None:
+                fam[name].add_metric([src], v)
+        v = _f(s.get("conns_total"))
+        if v is not None:
+            fam["mpmlab_connections"].add_metric([src, "total"], v)
+        if fr.connections:
+            for state in ("reading", "writing", "waiting"):
+                fam["mpmlab_connections"].add_metric([src, state], float(fr.connections[state]))
+            for event in ("accepted", "handled"):
+                key = "accepts" if event == "accepted" else "handled"
+                fam["mpmlab_nginx_connections"].add_metric([src, event], float(fr.connections[key]))
+        elif s.get("conns_total") is not None:  # event (Apache or embedded): the parked connections
+            for key, state in (("conns_async_keep_alive", "keepalive"), ("conns_async_writing", "writing"),
+                               ("conns_async_closing", "closing")):
+                v = _f(s.get(key))
+                if v is not None:
+                    fam["mpmlab_async_connections"].add_metric([src, state], v)
+        t = s.get("totals") or {}
+        for key, name in (("accesses", "mpmlab_accesses"), ("bytes", "mpmlab_bytes")):
+            v = _f(t.get(key))
+            if v is not None:
+                fam[name].add_metric([src], v)
+        if fr.capabilities.get("memory"):
+            pss: dict[str, float] = {}
+            rss: dict[str, float] = {}
+            for p in s.get("procs") or []:
+                if p.get("kind") != "child" or p.get("pss_kb") is None:
+                    continue
+                m = p.get("mpm") or "?"
+                pss[m] = pss.get(m, 0.0) + p["pss_kb"] * 1024.0
+                rss[m] = rss.get(m, 0.0) + (p.get("rss_kb") or 0) * 1024.0
+            for m in sorted(pss):
+                fam["mpmlab_memory_pss_bytes"].add_metric([src, m], pss[m])
+                fam["mpmlab_memory_rss_bytes"].add_metric([src, m], rss[m])
+
+    # -- traffic --------------------------------------------------------------------------------
+    def _traffic_runs(self) -> list[dict[str, Any]]:
+        t = self.traffic
+        if t is None:
+            return []
+        if isinstance(t, TrafficTotals):
+            return t.patterns()
+        frame = t()
+        return [p for p in (frame or {}).get("patterns") or [] if "total" in p]
+
+    def _pattern(self, fam: dict[str, Metric], run: dict[str, Any]) -> None:
+        labels = [str(run.get("id") or run.get("pattern")), str(run.get("pattern") or ""),
+                  str(run.get("label") or run.get("pattern") or "")]
+        tot = run.get("total") or {}
+        fam["mpmlab_traffic_requests"].add_metric(labels, float(tot.get("requests") or 0))
+        for cls, n in (tot.get("status") or {}).items():
+            fam["mpmlab_traffic_responses"].add_metric(labels + [cls], float(n or 0))
+        for kind, n in (tot.get("errors") or {}).items():
+            fam["mpmlab_traffic_errors"].add_metric(labels + [kind], float(n or 0))
+        fam["mpmlab_traffic_bytes"].add_metric(labels + ["in"], float(tot.get("bytes_in") or 0))
+        fam["mpmlab_traffic_bytes"].add_metric(labels + ["out"], float(tot.get("bytes_out") or 0))
+        if run.get("state") == "running":
+            fam["mpmlab_traffic_active_connections"].add_metric(labels, float(run.get("active_connections") or 0))
+        for key, name in (("latency_ms", "mpmlab_traffic_latency_seconds"), ("ttfb_ms", "mpmlab_traffic_ttfb_seconds")):
+            _summary(fam[name], labels, tot.get(key))
+        lat = tot.get("latency_ms")
+        if lat and lat.get("max") is not None:
+            fam["mpmlab_traffic_latency_max_seconds"].add_metric(labels, lat["max"] / 1000.0)
+
+
+def _family(name: str) -> Metric:
+    mtype, doc = FAMILIES[name]
+    if name.startswith("mpmlab_traffic_"):
+        labels = list(TRAFFIC_LABELS) + {"mpmlab_traffic_responses": ["class"], "mpmlab_traffic_errors": ["kind"],
+                                         "mpmlab_traffic_bytes": ["direction"]}.get(name, [])
+    else:
+        labels = ["source"] + {"mpmlab_source_up": ["kind"], "mpmlab_scoreboard_slots": ["state"],
+                               "mpmlab_workers": ["state"], "mpmlab_connections": ["state"],
+                               "mpmlab_async_connections": ["state"], "mpmlab_nginx_connections": ["event"],
+                               "mpmlab_memory_pss_bytes": ["mpm"], "mpmlab_memory_rss_bytes": ["mpm"]}.get(name, [])
+    if mtype == "counter":
+        return CounterMetricFamily(name, doc, labels=labels)
+    if mtype == "gauge":
+        return GaugeMetricFamily(name, doc, labels=labels)
+    m = Metric(name, doc, "summary")
+    m._mpmlab_labels = labels  # type: ignore[attr-defined]
+    return m
+
+
+def _summary(m: Metric, labels: list[str], s: dict[str, Any] | None) -> None:
+    """HDR percentiles (ms) as a Prometheus summary (seconds)."""
+    if not s or not s.get("count"):
+        return
+    names = m._mpmlab_labels  # type: ignore[attr-defined]
+    base = dict(zip(names, labels))
+    for key, q in QUANTILES:
+        if s.get(key) is not None:
+            m.add_sample(m.name, dict(base, quantile=q), s[key] / 1000.0)
+    m.add_sample(m.name + "_count", dict(base), float(s["count"]))
+    m.add_sample(m.name + "_sum", dict(base), float(s.get("mean") or 0.0) * s["count"] / 1000.0)
+
+
+def build_registry(sources: Callable[[], Iterable[Any]],
+                   traffic: TrafficTotals | Callable[[], dict[str, Any] | None] | None = None) -> CollectorRegistry:
+    """A fresh registry (never the global one) with the mpmlab collector in it."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(MpmlabCollector(sources, traffic))
+    return registry
+
+
+def make_metrics_response(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """(body, Content-Type) for ``GET /metrics`` in the Prometheus text format 0.0.4."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
