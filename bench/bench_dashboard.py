@@ -120,11 +120,11 @@ def main() -> int:
             f1 = [pg.evaluate("[window.mpmlab.frames, Date.now()]") for pg in pages]
             after = api(base, "/api/dashboard")["sampler"]
             cpu = ((c1.user - c0.user) + (c1.system - c0.system)) / (t1 - t0)
-            sampler_share = (after["tick_ms_avg"] * after["ticks"] - before["tick_ms_avg"] * before["ticks"]) / 1000 / (t1 - t0)
+            sampler_share = (after["work_seconds"] - before["work_seconds"]) / (t1 - t0)
             fps = [(b[0] - a[0]) * 1000 / (b[1] - a[1]) for a, b in zip(f0, f1)]
             load = psutil.cpu_percent(interval=None)
             print(f"dashboard process CPU with {args.pages} pages, traffic running: {cpu * 100:.1f}% of one core "
-                  f"(sampler+encoder alone: {sampler_share * 100:.1f}%, {after['tick_ms_avg']:.2f} ms per tick)")
+                  f"(sampler+encoder alone, thread CPU time: {sampler_share * 100:.1f}%, {after['tick_ms_avg']:.2f} ms per tick)")
             print(f"whole machine during the window: {load:.0f}% of {psutil.cpu_count()} cores busy")
             print(f"frames received per page: {statistics.mean(fps):.1f}/s (min {min(fps):.1f}, max {max(fps):.1f}); "
                   f"dropped by the latest-wins queues so far: {after['scoreboard']['dropped']}")

@@ -824,9 +824,12 @@ def _default_name(url: str) -> str:
     return p.netloc or url
 
 
-def parse_spec(spec: str) -> tuple[str | None, str | None, str]:
-    """``[KIND+][NAME=]URL`` -> (kind, name, url): ``apache-event=http://127.0.0.1:8081/server-status``,
-    ``nginx+http://127.0.0.1:8082/nginx_status``. KIND is apache or nginx (otherwise detected)."""
+def parse_spec(spec: str) -> tuple[str | None, str | None, str, dict[str, Any]]:
+    """``[NAME=][KIND+]URL[#threads_per_child=N]`` -> (kind, name, url, options).
+
+    ``apache-event=http://127.0.0.1:8081/server-status``, ``nginx+http://127.0.0.1:8082/nginx_status``,
+    ``http://127.0.0.1:8083/server-status#threads_per_child=25``. KIND is apache or nginx
+    (otherwise detected). Raises ValueError for an unknown option or a bad value."""
     spec = spec.strip()
     name = None
     eq, colon = spec.find("="), spec.find("://")
@@ -836,16 +839,31 @@ def parse_spec(spec: str) -> tuple[str | None, str | None, str]:
     m = re.match(r"(apache|nginx)\+(.*)$", spec, re.I)
     if m:
         kind, spec = m.group(1).lower(), m.group(2)
-    return kind, name, spec
+    options: dict[str, Any] = {}
+    spec, _, frag = spec.partition("#")
+    for part in filter(None, frag.split("&")):
+        key, _, value = part.partition("=")
+        if key != "threads_per_child":
+            raise ValueError(f"attach {spec}: unknown option {key!r} after '#' (known: threads_per_child)")
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= 20000:
+            raise ValueError(f"attach {spec}: threads_per_child must be an integer 1..20000, not {value!r}")
+        options[key] = n
+    return kind, name, spec, options
 
 
 def make_source(spec: str, *, allow_remote: bool = False, timeout: float = DEFAULT_TIMEOUT,
                 kind: str | None = None, name: str | None = None,
                 threads_per_child: int | None = None) -> ApacheSource | NginxSource | AutoSource:
     """A source from an ``--attach`` value (see ``parse_spec``). Never contacts the server: errors
-    in the URL show up in the first poll's frame, like every other error."""
-    k, n, url = parse_spec(spec)
+    in the URL show up in the first poll's frame, like every other error (ValueError only for a
+    malformed ``#option``)."""
+    k, n, url, opts = parse_spec(spec)
     kind, name = kind or k, name or n
+    threads_per_child = threads_per_child or opts.get("threads_per_child")
     if kind is None and re.search(r"(stub_status|nginx_status|nginx)", urlsplit(url if "://" in url else
                                                                                   "http://" + url).path):
         kind = "nginx"

@@ -53,7 +53,7 @@ import threading
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -302,4 +302,4 @@ def build_registry(sources: Callable[[], Iterable[Any]],
 
 def make_metrics_response(registry: CollectorRegistry) -> tuple[bytes, str]:
     """(body, Content-Type) for ``GET /metrics`` in the Prometheus text format 0.0.4."""
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4

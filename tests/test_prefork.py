@@ -273,3 +273,23 @@ def test_bad_directive_is_refused_clearly(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mpmcore.cli", "serve", "--set", "MaxClientz=5"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "unknown directive" in r.stderr
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "worker"])
+def test_max_connections_per_child_recycles_the_child(server_factory, mpm):
+    settings = {"StartServers": 1, "MaxConnectionsPerChild": 3}
+    if mpm == "prefork":
+        settings.update({"MinSpareServers": 1, "MaxSpareServers": 2, "MaxRequestWorkers": 1})
+    else:
+        settings.update({"ServerLimit": 1, "ThreadsPerChild": 2, "MaxRequestWorkers": 2, "MinSpareThreads": 1,
+                         "MaxSpareThreads": 2})
+    srv = server_factory(mpm=mpm, settings=settings)
+    first = wait_for(lambda: srv.live_children() and srv.live_children()[0].pid, what="a child")
+    for _ in range(3):  # counted across the child's threads for worker
+        assert http_get(srv.port, "/")[0] == 200
+    # the child exits cleanly after its 3rd connection; maintenance starts a new one
+    second = wait_for(lambda: (c := srv.live_children()) and c[0].pid != first and c[0].pid, timeout=10,
+                      what="a new child")
+    assert http_get(srv.port, "/")[0] == 200
+    assert f"child pid {first} exit" not in srv.log_text()  # a clean exit, not a crash
+    assert second != first

@@ -1,0 +1,86 @@
+"""Prometheus' apache_exporter (Debian's package) pointed at a running mpmcore reads it like Apache."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import urllib.request
+
+import pytest
+
+from conftest import free_port, http_get, read_response, wait_for
+
+EXPORTER = "/usr/bin/prometheus-apache-exporter"
+
+
+@pytest.fixture
+def exporter():
+    started = []
+
+    def start(scrape_uri: str) -> int:
+        port = free_port()
+        p = subprocess.Popen([EXPORTER, f"--scrape_uri={scrape_uri}", f"--telemetry.address=127.0.0.1:{port}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(p)
+        return port
+
+    yield start
+    for p in started:
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def scrape(port: int) -> dict[str, float] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("apache_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out if "apache_up" in out else None
+
+
+def test_apache_exporter_reads_a_live_mpmcore(server_factory, exporter):
+    srv = server_factory(mpm="event", settings={"ServerLimit": 2, "ThreadsPerChild": 8, "MaxRequestWorkers": 16,
+                                                "StartServers": 2, "MinSpareThreads": 1, "MaxSpareThreads": 16,
+                                                "KeepAliveTimeout": 60})
+    wait_for(lambda: srv.count_states()["_"] == 16, what="16 idle threads")
+    for _ in range(10):
+        assert http_get(srv.port, "/bytes/1000")[0] == 200
+    idle_clients = []
+    for _ in range(2):  # parked keep-alive connections
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s)[0] == 200
+        idle_clients.append(s)
+    port = exporter(f"http://127.0.0.1:{srv.port}/server-status?auto")
+    # the first scrapes may come before the exporter listens; then one scrape, then our ?auto at once
+    wait_for(lambda: scrape(port), timeout=15, what="the exporter up")
+    # ours 2, plus the exporter's own keep-alive connection between scrapes
+    wait_for(lambda: int(srv.auto()["ConnsAsyncKeepAlive"]) == 3, what="3 parked")
+    values = scrape(port)
+    auto = srv.auto()
+    try:
+        assert values["apache_up"] == 1
+        # our ?auto came right after the exporter's scrape, which is counted by then
+        assert values["apache_accesses_total"] == int(auto["Total Accesses"]) - 1
+        assert values['apache_workers{state="busy"}'] == 1  # the scrape itself, as on Apache
+        assert values['apache_workers{state="idle"}'] == 15
+        assert values['apache_scoreboard{state="idle"}'] == 15
+        assert values['apache_scoreboard{state="reply"}'] == 1
+        assert values['apache_connections{state="keepalive"}'] == 2  # the exporter's is busy scraping
+        assert int(auto["ConnsAsyncKeepAlive"]) == 3
+        assert values['apache_processes{state="all"}'] == 2
+        assert values['apache_info{mpm="event",version="mpmlab/0.1.0 (Unix)"}'] == 1
+        assert values["apache_sent_kilobytes_total"] >= (10 * 1000) >> 10
+    finally:
+        for s in idle_clients:
+            s.close()
