@@ -76,15 +76,16 @@ async def _pump(ws: WebSocket, hub: Hub, first: list[Any]) -> None:
     try:
         await asyncio.wait({recv_task, send_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        # no await here: when the server cancels this handler, the cancellation must go straight out
         hub.unsubscribe(ch)
         for t in (recv_task, send_task):
             t.cancel()
-        await asyncio.gather(recv_task, send_task, return_exceptions=True)
-        if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
-            try:
-                await ws.close()
-            except RuntimeError:
-                pass
+    await asyncio.gather(recv_task, send_task, return_exceptions=True)
+    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+        try:
+            await ws.close()
+        except RuntimeError:
+            pass
 
 
 def _log_fragment(ws: WebSocket, lines: list[str]) -> str:
