@@ -27,7 +27,9 @@ sentence, and the next poll tries again.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import logging
 import math
 import re
 import socket
@@ -35,7 +37,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from .scoreboard import MPM_IDS, STATE_LETTERS, STATE_NAMES
@@ -44,8 +46,10 @@ from .traffic.target import Target, TargetError, is_loopback, resolve_target_syn
 __all__ = [
     "Source", "SourceFrame", "ApacheSource", "NginxSource", "AutoSource", "make_source", "parse_spec",
     "parse_auto", "parse_stub_status", "parse_status_html", "frame_from_summary", "grid_frame",
-    "summary_message", "chart_point", "SUMMARY_KEYS", "DEFAULT_TIMEOUT", "MAX_BODY",
+    "summary_message", "chart_point", "poll_loop", "SUMMARY_KEYS", "DEFAULT_TIMEOUT", "MAX_BODY",
 ]
+
+log = logging.getLogger("mpmlab.attach")
 
 #: Seconds for connect and for each read of one status request.
 DEFAULT_TIMEOUT = 3.0
@@ -143,14 +147,16 @@ class SourceFrame:
             "source": self.source, "kind": self.kind, "url": self.url, "t": self.t, "ok": self.ok,
             "error": self.error, "error_kind": self.error_kind, "summary": self.summary,
             "letters": self.letters, "layout": self.layout, "workers": self.workers,
-            "connections": self.connections, "capabilities": self.capabilities,
+            "connections": self.connections, "raw": self.raw, "capabilities": self.capabilities,
             "cannot_show": self.cannot_show, "poll_ms": self.poll_ms, "traffic_target": self.traffic_target,
         }
 
 
 @runtime_checkable
 class Source(Protocol):
-    """Anything the dashboard can poll. ``poll()`` is synchronous and never raises."""
+    """Anything the dashboard can poll. ``poll()`` is synchronous (run it in a thread), never
+    raises, and is called for one source at a time (sources keep a little state: AutoSource's
+    detection); different sources may be polled in parallel."""
 
     name: str
     url: str
@@ -878,6 +884,25 @@ def make_source(spec: str, *, allow_remote: bool = False, timeout: float = DEFAU
     return AutoSource(url, name, **kw)
 
 
+async def poll_loop(source: Source, interval: float, on_frame: Callable[[SourceFrame], Any]) -> None:
+    """Poll ``source`` every ``interval`` seconds in a worker thread and hand each frame to
+    ``on_frame`` (in the event loop) until cancelled. A slow poll delays the next one instead of
+    piling up; an exception in ``on_frame`` is logged and the loop goes on."""
+    loop = asyncio.get_running_loop()
+    next_t = loop.time()
+    while True:
+        frame = await asyncio.to_thread(source.poll)
+        try:
+            on_frame(frame)
+        except Exception:
+            log.exception("attach %s: frame handler failed", source.name)
+        next_t += interval
+        now = loop.time()
+        if next_t < now:  # the poll took longer than the interval: start again from now
+            next_t = now
+        await asyncio.sleep(next_t - now)
+
+
 # -- the embedded core as a frame ----------------------------------------------------------------
 def frame_from_summary(name: str, summary: dict[str, Any] | None, url: str = "",
                        workers: list[dict[str, Any]] | None = None, error: str | None = None) -> SourceFrame:
@@ -966,7 +991,8 @@ def summary_message(frame: SourceFrame) -> dict[str, Any]:
 
 def chart_point(frame: SourceFrame, last: tuple[float, int] | None) -> tuple[dict[str, Any] | None, tuple[float, int] | None]:
     """A chart point with app.sampler's keys (``traffic`` left for the dashboard), and the new
-    ``last`` (time, accesses) to pass next time. Unknown figures are None; rps needs two frames."""
+    ``last`` (time, accesses) to pass next time. Unknown figures are None; rps needs two frames.
+    For nginx, R and W are its Reading and Writing connections and parked_keep_alive its Waiting."""
     if not frame.ok or frame.summary is None:
         return None, last
     s = frame.summary

@@ -208,6 +208,7 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
     http = c.http
     if not c.handshake_done and not handshake(c, ctx):
         return CLOSE
+    shown_pattern = None  # what the slot shows, so the pattern is written once per request
     while True:
         event = http.next_event()
         if event is NEED_DATA:
@@ -225,6 +226,9 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                     if why != "data":
                         return CLOSE  # keep-alive timeout, or a graceful stop: close after the last reply
                     slot.set(sb.BUSY_READ)
+                if shown_pattern is not None:  # the previous request's pattern is not this one's
+                    shown_pattern = None
+                    slot.set_pattern(None)
                 data = _recv(c, time.monotonic() + ctx.timeout)
             else:
                 deadline, status = http.read_deadline()
@@ -242,6 +246,9 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
             if data is None:
                 return CLOSE
             http.receive_data(data, time.monotonic())
+            if http.partial_pattern != shown_pattern:
+                shown_pattern = http.partial_pattern
+                slot.set_pattern(shown_pattern)
             continue
         if event is CLOSED:
             return CLOSE

@@ -197,8 +197,9 @@ class MpmlabCollector(Collector):
             v = _f(s.get(key))
             if v is not None:
                 fam[name].add_metric([src], v)
+        event = s.get("mpm") == "event"  # connection counters exist for event (and nginx) only
         v = _f(s.get("conns_total"))
-        if v is not None:
+        if v is not None and (event or fr.connections):
             fam["mpmlab_connections"].add_metric([src, "total"], v)
         if fr.connections:
             for state in ("reading", "writing", "waiting"):
@@ -206,7 +207,7 @@ class MpmlabCollector(Collector):
             for event in ("accepted", "handled"):
                 key = "accepts" if event == "accepted" else "handled"
                 fam["mpmlab_nginx_connections"].add_metric([src, event], float(fr.connections[key]))
-        elif s.get("conns_total") is not None:  # event (Apache or embedded): the parked connections
+        elif event:  # Apache's or the embedded core's event: the parked connections
             for key, state in (("conns_async_keep_alive", "keepalive"), ("conns_async_writing", "writing"),
                                ("conns_async_closing", "closing")):
                 v = _f(s.get(key))

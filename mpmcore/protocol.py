@@ -692,6 +692,9 @@ class HTTPConnection:
         self._request: Request | None = None
         self._upgrading = False
         self._line_len = 0
+        # X-Traffic-Pattern of the request being read, known as soon as its header line arrives
+        # (before the request is complete: a slowloris client's slot shows its pattern while R)
+        self.partial_pattern: str | None = None
 
     def _on_message_begin(self) -> None:
         if self._replaying:
@@ -732,7 +735,10 @@ class HTTPConnection:
             )
         if self._state == _BODY:
             return  # a chunked trailer: counted against the limits, not kept
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        lname = name.decode("latin-1").lower()
+        self._headers.append((lname, value.decode("latin-1")))
+        if lname == "x-traffic-pattern":
+            self.partial_pattern = value.decode("latin-1")[:TRAFFIC_PATTERN_MAX]
 
     def _on_headers_complete(self) -> None:
         if self._replaying:

@@ -328,8 +328,16 @@ class SlotWriter:
         r.status = self._eff(status)
         r.state_since = time.time()
         r.client = _clip(client, CLIENT_LEN)
+        r.pattern = b""
         r.conn_count = r.conn_bytes = 0
         r.tls = 1 if tls else 0
+        r.seq += 1
+
+    def set_pattern(self, pattern: str | None) -> None:
+        """The X-Traffic-Pattern of the request being read (known before the request is complete)."""
+        r = self.rec
+        r.seq += 1
+        r.pattern = _clip(pattern, PATTERN_LEN) if pattern else b""
         r.seq += 1
 
     def request_started(self, request_line: str, vhost: str, protocol: str, pattern: str | None) -> None:

@@ -161,6 +161,10 @@ def _attach_list(v: Any) -> list[str]:
     return out
 
 
+#: Directives whose value may contain commas.
+MULTI_VALUE = {"RequestReadTimeout"}
+
+
 def _is_directive(name: str) -> bool:
     try:
         canonical(name)
@@ -172,9 +176,9 @@ def _is_directive(name: str) -> bool:
 def _directives(v: Any) -> dict[str, str]:
     """``{"MaxRequestWorkers": 64}`` (file table) or ``"A=1,B=2"`` (env) -> canonical names."""
     if isinstance(v, str):
-        # "A=1,B=2" (or ";" / newlines). A value may itself hold commas (RequestReadTimeout
-        # "header=20-40,MinRate=500"): a part that does not start with a known directive name
-        # belongs to the previous value.
+        # "A=1,B=2" (or ";" / newlines). RequestReadTimeout's value holds commas itself
+        # ("header=20-40,MinRate=500"): after it, a part that does not start with a known
+        # directive name belongs to its value.
         pairs: list[tuple[str, str]] = []
         for item in (p.strip() for p in v.replace(";", ",").replace("\n", ",").split(",")):
             if not item:
@@ -182,8 +186,10 @@ def _directives(v: Any) -> dict[str, str]:
             name, eq, value = item.partition("=")
             if eq and _is_directive(name):
                 pairs.append((name, value))
-            elif pairs:
+            elif pairs and _is_directive(pairs[-1][0]) and canonical(pairs[-1][0]) in MULTI_VALUE:
                 pairs[-1] = (pairs[-1][0], pairs[-1][1] + "," + item)
+            elif eq:
+                pairs.append((name, value))  # an unknown directive: named in the error below
             else:
                 raise ValueError(f"expected Directive=value, not {item!r}")
     elif isinstance(v, dict):

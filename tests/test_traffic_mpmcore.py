@@ -40,6 +40,8 @@ def test_slowloris_holds_threads_in_R_under_event_too(server_factory):
     try:
         # reading a request happens in a worker under every MPM: 6 threads held in R
         wait_for(lambda: srv.count_states()["R"] == 6, timeout=15, what="6 R slots")
+        # the pattern is known from its header line, before the request is complete
+        wait_for(lambda: slots_by_pattern(srv, sb.BUSY_READ) == {"slowloris": 6}, what="R slots tagged slowloris")
     finally:
         summary = finish(p)
     assert summary  # the generator reported

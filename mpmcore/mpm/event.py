@@ -90,6 +90,7 @@ class EventChild:
                     slot.new_connection(c.client, sb.BUSY_READ, tls=c.tls)
                 else:
                     slot.set(sb.BUSY_READ)
+                    slot.set_pattern(None)  # this slot's last request was another connection's
                 hold = c.tls and self.sync_tls  # Apache before 2.4.7: TLS behaves as under worker
                 outcome = cn.serve(c, slot, self.ctx, hold=hold, readable=not fresh)
                 if hold and outcome == cn.CLOSE:

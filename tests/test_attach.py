@@ -1,0 +1,408 @@
+"""Attach mode against the real thing: Apache httpd 2.4 (each MPM) and nginx, under a small traffic
+pattern. What a source reports must equal what the server itself says at (nearly) the same moment.
+
+Each comparison polls the source, then fetches the server's own ``?auto`` / stub_status, and
+repeats until they agree (with a deadline). They differ by exactly the poller's own requests: the
+source reads ``?auto``, then its HTML page, then the reference is read; Apache counts a request
+when it ends, so the reference sees two more accesses (the source's two requests); nginx counts a
+request when it starts, so the reference sees one more request and one more accepted connection
+(its own).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, http_get, wait_for
+from mpmcore import attach
+from mpmcore.attach import (SUMMARY_KEYS, ApacheSource, AutoSource, NginxSource, grid_frame, make_source,
+                            parse_auto, parse_spec, parse_status_html, parse_stub_status, summary_message)
+from mpmcore.scoreboard import STATE_LETTERS
+
+REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+SLOW = 5  # slowloris connections: each holds a worker in R (Apache) / a Reading connection (nginx)
+AGREE_DEADLINE = 15.0
+
+APACHE_DIRECTIVES = {
+    "prefork": {"StartServers": 5, "MinSpareServers": 3, "MaxSpareServers": 10, "MaxRequestWorkers": 20},
+    # ThreadsPerChild 25 (Apache's default): the worker grid's row width is inferred, not given
+    "worker": {"ServerLimit": 4, "ThreadsPerChild": 25, "MaxRequestWorkers": 100, "StartServers": 2,
+               "MinSpareThreads": 10, "MaxSpareThreads": 75},
+    "event": {"ServerLimit": 4, "ThreadsPerChild": 10, "MaxRequestWorkers": 40, "StartServers": 2,
+              "MinSpareThreads": 5, "MaxSpareThreads": 20},
+}
+
+
+# -- servers -------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _pidfile_alive(path: Path) -> bool:
+    try:
+        return _pid_alive(int(path.read_text().strip()))
+    except (OSError, ValueError):
+        return False
+
+
+def _get_ok(port: int, path: str) -> bool:
+    try:
+        return http_get(port, path, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def real_apache(tmp_path):
+    if not REAL_APACHE.exists() or not (shutil.which("apache2") or Path("/usr/sbin/apache2").exists()):
+        pytest.fail("real Apache is needed: ./dev.sh test installs Debian's apache2")
+    started: list[int] = []
+
+    def start(mpm: str) -> int:
+        port = free_port()
+        conf = tmp_path / f"apache-{port}.conf"
+        conf.write_text("".join(f"{k} {v}\n" for k, v in APACHE_DIRECTIVES[mpm].items()))
+        subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
+                       capture_output=True, timeout=120)
+        started.append(port)
+        wait_for(lambda: _get_ok(port, "/server-status?auto"), timeout=20, what=f"real Apache ({mpm}) up")
+        return port
+
+    yield start
+    for port in started:
+        subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
+        pidfile = Path(f"/tmp/real-apache-{port}/httpd.pid")
+        wait_for(lambda: not _pidfile_alive(pidfile), timeout=20, what="real Apache stopped")
+
+
+NGINX_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  client_header_timeout 60s;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /nginx_status {{ stub_status; }}
+    location / {{ return 200 "hello\\n"; }}
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def real_nginx(tmp_path):
+    if not os.path.exists(NGINX):
+        pytest.fail("nginx is needed: ./dev.sh test installs Debian's nginx")
+    port = free_port()
+    d = tmp_path / "nginx"
+    d.mkdir()
+    (d / "nginx.conf").write_text(NGINX_CONF.format(dir=d, port=port))
+    log = open(d / "stderr.log", "wb")
+    # in the foreground (daemon off): the master is our child, stopped by its pid
+    proc = subprocess.Popen([NGINX, "-e", str(d / "error.log"), "-p", str(d), "-c", str(d / "nginx.conf"),
+                             "-g", "daemon off;"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: proc.poll() is None and _get_ok(port, "/nginx_status"), timeout=15, what="nginx up")
+    except AssertionError:
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError(f"nginx did not start: {(d / 'stderr.log').read_text()} {(d / 'error.log').read_text()}")
+    yield port
+    proc.send_signal(signal.SIGTERM)  # nginx's fast shutdown
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    log.close()
+
+
+@pytest.fixture
+def slowloris():
+    procs: list[subprocess.Popen] = []
+
+    def start(port: int) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-m", "mpmcore.cli", "traffic", "slowloris",
+                              "--target", f"http://127.0.0.1:{port}/", "--connections", str(SLOW),
+                              "--duration", "20", "--quiet", "--json"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT))
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)  # the CLI stops its pattern and its runner on Ctrl-C
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+def _own_auto(port: int) -> dict[str, str]:
+    status, _, body = http_get(port, "/server-status?auto")
+    assert status == 200
+    return parse_auto(body.decode("latin-1"))[1]
+
+
+def _counts(letters: str) -> dict[str, int]:
+    return {ch: letters.count(ch) for ch in STATE_LETTERS}
+
+
+# -- Apache, each MPM ------------------------------------------------------------------------------
+@pytest.mark.apache
+@pytest.mark.parametrize("mpm", ["prefork", "worker", "event"])
+def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
+    port = real_apache(mpm)
+    url = f"http://127.0.0.1:{port}/server-status"
+    source = make_source(url)
+    assert isinstance(source, AutoSource)  # detected from the page
+    first = source.poll()
+    assert first.ok, first.error
+    assert source.kind == "apache" and first.kind == "apache"
+    slowloris(port)
+    wait_for(lambda: _counts(_own_auto(port)["Scoreboard"])["R"] >= SLOW, timeout=15, what="slowloris in R")
+
+    def agree():
+        frame = source.poll()
+        ref = _own_auto(port)
+        if not frame.ok:
+            return None
+        s = frame.summary
+        same = (s["busy"] == int(ref["BusyWorkers"]) and s["idle"] == int(ref["IdleWorkers"])
+                and s["graceful"] == int(ref["GracefulWorkers"])
+                and s["state_counts"] == _counts(ref["Scoreboard"])
+                and s["mpm_generation"] == int(ref["ParentServerMPMGeneration"])
+                # the reference sees the source's two requests counted, nothing else
+                and int(ref["Total Accesses"]) - s["totals"]["accesses"] == 2)
+        if mpm == "event":
+            same = same and all(s[k] == int(ref[a]) for k, a in (
+                ("processes", "Processes"), ("stopping", "Stopping"), ("conns_total", "ConnsTotal"),
+                ("conns_async_keep_alive", "ConnsAsyncKeepAlive"), ("conns_async_writing", "ConnsAsyncWriting"),
+                ("conns_async_closing", "ConnsAsyncClosing")))
+        return frame if same else None
+
+    frame = wait_for(agree, timeout=AGREE_DEADLINE, interval=0.05, what="source and ?auto agree")
+    s = frame.summary
+    assert s["mpm"] == mpm and set(s) >= set(SUMMARY_KEYS)
+    assert s["state_counts"]["R"] >= SLOW
+    assert frame.letters == s["scoreboard"] and len(frame.letters) > 0
+
+    # the HTML page: per-worker rows (ExtendedStatus On) with the slowloris slots and live PIDs
+    assert frame.capabilities["workers"] and frame.workers
+    readers = [w for w in frame.workers if w["status"] == "R"]
+    assert len(readers) >= SLOW
+    assert all(w["pid"] and _pid_alive(w["pid"]) for w in readers)
+    assert all(w["proc"] is not None and w["generation"] == s["mpm_generation"] for w in readers)
+    assert any(w["request"] and "/server-status" in w["request"] for w in frame.workers)
+
+    lay = frame.layout
+    if mpm == "prefork":
+        assert lay["cols"] == 1 and not lay["inferred"]
+        assert s["processes"] == len(frame.letters) - frame.letters.count(".")
+    elif mpm == "worker":
+        assert lay["cols"] == 25 and lay["inferred"]  # Apache's default, inferred from the scoreboard
+        assert any("ThreadsPerChild" in c and "inferred" in c for c in frame.cannot_show)
+    else:
+        # event's per-process table: the real ThreadsPerChild, one row per child, live PIDs
+        assert lay["cols"] == 10 and not lay["inferred"] and s["threads_per_child"] == 10
+        assert frame.capabilities["process_table"] and len(s["procs"]) == s["processes"]
+        assert all(_pid_alive(p["pid"]) for p in s["procs"])
+        assert sum(p["busy"] for p in s["procs"]) >= SLOW
+        assert any("lag" in c for c in frame.cannot_show)
+    assert any("memory" in c for c in frame.cannot_show)
+    assert frame.traffic_target == f"http://127.0.0.1:{port}/"
+
+    # the same frame drives the page: the grid frame, the summary message, "what is happening"
+    g = grid_frame(frame, seq=7, now_ms=1000.0)
+    head = attach.GRID_HEADER.unpack_from(g)
+    assert head[0] == attach.GRID_MAGIC and head[4] == 7
+    rows, cols = head[7], head[8]
+    assert (rows, cols) == (lay["rows"], lay["cols"])
+    statuses = g[attach.GRID_HEADER.size: attach.GRID_HEADER.size + rows * cols]
+    assert "".join(STATE_LETTERS[b] for b in statuses).rstrip(".") == frame.letters[: rows * cols].rstrip(".")
+    msg = summary_message(frame)
+    assert msg["busy"] == s["busy"] and msg["counts"] == s["state_counts"] and msg["source"] == frame.source
+    from app.insights import describe  # the dashboard's reading, on an attached Apache's summary
+    insight = describe(s)
+    assert "no child process" not in insight.headline
+    assert any("reading requests" in t for t in [insight.headline, *insight.details]), insight
+
+
+# -- nginx ---------------------------------------------------------------------------------------
+def test_nginx_source_matches_stub_status(real_nginx, slowloris):
+    port = real_nginx
+    source = make_source(f"http://127.0.0.1:{port}/nginx_status")
+    assert isinstance(source, NginxSource)
+    slowloris(port)
+
+    def own() -> dict[str, int]:
+        status, _, body = http_get(port, "/nginx_status")
+        assert status == 200
+        return parse_stub_status(body.decode())
+
+    wait_for(lambda: own()["reading"] >= SLOW, timeout=15, what="slowloris connections reading")
+
+    def agree():
+        frame = source.poll()
+        ref = own()
+        if not frame.ok:
+            return None
+        c = frame.connections
+        same = (all(c[k] == ref[k] for k in ("active", "reading", "writing", "waiting"))
+                # the reference's own connection and request are counted in its own answer
+                and all(ref[k] - c[k] == 1 for k in ("accepts", "handled", "requests")))
+        return frame if same else None
+
+    frame = wait_for(agree, timeout=AGREE_DEADLINE, interval=0.05, what="source and stub_status agree")
+    s = frame.summary
+    assert frame.kind == "nginx" and s["mpm"] == "nginx" and set(s) >= set(SUMMARY_KEYS)
+    assert frame.connections["reading"] >= SLOW
+    assert s["conns_total"] == frame.connections["active"]
+    assert s["conns_async_keep_alive"] == frame.connections["waiting"]
+    assert s["totals"]["accesses"] == frame.connections["requests"]
+    assert s["state_counts"] is None and s["busy"] is None and frame.letters is None
+    assert grid_frame(frame) is None
+    assert not frame.capabilities["scoreboard"]
+    assert any("nginx has no scoreboard" in c for c in frame.cannot_show)
+    assert s["server_version"].startswith("nginx")
+
+
+def test_attach_detects_nginx_and_refuses_a_non_status_page(real_nginx):
+    port = real_nginx
+    auto = make_source(f"http://127.0.0.1:{port}/nginx_status", kind=None)
+    assert auto.poll().ok
+    detected = AutoSource(f"http://127.0.0.1:{port}/nginx_status")
+    frame = detected.poll()
+    assert frame.ok and frame.kind == "nginx" and detected.kind == "nginx"
+    # a page that is not a status page: clear error, no exception
+    for src in (AutoSource(f"http://127.0.0.1:{port}/"), ApacheSource(f"http://127.0.0.1:{port}/"),
+                NginxSource(f"http://127.0.0.1:{port}/")):
+        f = src.poll()
+        assert not f.ok and f.error_kind == "not-status-page", (type(src).__name__, f.error)
+    f = ApacheSource(f"http://127.0.0.1:{port}/nginx_status").poll()
+    assert not f.ok and "nginx" in f.error
+
+
+# -- errors: never an exception, always a sentence -------------------------------------------------
+def test_poll_errors_become_frames():
+    closed = free_port()
+    cases = {
+        f"http://127.0.0.1:{closed}/server-status": "unreachable",
+        "http://192.0.2.1/server-status": "not-allowed",  # TEST-NET-1: refused before any packet
+        "ftp://127.0.0.1/server-status": "bad-url",
+        "http://127.0.0.1:70000/server-status": "bad-url",
+        "http:///server-status": "bad-url",
+        "http://user:pw@127.0.0.1:1/server-status": "bad-url",
+    }
+    for url, kind in cases.items():
+        for src in (ApacheSource(url), NginxSource(url), AutoSource(url)):
+            t0 = time.monotonic()
+            f = src.poll()
+            assert time.monotonic() - t0 < 2.0
+            assert not f.ok and f.error_kind == kind, (url, type(src).__name__, f.error_kind, f.error)
+            assert f.error and f.summary is None
+    f = ApacheSource("http://192.0.2.1/server-status").poll()
+    assert "MPMLAB_ALLOW_REMOTE_ATTACH" in f.error
+
+
+def test_poll_loop_keeps_going():
+    """The dashboard's poller: errors are frames, a failing handler is logged, cancel stops it."""
+    import asyncio
+
+    from mpmcore.attach import poll_loop
+
+    frames = []
+
+    def on_frame(f):
+        frames.append(f)
+        if len(frames) == 2:
+            raise RuntimeError("a bug in the handler")
+
+    async def run():
+        task = asyncio.create_task(poll_loop(ApacheSource(f"http://127.0.0.1:{free_port()}/server-status"),
+                                             0.02, on_frame))
+        deadline = time.monotonic() + 10
+        while len(frames) < 4:
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return task
+
+    task = asyncio.run(run())
+    assert task.cancelled()
+    assert all(not f.ok and f.error_kind == "unreachable" for f in frames)
+
+
+def test_spec_and_options():
+    assert parse_spec("ev=apache+http://127.0.0.1:1/server-status#threads_per_child=25") == (
+        "apache", "ev", "http://127.0.0.1:1/server-status", {"threads_per_child": 25})
+    assert parse_spec("http://[::1]:8081/server-status") == (None, None, "http://[::1]:8081/server-status", {})
+    with pytest.raises(ValueError, match="threads_per_child"):
+        parse_spec("http://127.0.0.1:1/s#threads_per_child=x")
+    src = make_source("w=http://127.0.0.1:1/server-status#threads_per_child=16")
+    assert src.name == "w" and src.kw["threads_per_child"] == 16
+    assert isinstance(make_source("http://127.0.0.1:1/stub_status"), NginxSource)
+    assert isinstance(make_source("apache+http://127.0.0.1:1/x"), ApacheSource)
+
+
+# -- the HTML page parser on its own (hostile and odd input) -------------------------------------------
+def test_status_html_parser_is_robust():
+    assert parse_status_html("") == {"procs": None, "workers": None}
+    assert parse_status_html("<html><table><tr><td>x") == {"procs": None, "workers": None}
+    assert parse_status_html("<<<>>></table></tr><td>") == {"procs": None, "workers": None}
+    # an older Apache (no Slot, no graceful, no wait-io columns), unclosed cells, entities
+    old = ("<table><tr><th rowspan=2>PID</th><th rowspan=2>Stopping</th><th colspan=2>Connections</th>"
+           "<th colspan=2>Threads</th><th colspan=3>Async connections</th></tr>"
+           "<tr><th>total<th>accepting<th>busy<th>idle<th>writing<th>keep-alive<th>closing</tr>"
+           "<tr><td>123<td>yes (old gen)<td>4<td>no<td>2<td>23<td>0<td>3<td>1</tr>"
+           "<tr><td>Sum<td>1<td>1<td>4<td>&nbsp;<td>2<td>23<td>0<td>3<td>1</tr></table>"
+           "<table border=0><tr><th>Srv</th><th>PID</th><th>Acc</th><th>M</th><th>Client</th>"
+           "<th>VHost</th><th>Request</th></tr>"
+           "<tr><td><b>0-2</b></td><td>123</td><td>1/2/3</td><td><b>R</b></td><td>::1</td>"
+           "<td nowrap>a&amp;b:80</td><td nowrap>GET /&lt;script&gt; HTTP/1.1</td></tr></table>")
+    t = parse_status_html(old)
+    assert t["procs"] == [{"pid": 123, "stopping": True, "old_gen": True, "connections": 4, "accepting": False,
+                           "busy": 2, "idle": 23, "writing": 0, "keep_alive": 3, "closing": 1}]
+    (w,) = t["workers"]
+    assert (w["proc"], w["generation"], w["pid"], w["status"]) == (0, 2, 123, "R")
+    assert (w["conn_count"], w["my_access_count"], w["access_count"]) == (1, 2, 3)
+    assert w["vhost"] == "a&b:80" and w["request"] == "GET /<script> HTTP/1.1" and w["client"] == "::1"
+
+
+def test_auto_parser_reads_like_apache_exporter():
+    name, f = parse_auto("::1\nServerMPM: event\nTotal kBytes: 12\nCPULoad: .5\nnot a field\n"
+                         "Scoreboard: __W..\nWeird Key:: x\n")
+    assert name == "::1" and f["ServerMPM"] == "event" and f["Scoreboard"] == "__W.."
+    assert f["Weird Key"] == ": x" and "not a field" not in f
+    assert attach._num(f, "CPULoad", float) == 0.5
+
+
+def test_grid_header_is_the_dashboards():
+    from app.grid import HEADER, MAGIC, VERSION
+    assert attach.GRID_HEADER.format == HEADER.format
+    assert (attach.GRID_MAGIC, attach.GRID_VERSION) == (MAGIC, VERSION)
+    assert struct.calcsize(attach.GRID_HEADER.format) == HEADER.size

@@ -1,0 +1,271 @@
+"""The container files, as far as they can be checked without a Docker engine (none runs here).
+
+* docker-compose.yml: Debian's docker-compose validates it (``config -q``), with and without the
+  prometheus profile, and refuses it without MPMLAB_TOKEN.
+* deploy/apache/httpd.conf and deploy/nginx/default.conf: run for real with Debian's apache2 and
+  nginx on a loopback port (paths rewritten from the official images' layout), and attached to.
+* deploy/prometheus/prometheus.yml: parsed; it scrapes the dashboard's /metrics.
+* Dockerfile: parsed by a small reader of the Dockerfile grammar (instructions, continuations,
+  stages, JSON forms); every file it copies exists in the build context; its command line runs.
+  Not checked: that the images build and start (that needs an engine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, http_get, wait_for
+from mpmcore.attach import ApacheSource, NginxSource
+
+COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with PyYAML (docker-compose's own dependency)
+TOKEN = "test-token-123"
+
+
+def _compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k != "MPMLAB_TOKEN"}
+    e.update(env or {})
+    return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args], cwd=str(ROOT), env=e,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict:
+    if not os.path.exists(COMPOSE):
+        pytest.fail("docker-compose is needed: ./dev.sh test installs Debian's docker-compose")
+    r = _compose("--profile", "prometheus", "config", env={"MPMLAB_TOKEN": TOKEN})
+    assert r.returncode == 0, r.stderr
+    out = subprocess.run([SYSTEM_PYTHON, "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
+                         input=r.stdout, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_compose_file_validates():
+    if not os.path.exists(COMPOSE):
+        pytest.fail("docker-compose is needed: ./dev.sh test installs Debian's docker-compose")
+    r = _compose("config", "-q", env={"MPMLAB_TOKEN": TOKEN})
+    assert r.returncode == 0, r.stderr
+    r = _compose("--profile", "prometheus", "config", "-q", env={"MPMLAB_TOKEN": TOKEN})
+    assert r.returncode == 0, r.stderr
+    r = _compose("config", "--services", env={"MPMLAB_TOKEN": TOKEN})
+    assert set(r.stdout.split()) == {"mpmlab", "apache", "nginx", "prometheus"}
+    r = _compose("config", "-q")
+    assert r.returncode != 0 and "MPMLAB_TOKEN" in r.stderr
+
+
+def test_compose_services_fit_together(compose_config):
+    svc = compose_config["services"]
+    assert set(svc) == {"mpmlab", "apache", "nginx", "prometheus"}
+    m = svc["mpmlab"]
+    env = m["environment"]
+    assert env["MPMLAB_TOKEN"] == TOKEN and env["MPMLAB_ALLOW_REMOTE_ATTACH"] == "1"
+    # the attach specs are valid and name the other services, with the same option parser the CLI uses
+    from mpmcore.settings_file import apply_defaults
+    import argparse
+    ns = apply_defaults(argparse.Namespace(), env=env)
+    assert ns.allow_remote_attach is True and ns.host == "0.0.0.0" and ns.token == TOKEN
+    hosts = {re.match(r"https?://([^/:]+)", spec.split("+", 1)[-1].split("=", 1)[-1]).group(1) for spec in ns.attach}
+    assert hosts == {"apache", "nginx"} <= set(svc)
+    assert svc["apache"]["image"].startswith("httpd:2.4")
+    assert svc["nginx"]["image"].startswith("nginx")
+    assert svc["prometheus"]["profiles"] == ["prometheus"]
+    for name in ("apache", "nginx", "prometheus"):
+        for vol in svc[name]["volumes"]:
+            src = vol["source"] if isinstance(vol, dict) else vol.split(":", 1)[0]
+            assert Path(src).is_file(), src
+    assert m["build"]["context"] == str(ROOT) and (ROOT / "Dockerfile").is_file()
+
+
+def test_prometheus_config_scrapes_metrics():
+    out = subprocess.run([SYSTEM_PYTHON, "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
+                         input=(ROOT / "deploy/prometheus/prometheus.yml").read_text(), capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    cfg = json.loads(out.stdout)
+    (job,) = cfg["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["mpmlab:8000"]
+
+
+# -- the server configurations, run for real with Debian's packages ---------------------------------
+APACHE2 = shutil.which("apache2") or "/usr/sbin/apache2"
+DEBIAN_MODULES = Path("/usr/lib/apache2/modules")
+
+
+@pytest.fixture
+def apache_dir():
+    """pytest's tmp_path is private to root; Apache's children (www-data) must read the htdocs."""
+    d = Path(tempfile.mkdtemp(prefix="mpmlab-deploy-apache-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_deploy_apache_conf_runs_and_attaches(apache_dir):
+    """The official image's paths swapped for Debian's; modules Debian compiles in are not loaded."""
+    if not os.path.exists(APACHE2):
+        pytest.fail("apache2 is needed: ./dev.sh test installs Debian's apache2")
+    tmp_path = apache_dir
+    port = free_port()
+    htdocs = tmp_path / "htdocs"
+    htdocs.mkdir()
+    (htdocs / "index.html").write_text("hello\n")
+    lines = []
+    for line in (ROOT / "deploy/apache/httpd.conf").read_text().splitlines():
+        m = re.match(r"\s*LoadModule\s+\S+\s+modules/(\S+)", line)
+        if m and not (DEBIAN_MODULES / m.group(1)).exists():
+            continue  # compiled into Debian's httpd (unixd, log_config)
+        line = line.replace('ServerRoot "/usr/local/apache2"', "ServerRoot /usr/lib/apache2")
+        line = re.sub(r"^Listen 80$", f"Listen 127.0.0.1:{port}", line)
+        line = line.replace("PidFile logs/httpd.pid", f"PidFile {tmp_path}/httpd.pid")
+        line = line.replace("TypesConfig conf/mime.types", "TypesConfig /etc/mime.types")
+        line = line.replace("/usr/local/apache2/htdocs", str(htdocs))
+        line = re.sub(r"^(User|Group) daemon$", r"\1 www-data", line)
+        line = line.replace("/proc/self/fd/2", f"{tmp_path}/error.log").replace("/proc/self/fd/1", f"{tmp_path}/access.log")
+        lines.append(line)
+    conf = tmp_path / "httpd.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    check = subprocess.run([APACHE2, "-t", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+    subprocess.run([APACHE2, "-f", str(conf), "-k", "start"], check=True, capture_output=True, timeout=30)
+    pidfile = tmp_path / "httpd.pid"
+    try:
+        wait_for(lambda: pidfile.exists() and _status_ok(port, "/server-status?auto"), timeout=15,
+                 what="Apache with deploy/apache/httpd.conf")
+        frame = ApacheSource(f"http://127.0.0.1:{port}/server-status").poll()
+        assert frame.ok, frame.error
+        assert frame.summary["mpm"] == "event" and frame.summary["extended_status"]
+        assert frame.workers is not None and frame.layout["cols"] == 25  # ThreadsPerChild 25
+    finally:
+        if pidfile.exists():
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not _alive(pid), timeout=20, what="Apache stopped")
+
+
+def test_deploy_nginx_conf_runs_and_attaches(tmp_path):
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.fail("nginx is needed: ./dev.sh test installs Debian's nginx")
+    port = free_port()
+    server = (ROOT / "deploy/nginx/default.conf").read_text()
+    server = re.sub(r"listen 80;", f"listen 127.0.0.1:{port};", server)
+    server = server.replace("/usr/share/nginx/html", str(tmp_path))
+    (tmp_path / "index.html").write_text("hello\n")
+    # the official image's /etc/nginx/nginx.conf includes conf.d/*.conf inside http { }
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\nhttp {{\n"
+        f"  access_log off;\n  client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy;\n"
+        f"  fastcgi_temp_path {tmp_path}/fcgi; uwsgi_temp_path {tmp_path}/uwsgi; scgi_temp_path {tmp_path}/scgi;\n"
+        f"{server}\n}}\n")
+    args = [nginx, "-e", str(tmp_path / "error.log"), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+    check = subprocess.run(args + ["-t"], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen(args + ["-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _status_ok(port, "/nginx_status"), timeout=15, what="nginx with deploy/nginx/default.conf")
+        frame = NginxSource(f"http://127.0.0.1:{port}/nginx_status").poll()
+        assert frame.ok and frame.connections["active"] >= 1, frame.error
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _status_ok(port: int, path: str) -> bool:
+    try:
+        return http_get(port, path, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+# -- the Dockerfile, without an engine ---------------------------------------------------------------
+INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
+                "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER"}
+
+
+def parse_dockerfile(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction: comments and parser directives dropped, backslash
+    continuations joined, as Docker's parser does. ValueError on an unknown instruction."""
+    out: list[tuple[str, str]] = []
+    buf = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if buf and line.startswith("#"):
+            continue  # comment lines inside a continuation are dropped
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        word, _, rest = buf.partition(" ")
+        if word.upper() not in INSTRUCTIONS:
+            raise ValueError(f"unknown Dockerfile instruction {word!r}")
+        out.append((word.upper(), rest.strip()))
+        buf = ""
+    if buf:
+        raise ValueError("Dockerfile ends inside a line continuation")
+    return out
+
+
+def test_dockerfile_parses_and_fits_the_context():
+    instrs = parse_dockerfile((ROOT / "Dockerfile").read_text())
+    froms = [a for i, a in instrs if i == "FROM"]
+    assert froms[-1] == "python:3.11-slim"
+    stages = {a.split()[-1] for a in froms if " AS " in a.upper()}
+    for i, a in instrs:
+        if i == "COPY":
+            parts = shlex.split(a)
+            flags = [p for p in parts if p.startswith("--")]
+            srcs = [p for p in parts if not p.startswith("--")][:-1]
+            frm = [f.split("=", 1)[1] for f in flags if f.startswith("--from=")]
+            if frm:
+                assert frm[0] in stages, frm
+            else:
+                for src in srcs:
+                    assert (ROOT / src).exists(), f"COPY source {src} is not in the build context"
+        if i in ("CMD", "ENTRYPOINT") and a.startswith("["):
+            json.loads(a)  # the exec form must be valid JSON, or Docker silently runs it via sh
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and "node_modules" in ignored
+    runs = " ".join(a for i, a in instrs if i == "RUN")
+    assert "npm ci" in runs and "pip install" in runs and "python -m app.vendor" in runs
+    assert "apt-get" not in runs  # no Debian test packages in the image
+    assert any(i == "USER" and a != "root" for i, a in instrs)
+
+    # the command line: run it with `mpmlab` swapped for a printer of its arguments
+    (cmd,) = [json.loads(a) for i, a in instrs if i == "CMD"]
+    assert cmd[:2] == ["sh", "-c"]
+    script = cmd[2].replace("exec mpmlab", "exec printf '%s\\n'")
+    env = {"PATH": os.environ["PATH"], "MPMLAB_TOKEN": TOKEN}
+    r = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.split("\n")[:4] == ["--host", "0.0.0.0", "--token", TOKEN]
+    from mpmcore.cli import build_parser
+    args = build_parser().parse_args(["dashboard", *r.stdout.split()])
+    assert args.host == "0.0.0.0" and args.token == TOKEN
+    r = subprocess.run(["sh", "-c", script], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode != 0 and "MPMLAB_TOKEN" in r.stderr
