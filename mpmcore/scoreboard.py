@@ -536,32 +536,48 @@ class ScoreboardReader:
         self.close()
 
 
-def _mark_graceful(snap: Snapshot) -> None:
-    """Apache's parent marks every live slot of the children it tells to finish SERVER_GRACEFUL
-    (prefork.c, worker.c, event.c: "so that we know what is still gracefully dealing with existing
-    requests"). Our master must not write worker records (one writer per record), so the reader
-    derives the same view: a live slot of an old generation, or of a child told to stop (quiescing),
-    shows G. The FastCGI pool is not restarted with the generations and keeps its states."""
-    statuses = snap.statuses()
-    if not statuses.strip(b"\0"):
-        return
-    gen = snap.glob.running_generation
-    t = snap.thread_capacity
-    # the generation column, read at C speed: records are 8-byte aligned arrays of uint32
-    gens = memoryview(snap.workers).cast("B").cast("I")[WorkerRecord.generation.offset // 4::W_SIZE // 4].tolist()
-    for p, pr in enumerate(snap.procs):
-        lo = p * t
-        seg = statuses[lo:lo + t]
-        if not seg.strip(b"\0") or pr.kind == KIND_FCGI:
+def graceful_indices(statuses: bytes, w_gens: list[int], w_pids: list[int], p_pids: list[int],
+                     p_quiescing: bytes, p_kinds: bytes, tc: int, run_gen: int) -> list[int]:
+    """Which worker slots show G in the graceful view: live slots of an old generation, or of a
+    child told to stop (quiescing), outside the FastCGI pool. Apache's parent marks these slots
+    SERVER_GRACEFUL itself (prefork.c, worker.c, event.c); our master may not write worker
+    records (one writer per record), so readers derive the same view from generations.
+    Columns are per worker record (w_*) and per process record (p_*)."""
+    out: list[int] = []
+    for p in range(len(p_pids)):
+        lo = p * tc
+        seg = statuses[lo:lo + tc]
+        if not seg.strip(b"\0") or p_kinds[p] == KIND_FCGI:
             continue
-        if not pr.quiescing and all(g == gen for g, st in zip(gens[lo:lo + t], seg) if st):
+        q = p_quiescing[p]
+        if not q and all(g == run_gen for g, st in zip(w_gens[lo:lo + tc], seg) if st):
             continue
         for j, st in enumerate(seg):
             if st == DEAD or st == GRACEFUL:
                 continue
-            w = snap.workers[lo + j]
-            if w.generation != gen or (pr.quiescing and pr.pid == w.pid):
-                w.status = GRACEFUL
+            i = lo + j
+            if w_gens[i] != run_gen or (q and p_pids[p] == w_pids[i]):
+                out.append(i)
+    return out
+
+
+def _column(arr, field, record_size: int, fmt: str = "I") -> list[int]:
+    """One field of every record of a ctypes array, read at C speed (records are 8-byte aligned)."""
+    return memoryview(arr).cast("B").cast(fmt)[field.offset // 4::record_size // 4].tolist()
+
+
+def _mark_graceful(snap: Snapshot) -> None:
+    statuses = snap.statuses()
+    if not statuses.strip(b"\0"):
+        return
+    procs = snap.procs
+    raw_p = bytes(memoryview(procs).cast("B"))
+    idx = graceful_indices(
+        statuses, _column(snap.workers, WorkerRecord.generation, W_SIZE), _column(snap.workers, WorkerRecord.pid, W_SIZE, "i"),
+        _column(procs, ProcessRecord.pid, P_SIZE, "i"), raw_p[ProcessRecord.quiescing.offset::P_SIZE],
+        raw_p[ProcessRecord.kind.offset::P_SIZE], snap.thread_capacity, snap.glob.running_generation)
+    for i in idx:
+        snap.workers[i].status = GRACEFUL
 
 
 def _seqs(mm: mmap.mmap, off: int, count: int, size: int) -> bytes:
