@@ -11,13 +11,11 @@ The same actions, and the live MPM switch Apache does not have, come over a Unix
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import select
 import signal
 import socket
-import sys
 import tempfile
 import time
 import traceback
@@ -535,9 +533,9 @@ class Master:
         cfg = self.config
         idle, _ = self.idle_count()
         if cfg.mpm == "prefork":
-            lo, hi, unit = cfg["MinSpareServers"], cfg["MaxSpareServers"], "children"
+            lo, hi = cfg["MinSpareServers"], cfg["MaxSpareServers"]
         else:
-            lo, hi, unit = cfg["MinSpareThreads"], cfg["MaxSpareThreads"], "threads"
+            lo, hi = cfg["MinSpareThreads"], cfg["MaxSpareThreads"]
         if idle > hi:
             victim = self._pick_idle_victim()
             if victim is not None:

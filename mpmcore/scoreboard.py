@@ -18,7 +18,6 @@ it). The *effective* ServerLimit/ThreadLimit live in the global record, as Apach
 from __future__ import annotations
 
 import ctypes
-import errno
 import mmap
 import os
 import time

@@ -240,8 +240,10 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in [
     Option("fps", _float_range(1, 30, " frames/s"), 20.0, "scoreboard frames per second"),
     Option("attach_interval", _float_range(0.1, 60, " s"), 1.0, "seconds between polls of each attached source"),
     Option("allow_remote_attach", _bool, False, "allow attaching to non-loopback servers"),
+    # --config-file / MPMLAB_CONFIG_FILE: where the file is, so not a key inside it
+    Option("config_file", _str, None, "the TOML configuration file"),
 ]}
-FILE_KEYS = {k for k in OPTIONS if k != "set"} | {"directives"}
+FILE_KEYS = {k for k in OPTIONS if k not in ("set", "config_file")} | {"directives"}
 
 
 def load_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -291,8 +293,12 @@ def apply_defaults(args: argparse.Namespace, env: Mapping[str, str] | None = Non
     Every option in OPTIONS ends up set on ``args``; ``args.config_sources`` says where each came
     from ("cli", "env MPMLAB_PORT", "file mpmlab.toml", "default"). Raises ConfigError."""
     env = os.environ if env is None else env
+    path_from = "argument"
     if path is None:
-        path = getattr(args, "config_file", None) or env.get(CONFIG_FILE_ENV) or None
+        if getattr(args, "config_file", None):
+            path, path_from = args.config_file, "cli"
+        elif env.get(CONFIG_FILE_ENV):
+            path, path_from = env[CONFIG_FILE_ENV], f"env {CONFIG_FILE_ENV}"
     file_values = load_file(path) if path else {}
     if given is None:
         given = {d for d, o in OPTIONS.items()
@@ -307,6 +313,10 @@ def apply_defaults(args: argparse.Namespace, env: Mapping[str, str] | None = Non
 
     for dest, opt in OPTIONS.items():
         if dest == "set":
+            continue
+        if dest == "config_file":  # read above (path); recorded, not looked up again
+            args.config_file = str(path) if path else None
+            sources[dest] = path_from if path else "default"
             continue
         if dest in given:
             sources[dest] = "cli"

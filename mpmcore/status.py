@@ -385,7 +385,6 @@ def summarize(snap: Snapshot, info: ServerInfo, now: float | None = None, detail
     fcgi_out: list[dict[str, Any]] = []
     procs = _records(snap.procs, _PROC_FIELDS)
     children = _records(snap.children, _CHILD_FIELDS)
-    mpm_names = sb.MPM_NAMES
     for i in range(nprocs):
         (_, pid, gen, mpm_id, kind, quiescing, _, threads, start_time, pss_kb, rss_kb, mem_time) = procs[i]
         if not pid:

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 from conftest import ROOT, read_response, wait_for
 
@@ -69,9 +68,9 @@ class RetryingClient(threading.Thread):
 
 
 def test_switch_prefork_worker_event_prefork_loses_nothing(server_factory):
-    srv = server_factory(mpm="prefork", settings={"StartServers": 4, "MinSpareServers": 2, "MaxSpareServers": 8,
-                                                  "ThreadsPerChild": 8, "MinSpareThreads": 4, "MaxSpareThreads": 16,
-                                                  "StartServers": 3})
+    # directives for every MPM the switch goes through (each takes the ones that apply to it)
+    srv = server_factory(mpm="prefork", settings={"StartServers": 3, "MinSpareServers": 2, "MaxSpareServers": 8,
+                                                  "ThreadsPerChild": 8, "MinSpareThreads": 4, "MaxSpareThreads": 16})
     stop = threading.Event()
     clients = [RetryingClient(srv.port, stop) for _ in range(6)]
     for c in clients:

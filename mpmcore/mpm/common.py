@@ -70,14 +70,8 @@ class ChildEnv:
         os.set_blocking(self.wake_w, False)
 
         def graceful(signum, frame):
-            if not self.stopping.is_set():
-                self.stopping.set()
-                try:
-                    os.write(self.wake_w, b"x")
-                except OSError:
-                    pass
-                if on_graceful:
-                    on_graceful()
+            if self.stop() and on_graceful:
+                on_graceful()
 
         signal.signal(signal.SIGUSR1, graceful)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -86,11 +80,28 @@ class ChildEnv:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
 
-    def stop(self) -> None:
-        """Stop from inside the child (MaxConnectionsPerChild reached)."""
-        if not self.stopping.is_set():
-            self.stopping.set()
-            try:
-                os.write(self.wake_w, b"x")
-            except OSError:
-                pass
+    def stop(self) -> bool:
+        """Finish gracefully: set the stop event and wake whoever waits on the wake pipe (told by
+        the master, or MaxConnectionsPerChild reached). False when already stopping."""
+        if self.stopping.is_set():
+            return False
+        self.stopping.set()
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+        return True
+
+    def accept(self, lst: Listener, ctx: ServerContext):
+        """One connection from ``lst`` as a ``conn.Conn``, or None (another child or thread won
+        the race, or a transient error); other errors are logged, as Apache does, and skipped."""
+        from .. import conn as cn
+        try:
+            got = lst.accept()
+        except OSError as e:
+            if not cn.is_transient_accept_error(e):
+                self.log(f"mpm_{self.config.mpm}", "error", f"accept: {e}")
+            return None
+        if got is None:
+            return None
+        return cn.Conn.accept(got[0], got[1], ctx, tls=lst.tls is not None)

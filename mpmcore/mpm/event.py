@@ -26,7 +26,7 @@ import time
 from .. import conn as cn
 from .. import scoreboard as sb
 from .common import ChildEnv
-from .worker import wait_for_slot
+from .worker import start_slot
 
 KA, WRITE, LINGER = "keepalive", "write", "linger"
 # Lingering close under event: the listener drains for at most this long (Apache's
@@ -72,13 +72,9 @@ class EventChild:
 
     # -- workers ------------------------------------------------------------------------------
     def worker(self, thread: int) -> None:
-        env = self.env
-        if not wait_for_slot(env, thread):
+        slot = start_slot(self.env, thread)
+        if slot is None:
             return
-        slot = env.scoreboard.slot(env.proc, thread)
-        slot.stopping = env.stopping
-        slot.claim(os.getpid(), threading.get_native_id(), env.generation, sb.STARTING)
-        slot.set(sb.READY)
         self._change(idle=1)
         try:
             while True:
@@ -213,15 +209,9 @@ class EventChild:
                     if fd in lfds:
                         if not listening:
                             continue
-                        try:
-                            got = lfds[fd].accept()
-                        except OSError as e:
-                            if not cn.is_transient_accept_error(e):
-                                env.log("mpm_event", "error", f"accept: {e}")
+                        c = env.accept(lfds[fd], self.ctx)
+                        if c is None:
                             continue
-                        if got is None:
-                            continue
-                        c = cn.Conn.accept(got[0], got[1], self.ctx, tls=lfds[fd].tls is not None)
                         self._change(conns=1)
                         accepted += 1
                         if not dispatch(c, True):

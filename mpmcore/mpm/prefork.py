@@ -46,16 +46,9 @@ def run_child(env: ChildEnv) -> int:
                 lst = by_fd.get(fd)
                 if lst is None or env.stopping.is_set():
                     continue
-                try:
-                    got = lst.accept()
-                except OSError as e:
-                    if not cn.is_transient_accept_error(e):
-                        env.log("mpm_prefork", "error", f"accept: {e}")
-                    continue
-                if got is None:
+                c = env.accept(lst, ctx)
+                if c is None:
                     continue  # another child took it
-                sock, addr = got
-                c = cn.Conn.accept(sock, addr, ctx, tls=lst.tls is not None)
                 slot.new_connection(c.client, sb.BUSY_READ, tls=c.tls)
                 served += 1
                 if cn.serve(c, slot, ctx, hold=True) == cn.CLOSE:

@@ -52,13 +52,21 @@ def wait_for_slot(env: ChildEnv, thread: int) -> bool:
     return False
 
 
-def worker_thread(env: ChildEnv, ctx: cn.ServerContext, thread: int, q: queue.Queue, idle: IdleCount) -> None:
+def start_slot(env: ChildEnv, thread: int) -> sb.SlotWriter | None:
+    """Take thread slot ``thread`` (once a finishing child lets it go) and show it ready."""
     if not wait_for_slot(env, thread):
-        return
+        return None
     slot = env.scoreboard.slot(env.proc, thread)
     slot.stopping = env.stopping
     slot.claim(os.getpid(), threading.get_native_id(), env.generation, sb.STARTING)
     slot.set(sb.READY)
+    return slot
+
+
+def worker_thread(env: ChildEnv, ctx: cn.ServerContext, thread: int, q: queue.Queue, idle: IdleCount) -> None:
+    slot = start_slot(env, thread)
+    if slot is None:
+        return
     idle.add(1)
     try:
         while True:
@@ -92,16 +100,11 @@ def listener_thread(env: ChildEnv, ctx: cn.ServerContext, q: queue.Queue, idle: 
                 lst = by_fd.get(fd)
                 if lst is None or env.stopping.is_set():
                     continue
-                try:
-                    got = lst.accept()
-                except OSError as e:
-                    if not cn.is_transient_accept_error(e):
-                        env.log("mpm_worker", "error", f"accept: {e}")
-                    continue
-                if got is None:
+                c = env.accept(lst, ctx)
+                if c is None:
                     continue
                 idle.add(-1)  # reserve the worker now, before the next accept looks at the count
-                q.put(cn.Conn.accept(got[0], got[1], ctx, tls=lst.tls is not None))
+                q.put(c)
                 accepted += 1
                 if max_conns and accepted >= max_conns:
                     env.stop()  # MaxConnectionsPerChild counts across the child's threads

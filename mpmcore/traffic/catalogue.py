@@ -9,7 +9,7 @@ complete, checked parameter dict, or raises ValueError naming the parameter and 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .limits import MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_DURATION, MAX_RATE, MAX_TIMEOUT, MAX_TOTAL_REQUESTS
