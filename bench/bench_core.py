@@ -45,7 +45,7 @@ def throughput(duration: int) -> dict:
     print("\n== Throughput: wrk -t1 -c64 keep-alive, 1 KiB reply ==")
     print(HEADER)
     port = free_port()
-    with mpmlab("prefork", port, PREFORK_64) as p:
+    with mpmlab("prefork", port, PREFORK_64):
         wait_children(port, 64)
         rows["mpmcore prefork (64 children)"] = wrk(f"http://127.0.0.1:{port}/bytes/1024", 64, duration)
     port = free_port()

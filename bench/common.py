@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from mpmcore.procs import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -47,13 +48,7 @@ class Proc:
         wait_port(port, path)
 
     def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(20)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
+        terminate(self.p, 20)
 
     def tree_pss_mb(self) -> tuple[float, int]:
         """Sum of PSS over the process and its descendants (MB), and how many processes."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,6 +14,7 @@ import pytest
 
 from mpmcore import scoreboard as sb
 from mpmcore.master import ctl_request, run_dir_for
+from mpmcore.procs import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -145,13 +144,7 @@ class MpmServer:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, timeout, sig)
         self.logf.close()
         return self.proc.returncode
 

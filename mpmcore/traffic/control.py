@@ -27,9 +27,10 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
+
+from ..procs import terminate
 import sys
 import tempfile
 import time
@@ -271,16 +272,7 @@ class TrafficRunner:
         if proc is None:
             self._cleanup()
             return None
-        if proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        terminate(proc, timeout)
         self._cleanup()
         return proc.returncode
 
