@@ -36,6 +36,9 @@ ASYNC_LINGER_SECONDS = 2.0
 POLL_CEILING = 0.1
 
 
+_COUNTER = {KA: "ka", WRITE: "write", LINGER: "linger"}
+
+
 class EventChild:
     def __init__(self, env: ChildEnv):
         self.env = env
@@ -54,6 +57,17 @@ class EventChild:
         os.set_blocking(self.ret_r, False)
         os.set_blocking(self.ret_w, False)
         self.workers_were_busy = False
+        # The pollset and the timeout queues. Workers park kept-alive connections themselves, as
+        # Apache's do (no wake-up of the listener per request); the listener does the rest.
+        # qlock guards ``parked`` and ``fifos``; lock order: qlock, then lock.
+        self.ep = select.epoll()
+        self.qlock = threading.Lock()
+        self.parked: dict[int, tuple[cn.Conn, str, float]] = {}
+        # One FIFO per queue: every entry of a queue has the same timeout, so deadlines come out in
+        # insertion order and expiry looks only at the heads. Entries of connections that left
+        # the queue early are skipped when they reach the head (lazy deletion).
+        self.fifos: dict[str, collections.deque] = {KA: collections.deque(), WRITE: collections.deque(),
+                                                    LINGER: collections.deque()}
 
     # -- counters (published on every change: current, unlike Apache's lagging ones) --------------
     def _publish(self) -> None:
@@ -69,6 +83,52 @@ class EventChild:
             for k, d in queues.items():
                 self.counts[{"ka": KA, "write": WRITE, "linger": LINGER}[k]] += d
             self._publish()
+
+    # -- the timeout queues (callers hold qlock) --------------------------------------------------
+    def _park(self, c: cn.Conn, kind: str) -> None:
+        """Into a queue and the pollset. EPOLLONESHOT: an event disarms the fd, so handing it on
+        needs no epoll call; the next park re-arms it with one. Closing the socket removes it."""
+        fd = c.sock.fileno()
+        now = time.monotonic()
+        if kind == KA:
+            deadline, mask = now + self.ctx.keep_alive_timeout, select.EPOLLIN | select.EPOLLRDHUP
+        elif kind == WRITE:
+            deadline, mask = now + self.ctx.timeout, select.EPOLLOUT
+        else:
+            deadline, mask = now + ASYNC_LINGER_SECONDS, select.EPOLLIN | select.EPOLLRDHUP
+        self.parked[fd] = (c, kind, deadline)  # before arming: the listener may see it at once
+        try:
+            try:
+                self.ep.modify(fd, mask | select.EPOLLONESHOT)
+            except FileNotFoundError:
+                self.ep.register(fd, mask | select.EPOLLONESHOT)
+        except (OSError, ValueError):
+            del self.parked[fd]
+            self._change(conns=-1)
+            cn.close_quietly(c)
+            return
+        self.fifos[kind].append((deadline, fd, c))
+        self._change(**{_COUNTER[kind]: 1})
+
+    def _unpark(self, fd: int) -> tuple[cn.Conn, str]:
+        c, kind, _ = self.parked.pop(fd)
+        self._change(**{_COUNTER[kind]: -1})
+        return c, kind
+
+    def _close(self, c: cn.Conn) -> None:
+        cn.close_quietly(c)  # also takes it out of the pollset
+        self._change(conns=-1)
+
+    def _to_linger(self, c: cn.Conn) -> None:
+        if cn.start_lingering(c):
+            self._park(c, LINGER)
+        else:
+            self._change(conns=-1)
+
+    def _close_keepalive_queue(self) -> None:
+        for fd in [fd for fd, (_, kind, _) in self.parked.items() if kind == KA]:
+            c, _ = self._unpark(fd)
+            self._close(c)
 
     # -- workers ------------------------------------------------------------------------------
     def worker(self, thread: int) -> None:
@@ -93,9 +153,14 @@ class EventChild:
                     cn.lingering_close(c, slot)
                     outcome = cn.GONE
                 slot.set(sb.READY)
-                # Count ourselves idle before the listener sees the connection again: it may be
-                # readable at once (a pipelining or fast client) and must find a free worker.
+                # Count ourselves idle before the connection can be seen again: it may be readable
+                # at once (a pipelining or fast client) and must find a free worker.
                 self._change(idle=1)
+                if outcome == cn.PARK_KEEPALIVE:
+                    with self.qlock:
+                        if not self.env.stopping.is_set():
+                            self._park(c, KA)
+                            continue
                 self._give_back(c, outcome)
         finally:
             slot.release(sb.DEAD)
@@ -114,74 +179,24 @@ class EventChild:
                 return False
             return (self.connections - self.counts[LINGER]) < self.tpc + self.idle * self.factor
 
+    def dispatch(self, c: cn.Conn, fresh: bool) -> bool:
+        with self.lock:
+            if self.idle <= 0:
+                return False
+            self.idle -= 1  # reserve the worker before anything else looks at the count
+            self._publish()
+        self.tasks.put((c, fresh))
+        return True
+
     def listener(self) -> None:
-        env = self.env
-        ep = select.epoll()
+        env, ep, qlock = self.env, self.ep, self.qlock
         lfds = {lst.sock.fileno(): lst for lst in env.listeners}
         listening = False
-        parked: dict[int, tuple[cn.Conn, str, float]] = {}
-        # One FIFO per queue: every entry of a queue has the same timeout, so deadlines come out in
-        # insertion order and expiry looks only at the heads. Entries of connections that left
-        # the queue early are skipped when they reach the head (lazy deletion).
-        fifos: dict[str, collections.deque] = {KA: collections.deque(), WRITE: collections.deque(),
-                                                LINGER: collections.deque()}
         ep.register(self.ret_r, select.EPOLLIN)
         ep.register(env.wake_r, select.EPOLLIN)
         max_conns = env.config["MaxConnectionsPerChild"]
         accepted = 0
         dying = False
-
-        def park(c: cn.Conn, kind: str) -> None:
-            fd = c.sock.fileno()
-            if kind == KA:
-                deadline, mask = time.monotonic() + self.ctx.keep_alive_timeout, select.EPOLLIN
-            elif kind == WRITE:
-                deadline, mask = time.monotonic() + self.ctx.timeout, select.EPOLLOUT
-            else:
-                deadline, mask = time.monotonic() + ASYNC_LINGER_SECONDS, select.EPOLLIN
-            try:
-                ep.register(fd, mask | select.EPOLLRDHUP if kind != WRITE else mask)
-            except (OSError, ValueError):
-                self._change(conns=-1)
-                cn.close_quietly(c)
-                return
-            parked[fd] = (c, kind, deadline)
-            fifos[kind].append((deadline, fd, c))
-            self._change(**{{KA: "ka", WRITE: "write", LINGER: "linger"}[kind]: 1})
-
-        def unpark(fd: int) -> tuple[cn.Conn, str]:
-            c, kind, _ = parked.pop(fd)
-            try:
-                ep.unregister(fd)
-            except (OSError, ValueError):
-                pass
-            self._change(**{{KA: "ka", WRITE: "write", LINGER: "linger"}[kind]: -1})
-            return c, kind
-
-        def close(c: cn.Conn) -> None:
-            cn.close_quietly(c)
-            self._change(conns=-1)
-
-        def to_linger(c: cn.Conn) -> None:
-            if cn.start_lingering(c):
-                park(c, LINGER)
-            else:
-                self._change(conns=-1)
-
-        def dispatch(c: cn.Conn, fresh: bool) -> bool:
-            with self.lock:
-                if self.idle <= 0:
-                    return False
-                self.idle -= 1  # reserve the worker before anything else looks at the count
-                self._publish()
-            self.tasks.put((c, fresh))
-            return True
-
-        def close_keepalive_queue() -> None:
-            for fd in [fd for fd, (_, kind, _) in parked.items() if kind == KA]:
-                c, _ = unpark(fd)
-                close(c)
-
         try:
             while True:
                 # Start or stop polling the listening sockets (not_accepting).
@@ -199,7 +214,8 @@ class EventChild:
                 if (dying or env.stopping.is_set()) and self.connections == 0:
                     break
                 now = time.monotonic()
-                heads = [f[0][0] for f in fifos.values() if f]
+                with qlock:
+                    heads = [f[0][0] for f in self.fifos.values() if f]
                 timeout = max(0.0, min(min(heads, default=now + POLL_CEILING) - now, POLL_CEILING))
                 try:
                     events = ep.poll(timeout)
@@ -214,8 +230,8 @@ class EventChild:
                             continue
                         self._change(conns=1)
                         accepted += 1
-                        if not dispatch(c, True):
-                            close(c)  # cannot happen while the accept rule holds; never leak it
+                        if not self.dispatch(c, True):
+                            self._close(c)  # cannot happen while the accept rule holds; never leak it
                         if max_conns and accepted >= max_conns:
                             env.stop()
                     elif fd == self.ret_r:
@@ -229,62 +245,86 @@ class EventChild:
                             dying = True
                             # Graceful child exit: close the keep-alive queue, stop accepting,
                             # run until every connection is finished.
-                            close_keepalive_queue()
-                    elif fd in parked:
-                        c, kind, _ = parked[fd]
-                        if kind == KA:
-                            unpark(fd)
-                            if dying or not dispatch(c, False):
-                                # No idle worker: close it (the client reconnects), and since
-                                # workers ran out, the whole keep-alive queue goes too.
-                                close(c)
-                                self.workers_were_busy = True
-                        elif kind == WRITE:
-                            done = cn.write_some(c)
-                            if done is False:
-                                continue
-                            unpark(fd)
-                            if done is None:
-                                close(c)
-                            elif c.http.keep_alive and not dying:
-                                park(c, KA)
-                            else:
-                                to_linger(c)
-                        else:  # LINGER
-                            if cn.drain(c):
-                                unpark(fd)
-                                close(c)
+                            with qlock:
+                                self._close_keepalive_queue()
+                    else:
+                        with qlock:
+                            self._ready(fd, dying)
                 # Connections coming back from workers.
                 while self.returns:
                     c, outcome = self.returns.popleft()
-                    if outcome == cn.PARK_KEEPALIVE:
-                        if dying or env.stopping.is_set():
-                            to_linger(c)
-                        else:
-                            park(c, KA)
-                    elif outcome == cn.PARK_WRITE:
-                        park(c, WRITE)
-                    elif outcome == cn.CLOSE:
-                        to_linger(c)
-                    else:  # GONE: closed by the worker
-                        self._change(conns=-1)
-                if self.workers_were_busy:
-                    self.workers_were_busy = False
-                    close_keepalive_queue()
-                # Timeouts.
-                now = time.monotonic()
-                for kind, fifo in fifos.items():
-                    while fifo and fifo[0][0] <= now:
-                        deadline, fd, c = fifo.popleft()
-                        entry = parked.get(fd)
-                        if entry is not None and entry[0] is c and entry[1] == kind and entry[2] == deadline:
-                            unpark(fd)
-                            close(c)
+                    with qlock:
+                        if outcome == cn.PARK_KEEPALIVE:
+                            self._park(c, KA) if not (dying or env.stopping.is_set()) else self._to_linger(c)
+                        elif outcome == cn.PARK_WRITE:
+                            self._park(c, WRITE)
+                        elif outcome == cn.CLOSE:
+                            self._to_linger(c)
+                        else:  # GONE: closed by the worker
+                            self._change(conns=-1)
+                with qlock:
+                    if self.workers_were_busy:
+                        self.workers_were_busy = False
+                        self._close_keepalive_queue()
+                    self._expire(time.monotonic())
         finally:
-            for fd in list(parked):
-                c, _ = unpark(fd)
-                close(c)
+            with qlock:
+                for fd in list(self.parked):
+                    c, _ = self._unpark(fd)
+                    self._close(c)
             ep.close()
+
+    def _ready(self, fd: int, dying: bool) -> None:
+        """A parked connection's event (the caller holds qlock)."""
+        entry = self.parked.get(fd)
+        if entry is None:
+            return  # closed meanwhile
+        c, kind, _ = entry
+        if kind == KA:
+            self._unpark(fd)
+            if dying or not self.dispatch(c, False):
+                # No idle worker: close it (the client reconnects), and since workers ran out,
+                # the whole keep-alive queue goes too.
+                self._close(c)
+                self.workers_were_busy = True
+        elif kind == WRITE:
+            done = cn.write_some(c)
+            self._unpark(fd)
+            if done is False:
+                self._park(c, WRITE)  # re-arm (one-shot), with a fresh Timeout: it made progress
+            elif done is None:
+                self._close(c)
+            elif c.http.keep_alive and not dying:
+                self._park(c, KA)
+            else:
+                self._to_linger(c)
+        else:  # LINGER
+            self._unpark(fd)
+            if cn.drain(c):
+                self._close(c)
+            else:
+                self._park_linger_again(c, entry[2])
+
+    def _park_linger_again(self, c: cn.Conn, deadline: float) -> None:
+        """Re-arm a lingering connection without extending its 2 s."""
+        fd = c.sock.fileno()
+        self.parked[fd] = (c, LINGER, deadline)
+        try:
+            self.ep.modify(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT)
+        except (OSError, ValueError):
+            del self.parked[fd]
+            self._close(c)
+            return
+        self._change(linger=1)  # its first FIFO entry still carries the deadline
+
+    def _expire(self, now: float) -> None:
+        for kind, fifo in self.fifos.items():
+            while fifo and fifo[0][0] <= now:
+                deadline, fd, c = fifo.popleft()
+                entry = self.parked.get(fd)
+                if entry is not None and entry[0] is c and entry[1] == kind and entry[2] == deadline:
+                    self._unpark(fd)
+                    self._close(c)
 
 
 def run_child(env: ChildEnv) -> int:
