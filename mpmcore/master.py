@@ -102,6 +102,7 @@ class Master:
         self.signals: list[int] = []
         self.running = False
         self.stopping_gracefully = False
+        self.graceful_deadline = 0.0  # GracefulShutdownTimeout during a graceful stop (0 = none)
         self.spawn_rate = 1
         self.hold_off = 0
         self.maxclients_reported = False
@@ -280,8 +281,6 @@ class Master:
             self.log("notice", "shutdown complete", "core")
             self.teardown()
         return self.exit_code
-
-    graceful_deadline = 0.0
 
     def wait(self, until: float) -> None:
         timeout = max(0.0, until - time.monotonic())
