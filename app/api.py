@@ -19,7 +19,8 @@ from mpmcore.traffic import TrafficError
 
 from .main import Dashboard
 from .security import control_guard
-from .traffic import PRESETS, pattern_catalogue
+from .settings import CORE_SOURCE
+from .traffic import PRESETS, pattern_catalogue, target_key
 from .views import changed_settings, current_config, slot_detail
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -62,6 +63,8 @@ class RestartBody(BaseModel):
 class TrafficStart(BaseModel):
     pattern: str
     params: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = Field(None, description="where to send it: 'core' (the default) or the name of an "
+                                                 "attached server on loopback (see /api/sources)")
 
 
 class TrafficUpdate(BaseModel):
@@ -137,7 +140,48 @@ async def error_log(lines: int = Query(200, ge=1, le=2000), d: Dashboard = Dash)
 async def dashboard_stats(d: Dashboard = Dash) -> dict[str, Any]:
     return {"sampler": d.sampler.stats(), "grid_hz": d.settings.grid_hz, "summary_hz": d.settings.summary_hz,
             "core_pid": d.core.pid if d.core else None, "traffic_runner_pid": d.traffic.pid,
-            "core_listen": d.settings.core_listen}
+            "core_listen": d.settings.core_listen, "attached": d.sources.stats()}
+
+
+# -- sources: the embedded core and the attached servers -----------------------------------------------
+def _core_entry(d: Dashboard) -> dict[str, Any]:
+    from mpmcore.attach import frame_from_summary
+    frame = frame_from_summary(CORE_SOURCE, d.sampler.summary, url=d.settings.core_url)
+    return {"name": CORE_SOURCE, "key": CORE_SOURCE, "kind": "mpmlab", "url": d.settings.core_url,
+            "embedded": True, "traffic_target": d.settings.core_url, "insight": d.sampler.insight,
+            "frame": frame.to_dict()}
+
+
+@router.get("/sources", summary="Every source watched (embedded core, attached Apache/nginx) with its latest frame")
+async def sources(d: Dashboard = Dash) -> dict[str, Any]:
+    out = [_core_entry(d)] if d.settings.watch_core else []
+    out += [s.to_dict() for s in d.sources.sources]
+    return {"interval": d.settings.attach_interval, "allow_remote_attach": d.settings.allow_remote_attach,
+            "sources": out}
+
+
+def _source(d: Dashboard, name: str):
+    src = d.sources.get(name)
+    if src is None:
+        known = ([CORE_SOURCE] if d.settings.watch_core else []) + [s.name for s in d.sources.sources]
+        raise HTTPException(404, f"no source {name!r}; known: {', '.join(known) or 'none'}")
+    return src
+
+
+@router.get("/sources/{name}", summary="One source: its latest frame (summary, letters, layout, workers, "
+                                       "what it cannot show)")
+async def source(name: str, d: Dashboard = Dash) -> dict[str, Any]:
+    if name == CORE_SOURCE and d.settings.watch_core:
+        return _core_entry(d)
+    return _source(d, name).to_dict()
+
+
+@router.get("/sources/{name}/history", summary="One source's chart points, one a second")
+async def source_history(name: str, seconds: float | None = Query(None, gt=0, le=3600),
+                         d: Dashboard = Dash) -> dict[str, Any]:
+    if name == CORE_SOURCE and d.settings.watch_core:
+        return {"interval": 1.0, "points": d.sampler.history.since(seconds)}
+    return {"interval": 1.0, "points": _source(d, name).history.since(seconds)}
 
 
 # -- MPM and directives --------------------------------------------------------------------------------
@@ -216,9 +260,14 @@ async def traffic_presets() -> dict[str, Any]:
             for n, p in PRESETS.items()}
 
 
-@router.get("/traffic", summary="Running and recently finished patterns")
+@router.get("/traffic", summary="Running and recently finished patterns, and where traffic may be aimed")
 async def traffic_list(d: Dashboard = Dash) -> dict[str, Any]:
-    return {"target": d.traffic.target_url, "patterns": await d.traffic.list()}
+    names = d.target_names()
+    patterns = await d.traffic.list()
+    for p in patterns:
+        p["source"] = names.get(target_key(p.get("target")))
+    return {"target": d.settings.core_url if d.settings.watch_core else None,
+            "targets": d.traffic_targets(), "patterns": patterns}
 
 
 def _traffic_errors(e: Exception) -> HTTPException:
@@ -227,23 +276,26 @@ def _traffic_errors(e: Exception) -> HTTPException:
     return HTTPException(422, str(e))
 
 
-@router.post("/traffic", status_code=201, summary="Start a pattern against the embedded server",
-             dependencies=[Control])
+@router.post("/traffic", status_code=201, summary="Start a pattern against the embedded server or an "
+             "attached server on loopback", dependencies=[Control])
 async def traffic_start(body: TrafficStart, d: Dashboard = Dash) -> dict[str, Any]:
     try:
-        pid = await d.traffic.start_pattern(body.pattern, body.params)
+        name, url = d.traffic_target(body.source)
+        pid = await d.traffic.start_pattern(body.pattern, body.params, target=url)
     except (ValueError, KeyError) as e:
         raise _traffic_errors(e) from None
-    return {"id": pid, "pattern": body.pattern}
+    return {"id": pid, "pattern": body.pattern, "source": name, "target": url}
 
 
 @router.post("/traffic/presets/{name}", status_code=201, summary="Start a preset", dependencies=[Control])
-async def traffic_preset(name: str, d: Dashboard = Dash) -> dict[str, Any]:
+async def traffic_preset(name: str, source: str | None = Query(None, description="'core' or an attached server"),
+                         d: Dashboard = Dash) -> dict[str, Any]:
     try:
-        pid = await d.traffic.start_preset(name)
+        src, url = d.traffic_target(source)
+        pid = await d.traffic.start_preset(name, target=url)
     except (ValueError, KeyError) as e:
         raise _traffic_errors(e) from None
-    return {"id": pid, "preset": name, "pattern": PRESETS[name].pattern}
+    return {"id": pid, "preset": name, "pattern": PRESETS[name].pattern, "source": src, "target": url}
 
 
 @router.get("/traffic/{pattern_id}", summary="One pattern with its cumulative figures")

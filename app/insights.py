@@ -35,7 +35,8 @@ def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight
     k, r, w, c, g = (counts.get(x, 0) for x in "KRWCG")
     starting = counts.get("S", 0)
     busy, idle, graceful = s.get("busy", 0), s.get("idle", 0), s.get("graceful", 0)
-    mrw = s.get("max_request_workers", 0)
+    mrw = s.get("max_request_workers", 0)  # None for an attached Apache: mod_status does not print it
+    of_mrw = f" of MaxRequestWorkers {mrw}" if mrw else ""
     procs = s.get("procs") or []
     live = [p for p in procs if p.get("kind") == "child"]
     unit = "processes" if mpm == "prefork" else "threads"
@@ -68,11 +69,11 @@ def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight
                       "client; every MPM reads requests in a worker, so event does not help here; "
                       "mod_reqtimeout (RequestReadTimeout) is Apache's defence")
         elif w >= 0.5 * total:
-            add(CRIT, f"all {total} {unit} are busy sending replies (W): the server is at MaxRequestWorkers "
-                      f"({mrw}); new connections queue in the listen backlog")
+            add(CRIT, f"all {total} {unit} are busy sending replies (W): the server is at MaxRequestWorkers"
+                      + (f" ({mrw})" if mrw else "") + "; new connections queue in the listen backlog")
         else:
-            add(CRIT, f"no idle {unit[:-1] if mpm != 'prefork' else 'process'} left ({busy} busy of "
-                      f"MaxRequestWorkers {mrw}): new connections wait in the listen backlog")
+            add(CRIT, f"no idle {unit[:-1] if mpm != 'prefork' else 'process'} left ({busy} busy{of_mrw}): "
+                      "new connections wait in the listen backlog")
     elif mrw and busy >= 0.8 * mrw:
         add(WARN, f"{busy} of {mrw} {unit} busy ({100 * busy // mrw}% of MaxRequestWorkers): close to saturation")
 
@@ -110,7 +111,7 @@ def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight
         if busy == 0:
             add(OK, f"idle: {idle} {unit} wait for connections (_), nothing to do")
         else:
-            add(OK, f"serving: {busy} busy, {idle} idle {unit} of MaxRequestWorkers {mrw}")
+            add(OK, f"serving: {busy} busy, {idle} idle {unit}{of_mrw}")
     order = {CRIT: 0, WARN: 1, INFO: 2, OK: 3}
     found.sort(key=lambda x: order[x[0]])
     level, headline = found[0]

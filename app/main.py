@@ -1,8 +1,9 @@
 """The dashboard application: ``create_app(settings)`` and ``run_dashboard(args)`` (``mpmlab dashboard``).
 
-The lifespan owns the processes: it starts the embedded master (``app.core``) and the traffic
-runner (``mpmcore.traffic``), then the sampler; on shutdown (also Ctrl-C, which uvicorn turns into
-a shutdown) it stops them in reverse order, each by its pid, TERM then KILL after a deadline.
+The lifespan owns the processes and tasks: it starts the embedded master (``app.core``) and the
+traffic runner (``mpmcore.traffic``), then the sampler and one poller task per attached server
+(``app.sources``); on shutdown (also Ctrl-C, which uvicorn turns into a shutdown) it stops them in
+reverse order: tasks cancelled and awaited, processes each by its pid, TERM then KILL after a deadline.
 Everything a route needs is reached through ``request.app.state.dashboard`` via FastAPI
 dependencies; there are no module-level globals.
 """
@@ -16,18 +17,21 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from mpmcore import __version__
+from mpmcore import metrics
+from mpmcore.attach import SourceFrame, frame_from_summary
 from mpmcore.directives import DirectiveError, parse_assignments
 from mpmcore.traffic import TrafficError
 
 from .core import ControlError, CoreControl, CoreError, EmbeddedCore
 from .security import host_allowed
-from .settings import STATIC_DIR, TEMPLATES_DIR, DashboardSettings
+from .settings import CORE_SOURCE, STATIC_DIR, TEMPLATES_DIR, DashboardSettings
 from .sampler import Sampler
+from .sources import AttachedSource, SourceManager
 from .traffic import TrafficService
 
 log = logging.getLogger("mpmlab.dashboard")
@@ -47,9 +51,69 @@ class Dashboard:
         self.sampler = Sampler(settings, self.control, self.traffic, render_live=self.render_live)
         self.traffic.add_listener(self._on_traffic_frame)
         self._traffic_ids: tuple[str, ...] = ()
+        self.sources = SourceManager(settings, self.traffic, render_panel=self.render_source)
+        self.sources.live_hub = self.sampler.live_hub
+        # /metrics: the traffic runner's cumulative figures, kept from its 250 ms frames
+        self.traffic_totals = metrics.TrafficTotals()
+        self.traffic.add_listener(self.traffic_totals.update)
+        self.metrics_registry = metrics.build_registry(self.metric_frames, self.traffic_totals)
 
     def render_live(self, ctx: dict[str, Any]) -> str:
         return self.templates.get_template("live/_panels.html").render(**ctx)
+
+    def render_source(self, source: AttachedSource) -> str:
+        return self.templates.get_template("live/_source_oob.html").render(src=source)
+
+    # -- where the traffic panel may aim ----------------------------------------------------------
+    def traffic_targets(self) -> list[dict[str, Any]]:
+        """The traffic panel's choices: the embedded core, then every attached server; one that is
+        not on loopback is listed as refused (the generator's loopback rule holds even when
+        --allow-remote-attach lets the dashboard *watch* a remote server)."""
+        out: list[dict[str, Any]] = []
+        if self.settings.watch_core:
+            out.append({"name": CORE_SOURCE, "label": f"embedded core ({self.settings.core_listen})",
+                        "url": self.settings.core_url, "ok": True, "why": None})
+        for src in self.sources.sources:
+            url = src.traffic_target()
+            out.append({"name": src.name, "label": f"{src.name} ({src.kind}, {src.url})", "url": url,
+                        "ok": url is not None,
+                        "why": None if url else "not on loopback: the traffic generator never sends to "
+                                                "another machine, even with --allow-remote-attach"})
+        return out
+
+    def traffic_target(self, source: str | None) -> tuple[str, str]:
+        """(source name, base URL) for a pattern aimed at ``source`` (None: the embedded core, or
+        the only attached server when there is no core). KeyError: no such source (404);
+        ValueError: not a permitted target (422)."""
+        if source in (None, "") and not self.settings.watch_core and len(self.sources.sources) == 1:
+            source = self.sources.sources[0].name
+        if source in (None, "", CORE_SOURCE):
+            if not self.settings.watch_core:
+                raise ValueError("source: there is no embedded core (--no-core); aim at an attached server")
+            return CORE_SOURCE, self.settings.core_url
+        src = self.sources.get(str(source))
+        if src is None:
+            raise KeyError(f"no source {source!r}; known: "
+                           + ", ".join(t["name"] for t in self.traffic_targets()))
+        url = src.traffic_target()
+        if url is None:
+            raise ValueError(f"source {src.name}: {src.url} is not on loopback; the traffic generator only "
+                             "sends to this machine (127.0.0.0/8, ::1), even when --allow-remote-attach "
+                             "lets the dashboard watch a remote server")
+        return src.name, url
+
+    def target_names(self) -> dict[Any, str]:
+        """(host, port) of each permitted target -> source name, to label running patterns."""
+        from .traffic import target_key
+        return {target_key(t["url"]): t["name"] for t in self.traffic_targets() if t["url"]}
+
+    def metric_frames(self) -> list[SourceFrame]:
+        """Every source's latest frame, for /metrics: the embedded core's summary, then the attached."""
+        out: list[SourceFrame] = []
+        if self.settings.watch_core:
+            out.append(frame_from_summary(CORE_SOURCE, self.sampler.summary, url=self.settings.core_url))
+        out.extend(self.sources.frames())
+        return out
 
     def _on_traffic_frame(self, frame: dict) -> None:
         hub = self.sampler.live_hub
@@ -61,7 +125,7 @@ class Dashboard:
         if ids != self._traffic_ids:
             self._traffic_ids = ids
             hub.offer("traffic-list", t.get_template("live/_traffic_list_oob.html").render(
-                running=running, catalogue=_catalogue()))
+                running=running, catalogue=_catalogue(), target_names=self.target_names()))
         hub.offer("traffic-stats", t.get_template("live/_traffic_stats.html").render(running=running))
 
     async def start(self) -> None:
@@ -71,16 +135,20 @@ class Dashboard:
             self.core = EmbeddedCore(s.core_listen, s.mpm, s.core_settings)
             self.core.start()  # in the event loop's thread, on purpose: see app.corelaunch
         try:
-            await self.control.status()
+            if s.watch_core:
+                await self.control.status()
             if s.start_traffic:
                 await self.traffic.start()
-            self.sampler.start()
-            await self.sampler.refresh_core_state()
+            if s.watch_core:
+                self.sampler.start()
+                await self.sampler.refresh_core_state()
+            self.sources.start()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        await self.sources.stop()
         await self.sampler.stop()
         await self.traffic.close()
         if self.core is not None:
@@ -138,6 +206,14 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
     async def _traffic_error(request: Request, e: TrafficError):
         return JSONResponse({"detail": str(e)}, status_code=503)
 
+    @app.get("/metrics", tags=["api"], response_class=PlainTextResponse,
+             summary="Prometheus text format: every source (core and attached), the traffic generator")
+    async def prometheus_metrics() -> Response:
+        # Read-only figures, like every GET here: no token needed (Prometheus scrapes it). The Host
+        # check above still applies on a loopback bind.
+        body, ctype = await asyncio.to_thread(metrics.make_metrics_response, dashboard.metrics_registry)
+        return Response(body, media_type=ctype)
+
     from . import api, ui, ws
     app.include_router(api.router)
     app.include_router(ui.router)
@@ -150,7 +226,10 @@ def settings_from_args(args) -> DashboardSettings:
     return DashboardSettings(
         host=args.host, port=args.port, mpm=args.mpm, core_listen=args.core_listen,
         core_settings=parse_assignments(args.set or []), token=args.token,
-        start_core=not args.no_core, grid_hz=float(getattr(args, "fps", None) or 20))
+        start_core=not args.no_core, grid_hz=float(getattr(args, "fps", None) or 20),
+        attach=list(getattr(args, "attach", None) or []),
+        attach_interval=float(getattr(args, "attach_interval", None) or 1.0),
+        allow_remote_attach=bool(getattr(args, "allow_remote_attach", False)))
 
 
 def run_dashboard(args) -> int:
@@ -162,15 +241,14 @@ def run_dashboard(args) -> int:
     except (ValueError, DirectiveError) as e:
         print(f"mpmlab dashboard: {e}", file=sys.stderr)
         return 2
-    if getattr(args, "attach", None):
-        print("mpmlab dashboard: --attach is not supported yet; watching the embedded server only", file=sys.stderr)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{settings.port}/" + (f"?token={settings.token}" if settings.token else "")
 
     def announce() -> None:  # after the lifespan started the core: the URL is about to be live
-        print(f"mpmlab dashboard: {url}  (embedded server: {settings.mpm} on http://{settings.core_listen}/)",
-              file=sys.stderr, flush=True)
+        watched = [f"embedded server: {settings.mpm} on http://{settings.core_listen}/"] if settings.watch_core else []
+        watched += [f"attached: {s.name} ({s.url})" for s in app.state.dashboard.sources.sources]
+        print(f"mpmlab dashboard: {url}  ({'; '.join(watched)})", file=sys.stderr, flush=True)
 
     app = create_app(settings, on_ready=announce)
 

@@ -20,6 +20,8 @@ SUMMARY_HZ = 4
 HISTORY_SECONDS = 600
 #: Error-log lines kept for new pages.
 LOG_LINES = 300
+#: Seconds between polls of an attached server (--attach-interval).
+ATTACH_INTERVAL = 1.0
 
 
 def is_loopback_host(host: str) -> bool:
@@ -33,6 +35,16 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+#: The embedded core's name as a source (/api/sources, /metrics' source label).
+CORE_SOURCE = "core"
+
+
+def source_name(spec: str) -> str:
+    """The name an ``--attach`` value is shown under (as ``mpmcore.attach.make_source`` names it)."""
+    from mpmcore.attach import make_source
+    return make_source(spec).name
+
+
 @dataclass
 class DashboardSettings:
     host: str = "127.0.0.1"
@@ -41,11 +53,22 @@ class DashboardSettings:
     core_listen: str = "127.0.0.1:8080"
     core_settings: dict[str, str] = field(default_factory=dict)
     token: str | None = None
-    start_core: bool = True  # False: attach to an `mpmlab serve` already running on core_listen
+    start_core: bool = True  # False: watch an `mpmlab serve` already running on core_listen (or none, below)
     start_traffic: bool = True
     grid_hz: float = GRID_HZ
     summary_hz: float = SUMMARY_HZ
     history_seconds: int = HISTORY_SECONDS
+    #: Real servers to watch (``--attach``: ``[NAME=][apache+|nginx+]URL[#threads_per_child=N]``).
+    attach: list[str] = field(default_factory=list)
+    attach_interval: float = ATTACH_INTERVAL
+    allow_remote_attach: bool = False
+
+    @property
+    def watch_core(self) -> bool:
+        """Whether there is an embedded core to show: started by us, or (``--no-core`` without
+        ``--attach``) an ``mpmlab serve`` already running on core_listen. ``--no-core --attach``
+        shows the attached servers only."""
+        return self.start_core or not self.attach
 
     @property
     def loopback(self) -> bool:
@@ -58,6 +81,17 @@ class DashboardSettings:
                              "token there. Start with --token SECRET (or bind to 127.0.0.1).")
         if self.token is not None and len(self.token) < 8:
             raise ValueError("--token must be at least 8 characters")
+        if not 0.1 <= self.attach_interval <= 60:
+            raise ValueError(f"--attach-interval must be between 0.1 and 60 seconds, not {self.attach_interval:g}")
+        from mpmcore.attach import parse_spec
+        names = set()
+        for spec in self.attach:
+            parse_spec(spec)  # ValueError for a bad #option
+            name = source_name(spec)
+            if name in names or name == CORE_SOURCE:
+                raise ValueError(f"--attach {spec}: the name {name!r} is taken; give each source its own "
+                                 "(NAME=URL)")
+            names.add(name)
 
     def token_ok(self, given: str | None) -> bool:
         if self.token is None:

@@ -1,8 +1,10 @@
 """The traffic generator as the dashboard uses it: the runner process, its control client, presets,
 and per-second figures for the charts.
 
-Every pattern started from the dashboard goes to the embedded server (its URL is filled in as the
-target); a request that names another target is refused.
+Every pattern started from the dashboard goes to the embedded server or to an attached server on
+loopback: the dashboard fills in the target itself (``start_pattern(..., target=...)``), a request
+that names a target in its parameters is refused, and the generator's own rule (loopback only, no
+``allow_remote`` from the dashboard, ever) still checks every address it connects to.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from mpmcore.traffic import PATTERNS, TrafficClient, TrafficError, TrafficRunner, catalogue_json, validate_params
 
 log = logging.getLogger("mpmlab.dashboard")
 
-#: Parameters the dashboard does not let a user set: the target is always the embedded server.
+#: Parameters the dashboard does not let a user set: it fills in the target (the embedded server or
+#: an attached server on loopback) and never allows a remote one.
 HIDDEN_PARAMS = ("target", "allow_remote", "tls_verify", "tls_cafile")
 #: How long presets run unless stopped (the generator's own default is 30 s).
 PRESET_DURATION = 600.0
@@ -63,7 +67,8 @@ def clean_params(pattern: str, params: dict[str, Any], partial: bool = False) ->
     for k, v in params.items():
         if k in HIDDEN_PARAMS:
             if k == "target":
-                raise ValueError("target: the dashboard sends traffic to its embedded server only")
+                raise ValueError("target: the dashboard sends traffic to its embedded server only, or to an "
+                                 "attached server on loopback chosen as the source (not a URL in the parameters)")
             raise ValueError(f"{k}: not settable from the dashboard")
         if v is None or (isinstance(v, str) and v.strip() == ""):
             continue
@@ -71,6 +76,17 @@ def clean_params(pattern: str, params: dict[str, Any], partial: bool = False) ->
     if partial:
         validate_params(pattern, out, partial=True)
     return out
+
+
+def target_key(url: str | None) -> tuple[str, int] | None:
+    """(host, port) of a target URL, to match the runner's frames with a source."""
+    if not url:
+        return None
+    try:
+        p = urlsplit(url if "://" in url else "http://" + url)
+        return (p.hostname or "").lower(), p.port or (443 if p.scheme == "https" else 80)
+    except ValueError:
+        return None
 
 
 class _Window:
@@ -92,7 +108,8 @@ class TrafficService:
         self.client: TrafficClient | None = None
         self.patterns: list[dict[str, Any]] = []  # running patterns, from the last frame
         self.last_frame: dict[str, Any] | None = None
-        self._windows: dict[str, _Window] = {}
+        # per target (host, port), per label: the figures of the current second
+        self._windows: dict[tuple[str, int] | None, dict[str, _Window]] = {}
         self._listeners: list[Callable[[dict], None]] = []
         self.error: str | None = None
 
@@ -131,18 +148,21 @@ class TrafficService:
         return self.client
 
     # -- control ------------------------------------------------------------------------------
-    async def start_pattern(self, pattern: str, params: dict[str, Any]) -> str:
+    async def start_pattern(self, pattern: str, params: dict[str, Any], target: str | None = None) -> str:
+        """Start ``pattern`` against ``target`` (a base URL the dashboard chose: the embedded
+        server by default). ``allow_remote`` is never passed: the runner refuses non-loopback."""
         p = clean_params(pattern, params)
-        p["target"] = self.target_url
+        p["target"] = target or self.target_url
         return await self._need().start(pattern, **p)
 
-    async def start_preset(self, name: str, overrides: dict[str, Any] | None = None) -> str:
+    async def start_preset(self, name: str, overrides: dict[str, Any] | None = None,
+                           target: str | None = None) -> str:
         if name not in PRESETS:
             raise KeyError(f"no preset {name!r}; known: {', '.join(PRESETS)}")
         pr = PRESETS[name]
         params = dict(pr.params)
         params.update(overrides or {})
-        return await self.start_pattern(pr.pattern, params)
+        return await self.start_pattern(pr.pattern, params, target)
 
     async def update(self, pattern_id: str, params: dict[str, Any]) -> dict[str, Any]:
         info = await self._need().get(pattern_id)
@@ -170,7 +190,8 @@ class TrafficService:
         self.patterns = [p for p in frame.get("patterns", []) if p.get("state") == "running"]
         for p in frame.get("patterns", []):
             live = p.get("live") or {}
-            wdw = self._windows.setdefault(p.get("label") or p["pattern"], _Window())
+            per_target = self._windows.setdefault(target_key(p.get("target")), {})
+            wdw = per_target.setdefault(p.get("label") or p["pattern"], _Window())
             wdw.responses += live.get("responses", 0)
             wdw.errors += live.get("errors_total", 0)
             wdw.server_errors += (live.get("status") or {}).get("5xx", 0)
@@ -182,17 +203,19 @@ class TrafficService:
         for cb in list(self._listeners):
             cb(frame)
 
-    def take_second(self, seconds: float) -> dict[str, dict[str, Any]]:
-        """Per label since the last call: p50 (count-weighted mean of the frames' p50), p99 (worst
-        frame), responses/s, errors/s (client-side errors plus 5xx)."""
+    def take_second(self, seconds: float, target: str | None = None) -> dict[str, dict[str, Any]]:
+        """Per label of the patterns aimed at ``target`` (default: the embedded server) since the
+        last call for that target: p50 (count-weighted mean of the frames' p50), p99 (worst frame),
+        responses/s, errors/s (client-side errors plus 5xx)."""
         out = {}
-        running = {p.get("label") or p["pattern"] for p in self.patterns}
-        for label, w in self._windows.items():
+        key = target_key(target or self.target_url)
+        running = {p.get("label") or p["pattern"] for p in self.patterns if target_key(p.get("target")) == key}
+        for label, w in self._windows.get(key, {}).items():
             out[label] = {
                 "p50": round(w.p50_weighted / w.p50_count, 3) if w.p50_count else None,
                 "p99": w.p99,
                 "rps": round(w.responses / seconds, 2) if seconds > 0 else 0.0,
                 "errors": round((w.errors + w.server_errors) / seconds, 2) if seconds > 0 else 0.0,
             }
-        self._windows = {k: _Window() for k in running}
+        self._windows[key] = {k: _Window() for k in running}
         return out

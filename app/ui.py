@@ -46,11 +46,12 @@ async def index(request: Request, d: Dashboard = Dash) -> Response:
         resp = RedirectResponse("/", status_code=303)
         resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return resp
-    st = d.sampler.core_state or await d.sampler.refresh_core_state() or {}
+    st = (d.sampler.core_state or await d.sampler.refresh_core_state() or {}) if d.settings.watch_core else {}
     mpm, values, _ = current_config(d.sampler)
     return _render(d, request, "index.html", mpm=mpm, core=st, links=_core_links(d),
                    rows=directive_rows(mpm, values), catalogue=pattern_catalogue(), presets=PRESETS,
                    running=d.traffic.patterns, traffic_error=d.traffic.error,
+                   sources=d.sources.sources, targets=d.traffic_targets(), target_names=d.target_names(),
                    log_lines=list(d.sampler.log_lines)[-200:], live=d.sampler.live_context(),
                    settings=d.settings, needs_token=d.settings.token is not None and
                    not d.settings.token_ok(given_token(request)))
@@ -185,7 +186,7 @@ async def _traffic_panel(request: Request, d: Dashboard, status_code: int = 200,
     except TrafficError:
         running = []
     return _render(d, request, "fragments/_traffic_running.html", status_code, running=running,
-                   catalogue=pattern_catalogue(), **ctx)
+                   catalogue=pattern_catalogue(), target_names=d.target_names(), **ctx)
 
 
 @router.post("/ui/traffic/start", response_class=HTMLResponse, dependencies=[Control])
@@ -195,21 +196,25 @@ async def ui_traffic_start(request: Request, d: Dashboard = Dash) -> Response:
     cat = pattern_catalogue()
     if pattern not in cat:
         return await _traffic_panel(request, d, 422, message=f"unknown pattern {pattern!r}", level="error")
+    source = form.pop("source", None)
     params = _pattern_form(form, pattern)
     try:
-        pid = await d.traffic.start_pattern(pattern, params)
+        src, url = d.traffic_target(source)
+        pid = await d.traffic.start_pattern(pattern, params, target=url)
     except (ValueError, KeyError, TrafficError) as e:
         return await _traffic_panel(request, d, 422, message=str(e).strip("'\""), level="error")
-    return await _traffic_panel(request, d, message=f"started {pid}", level="ok")
+    return await _traffic_panel(request, d, message=f"started {pid} → {src}", level="ok")
 
 
 @router.post("/ui/traffic/preset/{name}", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_preset(request: Request, name: str, d: Dashboard = Dash) -> Response:
+    form = await request.form()
     try:
-        pid = await d.traffic.start_preset(name)
+        src, url = d.traffic_target(str(form.get("source") or "") or None)
+        pid = await d.traffic.start_preset(name, target=url)
     except (ValueError, KeyError, TrafficError) as e:
         return await _traffic_panel(request, d, 422, message=str(e).strip("'\""), level="error")
-    return await _traffic_panel(request, d, message=f"started {pid}: {PRESETS[name].teaches}", level="ok")
+    return await _traffic_panel(request, d, message=f"started {pid} → {src}: {PRESETS[name].teaches}", level="ok")
 
 
 @router.post("/ui/traffic/{pattern_id}/update", response_class=HTMLResponse, dependencies=[Control])

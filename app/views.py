@@ -45,6 +45,8 @@ def _loglevel(line: str) -> str:
 
 
 def setup_templates(t: Jinja2Templates) -> None:
+    from .traffic import target_key
+    t.env.filters["tkey"] = target_key
     t.env.filters["loglevel"] = _loglevel
     t.env.filters["kb"] = _kb
     t.env.filters["num"] = _num

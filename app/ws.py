@@ -3,7 +3,10 @@
 * ``/ws/scoreboard``: binary grid frames (app.grid) at up to GRID_HZ and JSON summaries at
   SUMMARY_HZ, for the canvas and the charts.
 * ``/ws/live``: HTML fragments with ``hx-swap-oob`` for htmx's ws extension: "what is happening",
-  totals, the process table, the error log as it grows, running traffic.
+  totals, the process table, the error log as it grows, running traffic, and each attached
+  server's panel (tiles, process table, what it cannot show).
+* ``/ws/sources``: the attached servers (``app.sources``): per source, its grid frame in an envelope
+  naming the source (binary) and its summary (JSON with ``"source"``), at its poll rate.
 
 Both check the Origin (a page on another site must not read or drive the dashboard). Each client
 has a sender task fed by its own Channel (app.hub): nothing here ever makes the sampler wait.
@@ -117,4 +120,16 @@ async def ws_live(ws: WebSocket) -> None:
     first: list[Any] = []
     if d.sampler.summary is not None:
         first.append(d.render_live(d.sampler.live_context()))
+    first += [d.render_source(src) for src in d.sources.sources if src.frame is not None]
     await _pump(ws, d.sampler.live_hub, first)
+
+
+@router.websocket("/ws/sources")
+async def ws_sources(ws: WebSocket) -> None:
+    d = ws.app.state.dashboard
+    if await _refuse(ws, d.settings):
+        return
+    await ws.accept()
+    hello = {"type": "hello", "interval": d.settings.attach_interval,
+             "sources": [s.to_dict(frame=False) for s in d.sources.sources]}
+    await _pump(ws, d.sources.hub, [json.dumps(hello)] + d.sources.first_messages())

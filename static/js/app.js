@@ -23,6 +23,7 @@
   const log = $("#log");
   const MAX_LINES = 500;
   function trimLog() {
+    if (!log) return; // no embedded core: no error log
     const lines = $("#log-lines");
     while (lines.children.length > MAX_LINES) lines.removeChild(lines.firstChild);
     if ($("#log-follow").checked) log.scrollTop = log.scrollHeight;
@@ -56,7 +57,7 @@
 
   // traffic cards: a dot in the pattern's color (same colors as the grid's pattern mode)
   function paintDots(root) {
-    for (const d of $$(".pat-dot[data-label]", root)) d.style.background = window.mpmlab.patternColor(d.dataset.label);
+    for (const d of $$(".pat-dot[data-label]", root)) d.style.background = window.mpmGrid.patternColor(d.dataset.label);
   }
   paintDots(document);
   document.body.addEventListener("htmx:afterSettle", (e) => paintDots(e.target));

@@ -1,96 +1,123 @@
 // Charts over the last minutes (uPlot): one point a second from the summary stream, history from
 // /api/history on load. Per-pattern series (latency, errors) are rebuilt when the set of patterns changes.
+// window.mpmCharts is the embedded core's set; window.mpmChartSet(options) makes one for an
+// attached server's panel (static/js/sources.js). A figure a source cannot show is null: a gap.
 (function () {
   "use strict";
   const WINDOW = 600; // seconds kept on screen (the server keeps the same)
-  const points = [];
-  const charts = {};
   const AXIS = {stroke: "#8b96a5", grid: {stroke: "#1f2630", width: 1}, ticks: {stroke: "#2a313c", width: 1}, font: "11px system-ui, sans-serif"};
 
   const FIXED = {
-    "ch-rps": [["requests/s", (p) => p.rps, "#58a6ff", true]],
-    "ch-workers": [["busy", (p) => p.busy, "#3fb950", true], ["idle", (p) => p.idle, "#6e7681"], ["graceful", (p) => p.graceful, "#bc8cff"]],
-    "ch-conns": [["reading (R)", (p) => p.R, "#f85149"], ["writing (W)", (p) => p.W, "#3fb950"], ["keep-alive in a worker (K)", (p) => p.K, "#d29922"],
+    rps: [["requests/s", (p) => p.rps, "#58a6ff", true]],
+    workers: [["busy", (p) => p.busy, "#3fb950", true], ["idle", (p) => p.idle, "#6e7681"], ["graceful", (p) => p.graceful, "#bc8cff"]],
+    conns: [["reading (R)", (p) => p.R, "#f85149"], ["writing (W)", (p) => p.W, "#3fb950"], ["keep-alive in a worker (K)", (p) => p.K, "#d29922"],
       ["closing (C)", (p) => p.C, "#db61a2"], ["parked keep-alive (event)", (p) => p.parked_keep_alive, "#e3b341", false, [6, 4]],
       ["write completion (event)", (p) => p.async_writing, "#56d364", false, [6, 4]], ["lingering close (event)", (p) => p.async_closing, "#f778ba", false, [6, 4]]],
-    "ch-memory": [["PSS MB", (p) => p.pss_mb, "#a5d6ff", true]],
+    // nginx: chart_point puts Reading/Writing in R/W and Waiting in parked_keep_alive
+    "conns-nginx": [["reading", (p) => p.R, "#f85149"], ["writing", (p) => p.W, "#3fb950"],
+      ["waiting (idle keep-alive)", (p) => p.parked_keep_alive, "#e3b341", false, [6, 4]], ["active", (p) => p.conns_total, "#58a6ff"]],
+    memory: [["PSS MB", (p) => p.pss_mb, "#a5d6ff", true]],
   };
 
-  function labels() {
-    const s = new Set();
-    for (const p of points) for (const k of Object.keys(p.traffic || {})) s.add(k);
-    return [...s].sort();
-  }
+  // options: {ids: {rps: "ch-rps", ...} (which charts, and their elements), history: URL,
+  //           subscribe(cb) (called with each new point), specs: {conns: "conns-nginx"} (overrides)}
+  function createSet(options) {
+    const points = [];
+    const charts = {};
+    const ids = options.ids;
+    const specs = options.specs || {};
 
-  function seriesFor(id) {
-    if (FIXED[id]) return FIXED[id];
-    const color = (l) => (window.mpmlab ? window.mpmlab.patternColor(l) : "#58a6ff");
-    const ls = labels();
-    if (id === "ch-latency") {
-      const out = [];
-      for (const l of ls) {
-        out.push([`${l} p50`, (p) => (p.traffic && p.traffic[l] ? p.traffic[l].p50 : null), color(l)]);
-        out.push([`${l} p99`, (p) => (p.traffic && p.traffic[l] ? p.traffic[l].p99 : null), color(l), false, [5, 4]]);
+    function labels() {
+      const s = new Set();
+      for (const p of points) for (const k of Object.keys(p.traffic || {})) s.add(k);
+      return [...s].sort();
+    }
+
+    function seriesFor(kind) {
+      const fixed = FIXED[specs[kind] || kind];
+      if (fixed) return fixed;
+      const color = (l) => (window.mpmGrid ? window.mpmGrid.patternColor(l) : "#58a6ff");
+      const ls = labels();
+      if (kind === "latency") {
+        const out = [];
+        for (const l of ls) {
+          out.push([`${l} p50`, (p) => (p.traffic && p.traffic[l] ? p.traffic[l].p50 : null), color(l)]);
+          out.push([`${l} p99`, (p) => (p.traffic && p.traffic[l] ? p.traffic[l].p99 : null), color(l), false, [5, 4]]);
+        }
+        return out;
       }
-      return out;
+      return ls.map((l) => [l, (p) => (p.traffic && p.traffic[l] ? p.traffic[l].errors : null), color(l)]);
     }
-    return ls.map((l) => [l, (p) => (p.traffic && p.traffic[l] ? p.traffic[l].errors : null), color(l)]);
-  }
 
-  function build(id) {
-    const el = document.getElementById(id);
-    if (!el) return;
-    const spec = seriesFor(id);
-    const key = spec.map((s) => s[0]).join("|");
-    if (charts[id] && charts[id].key === key) return charts[id];
-    if (charts[id]) charts[id].plot.destroy();
-    el.innerHTML = "";
-    const width = Math.max(240, el.clientWidth);
-    const opts = {
-      width, height: 150, cursor: {points: {size: 5}}, legend: {show: true, live: false},
-      scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.1)]}},
-      axes: [Object.assign({}, AXIS, {space: 60}), Object.assign({}, AXIS, {size: 54})],
-      series: [{}].concat(spec.map(([label, , color, fill, dash]) => ({label, stroke: color, width: 1.5, dash,
-        fill: fill ? color + "22" : undefined, spanGaps: false, points: {show: false}}))),
-    };
-    if (!spec.length) {
-      el.innerHTML = '<div class="chart-empty">no traffic pattern has run yet</div>';
-      charts[id] = {key, plot: {destroy() {}, setData() {}, setSize() {}}, empty: true};
-      return charts[id];
+    function build(kind) {
+      const el = document.getElementById(ids[kind]);
+      if (!el) return;
+      const spec = seriesFor(kind);
+      const key = spec.map((s) => s[0]).join("|");
+      if (charts[kind] && charts[kind].key === key) return charts[kind];
+      if (charts[kind]) charts[kind].plot.destroy();
+      el.innerHTML = "";
+      const width = Math.max(240, el.clientWidth);
+      const opts = {
+        width, height: 150, cursor: {points: {size: 5}}, legend: {show: true, live: false},
+        scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.1)]}},
+        axes: [Object.assign({}, AXIS, {space: 60}), Object.assign({}, AXIS, {size: 54})],
+        series: [{}].concat(spec.map(([label, , color, fill, dash]) => ({label, stroke: color, width: 1.5, dash,
+          fill: fill ? color + "22" : undefined, spanGaps: false, points: {show: false}}))),
+      };
+      if (!spec.length) {
+        el.innerHTML = '<div class="chart-empty">no traffic pattern has run yet</div>';
+        charts[kind] = {key, plot: {destroy() {}, setData() {}, setSize() {}}, empty: true};
+        return charts[kind];
+      }
+      charts[kind] = {key, plot: new uPlot(opts, data(spec), el)};
+      return charts[kind];
     }
-    charts[id] = {key, plot: new uPlot(opts, data(spec), el)};
-    return charts[id];
-  }
 
-  function data(spec) {
-    const xs = points.map((p) => p.t);
-    return [xs].concat(spec.map((s) => points.map((p) => { const v = s[1](p); return v == null ? null : v; })));
-  }
-
-  function render() {
-    for (const id of ["ch-rps", "ch-workers", "ch-conns", "ch-latency", "ch-errors", "ch-memory"]) {
-      const c = build(id);
-      if (c && !c.empty) c.plot.setData(data(seriesFor(id)));
+    function data(spec) {
+      const xs = points.map((p) => p.t);
+      return [xs].concat(spec.map((s) => points.map((p) => { const v = s[1](p); return v == null ? null : v; })));
     }
-  }
 
-  function push(p) {
-    points.push(p);
-    while (points.length > WINDOW) points.shift();
-    render();
-  }
+    function render() {
+      for (const kind of Object.keys(ids)) {
+        const c = build(kind);
+        if (c && !c.empty) c.plot.setData(data(seriesFor(kind)));
+      }
+    }
 
-  window.mpmCharts = {points, push, render};
-  fetch("/api/history").then((r) => r.json()).then((h) => {
-    for (const p of h.points) points.push(p);
-    render();
-    if (window.mpmlab) window.mpmlab.on("summary", (m) => {
-      if (m.point && (!points.length || m.point.t > points[points.length - 1].t)) push(m.point);
+    function push(p) {
+      if (points.length && p.t <= points[points.length - 1].t) return;
+      points.push(p);
+      while (points.length > WINDOW) points.shift();
+      render();
+    }
+
+    const set = {points, push, render};
+    fetch(options.history).then((r) => r.json()).then((h) => {
+      for (const p of h.points) if (!points.length || p.t > points[points.length - 1].t) points.push(p);
+      render();
+      if (options.subscribe) options.subscribe(push);
+    }).catch(() => { render(); if (options.subscribe) options.subscribe(push); });
+    let rt = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(rt);
+      rt = setTimeout(() => {
+        for (const kind in charts) {
+          const el = document.getElementById(ids[kind]);
+          if (el && !charts[kind].empty) charts[kind].plot.setSize({width: el.clientWidth, height: 150});
+        }
+      }, 150);
     });
-  }).catch(() => render());
-  let rt = null;
-  window.addEventListener("resize", () => {
-    clearTimeout(rt);
-    rt = setTimeout(() => { for (const id in charts) { const el = document.getElementById(id); if (el && !charts[id].empty) charts[id].plot.setSize({width: el.clientWidth, height: 150}); } }, 150);
-  });
+    return set;
+  }
+
+  window.mpmChartSet = createSet;
+  if (document.getElementById("ch-rps")) {
+    window.mpmCharts = createSet({
+      ids: {rps: "ch-rps", workers: "ch-workers", conns: "ch-conns", latency: "ch-latency", errors: "ch-errors", memory: "ch-memory"},
+      history: "/api/history",
+      subscribe: (push) => { if (window.mpmlab) window.mpmlab.on("summary", (m) => { if (m.point) push(m.point); }); },
+    });
+  }
 })();

@@ -1,6 +1,8 @@
 // The scoreboard canvas: decodes the binary frames of /ws/scoreboard (layout in app/grid.py) and
 // draws one cell per worker slot. Redraws only the cells that changed unless the layout did.
 // window.mpmlab exposes what tests and benchmarks need (lastFrameAt, cellState, counts, layout).
+// window.mpmGrid.create(elements, options) makes the same view for an attached server's panel
+// (static/js/sources.js): its frames have the same layout (mpmcore.attach.grid_frame).
 (function () {
   "use strict";
   const LETTERS = [".", "S", "_", "R", "W", "K", "L", "D", "C", "G", "I"];
@@ -25,45 +27,21 @@
     return PALETTE[Math.abs(h) % PALETTE.length];
   }
 
-  const canvas = document.getElementById("scoreboard");
-  const ctx = canvas.getContext("2d");
-  const wrap = document.getElementById("grid-wrap");
-  const tooltip = document.getElementById("tooltip");
-  const panel = document.getElementById("slot-panel");
-  const caption = document.getElementById("grid-caption");
-
-  const listeners = {summary: [], frame: []};
-  const mpmlab = window.mpmlab = {
-    lastFrameAt: 0, lastFrameWall: 0, lastFrameSeq: 0, frames: 0, serverTime: 0, connected: false,
-    mode: "state", patterns: [], layout: null, summary: null, patternColor: patternColor,
-    on(kind, cb) { listeners[kind].push(cb); },
-    cellState(p, t) {
-      if (!frame || p >= frame.rows || t >= frame.cols) return null;
-      return LETTERS[frame.status[p * frame.cols + t]] || "?";
-    },
-    cellPattern(p, t) {
-      if (!frame || p >= frame.rows || t >= frame.cols) return null;
-      const i = frame.pat[p * frame.cols + t];
-      return i ? (mpmlab.patterns[i - 1] || "?") : "";
-    },
-    counts() { return frame ? Object.assign({}, frame.counts) : {}; },
-    setMode(m) { mpmlab.mode = m; full = true; schedule(); updatePatternLegend(); },
-  };
-
-  let frame = null, prev = null, full = true, geo = null, pending = false, hover = null, pinned = null;
+  function esc(s) { return String(s).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]); }
 
   // -- decoding --------------------------------------------------------------------------------
-  function decode(buf) {
-    const dv = new DataView(buf);
+  function decode(buf, offset) {
+    const o0 = offset || 0;
+    const dv = new DataView(buf, o0);
     if (dv.getUint8(0) !== 0x4d || dv.getUint8(1) !== 1) return null;
     const mpm = dv.getUint8(2), seq = dv.getUint32(4, true), t = dv.getFloat64(8, true);
     const gen = dv.getUint32(16, true), rows = dv.getUint16(20, true), cols = dv.getUint16(22, true);
     const tpc = dv.getUint16(24, true);
     const n = rows * cols;
     let o = 28;
-    const status = new Uint8Array(buf, o, n); o += n;
-    const pat = new Uint8Array(buf, o, n); o += n;
-    const rowFlags = new Uint8Array(buf, o, rows); o += rows;
+    const status = new Uint8Array(buf, o0 + o, n); o += n;
+    const pat = new Uint8Array(buf, o0 + o, n); o += n;
+    const rowFlags = new Uint8Array(buf, o0 + o, rows); o += rows;
     const pids = new Array(rows), gens = new Array(rows);
     for (let i = 0; i < rows; i++) pids[i] = dv.getUint32(o + 4 * i, true);
     o += 4 * rows;
@@ -74,249 +52,315 @@
     return {mpm, down: mpm === 255, seq, t, gen, rows, cols, tpc, status, pat, rowFlags, pids, gens, counts};
   }
 
-  // -- geometry --------------------------------------------------------------------------------
-  function layout(f) {
-    const width = Math.max(320, wrap.clientWidth);
-    const single = f.cols === 1; // prefork: one cell per process, wrapping
-    let label = 0, cell, perLine, lines;
-    if (single) {
-      cell = f.rows > 512 ? 14 : 22;
-      perLine = Math.max(1, Math.floor(width / cell));
-      lines = Math.ceil(f.rows / perLine);
-    } else {
-      label = width > 700 ? 132 : 72;
-      cell = Math.floor((width - label) / f.cols);
-      cell = Math.max(5, Math.min(24, cell));
-      perLine = f.cols;
-      lines = f.rows;
-    }
-    const height = Math.max(cell, lines * cell);
-    return {single, label, cell, perLine, lines, width, height, rows: f.rows, cols: f.cols};
-  }
+  // -- one grid view ---------------------------------------------------------------------------
+  // els: {canvas, wrap, tooltip, caption, legend, panel (optional: the pinned-slot panel)}
+  // opts: {detail(p, t, cb) (optional: fetch a slot's details), downText, patterns() (table)}
+  function createView(els, opts) {
+    const {canvas, wrap, tooltip, caption, legend, panel} = els;
+    const ctx = canvas.getContext("2d");
+    opts = opts || {};
+    const view = {mode: "state", layout: null, frames: 0, frame: null};
+    let frame = null, prev = null, full = true, geo = null, pending = false, hover = null, pinned = null;
+    const patterns = () => (opts.patterns ? opts.patterns() : []);
 
-  function resize(g) {
-    const dpr = window.devicePixelRatio || 1;
-    canvas.style.width = g.width + "px";
-    canvas.style.height = g.height + "px";
-    canvas.width = Math.round(g.width * dpr);
-    canvas.height = Math.round(g.height * dpr);
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  }
-
-  function cellXY(g, p, t) {
-    if (g.single) return [(p % g.perLine) * g.cell, Math.floor(p / g.perLine) * g.cell];
-    return [g.label + t * g.cell, p * g.cell];
-  }
-
-  // -- drawing ---------------------------------------------------------------------------------
-  function cellColor(f, i) {
-    const st = f.status[i];
-    if (mpmlab.mode === "pattern") {
-      if (st === 0) return COLORS[0];
-      if (st === 1 || st === 2) return "#1f2630";
-      const p = f.pat[i];
-      return p ? patternColor(mpmlab.patterns[p - 1]) : "#6e7681";
-    }
-    return COLORS[st] || "#888";
-  }
-
-  function drawCell(f, g, p, t) {
-    const i = p * f.cols + t;
-    const [x, y] = cellXY(g, p, t);
-    const gap = g.cell >= 10 ? 2 : 1;
-    ctx.fillStyle = "#0d1117";
-    ctx.fillRect(x, y, g.cell, g.cell);
-    ctx.fillStyle = cellColor(f, i);
-    ctx.fillRect(x, y, g.cell - gap, g.cell - gap);
-    const st = f.status[i];
-    if (g.cell >= 12 && st !== 0) {
-      ctx.fillStyle = mpmlab.mode === "pattern" && st > 2 ? "#0b0f14" : INK[st];
-      ctx.fillText(LETTERS[st], x + (g.cell - gap) / 2, y + (g.cell - gap) / 2 + 0.5);
-    }
-    if (pinned && pinned[0] === p && pinned[1] === t) {
-      ctx.strokeStyle = "#ffffff";
-      ctx.lineWidth = 2;
-      ctx.strokeRect(x + 1, y + 1, g.cell - gap - 2, g.cell - gap - 2);
-    }
-  }
-
-  function drawLabel(f, g, p) {
-    const y = p * g.cell;
-    ctx.fillStyle = "#0d1117";
-    ctx.fillRect(0, y, g.label, g.cell);
-    const fl = f.rowFlags[p];
-    if (!(fl & ROW_ALIVE)) {
-      ctx.fillStyle = "#3b4450";
-      ctx.textAlign = "right";
-      ctx.fillText(String(p), g.label - 6, y + g.cell / 2);
-      return;
-    }
-    if (fl & ROW_OLD_GEN || fl & ROW_STOPPING) {
-      ctx.fillStyle = COLORS[9];
-      ctx.fillRect(0, y + 1, 3, g.cell - 2);
-    }
-    if (fl & ROW_NOT_ACCEPTING) {
-      ctx.fillStyle = "#f85149";
-      ctx.beginPath();
-      ctx.arc(9, y + g.cell / 2, Math.min(3, g.cell / 4), 0, 6.3);
-      ctx.fill();
-    }
-    ctx.textAlign = "right";
-    ctx.fillStyle = fl & (ROW_OLD_GEN | ROW_STOPPING) ? "#9d8ec7" : "#8b96a5";
-    const text = g.label > 100 ? `${p} · ${f.pids[p]} · g${f.gens[p]}` : `${p}·g${f.gens[p]}`;
-    ctx.fillText(text, g.label - 6, y + g.cell / 2);
-  }
-
-  function draw() {
-    pending = false;
-    const f = frame;
-    if (!f) return;
-    if (f.down) {
-      geo = null;
-      canvas.style.height = "60px";
-      ctx.clearRect(0, 0, canvas.width, canvas.height);
-      caption.textContent = "embedded server not reachable";
-      return;
-    }
-    const g = layout(f);
-    const same = geo && prev && !full && g.width === geo.width && g.rows === geo.rows && g.cols === geo.cols && g.cell === geo.cell;
-    if (!same) {
-      geo = g;
-      resize(g);
-      ctx.clearRect(0, 0, g.width, g.height);
-    }
-    const fontPx = Math.max(8, Math.floor(g.cell * 0.62));
-    ctx.textBaseline = "middle";
-    if (!g.single) {
-      ctx.font = `${Math.min(12, Math.max(9, g.cell - 3))}px ui-monospace, SFMono-Regular, Menlo, monospace`;
-      for (let p = 0; p < f.rows; p++) {
-        if (!same || f.rowFlags[p] !== prev.rowFlags[p] || f.pids[p] !== prev.pids[p] || f.gens[p] !== prev.gens[p]) drawLabel(f, g, p);
+    function layout(f) {
+      const width = Math.max(320, wrap.clientWidth);
+      const single = f.cols === 1; // prefork: one cell per process, wrapping
+      let label = 0, cell, perLine, lines;
+      if (single) {
+        cell = f.rows > 512 ? 14 : 22;
+        perLine = Math.max(1, Math.floor(width / cell));
+        lines = Math.ceil(f.rows / perLine);
+      } else {
+        label = width > 700 ? 132 : 72;
+        cell = Math.floor((width - label) / f.cols);
+        cell = Math.max(5, Math.min(24, cell));
+        perLine = f.cols;
+        lines = f.rows;
       }
+      const height = Math.max(cell, lines * cell);
+      return {single, label, cell, perLine, lines, width, height, rows: f.rows, cols: f.cols};
     }
-    ctx.font = `600 ${fontPx}px ui-monospace, SFMono-Regular, Menlo, monospace`;
-    ctx.textAlign = "center";
-    const n = f.rows * f.cols;
-    for (let i = 0; i < n; i++) {
-      if (same && f.status[i] === prev.status[i] && f.pat[i] === prev.pat[i]) continue;
-      drawCell(f, g, Math.floor(i / f.cols), i % f.cols);
-    }
-    full = false;
-    prev = f;
-    const slots = f.counts;
-    const live = n - slots["."];
-    caption.textContent = g.single
-      ? `${f.rows} process slots · ${live} live · one cell per process (prefork)`
-      : `${f.rows} process slots × ${f.cols} threads · ${live} live slots`;
-    mpmlab.layout = {rows: f.rows, cols: f.cols, single: g.single, mpm: MPMS[f.mpm], cell: g.cell};
-    for (const chip of document.querySelectorAll("#legend [data-count]")) {
-      chip.textContent = slots[chip.dataset.count] || 0;
-      chip.parentNode.classList.toggle("zero", !slots[chip.dataset.count]);
-    }
-    if (hover) showTooltip(hover[0], hover[1], hover[2], hover[3], false);
-  }
 
-  function schedule() {
-    if (!pending) {
-      pending = true;
-      requestAnimationFrame(draw);
+    function resize(g) {
+      const dpr = window.devicePixelRatio || 1;
+      canvas.style.width = g.width + "px";
+      canvas.style.height = g.height + "px";
+      canvas.width = Math.round(g.width * dpr);
+      canvas.height = Math.round(g.height * dpr);
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     }
-  }
 
-  // -- hover and pinned slot -----------------------------------------------------------------
-  function cellAt(ev) {
-    if (!geo || !frame) return null;
-    const r = canvas.getBoundingClientRect();
-    const x = ev.clientX - r.left, y = ev.clientY - r.top;
-    let p, t;
-    if (geo.single) {
-      const col = Math.floor(x / geo.cell), line = Math.floor(y / geo.cell);
-      if (col >= geo.perLine) return null;
-      p = line * geo.perLine + col; t = 0;
-    } else {
-      if (x < geo.label) return null;
-      p = Math.floor(y / geo.cell); t = Math.floor((x - geo.label) / geo.cell);
+    function cellXY(g, p, t) {
+      if (g.single) return [(p % g.perLine) * g.cell, Math.floor(p / g.perLine) * g.cell];
+      return [g.label + t * g.cell, p * g.cell];
     }
-    if (p < 0 || t < 0 || p >= frame.rows || t >= frame.cols) return null;
-    return [p, t];
-  }
 
-  const detailCache = new Map();
-  let fetchTimer = null;
-  function fetchDetail(p, t, cb) {
-    fetch(`/api/slots/${p}/${t}`).then((r) => r.ok ? r.json() : null).then((d) => {
-      if (d) { detailCache.set(`${p}/${t}`, d); cb(d); }
-    }).catch(() => {});
-  }
-
-  function esc(s) { return String(s).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]); }
-
-  function detailHTML(p, t, d) {
-    const f = frame;
-    const i = p * f.cols + t, st = f.status[i];
-    const pat = f.pat[i] ? mpmlab.patterns[f.pat[i] - 1] : (d && d.pattern) || "";
-    const rows = [
-      ["slot", `${p}${f.cols > 1 ? " / thread " + t : ""}`],
-      ["pid", (d && d.pid) || f.pids[p] || "–"], ["generation", d ? d.generation : f.gens[p]],
-    ];
-    if (d) {
-      if (d.seconds_in_state != null) rows.push(["in state", d.seconds_in_state + " s"]);
-      if (d.request) rows.push(["request", d.request]);
-      if (d.client) rows.push(["client", d.client]);
-      rows.push(["requests", `${d.conn_count} this connection · ${d.access_count} this slot`]);
-      if (!d.request && d.last_request) rows.push(["last request", `${d.last_request} (${d.last_request_ms} ms)`]);
+    function cellColor(f, i) {
+      const st = f.status[i];
+      if (view.mode === "pattern") {
+        if (st === 0) return COLORS[0];
+        if (st === 1 || st === 2) return "#1f2630";
+        const p = f.pat[i];
+        return p ? patternColor(patterns()[p - 1]) : "#6e7681";
+      }
+      return COLORS[st] || "#888";
     }
-    if (pat) rows.push(["pattern", `<i class="pat-dot" style="background:${patternColor(pat)}"></i>${esc(pat)}`]);
-    const head = `<div class="tt-head"><i class="sw" style="background:${COLORS[st]}">${LETTERS[st]}</i> ${NAMES[st]}</div>`;
-    return head + "<table>" + rows.map(([k, v]) => `<tr><th>${k}</th><td>${k === "pattern" ? v : esc(v)}</td></tr>`).join("") + "</table>";
-  }
 
-  function showTooltip(p, t, cx, cy, refetch) {
-    const key = `${p}/${t}`;
-    tooltip.innerHTML = detailHTML(p, t, detailCache.get(key));
-    tooltip.hidden = false;
-    const r = wrap.getBoundingClientRect();
-    let x = cx - r.left + 14, y = cy - r.top + 14;
-    if (x + 300 > r.width) x = cx - r.left - 310;
-    tooltip.style.left = x + "px";
-    tooltip.style.top = y + "px";
-    if (refetch) {
-      clearTimeout(fetchTimer);
-      fetchTimer = setTimeout(() => fetchDetail(p, t, () => {
-        if (hover && hover[0] === p && hover[1] === t) tooltip.innerHTML = detailHTML(p, t, detailCache.get(key));
-      }), 90);
-    }
-  }
-
-  canvas.addEventListener("mousemove", (ev) => {
-    const c = cellAt(ev);
-    if (!c) { hover = null; tooltip.hidden = true; return; }
-    const changed = !hover || hover[0] !== c[0] || hover[1] !== c[1];
-    hover = [c[0], c[1], ev.clientX, ev.clientY];
-    showTooltip(c[0], c[1], ev.clientX, ev.clientY, changed);
-  });
-  canvas.addEventListener("mouseleave", () => { hover = null; tooltip.hidden = true; });
-  canvas.addEventListener("click", (ev) => {
-    const c = cellAt(ev);
-    pinned = c && !(pinned && pinned[0] === c[0] && pinned[1] === c[1]) ? c : null;
-    full = true; schedule();
-    refreshPinned();
-  });
-  function refreshPinned() {
-    if (!pinned || !frame) {
-      panel.classList.add("muted");
-      panel.innerHTML = "Hover a cell for its slot; click to pin it here.";
-      return;
-    }
-    const [p, t] = pinned;
-    fetchDetail(p, t, (d) => {
+    function drawCell(f, g, p, t) {
+      const i = p * f.cols + t;
+      const [x, y] = cellXY(g, p, t);
+      const gap = g.cell >= 10 ? 2 : 1;
+      ctx.fillStyle = "#0d1117";
+      ctx.fillRect(x, y, g.cell, g.cell);
+      ctx.fillStyle = cellColor(f, i);
+      ctx.fillRect(x, y, g.cell - gap, g.cell - gap);
+      const st = f.status[i];
+      if (g.cell >= 12 && st !== 0) {
+        ctx.fillStyle = view.mode === "pattern" && st > 2 ? "#0b0f14" : INK[st];
+        ctx.fillText(LETTERS[st], x + (g.cell - gap) / 2, y + (g.cell - gap) / 2 + 0.5);
+      }
       if (pinned && pinned[0] === p && pinned[1] === t) {
-        panel.classList.remove("muted");
-        panel.innerHTML = `<div class="pin-title">pinned slot <button type="button" class="link small" id="unpin">unpin</button></div>` + detailHTML(p, t, d);
+        ctx.strokeStyle = "#ffffff";
+        ctx.lineWidth = 2;
+        ctx.strokeRect(x + 1, y + 1, g.cell - gap - 2, g.cell - gap - 2);
       }
+    }
+
+    function drawLabel(f, g, p) {
+      const y = p * g.cell;
+      ctx.fillStyle = "#0d1117";
+      ctx.fillRect(0, y, g.label, g.cell);
+      const fl = f.rowFlags[p];
+      if (!(fl & ROW_ALIVE)) {
+        ctx.fillStyle = "#3b4450";
+        ctx.textAlign = "right";
+        ctx.fillText(String(p), g.label - 6, y + g.cell / 2);
+        return;
+      }
+      if (fl & ROW_OLD_GEN || fl & ROW_STOPPING) {
+        ctx.fillStyle = COLORS[9];
+        ctx.fillRect(0, y + 1, 3, g.cell - 2);
+      }
+      if (fl & ROW_NOT_ACCEPTING) {
+        ctx.fillStyle = "#f85149";
+        ctx.beginPath();
+        ctx.arc(9, y + g.cell / 2, Math.min(3, g.cell / 4), 0, 6.3);
+        ctx.fill();
+      }
+      ctx.textAlign = "right";
+      ctx.fillStyle = fl & (ROW_OLD_GEN | ROW_STOPPING) ? "#9d8ec7" : "#8b96a5";
+      const pid = f.pids[p] ? f.pids[p] : "?";
+      const text = g.label > 100 ? `${p} · ${pid} · g${f.gens[p]}` : `${p}·g${f.gens[p]}`;
+      ctx.fillText(text, g.label - 6, y + g.cell / 2);
+    }
+
+    function draw() {
+      pending = false;
+      const f = frame;
+      if (!f) return;
+      if (f.down) {
+        geo = null;
+        canvas.style.height = "60px";
+        ctx.clearRect(0, 0, canvas.width, canvas.height);
+        caption.textContent = opts.downText || "embedded server not reachable";
+        return;
+      }
+      const g = layout(f);
+      const same = geo && prev && !full && g.width === geo.width && g.rows === geo.rows && g.cols === geo.cols && g.cell === geo.cell;
+      if (!same) {
+        geo = g;
+        resize(g);
+        ctx.clearRect(0, 0, g.width, g.height);
+      }
+      const fontPx = Math.max(8, Math.floor(g.cell * 0.62));
+      ctx.textBaseline = "middle";
+      if (!g.single) {
+        ctx.font = `${Math.min(12, Math.max(9, g.cell - 3))}px ui-monospace, SFMono-Regular, Menlo, monospace`;
+        for (let p = 0; p < f.rows; p++) {
+          if (!same || f.rowFlags[p] !== prev.rowFlags[p] || f.pids[p] !== prev.pids[p] || f.gens[p] !== prev.gens[p]) drawLabel(f, g, p);
+        }
+      }
+      ctx.font = `600 ${fontPx}px ui-monospace, SFMono-Regular, Menlo, monospace`;
+      ctx.textAlign = "center";
+      const n = f.rows * f.cols;
+      for (let i = 0; i < n; i++) {
+        if (same && f.status[i] === prev.status[i] && f.pat[i] === prev.pat[i]) continue;
+        drawCell(f, g, Math.floor(i / f.cols), i % f.cols);
+      }
+      full = false;
+      prev = f;
+      const slots = f.counts;
+      const live = n - slots["."];
+      caption.textContent = (g.single
+        ? `${f.rows} process slots · ${live} live · one cell per process (prefork)`
+        : `${f.rows} process slots × ${f.cols} threads · ${live} live slots`) + (opts.captionSuffix ? opts.captionSuffix() : "");
+      view.layout = {rows: f.rows, cols: f.cols, single: g.single, mpm: MPMS[f.mpm], cell: g.cell, label: g.label};
+      if (legend) {
+        for (const chip of legend.querySelectorAll("[data-count]")) {
+          chip.textContent = slots[chip.dataset.count] || 0;
+          chip.parentNode.classList.toggle("zero", !slots[chip.dataset.count]);
+        }
+      }
+      if (hover) showTooltip(hover[0], hover[1], hover[2], hover[3], false);
+    }
+
+    function schedule() {
+      if (!pending) {
+        pending = true;
+        requestAnimationFrame(draw);
+      }
+    }
+
+    // -- hover and pinned slot ---------------------------------------------------------------
+    function cellAt(ev) {
+      if (!geo || !frame) return null;
+      const r = canvas.getBoundingClientRect();
+      const x = ev.clientX - r.left, y = ev.clientY - r.top;
+      let p, t;
+      if (geo.single) {
+        const col = Math.floor(x / geo.cell), line = Math.floor(y / geo.cell);
+        if (col >= geo.perLine) return null;
+        p = line * geo.perLine + col; t = 0;
+      } else {
+        if (x < geo.label) return null;
+        p = Math.floor(y / geo.cell); t = Math.floor((x - geo.label) / geo.cell);
+      }
+      if (p < 0 || t < 0 || p >= frame.rows || t >= frame.cols) return null;
+      return [p, t];
+    }
+
+    const detailCache = new Map();
+    let fetchTimer = null;
+    function fetchDetail(p, t, cb) {
+      if (!opts.detail) return;
+      opts.detail(p, t, (d) => { if (d) { detailCache.set(`${p}/${t}`, d); cb(d); } });
+    }
+
+    function detailHTML(p, t, d) {
+      const f = frame;
+      const i = p * f.cols + t, st = f.status[i];
+      const pat = f.pat[i] ? patterns()[f.pat[i] - 1] : (d && d.pattern) || "";
+      const rows = [
+        ["slot", `${p}${f.cols > 1 ? " / thread " + t : ""}`],
+        ["pid", (d && d.pid) || f.pids[p] || "–"], ["generation", d && d.generation != null ? d.generation : f.gens[p]],
+      ];
+      if (d) {
+        if (d.seconds_in_state != null) rows.push(["in state", d.seconds_in_state + " s"]);
+        if (d.request) rows.push(["request", d.request]);
+        if (d.client) rows.push(["client", d.client]);
+        if (d.conn_count != null) rows.push(["requests", `${d.conn_count} this connection · ${d.access_count} this slot`]);
+        if (!d.request && d.last_request) rows.push(["last request", `${d.last_request} (${d.last_request_ms} ms)`]);
+      }
+      if (pat) rows.push(["pattern", `<i class="pat-dot" style="background:${patternColor(pat)}"></i>${esc(pat)}`]);
+      const head = `<div class="tt-head"><i class="sw" style="background:${COLORS[st]}">${LETTERS[st]}</i> ${NAMES[st]}</div>`;
+      return head + "<table>" + rows.map(([k, v]) => `<tr><th>${k}</th><td>${k === "pattern" ? v : esc(v)}</td></tr>`).join("") + "</table>";
+    }
+
+    function showTooltip(p, t, cx, cy, refetch) {
+      const key = `${p}/${t}`;
+      tooltip.innerHTML = detailHTML(p, t, detailCache.get(key));
+      tooltip.hidden = false;
+      const r = wrap.getBoundingClientRect();
+      let x = cx - r.left + 14, y = cy - r.top + 14;
+      if (x + 300 > r.width) x = cx - r.left - 310;
+      tooltip.style.left = x + "px";
+      tooltip.style.top = y + "px";
+      if (refetch) {
+        clearTimeout(fetchTimer);
+        fetchTimer = setTimeout(() => fetchDetail(p, t, () => {
+          if (hover && hover[0] === p && hover[1] === t) tooltip.innerHTML = detailHTML(p, t, detailCache.get(key));
+        }), 90);
+      }
+    }
+
+    canvas.addEventListener("mousemove", (ev) => {
+      const c = cellAt(ev);
+      if (!c) { hover = null; tooltip.hidden = true; return; }
+      const changed = !hover || hover[0] !== c[0] || hover[1] !== c[1];
+      hover = [c[0], c[1], ev.clientX, ev.clientY];
+      showTooltip(c[0], c[1], ev.clientX, ev.clientY, changed);
     });
+    canvas.addEventListener("mouseleave", () => { hover = null; tooltip.hidden = true; });
+
+    function refreshPinned() {
+      if (!panel) return;
+      if (!pinned || !frame) {
+        panel.classList.add("muted");
+        panel.innerHTML = "Hover a cell for its slot; click to pin it here.";
+        return;
+      }
+      const [p, t] = pinned;
+      fetchDetail(p, t, (d) => {
+        if (pinned && pinned[0] === p && pinned[1] === t) {
+          panel.classList.remove("muted");
+          panel.innerHTML = `<div class="pin-title">pinned slot <button type="button" class="link small" data-unpin="1">unpin</button></div>` + detailHTML(p, t, d);
+        }
+      });
+    }
+    if (panel) {
+      canvas.addEventListener("click", (ev) => {
+        const c = cellAt(ev);
+        pinned = c && !(pinned && pinned[0] === c[0] && pinned[1] === c[1]) ? c : null;
+        full = true; schedule();
+        refreshPinned();
+      });
+      panel.addEventListener("click", (ev) => { if (ev.target.dataset.unpin) { pinned = null; full = true; schedule(); refreshPinned(); } });
+      setInterval(() => { if (pinned) refreshPinned(); }, 500);
+    }
+
+    view.setFrame = (f) => {
+      if (prev && (f.rows !== prev.rows || f.cols !== prev.cols)) full = true;
+      frame = view.frame = f;
+      view.frames++;
+      schedule();
+    };
+    view.redraw = () => { full = true; schedule(); };
+    view.setMode = (m) => { view.mode = m; full = true; schedule(); };
+    view.cellState = (p, t) => {
+      if (!frame || p >= frame.rows || t >= frame.cols) return null;
+      return LETTERS[frame.status[p * frame.cols + t]] || "?";
+    };
+    view.cellPattern = (p, t) => {
+      if (!frame || p >= frame.rows || t >= frame.cols) return null;
+      const i = frame.pat[p * frame.cols + t];
+      return i ? (patterns()[i - 1] || "?") : "";
+    };
+    view.counts = () => (frame ? Object.assign({}, frame.counts) : {});
+    window.addEventListener("resize", () => { full = true; schedule(); });
+    return view;
   }
-  panel.addEventListener("click", (ev) => { if (ev.target.id === "unpin") { pinned = null; full = true; schedule(); refreshPinned(); } });
-  setInterval(() => { if (pinned) refreshPinned(); }, 500);
+
+  window.mpmGrid = {create: createView, decode, patternColor, LETTERS, NAMES, esc};
+
+  // -- the embedded core's view (absent with --no-core --attach) -------------------------------
+  const canvas = document.getElementById("scoreboard");
+  if (!canvas) {
+    window.mpmlab = null;
+    return;
+  }
+  const listeners = {summary: [], frame: []};
+  const core = createView({
+    canvas, wrap: document.getElementById("grid-wrap"), tooltip: document.getElementById("tooltip"),
+    caption: document.getElementById("grid-caption"), legend: document.getElementById("legend"),
+    panel: document.getElementById("slot-panel"),
+  }, {
+    patterns: () => mpmlab.patterns,
+    detail(p, t, cb) {
+      fetch(`/api/slots/${p}/${t}`).then((r) => r.ok ? r.json() : null).then(cb).catch(() => {});
+    },
+  });
+
+  const mpmlab = window.mpmlab = {
+    lastFrameAt: 0, lastFrameWall: 0, lastFrameSeq: 0, frames: 0, serverTime: 0, connected: false,
+    mode: "state", patterns: [], summary: null, patternColor: patternColor,
+    on(kind, cb) { listeners[kind].push(cb); },
+    cellState: core.cellState,
+    cellPattern: core.cellPattern,
+    counts: core.counts,
+    setMode(m) { mpmlab.mode = m; core.setMode(m); updatePatternLegend(); },
+  };
+  Object.defineProperty(mpmlab, "layout", {get: () => core.layout});
 
   // -- pattern legend ------------------------------------------------------------------------
   function updatePatternLegend() {
@@ -325,6 +369,7 @@
     const on = mpmlab.mode === "pattern";
     el.hidden = !on; legend.hidden = on;
     if (!on) return;
+    const frame = core.frame;
     const counts = new Map();
     if (frame) for (let i = 0; i < frame.pat.length; i++) {
       const st = frame.status[i];
@@ -364,12 +409,9 @@
       mpmlab.lastFrameSeq = f.seq;
       mpmlab.serverTime = f.t;
       mpmlab.frames++;
-      if (prev && (f.rows !== prev.rows || f.cols !== prev.cols)) full = true;
-      frame = f;
+      core.setFrame(f);
       for (const cb of listeners.frame) cb(f);
-      schedule();
     };
   }
-  window.addEventListener("resize", () => { full = true; schedule(); });
   connect();
 })();

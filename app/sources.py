@@ -1,0 +1,221 @@
+"""Attached sources: real servers (Apache httpd's mod_status, nginx's stub_status) watched beside
+(or instead of) the embedded core.
+
+One ``poll_loop`` task per source (``mpmcore.attach``), started and stopped by the app's lifespan.
+Each frame is turned, once, into what every browser needs: the binary grid frame (same layout as
+``app.grid``, so the same canvas code draws it), the summary message with "what is happening"
+(Apache only: nginx has no scoreboard for the rules to read) and a chart point, and the panel's
+HTML fragments. Both go out through hubs (``app.hub``): per client, one pending message per kind
+and source, the latest wins, so a slow browser never slows a poller.
+
+On ``/ws/sources`` every message says which source it is for: JSON messages carry ``"source"``;
+binary grid frames come in an envelope, ``0x53 ('S')``, one byte N, N bytes of the source's name
+(UTF-8), then the grid frame of ``app.grid``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from typing import Any, Callable
+
+from mpmcore.attach import SourceFrame, chart_point, grid_frame, make_source, poll_loop, summary_message
+
+from .hub import Hub
+from .insights import describe
+from .sampler import History
+from .settings import DashboardSettings, is_loopback_host
+from .traffic import TrafficService
+
+log = logging.getLogger("mpmlab.dashboard")
+
+ENVELOPE_MAGIC = 0x53
+HISTORY_INTERVAL = 1.0  # seconds between chart points (as the core's)
+
+
+def envelope(name: str, grid: bytes) -> bytes:
+    raw = name.encode("utf-8")[:255]
+    return bytes((ENVELOPE_MAGIC, len(raw))) + raw + grid
+
+
+def _slug(name: str, i: int) -> str:
+    """A DOM id for a source: its position plus its name's safe characters."""
+    return f"s{i}-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "source")
+
+
+class AttachedSource:
+    """One watched server: its poller task, its latest frame and what was derived from it."""
+
+    def __init__(self, spec: str, index: int, settings: DashboardSettings) -> None:
+        self.spec = spec
+        self.source = make_source(spec, allow_remote=settings.allow_remote_attach)
+        self.name: str = self.source.name
+        self.key = _slug(self.name, index)
+        self.frame: SourceFrame | None = None
+        self.last_ok: SourceFrame | None = None  # the last frame with figures (a failed poll keeps them on show)
+        self.grid: bytes | None = None  # the last grid frame in its envelope
+        self.message: dict[str, Any] | None = None  # the last summary message
+        self.insight: dict[str, Any] | None = None
+        self.history = History(settings.history_seconds)
+        self.polls = 0
+        self.errors = 0
+        self._last: tuple[float, int] | None = None
+        self._last_point_t = 0.0
+        self.task: asyncio.Task | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.frame.kind if self.frame is not None else self.source.kind
+
+    @property
+    def url(self) -> str:
+        return self.source.url
+
+    def traffic_target(self) -> str | None:
+        """The base URL the traffic panel may aim at: only a loopback server (from the last poll,
+        which checked the address it connected to; before the first poll, a literal loopback host)."""
+        if self.frame is not None:
+            return self.frame.traffic_target
+        from urllib.parse import urlsplit
+        p = urlsplit(self.url)
+        if p.hostname and is_loopback_host(p.hostname):
+            return f"{p.scheme}://{p.netloc}/"
+        return None
+
+    def to_dict(self, frame: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name, "key": self.key, "kind": self.kind, "url": self.url, "spec": self.spec,
+            "embedded": False, "polls": self.polls, "errors": self.errors,
+            "traffic_target": self.traffic_target(), "insight": self.insight,
+        }
+        if frame:
+            d["frame"] = self.frame.to_dict() if self.frame is not None else None
+        return d
+
+
+def _down_insight(frame: SourceFrame, last_ok: SourceFrame | None) -> dict[str, Any]:
+    """Why a server stopped answering its status page, when its last figures say."""
+    last = (last_ok.summary or {}) if last_ok is not None else {}
+    if frame.error_kind == "timeout" and last.get("idle") == 0 and last.get("busy"):
+        counts = last.get("state_counts") or {}
+        held = max((k for k in "RWK" if counts.get(k)), key=lambda k: counts[k], default=None)
+        why = {"R": "reading requests that never finish (R)", "W": "sending replies (W)",
+               "K": "holding idle keep-alive connections (K)"}.get(held, "busy")
+        return {"level": "crit",
+                "headline": f"{frame.source} does not answer its own status page: at the last answer all "
+                            f"{last['busy']} workers were {why}",
+                "details": ["the status page is a request like any other: it waits in the listen backlog for a "
+                            "free worker, so the figures shown are from the last poll that got an answer",
+                            frame.error or ""]}
+    if frame.error_kind == "timeout" and frame.kind == "apache":
+        return {"level": "crit",
+                "headline": f"{frame.source} does not answer its own status page within the poll's timeout: "
+                            "every worker is probably busy",
+                "details": ["Apache serves /server-status with a worker like any request: when none is free, the "
+                            "poll waits in the listen backlog; the figures shown are from the last answer",
+                            frame.error or ""]}
+    return {"level": "warn", "headline": f"{frame.source}: {frame.error}", "details": []}
+
+
+class SourceManager:
+    """The attached sources of one app, their pollers and their websocket hubs."""
+
+    def __init__(self, settings: DashboardSettings, traffic: TrafficService,
+                 render_panel: Callable[[AttachedSource], str] | None = None) -> None:
+        self.settings = settings
+        self.traffic = traffic
+        self.render_panel = render_panel
+        self.sources: list[AttachedSource] = [AttachedSource(spec, i, settings)
+                                              for i, spec in enumerate(settings.attach)]
+        self.hub = Hub("sources")  # /ws/sources: grid frames in envelopes, JSON summaries
+        self.live_hub: Hub | None = None  # the page's /ws/live (htmx fragments), set by the app
+        self._seq = 0
+
+    def get(self, name: str) -> AttachedSource | None:
+        for s in self.sources:
+            if s.name == name or s.key == name:
+                return s
+        return None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        interval = self.settings.attach_interval
+        for s in self.sources:
+            s.task = asyncio.create_task(poll_loop(s.source, interval, lambda f, s=s: self.on_frame(s, f)),
+                                         name=f"attach-{s.name}")
+
+    async def stop(self) -> None:
+        tasks = [s.task for s in self.sources if s.task is not None]
+        for t in tasks:
+            t.cancel()
+        # a poll in progress runs in a worker thread: the task ends when it returns (3 s at most)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for s in self.sources:
+            s.task = None
+            try:
+                s.source.close()
+            except Exception:
+                pass
+
+    # -- frames ---------------------------------------------------------------------------------
+    def on_frame(self, s: AttachedSource, frame: SourceFrame) -> None:
+        s.frame = frame
+        s.polls += 1
+        if not frame.ok:
+            s.errors += 1
+        self._seq += 1
+        g = grid_frame(frame, seq=self._seq, now_ms=frame.t * 1000)
+        if g is not None:
+            s.grid = envelope(s.name, g)  # a failed poll keeps the last grid on show
+        # "what is happening" reads a scoreboard: Apache's, not nginx's (it has none)
+        if frame.ok and frame.kind == "apache" and frame.summary and frame.summary.get("state_counts") is not None:
+            s.insight = describe(frame.summary).to_dict()
+        elif not frame.ok:
+            s.insight = _down_insight(frame, s.last_ok)
+        else:
+            s.insight = None
+        if frame.ok:
+            s.last_ok = frame
+        msg = summary_message(frame)
+        msg["insight"] = s.insight
+        msg["key"] = s.key
+        msg["layout"] = frame.layout
+        point = None
+        if frame.ok and frame.t - s._last_point_t >= HISTORY_INTERVAL * 0.9:
+            point, s._last = chart_point(frame, s._last)
+            if point is not None:
+                seconds = frame.t - s._last_point_t if s._last_point_t else HISTORY_INTERVAL
+                s._last_point_t = frame.t
+                target = frame.traffic_target
+                point["traffic"] = self.traffic.take_second(seconds, target) if target else {}
+                s.history.add(point)
+        msg["point"] = point
+        s.message = msg
+        if s.grid is not None:
+            self.hub.offer(f"grid:{s.key}", s.grid)
+        self.hub.offer(f"summary:{s.key}", json.dumps(msg, separators=(",", ":")))
+        if self.render_panel is not None and self.live_hub is not None and self.live_hub.channels:
+            self.live_hub.offer(f"source:{s.key}", self.render_panel(s))
+
+    def first_messages(self) -> list[Any]:
+        """What a new /ws/sources client gets at once: every source's last summary and grid."""
+        out: list[Any] = []
+        for s in self.sources:
+            if s.message is not None:
+                out.append(json.dumps(s.message, separators=(",", ":")))
+            if s.grid is not None:
+                out.append(s.grid)
+        return out
+
+    def frames(self) -> list[SourceFrame]:
+        return [s.frame for s in self.sources if s.frame is not None]
+
+    def stats(self) -> dict[str, Any]:
+        return {"sources": {s.name: {"polls": s.polls, "errors": s.errors,
+                                     "poll_ms": s.frame.poll_ms if s.frame else None,
+                                     "age_s": round(time.time() - s.frame.t, 2) if s.frame else None}
+                            for s in self.sources},
+                "hub": self.hub.stats()}

@@ -1,0 +1,65 @@
+// Attached servers (real Apache httpd, nginx): one panel each, beside the embedded core's.
+// /ws/sources sends, per source, its grid frame in an envelope naming it (0x53, name length, name,
+// then app/grid.py's frame) and its summary as JSON with "source"; the panels' words and tables
+// come as htmx fragments over /ws/live. window.mpmSources[name] exposes what tests need
+// (counts, cellState, layout, frames, summary, kind).
+(function () {
+  "use strict";
+  const panels = [...document.querySelectorAll(".source-panel[data-source]")];
+  if (!panels.length || !window.mpmGrid) return;
+  const byName = {};
+  const dec = new TextDecoder();
+
+  for (const el of panels) {
+    const name = el.dataset.source, key = el.dataset.key, kind = el.dataset.kind;
+    const q = (id) => document.getElementById(`${key}-${id}`);
+    const src = byName[name] = {name, key, kind, frames: 0, summary: null, view: null, charts: null, lastFrameAt: 0,
+      counts: () => (src.view ? src.view.counts() : {}),
+      cellState: (p, t) => (src.view ? src.view.cellState(p, t) : null)};
+    Object.defineProperty(src, "layout", {get: () => (src.view ? src.view.layout : null)});
+    const canvas = q("grid");
+    if (canvas) {
+      src.view = window.mpmGrid.create({canvas, wrap: q("grid-wrap"), tooltip: q("tooltip"), caption: q("grid-caption"),
+        legend: q("legend")}, {downText: "no scoreboard from this source yet",
+        captionSuffix: () => (src.summary && src.summary.layout && src.summary.layout.inferred ? " · row width inferred" : "")});
+    }
+    const subs = [];
+    const ids = {};
+    for (const c of ["rps", "workers", "conns", "latency", "errors"]) if (q(`ch-${c}`)) ids[c] = `${key}-ch-${c}`;
+    src.charts = window.mpmChartSet({ids, history: `/api/sources/${encodeURIComponent(name)}/history`,
+      specs: kind === "nginx" ? {conns: "conns-nginx"} : {}, subscribe: (push) => subs.push(push)});
+    src.onSummary = (m) => { src.summary = m; if (m.point) for (const push of subs) push(m.point); };
+  }
+  window.mpmSources = byName;
+
+  let backoff = 250;
+  function connect() {
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/sources`);
+    ws.binaryType = "arraybuffer";
+    const solo = !window.mpmlab; // no embedded core: this socket drives the "live" indicator
+    ws.onopen = () => { backoff = 250; if (solo) document.body.classList.add("ws-up"); };
+    ws.onclose = () => {
+      if (solo) document.body.classList.remove("ws-up");
+      setTimeout(connect, backoff); backoff = Math.min(5000, backoff * 2);
+    };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === "string") {
+        const m = JSON.parse(ev.data);
+        if (m.type === "summary" && byName[m.source]) byName[m.source].onSummary(m);
+        return;
+      }
+      const u8 = new Uint8Array(ev.data);
+      if (u8[0] !== 0x53) return;
+      const n = u8[1];
+      const name = dec.decode(u8.subarray(2, 2 + n));
+      const src = byName[name];
+      if (!src || !src.view) return;
+      const f = window.mpmGrid.decode(ev.data, 2 + n);
+      if (!f) return;
+      src.frames++;
+      src.lastFrameAt = performance.now();
+      src.view.setFrame(f);
+    };
+  }
+  connect();
+})();

@@ -1,0 +1,56 @@
+"""A real Apache httpd 2.4 on a free loopback port, through shared/tools/real-apache.sh (which
+stops it by its pid file). Shared by the attach-mode dashboard tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import ROOT, free_port, http_get, wait_for
+
+REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"
+
+#: event with 4 children x 10 threads: small enough to saturate, and a per-process table.
+EVENT_DIRECTIVES = {"ServerLimit": 4, "ThreadsPerChild": 10, "MaxRequestWorkers": 40, "StartServers": 2,
+                    "MinSpareThreads": 5, "MaxSpareThreads": 20}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _pidfile(port: int) -> Path:
+    return Path(f"/tmp/real-apache-{port}/httpd.pid")
+
+
+def _up(port: int) -> bool:
+    try:
+        return http_get(port, "/server-status?auto", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None) -> tuple[int, int]:
+    """(port, master pid) of a real Apache, polled until its ?auto answers."""
+    if not REAL_APACHE.exists() or not (shutil.which("apache2") or Path("/usr/sbin/apache2").exists()):
+        raise AssertionError("real Apache is needed: ./dev.sh test installs Debian's apache2")
+    port = free_port()
+    conf = tmp / f"apache-{port}.conf"
+    conf.write_text("".join(f"{k} {v}\n" for k, v in (directives or EVENT_DIRECTIVES).items()))
+    subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
+                   capture_output=True, timeout=120)
+    wait_for(lambda: _up(port), timeout=20, what=f"real Apache ({mpm}) on {port}")
+    return port, int(_pidfile(port).read_text().strip())
+
+
+def stop_apache(port: int, pid: int) -> None:
+    subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
+    wait_for(lambda: not _pid_alive(pid), timeout=20, what=f"real Apache {pid} stopped")

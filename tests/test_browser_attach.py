@@ -1,0 +1,92 @@
+"""Attach mode in headless Chromium (Debian's /usr/bin/chromium): `mpmlab dashboard --attach ...`
+with its embedded core and a real Apache httpd (event) side by side; slowloris aimed at Apache from
+the traffic panel fills Apache's grid with R; the page says what Apache cannot show."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from conftest import ROOT, artifact_path
+from dashboard_fixtures import DashboardProcess
+from real_apache_fixtures import start_apache, stop_apache
+
+pytestmark = [pytest.mark.browser, pytest.mark.apache]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip("needs Debian's chromium (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def apache(tmp_path_factory):
+    port, pid = start_apache(tmp_path_factory.mktemp("apache"))
+    yield port
+    stop_apache(port, pid)
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory, apache):
+    d = DashboardProcess(tmp_path_factory.mktemp("dash"), mpm="event",
+                         extra_args=["--attach", f"apache=http://127.0.0.1:{apache}/server-status",
+                                     "--attach-interval", "0.5"])
+    yield d
+    d.stop()
+    d.assert_clean()
+
+
+def test_core_and_apache_side_by_side_under_slowloris(dashboard, apache):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            page.goto(dashboard.url + "/")
+            page.wait_for_function("window.mpmlab && window.mpmlab.frames > 0 && window.mpmSources && "
+                                   "window.mpmSources.apache.frames > 0", timeout=15_000)
+            # two panels, side by side
+            core = page.locator("#panel-core").bounding_box()
+            ap = page.locator('.source-panel[data-source="apache"]').bounding_box()
+            assert ap["x"] >= core["x"] + core["width"] - 1 and abs(ap["y"] - core["y"]) < 80, (core, ap)
+            lay = page.evaluate("window.mpmSources.apache.layout")
+            assert lay["mpm"] == "event" and lay["cols"] == 10 and lay["rows"] == 4
+            # what Apache cannot show, in words
+            cannot = page.locator('.source-panel[data-source="apache"] .cannot')
+            sync_api.expect(cannot).to_contain_text("This source cannot show", timeout=10_000)
+            sync_api.expect(cannot).to_contain_text("memory")
+            # Apache's process table came from its HTML page
+            sync_api.expect(page.locator('.source-panel[data-source="apache"] .ptable tbody tr').first).to_be_visible(
+                timeout=10_000)
+
+            # slowloris from the traffic panel, aimed at Apache: 30 connections of its 40 workers, so that
+            # its status page (served by a worker like any request) still answers the poller
+            page.select_option("#traffic-target", "apache")
+            page.select_option("#pattern-select", "slowloris")
+            sync_api.expect(page.locator('#traffic-form input[name="pattern"]')).to_have_value("slowloris", timeout=10_000)
+            page.fill('#traffic-form input[name="connections"]', "30")
+            page.fill('#traffic-form input[name="duration"]', "120")
+            page.click("#traffic-form button[type=submit]")
+            sync_api.expect(page.locator("#traffic-running .tcard")).to_have_count(1, timeout=10_000)
+            sync_api.expect(page.locator("#traffic-running .ttarget")).to_contain_text("apache", timeout=10_000)
+            page.wait_for_function("window.mpmSources.apache.counts()['R'] >= 20", timeout=20_000)
+            assert page.evaluate("window.mpmlab.counts()['R']") == 0  # the core got none of it
+            sync_api.expect(page.locator('.source-panel[data-source="apache"] .source-insight')).to_contain_text(
+                "(R)", timeout=10_000)
+            page.wait_for_function("window.mpmSources.apache.charts.points.length >= 5", timeout=15_000)
+            out = artifact_path("dashboard-attach.png")
+            page.screenshot(path=str(out), full_page=False)
+            shutil.copyfile(out, ROOT / "docs" / "screenshot-attach.png")
+            page.screenshot(path=str(artifact_path("dashboard-attach-full.png")), full_page=True)
+            page.click("#tab-traffic >> text=stop all")
+            sync_api.expect(page.locator("#traffic-running .tcard")).to_have_count(0, timeout=15_000)
+        finally:
+            page.close()
+            browser.close()
+    assert not errors, errors
