@@ -75,14 +75,11 @@ def cmd_ctl(args) -> int:
 def cmd_dashboard(args) -> int:
     """Fill what the command line left unsaid from MPMLAB_* variables and the TOML file
     (``--config-file``; precedence CLI > environment > file > default), then run the dashboard."""
-    from .settings_file import ConfigError, apply_defaults, explicit_options
+    from .settings_file import ConfigError, apply_defaults, given_options
     from app.main import run_dashboard
 
-    parser = argparse.ArgumentParser(prog="mpmlab dashboard", add_help=False)
-    add_dashboard_options(parser)
-    argv = _DASHBOARD_ARGV.get("argv")
     try:
-        apply_defaults(args, given=explicit_options(parser, argv) if argv is not None else None)
+        apply_defaults(args, given=given_options(args))
     except ConfigError as e:
         print(f"mpmlab dashboard: {e}", file=sys.stderr)
         return 2
@@ -127,42 +124,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: The dashboard's own part of the command line, as its subparser saw it (``explicit_options`` tells
-#: the flags the user gave from argparse's defaults with it). Kept out of the Namespace on purpose:
-#: every attribute there is an option with an environment variable and a file key.
-_DASHBOARD_ARGV: dict[str, list[str]] = {}
-
-
 def add_dashboard_options(d: argparse.ArgumentParser) -> None:
-    d.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
-    d.add_argument("--port", type=int, default=8000, help="dashboard port (default 8000)")
-    d.add_argument("--mpm", choices=MPMS, default="event", help="MPM the embedded core starts with")
-    d.add_argument("--core-listen", default="127.0.0.1:8080", help="where the embedded core listens")
-    d.add_argument("--set", action="append", metavar="Directive=value")
+    """The dashboard's flags. Their argparse default is None ("not given"): the real defaults live
+    in ``settings_file.OPTIONS``, applied after MPMLAB_* variables and the TOML file had their say."""
+    from .settings_file import OPTIONS
+
+    def default(dest: str) -> str:
+        v = OPTIONS[dest].default
+        return f" (default {v})" if v not in (None, [], False) else ""
+
+    d.add_argument("--host", help="dashboard address" + default("host"))
+    d.add_argument("--port", type=int, help="dashboard port" + default("port"))
+    d.add_argument("--mpm", choices=MPMS, help="MPM the embedded core starts with" + default("mpm"))
+    d.add_argument("--core-listen", help="where the embedded core listens" + default("core_listen"))
+    d.add_argument("--set", action="append", metavar="Directive=value", help="an Apache directive for the core")
     d.add_argument("--attach", action="append", metavar="[NAME=][apache+|nginx+]URL",
                    help="also watch a real server: Apache's /server-status or nginx's stub_status "
                         "(repeatable; loopback only unless --allow-remote-attach)")
-    d.add_argument("--attach-interval", type=float, default=1.0, metavar="SECONDS",
-                   help="seconds between polls of each attached server (0.1-60, default 1)")
-    d.add_argument("--allow-remote-attach", action="store_true",
+    d.add_argument("--attach-interval", type=float, metavar="SECONDS",
+                   help="seconds between polls of each attached server (0.1-60)" + default("attach_interval"))
+    d.add_argument("--allow-remote-attach", action="store_true", default=None,
                    help="allow --attach to servers that are not on this machine (traffic is still loopback only)")
-    d.add_argument("--no-core", action="store_true",
+    d.add_argument("--no-core", action="store_true", default=None,
                    help="do not start the embedded core: with --attach, show the attached servers only; "
                         "without, watch an `mpmlab serve` already running on --core-listen")
     d.add_argument("--token", help="control token (required when --host is not loopback)")
-    d.add_argument("--fps", type=float, default=20, metavar="N",
-                   help="scoreboard frames per second sent to browsers (1-30, default 20)")
+    d.add_argument("--fps", type=float, metavar="N",
+                   help="scoreboard frames per second sent to browsers (1-30)" + default("fps"))
     d.add_argument("--config-file", metavar="FILE",
                    help="TOML file with the same names as these flags (also MPMLAB_CONFIG_FILE); "
                         "every flag also reads MPMLAB_<NAME>, e.g. MPMLAB_PORT")
-
-    parse = d.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):  # remember what this parser was given
-        _DASHBOARD_ARGV["argv"] = list(sys.argv[1:] if args is None else args)
-        return parse(args, namespace)
-
-    d.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:

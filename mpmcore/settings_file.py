@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 
 from .directives import MPMS, DirectiveError, canonical
 
-__all__ = ["ConfigError", "OPTIONS", "ENV_PREFIX", "CONFIG_FILE_ENV", "apply_defaults", "explicit_options",
+__all__ = ["ConfigError", "OPTIONS", "ENV_PREFIX", "CONFIG_FILE_ENV", "apply_defaults", "given_options",
            "env_name", "load_file"]
 
 ENV_PREFIX = "MPMLAB_"
@@ -267,19 +267,9 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def explicit_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The dests given on the command line ``argv`` (parsed by ``parser``, the dashboard's), told
-    apart from argparse defaults by parsing once more with every default suppressed."""
-    saved = [(a, a.default) for a in parser._actions]
-    try:
-        for a in parser._actions:
-            if a.dest != "help":
-                a.default = argparse.SUPPRESS
-        ns, _ = parser.parse_known_args(argv)
-    finally:
-        for a, d in saved:
-            a.default = d
-    return set(vars(ns))
+def given_options(args: argparse.Namespace) -> set[str]:
+    """The options given on the command line: the dashboard's flags default to None (not given)."""
+    return {dest for dest in OPTIONS if getattr(args, dest, None) not in (None, [])}
 
 
 def apply_defaults(args: argparse.Namespace, env: Mapping[str, str] | None = None,
@@ -288,7 +278,7 @@ def apply_defaults(args: argparse.Namespace, env: Mapping[str, str] | None = Non
 
     ``path``: the file (``--config-file``); None: ``args.config_file`` if set, else
     ``$MPMLAB_CONFIG_FILE``, else no file. ``given``: the dests given on the command line
-    (``explicit_options``); None: an option counts as given when its value differs from the
+    (``given_options``); None: an option counts as given when its value differs from the
     built-in default (so a flag repeated at its default value can be overridden by env/file).
     Every option in OPTIONS ends up set on ``args``; ``args.config_sources`` says where each came
     from ("cli", "env MPMLAB_PORT", "file mpmlab.toml", "default"). Raises ConfigError."""

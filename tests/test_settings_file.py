@@ -6,14 +6,12 @@ from __future__ import annotations
 import pytest
 
 from mpmcore.cli import build_parser
-from mpmcore.settings_file import OPTIONS, ConfigError, apply_defaults, env_name, explicit_options
+from mpmcore.settings_file import OPTIONS, ConfigError, apply_defaults, env_name, given_options
 
 
 def _dashboard(argv: list[str]):
-    parser = build_parser()
-    args = parser.parse_args(["dashboard", *argv])
-    sub = next(a for a in parser._actions if a.dest == "command").choices["dashboard"]
-    return args, explicit_options(sub, argv)
+    args = build_parser().parse_args(["dashboard", *argv])
+    return args, given_options(args)
 
 
 def _write(tmp_path, text: str):
@@ -27,9 +25,11 @@ def test_every_dashboard_flag_has_an_env_name_and_a_file_key():
     cli = {k for k in vars(args) if k not in ("command", "func")}
     assert cli <= set(OPTIONS), cli - set(OPTIONS)
     assert env_name("core_listen") == "MPMLAB_CORE_LISTEN" and env_name("attach") == "MPMLAB_ATTACH"
-    for dest in cli:  # same defaults as the CLI
-        if OPTIONS[dest].default is not None:
-            assert OPTIONS[dest].default == getattr(args, dest), dest
+    for dest in cli:  # nothing given: every flag is None until apply_defaults fills it from OPTIONS
+        assert getattr(args, dest) is None, dest
+    apply_defaults(args, env={}, given=set())
+    for dest in cli:
+        assert getattr(args, dest) == OPTIONS[dest].default, dest
 
 
 def test_precedence_cli_env_file_default(tmp_path):
