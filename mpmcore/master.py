@@ -532,13 +532,17 @@ class Master:
         cfg = self.config
         idle, _ = self.idle_count()
         if cfg.mpm == "prefork":
-            lo, hi = cfg["MinSpareServers"], cfg["MaxSpareServers"]
+            lo_name, hi_name, unit = "MinSpareServers", "MaxSpareServers", "children"
         else:
-            lo, hi = cfg["MinSpareThreads"], cfg["MaxSpareThreads"]
+            lo_name, hi_name, unit = "MinSpareThreads", "MaxSpareThreads", "threads"
+        lo, hi = cfg[lo_name], cfg[hi_name]
         if idle > hi:
             victim = self._pick_idle_victim()
             if victim is not None:
                 self.quiesce(victim)
+                # mpmlab's own line (Apache logs no single spawn or stop): the dashboard shows it
+                self.log("info", f"maintenance: stopping idle child pid {victim.pid} in slot {victim.slot} "
+                                 f"({idle} idle {unit} > {hi_name} {hi})")
             self.spawn_rate = 1
             return
         if idle < lo:
@@ -563,8 +567,9 @@ class Master:
                                      f"around {idle} idle threads, {len(self.current_children())} active children, "
                                      f"and {len(self.children) - len(self.current_children())} children that are "
                                      "shutting down")
-            for slot in free[:n]:
-                self.spawn(slot)
+            pids = [pid for pid in (self.spawn(slot) for slot in free[:n]) if pid]
+            self.log("info", f"maintenance: spawned {len(pids)} child{'ren' if len(pids) != 1 else ''} "
+                             f"(pid {', '.join(map(str, pids))}; {idle} idle {unit} < {lo_name} {lo})")
             if self.hold_off > 0:
                 self.hold_off -= 1
             elif self.spawn_rate < MAX_SPAWN_RATE:

@@ -75,6 +75,8 @@ def test_spare_maintenance_grows_by_doubling(server_factory):
     # one tick per second: +1, +2, +4, then the spares are met (8 idle >= 5)
     assert seen[:4] == [1, 2, 4, 8], seen
     assert seen[-1] == 8
+    log = srv.log_text()
+    assert "maintenance: spawned 1 child (" in log and "maintenance: spawned 4 children (" in log
 
 
 def test_idle_children_stopped_one_per_tick(server_factory):
@@ -94,6 +96,7 @@ def test_idle_children_stopped_one_per_tick(server_factory):
     assert counts == [8, 7, 6, 5, 4, 3], counts
     gaps = [b[0] - a[0] for a, b in zip(changes[1:], changes[2:])]
     assert all(g > 0.8 for g in gaps), gaps
+    assert srv.log_text().count("maintenance: stopping idle child") == 5
 
 
 def test_max_request_workers_reached_waits_and_logs_once(server_factory):
