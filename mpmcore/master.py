@@ -11,6 +11,7 @@ The same actions, and the live MPM switch Apache does not have, come over a Unix
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -345,6 +346,9 @@ class Master:
             for fd in (self.wake_r, self.wake_w):
                 os.close(fd)
             self.ctl.close()
+            # What the child inherited lives as long as it does: keep the collector from scanning it
+            # again and again (and from touching, so copying, the pages it shares with the master).
+            gc.freeze()
             from .mpm import MPM_MODULES
             from .server import make_handler
             env = ChildEnv(scoreboard=self.scoreboard, proc=slot, generation=self.generation, config=cfg,

@@ -59,15 +59,17 @@ class EventChild:
         self.workers_were_busy = False
         # The pollset and the timeout queues. Workers park kept-alive connections themselves, as
         # Apache's do (no wake-up of the listener per request); the listener does the rest.
-        # qlock guards ``parked`` and ``fifos``; lock order: qlock, then lock.
+        # qlock guards ``parked`` and ``queues``; lock order: qlock, then lock.
         self.ep = select.epoll()
         self.qlock = threading.Lock()
         self.parked: dict[int, tuple[cn.Conn, str, float]] = {}
-        # One FIFO per queue: every entry of a queue has the same timeout, so deadlines come out in
-        # insertion order and expiry looks only at the heads. Entries of connections that left
-        # the queue early are skipped when they reach the head (lazy deletion).
-        self.fifos: dict[str, collections.deque] = {KA: collections.deque(), WRITE: collections.deque(),
-                                                    LINGER: collections.deque()}
+        # One ordered queue per kind (fd -> deadline): every entry of a queue has the same timeout,
+        # so deadlines come out in insertion order and expiry looks only at the head. Leaving a
+        # queue early removes the entry at once: no stale entries pile up (they would keep
+        # connections alive and feed the garbage collector hundreds of thousands of objects).
+        self.queues: dict[str, collections.OrderedDict] = {KA: collections.OrderedDict(),
+                                                           WRITE: collections.OrderedDict(),
+                                                           LINGER: collections.OrderedDict()}
 
     # -- counters (published on every change: current, unlike Apache's lagging ones) --------------
     def _publish(self) -> None:
@@ -107,11 +109,12 @@ class EventChild:
             self._change(conns=-1)
             cn.close_quietly(c)
             return
-        self.fifos[kind].append((deadline, fd, c))
+        self.queues[kind][fd] = deadline
         self._change(**{_COUNTER[kind]: 1})
 
     def _unpark(self, fd: int) -> tuple[cn.Conn, str]:
         c, kind, _ = self.parked.pop(fd)
+        del self.queues[kind][fd]
         self._change(**{_COUNTER[kind]: -1})
         return c, kind
 
@@ -126,9 +129,15 @@ class EventChild:
             self._change(conns=-1)
 
     def _close_keepalive_queue(self) -> None:
-        for fd in [fd for fd, (_, kind, _) in self.parked.items() if kind == KA]:
-            c, _ = self._unpark(fd)
-            self._close(c)
+        """Close every parked keep-alive connection (the caller holds qlock); the counters move
+        once for all of them: with thousands parked, one publish instead of thousands."""
+        ka = self.queues[KA]
+        fds = list(ka)
+        ka.clear()
+        for fd in fds:
+            cn.close_quietly(self.parked.pop(fd)[0])
+        if fds:
+            self._change(conns=-len(fds), ka=-len(fds))
 
     # -- workers ------------------------------------------------------------------------------
     def worker(self, thread: int) -> None:
@@ -215,7 +224,7 @@ class EventChild:
                     break
                 now = time.monotonic()
                 with qlock:
-                    heads = [f[0][0] for f in self.fifos.values() if f]
+                    heads = [next(iter(q.values())) for q in self.queues.values() if q]
                 timeout = max(0.0, min(min(heads, default=now + POLL_CEILING) - now, POLL_CEILING))
                 try:
                     events = ep.poll(timeout)
@@ -298,33 +307,25 @@ class EventChild:
                 self._park(c, KA)
             else:
                 self._to_linger(c)
-        else:  # LINGER
-            self._unpark(fd)
+        else:  # LINGER: drain; once the client closed, close; else re-arm, keeping its 2 s deadline
             if cn.drain(c):
+                self._unpark(fd)
                 self._close(c)
-            else:
-                self._park_linger_again(c, entry[2])
-
-    def _park_linger_again(self, c: cn.Conn, deadline: float) -> None:
-        """Re-arm a lingering connection without extending its 2 s."""
-        fd = c.sock.fileno()
-        self.parked[fd] = (c, LINGER, deadline)
-        try:
-            self.ep.modify(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT)
-        except (OSError, ValueError):
-            del self.parked[fd]
-            self._close(c)
-            return
-        self._change(linger=1)  # its first FIFO entry still carries the deadline
+                return
+            try:
+                self.ep.modify(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT)
+            except (OSError, ValueError):
+                self._unpark(fd)
+                self._close(c)
 
     def _expire(self, now: float) -> None:
-        for kind, fifo in self.fifos.items():
-            while fifo and fifo[0][0] <= now:
-                deadline, fd, c = fifo.popleft()
-                entry = self.parked.get(fd)
-                if entry is not None and entry[0] is c and entry[1] == kind and entry[2] == deadline:
-                    self._unpark(fd)
-                    self._close(c)
+        for q in self.queues.values():
+            while q:
+                fd, deadline = next(iter(q.items()))
+                if deadline > now:
+                    break
+                c, _ = self._unpark(fd)
+                self._close(c)
 
 
 def run_child(env: ChildEnv) -> int:
