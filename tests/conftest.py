@@ -168,3 +168,7 @@ def server_factory(tmp_path):
 def artifact_path(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
+
+
+# The real-Apache fixture, for every test module (imported last: it uses the helpers above).
+from real_apache_fixtures import real_apache  # noqa: E402,F401

@@ -1,5 +1,5 @@
 """A real Apache httpd 2.4 on a free loopback port, through shared/tools/real-apache.sh (which
-stops it by its pid file). Shared by the attach-mode dashboard tests."""
+stops it by its pid file). Shared by every test that compares with, or attaches to, real Apache."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from conftest import ROOT, free_port, http_get, wait_for
 
@@ -38,11 +40,18 @@ def _up(port: int) -> bool:
         return False
 
 
-def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None) -> tuple[int, int]:
-    """(port, master pid) of a real Apache, polled until its ?auto answers."""
+def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
+                 files: dict[str, bytes] | None = None) -> tuple[int, int]:
+    """(port, master pid) of a real Apache, polled until its ?auto answers. ``files`` are put in
+    its document root first (name -> content)."""
     if not REAL_APACHE.exists() or not (shutil.which("apache2") or Path("/usr/sbin/apache2").exists()):
         raise AssertionError("real Apache is needed: ./dev.sh test installs Debian's apache2")
     port = free_port()
+    if files:
+        htdocs = Path(f"/tmp/real-apache-{port}/htdocs")
+        htdocs.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (htdocs / name).write_bytes(content)
     conf = tmp / f"apache-{port}.conf"
     conf.write_text("".join(f"{k} {v}\n" for k, v in (directives or EVENT_DIRECTIVES).items()))
     subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
@@ -54,3 +63,18 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None) 
 def stop_apache(port: int, pid: int) -> None:
     subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
     wait_for(lambda: not _pid_alive(pid), timeout=20, what=f"real Apache {pid} stopped")
+
+
+@pytest.fixture
+def real_apache(tmp_path):
+    """``start(mpm, directives, files=None) -> port``; every Apache started is stopped by its pid."""
+    started: list[tuple[int, int]] = []
+
+    def start(mpm: str, directives: dict, files: dict[str, bytes] | None = None) -> int:
+        port, pid = start_apache(tmp_path, mpm, directives, files)
+        started.append((port, pid))
+        return port
+
+    yield start
+    for port, pid in started:
+        stop_apache(port, pid)

@@ -28,7 +28,6 @@ from mpmcore.attach import (SUMMARY_KEYS, ApacheSource, AutoSource, NginxSource,
                             parse_auto, parse_spec, parse_status_html, parse_stub_status, summary_message)
 from mpmcore.scoreboard import STATE_LETTERS
 
-REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SLOW = 5  # slowloris connections: each holds a worker in R (Apache) / a Reading connection (nginx)
 AGREE_DEADLINE = 15.0
@@ -66,29 +65,6 @@ def _get_ok(port: int, path: str) -> bool:
         return http_get(port, path, timeout=2)[0] == 200
     except OSError:
         return False
-
-
-@pytest.fixture
-def real_apache(tmp_path):
-    if not REAL_APACHE.exists() or not (shutil.which("apache2") or Path("/usr/sbin/apache2").exists()):
-        pytest.fail("real Apache is needed: ./dev.sh test installs Debian's apache2")
-    started: list[int] = []
-
-    def start(mpm: str) -> int:
-        port = free_port()
-        conf = tmp_path / f"apache-{port}.conf"
-        conf.write_text("".join(f"{k} {v}\n" for k, v in APACHE_DIRECTIVES[mpm].items()))
-        subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
-                       capture_output=True, timeout=120)
-        started.append(port)
-        wait_for(lambda: _get_ok(port, "/server-status?auto"), timeout=20, what=f"real Apache ({mpm}) up")
-        return port
-
-    yield start
-    for port in started:
-        subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
-        pidfile = Path(f"/tmp/real-apache-{port}/httpd.pid")
-        wait_for(lambda: not _pidfile_alive(pidfile), timeout=20, what="real Apache stopped")
 
 
 NGINX_CONF = """\
@@ -175,7 +151,7 @@ def _counts(letters: str) -> dict[str, int]:
 @pytest.mark.apache
 @pytest.mark.parametrize("mpm", ["prefork", "worker", "event"])
 def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
-    port = real_apache(mpm)
+    port = real_apache(mpm, APACHE_DIRECTIVES[mpm])
     url = f"http://127.0.0.1:{port}/server-status"
     source = make_source(url)
     assert isinstance(source, AutoSource)  # detected from the page

@@ -7,17 +7,12 @@ slots in each state must be the same, and what the MPM model predicts.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, http_get, read_response, wait_for
+from conftest import http_get, read_response, wait_for
 
-REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"
 BIG = 16 * 1024 * 1024  # larger than every socket buffer on the way, so the writer must wait
 
 DIRECTIVES = {
@@ -39,47 +34,6 @@ EXPECTED = {
 }
 
 pytestmark = pytest.mark.apache
-
-
-@pytest.fixture
-def real_apache(tmp_path):
-    if not REAL_APACHE.exists() or not shutil.which("apache2") and not Path("/usr/sbin/apache2").exists():
-        pytest.fail("real Apache is needed: ./dev.sh test installs Debian's apache2")
-    started = []
-
-    def start(mpm: str, directives: dict) -> int:
-        port = free_port()
-        htdocs = Path(f"/tmp/real-apache-{port}/htdocs")
-        htdocs.mkdir(parents=True, exist_ok=True)
-        (htdocs / "big.bin").write_bytes(b"x" * BIG)
-        conf = tmp_path / f"apache-{port}.conf"
-        conf.write_text("".join(f"{k} {v}\n" for k, v in directives.items()))
-        subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
-                       capture_output=True, timeout=120)
-        started.append(port)
-        wait_for(lambda: _get_ok(port), timeout=20, what="real Apache up")
-        return port
-
-    yield start
-    for port in started:
-        subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
-        pidfile = Path(f"/tmp/real-apache-{port}/httpd.pid")
-        wait_for(lambda: not _pid_alive_file(pidfile), timeout=20, what="real Apache stopped")
-
-
-def _pid_alive_file(pidfile: Path) -> bool:
-    try:
-        os.kill(int(pidfile.read_text().strip()), 0)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def _get_ok(port: int) -> bool:
-    try:
-        return http_get(port, "/index.html", timeout=2)[0] == 200
-    except OSError:
-        return False
 
 
 def auto(port: int) -> dict[str, str]:
@@ -117,7 +71,7 @@ def scenario(port: int, big_path: str) -> list[socket.socket]:
 def test_same_states_as_real_apache(mpm, real_apache, server_factory):
     directives = {**DIRECTIVES[mpm], **COMMON}
     ours = server_factory(mpm=mpm, settings=directives)
-    apache_port = real_apache(mpm, directives)
+    apache_port = real_apache(mpm, directives, files={"big.bin": b"x" * BIG})
     wait_for(lambda: ours.count_states()["_"] == 20, what="our 20 idle slots")
     socks = scenario(apache_port, "/big.bin") + scenario(ours.port, f"/bytes/{BIG}")
     try:
