@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, free_port, http_get, wait_for
+from real_apache_fixtures import _pid_alive
 from mpmcore import attach
 from mpmcore.attach import (SUMMARY_KEYS, ApacheSource, AutoSource, NginxSource, grid_frame, make_source,
                             parse_auto, parse_spec, parse_status_html, parse_stub_status, summary_message)
@@ -43,16 +44,6 @@ APACHE_DIRECTIVES = {
 
 
 # -- servers -------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def _pidfile_alive(path: Path) -> bool:
     try:
         return _pid_alive(int(path.read_text().strip()))
