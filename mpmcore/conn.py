@@ -246,6 +246,9 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
             if data is None:
                 return CLOSE
             http.receive_data(data, time.monotonic())
+            interim = http.take_interim()
+            if interim and not write_all(c, interim, ctx.timeout):
+                return CLOSE
             if http.partial_pattern != shown_pattern:
                 shown_pattern = http.partial_pattern
                 slot.set_pattern(shown_pattern)

@@ -507,6 +507,15 @@ class HTTPConnection:
         parts.append("\r\n")
         return "".join(parts).encode("latin-1"), body
 
+    def take_interim(self) -> bytes:
+        """Bytes to send before the final response: ``100 Continue`` once, for a request with
+        ``Expect: 100-continue`` whose body is still to come; else b"". Call after receive_data."""
+        if self._continue_pending:
+            self._continue_pending = False
+            if self._state == _BODY:
+                return b"HTTP/1.1 100 Continue\r\n\r\n"
+        return b""
+
     def send_error(self, err: ProtocolError) -> bytes:
         """Apache-like error page for a ProtocolError; always Connection: close."""
         self.keep_alive = False
@@ -692,6 +701,7 @@ class HTTPConnection:
         self._request: Request | None = None
         self._upgrading = False
         self._line_len = 0
+        self._continue_pending = False
         # X-Traffic-Pattern of the request being read, known as soon as its header line arrives
         # (before the request is complete: a slowloris client's slot shows its pattern while R)
         self.partial_pattern: str | None = None
@@ -784,6 +794,10 @@ class HTTPConnection:
         self._state = _BODY
         self._phase_start = self._now
         self._phase_bytes = 0
+        if version == "1.1" and (content_length or chunked) and any(
+                k == "expect" and v.strip().lower() == "100-continue" for k, v in headers):
+            # RFC 9110 15.2.1: tell the client to send its body now rather than after its own wait
+            self._continue_pending = True
 
     def _on_body(self, body: bytes) -> None:
         self._body_parts.append(body)

@@ -296,3 +296,15 @@ def test_max_connections_per_child_recycles_the_child(server_factory, mpm):
     assert http_get(srv.port, "/")[0] == 200
     assert f"child pid {first} exit" not in srv.log_text()  # a clean exit, not a crash
     assert second != first
+
+
+def test_expect_100_continue_is_answered_before_the_body(server_factory):
+    srv = server_factory(mpm="prefork", settings={"StartServers": 1, "MinSpareServers": 1, "MaxSpareServers": 2})
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(b"POST /sleep?ms=0 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000\r\n"
+                  b"Connection: close\r\n\r\n")
+        # the client waits for the interim answer before it sends its body (curl waits 1 s without it)
+        assert s.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"x" * 2000)
+        status, _, body = read_response(s)
+        assert status == 200 and b"2000" in body

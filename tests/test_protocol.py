@@ -714,3 +714,22 @@ def test_read_timeout_parse_bad(text, fragment):
     with pytest.raises(ValueError) as info:
         RequestReadTimeout.parse(text)
     assert fragment.lower() in str(info.value).lower()
+
+
+def test_expect_100_continue_interim_response():
+    from mpmcore.protocol import NEED_DATA, HTTPConnection, Request
+    c = HTTPConnection()
+    c.receive_data(b"POST /sleep?ms=0 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", 0.0)
+    assert c.take_interim() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert c.take_interim() == b""  # once
+    assert c.next_event() is NEED_DATA
+    c.receive_data(b"hello", 0.1)
+    req = c.next_event()
+    assert isinstance(req, Request) and req.body == b"hello"
+    # the body came with the headers: nothing to say; HTTP/1.0 and bodiless requests: never
+    for raw in (b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+                b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"):
+        c = HTTPConnection()
+        c.receive_data(raw, 0.0)
+        assert c.take_interim() == b"", raw
