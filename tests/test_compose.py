@@ -143,10 +143,20 @@ def test_deploy_apache_conf_runs_and_attaches(apache_dir):
     try:
         wait_for(lambda: pidfile.exists() and _status_ok(port, "/server-status?auto"), timeout=15,
                  what="Apache with deploy/apache/httpd.conf")
-        frame = ApacheSource(f"http://127.0.0.1:{port}/server-status").poll()
-        assert frame.ok, frame.error
+        source = ApacheSource(f"http://127.0.0.1:{port}/server-status")
+        frames = []
+
+        def attached():
+            # polled until the children are all up: the HTML tables come from a second request
+            frames.append(source.poll())
+            f = frames[-1]
+            return f.ok and f.workers is not None and f.layout["cols"] == 25 and f  # ThreadsPerChild 25
+        try:
+            frame = wait_for(attached, timeout=15, interval=0.2, what="the deploy Apache attached")
+        except AssertionError:
+            raise AssertionError(f"last frame: ok={frames[-1].ok} error={frames[-1].error} "
+                                 f"layout={frames[-1].layout}") from None
         assert frame.summary["mpm"] == "event" and frame.summary["extended_status"]
-        assert frame.workers is not None and frame.layout["cols"] == 25  # ThreadsPerChild 25
     finally:
         if pidfile.exists():
             pid = int(pidfile.read_text().strip())
