@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from mpmcore.traffic import TrafficRunner  # noqa: E402
 
-APACHE_SCRIPT = "/work/shared/tools/real-apache.sh"
+# shared/ lies beside the checkout (as in CI), not inside it
+APACHE_SCRIPT = str(ROOT.parent / "shared" / "tools" / "real-apache.sh")
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ import collections
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -21,16 +20,17 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
+from conftest import status_auto
+from real_apache_fixtures import start_apache, stop_apache
+
 from mpmcore.traffic import TrafficClient, TrafficRunner
 
 ROOT = Path(__file__).resolve().parent.parent
-APACHE_SCRIPT = "/work/shared/tools/real-apache.sh"
 
 
 def _free_port() -> int:
@@ -189,33 +189,11 @@ async def _frames_until(tc: TrafficClient, pid: str, pred, timeout: float):
 
 # -- real Apache ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def apache():
-    if not shutil.which("apache2"):
-        pytest.skip("apache2 not installed")
-    port = _free_port()
-    subprocess.run(["bash", APACHE_SCRIPT, "start", "event", str(port)], check=True,
-                   stdout=subprocess.DEVNULL, timeout=60)
-    pidfile = Path(f"/tmp/real-apache-{port}/httpd.pid")
-    pid = int(pidfile.read_text())
+def apache(tmp_path_factory):
+    """A real Apache (event, its defaults), stopped by its pid."""
+    port, pid = start_apache(tmp_path_factory.mktemp("apache"), "event", {})
     yield port
-    try:
-        os.kill(pid, signal.SIGTERM)  # by the pid file, never by name
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and psutil.pid_exists(pid):
-        time.sleep(0.05)
-
-
-def _apache_status(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/server-status?auto", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if ":" in line:
-            k, v = line.split(":", 1)
-            out[k.strip()] = v.strip()
-    return out
+    stop_apache(port, pid)
 
 
 @pytest.mark.apache
@@ -223,11 +201,11 @@ def test_steady_closed_matches_apache_total_accesses(apache, runner):
     """What the generator counts is what Apache served: Total Accesses within 10%."""
     async def go():
         async with await runner.client() as tc:
-            before = int(_apache_status(apache)["Total Accesses"])
+            before = int(status_auto(apache)["Total Accesses"])
             pid = await tc.start("steady", target=f"http://127.0.0.1:{apache}/", path="/index.html",
                                  clients=16, duration=2)
             frames = await _frames_until(tc, pid, lambda p: p["state"] == "finished", 10)
-            after = int(_apache_status(apache)["Total Accesses"])
+            after = int(status_auto(apache)["Total Accesses"])
             total = frames[-1]["total"]
             assert frames[-1]["stop_reason"] == "duration"
             assert total["status"]["2xx"] > 500
@@ -248,7 +226,7 @@ def test_slowloris_holds_connections_in_R_and_stop_closes_them(apache, runner):
                                  interval=0.5, duration=30)
             await _poll(lambda: _established(runner.pid, apache) == s, 10, f"{s} connections")
             # Apache's own scoreboard: s workers reading a request that never ends.
-            await _poll(lambda: _apache_status(apache)["Scoreboard"].count("R") >= s, 10,
+            await _poll(lambda: status_auto(apache)["Scoreboard"].count("R") >= s, 10,
                         "R slots in Apache's scoreboard")
             await asyncio.sleep(1.2)  # a couple of header lines later, still held
             assert _established(runner.pid, apache) == s
@@ -257,7 +235,7 @@ def test_slowloris_holds_connections_in_R_and_stop_closes_them(apache, runner):
             assert summary["active_connections"] == 0
             assert summary["total"]["requests"] >= s
             await _poll(lambda: _established(runner.pid, apache) == 0, 5, "connections closed")
-            await _poll(lambda: _apache_status(apache)["Scoreboard"].count("R") <= 1, 10,
+            await _poll(lambda: status_auto(apache)["Scoreboard"].count("R") <= 1, 10,
                         "R slots released")
     _run(go())
 
