@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +20,21 @@ from mpmcore.procs import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+
+
+# Debian packages the tests use; ./dev.sh test installs them. A missing one is a failure that says
+# so, never a skip: a skip would hide a missing install step.
+PACKAGES = {"apache2": "/usr/sbin/apache2", "nginx": "/usr/sbin/nginx", "wrk": "/usr/bin/wrk",
+            "chromium": "/usr/bin/chromium", "prometheus-apache-exporter": "/usr/bin/prometheus-apache-exporter",
+            "docker-compose": "/usr/bin/docker-compose"}
+
+
+def need(package: str) -> str:
+    """The path of a Debian package's program, or fail the test saying how to get it."""
+    path = PACKAGES[package]
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is missing: `./dev.sh test` installs Debian's {package} (as root)")
+    return path
 
 
 def free_port() -> int:
@@ -69,6 +86,17 @@ def read_response(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
             break
         rest += chunk
     return status, hdrs, rest[:n]
+
+
+def status_auto(port: int) -> dict[str, str]:
+    """A server's /server-status?auto (ours or Apache's), split as apache_exporter does."""
+    status, _, body = http_get(port, "/server-status?auto")
+    assert status == 200
+    out = {}
+    for line in body.decode().splitlines()[1:]:
+        k, _, v = line.partition(":")
+        out[k.strip()] = v.strip()
+    return out
 
 
 class MpmServer:
@@ -131,13 +159,7 @@ class MpmServer:
         return ctl_request(str(self.run_dir / "ctl.sock"), {"cmd": cmd, **kw})
 
     def auto(self) -> dict[str, str]:
-        status, _, body = http_get(self.port, "/server-status?auto")
-        assert status == 200
-        out = {}
-        for line in body.decode().splitlines()[1:]:
-            k, _, v = line.partition(":")
-            out[k.strip()] = v.strip()
-        return out
+        return status_auto(self.port)
 
     # -- stop ------------------------------------------------------------------------------------
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
@@ -165,10 +187,17 @@ def server_factory(tmp_path):
         assert not Path("/dev/shm" + s.shm_name).exists(), f"scoreboard {s.shm_name} leaked"
 
 
+def update_docs_screenshot(shot: Path, name: str) -> None:
+    """Copy a test's screenshot into docs/ only when asked (MPMLAB_UPDATE_SCREENSHOTS=1), so a test
+    run leaves the checkout as it found it."""
+    if os.environ.get("MPMLAB_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, ROOT / "docs" / name)
+
+
 def artifact_path(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
 
 
 # The real-Apache fixture, for every test module (imported last: it uses the helpers above).
-from real_apache_fixtures import real_apache  # noqa: E402,F401
+from real_apache_fixtures import event_apache, real_apache  # noqa: E402,F401

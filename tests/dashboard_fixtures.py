@@ -4,6 +4,8 @@ Everything started here is stopped by its pid, and the tests check that nothing 
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +17,36 @@ from typing import Any
 
 from mpmcore import scoreboard as sb
 
-from conftest import ROOT, free_port, wait_for
+from conftest import ROOT, free_port, need, wait_for
+
+WS = "ws://127.0.0.1:8000"  # TestClient's base for websockets
+# Chromium as the tests run it: Debian's, headless, root-safe, no calls to the outside world.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium through Playwright (never a downloaded browser); fails if it is missing."""
+    return playwright.chromium.launch(executable_path=need("chromium"), headless=True, args=CHROMIUM_ARGS)
+
+
+@contextlib.contextmanager
+def ws_session(client, path: str, **kw):
+    """A TestClient websocket. Its teardown sends the close and cancels the app's task right away;
+    when our handler is still unwinding at that instant, TestClient reports the cancellation as
+    CancelledError. That race is TestClient's (under uvicorn the handler ends on the close frame,
+    which the browser tests exercise), so it is ignored here and only here."""
+    cm = client.websocket_connect(WS + path, **kw)
+    ws = cm.__enter__()
+    try:
+        yield ws
+    except BaseException:
+        cm.__exit__(*sys.exc_info())
+        raise
+    try:
+        cm.__exit__(None, None, None)
+    except concurrent.futures.CancelledError:
+        pass
 
 
 def pid_alive(pid: int | None) -> bool:

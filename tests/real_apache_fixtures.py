@@ -4,13 +4,12 @@ stops it by its pid file). Shared by every test that compares with, or attaches 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, http_get, wait_for
+from conftest import ROOT, free_port, http_get, need, wait_for
 
 REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"
 
@@ -44,8 +43,8 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
                  files: dict[str, bytes] | None = None) -> tuple[int, int]:
     """(port, master pid) of a real Apache, polled until its ?auto answers. ``files`` are put in
     its document root first (name -> content)."""
-    if not REAL_APACHE.exists() or not (shutil.which("apache2") or Path("/usr/sbin/apache2").exists()):
-        raise AssertionError("real Apache is needed: ./dev.sh test installs Debian's apache2")
+    need("apache2")
+    assert REAL_APACHE.exists(), f"{REAL_APACHE} is missing: shared/ must lie beside the checkout"
     port = free_port()
     if files:
         htdocs = Path(f"/tmp/real-apache-{port}/htdocs")
@@ -53,7 +52,7 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
         for name, content in files.items():
             (htdocs / name).write_bytes(content)
     conf = tmp / f"apache-{port}.conf"
-    conf.write_text("".join(f"{k} {v}\n" for k, v in (directives or EVENT_DIRECTIVES).items()))
+    conf.write_text("".join(f"{k} {v}\n" for k, v in (EVENT_DIRECTIVES if directives is None else directives).items()))
     subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
                    capture_output=True, timeout=120)
     wait_for(lambda: _up(port), timeout=20, what=f"real Apache ({mpm}) on {port}")
@@ -78,3 +77,11 @@ def real_apache(tmp_path):
     yield start
     for port, pid in started:
         stop_apache(port, pid)
+
+
+@pytest.fixture(scope="module")
+def event_apache(tmp_path_factory):
+    """One real Apache (event, EVENT_DIRECTIVES) for a whole test module."""
+    port, pid = start_apache(tmp_path_factory.mktemp("apache"))
+    yield port
+    stop_apache(port, pid)

@@ -4,31 +4,20 @@ the traffic panel fills Apache's grid with R; the page says what Apache cannot s
 
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 
-from conftest import ROOT, artifact_path
-from dashboard_fixtures import DashboardProcess
-from real_apache_fixtures import start_apache, stop_apache
+from conftest import artifact_path, update_docs_screenshot
+from dashboard_fixtures import DashboardProcess, launch_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.apache]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip("needs Debian's chromium (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api  # noqa: E402 (pinned in pyproject; Chromium is Debian's)
 
 
 @pytest.fixture(scope="module")
-def apache(tmp_path_factory):
-    port, pid = start_apache(tmp_path_factory.mktemp("apache"))
-    yield port
-    stop_apache(port, pid)
+def apache(event_apache):
+    return event_apache
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +32,7 @@ def dashboard(tmp_path_factory, apache):
 
 def test_core_and_apache_side_by_side_under_slowloris(dashboard, apache):
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1600, "height": 1200})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -82,7 +71,7 @@ def test_core_and_apache_side_by_side_under_slowloris(dashboard, apache):
             page.wait_for_function("window.mpmSources.apache.charts.points.length >= 5", timeout=15_000)
             out = artifact_path("dashboard-attach.png")
             page.screenshot(path=str(out), full_page=False)
-            shutil.copyfile(out, ROOT / "docs" / "screenshot-attach.png")
+            update_docs_screenshot(out, "screenshot-attach.png")
             page.screenshot(path=str(artifact_path("dashboard-attach-full.png")), full_page=True)
             page.click("#tab-traffic >> text=stop all")
             sync_api.expect(page.locator("#traffic-running .tcard")).to_have_count(0, timeout=15_000)

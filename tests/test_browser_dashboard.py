@@ -4,24 +4,16 @@ Waits are polls with deadlines (wait_for_function / expect), never fixed sleeps.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 
 import pytest
 
-from conftest import ROOT, artifact_path, wait_for
-from dashboard_fixtures import DashboardProcess, pid_alive, shm_path
+from conftest import artifact_path, update_docs_screenshot
+from dashboard_fixtures import DashboardProcess, pid_alive, shm_path, launch_chromium
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip("needs Debian's chromium (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api  # noqa: E402 (pinned in pyproject; Chromium is Debian's)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +27,7 @@ def dashboard(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -133,7 +125,7 @@ def test_docs_screenshot_under_mixed_traffic(page, dashboard):
     page.click("#mode-state")
     out = artifact_path("dashboard-mixed.png")
     page.screenshot(path=str(out), full_page=False)
-    shutil.copyfile(out, ROOT / "docs" / "screenshot-dashboard.png")
+    update_docs_screenshot(out, "screenshot-dashboard.png")
     page.click("#mode-pattern")
     page.wait_for_function("!document.getElementById('pattern-legend').hidden", timeout=5_000)
     # slowloris holds its slots in R, tagged with its pattern from its header line on

@@ -3,8 +3,6 @@ real embedded core on a free port, and the real traffic runner (targets: the cor
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import json
 import struct
 import subprocess
@@ -17,11 +15,10 @@ from starlette.websockets import WebSocketDisconnect
 from app.insights import describe
 from app.main import create_app
 from app.settings import DashboardSettings
-from conftest import ROOT, http_get, wait_for
-from dashboard_fixtures import assert_core_gone, in_process_settings, pid_alive
+from conftest import ROOT, wait_for
+from dashboard_fixtures import WS, assert_core_gone, in_process_settings, ws_session
 
 BASE = "http://127.0.0.1:8000"
-WS = "ws://127.0.0.1:8000"
 EVIL = {"Origin": "http://evil.example"}
 
 
@@ -35,25 +32,6 @@ def dash():
         pids = [d.core.pid, d.traffic.pid, client.get("/api/status").json()["core"]["pid"]]
         yield client, d
     assert_core_gone(settings.core_listen, pids)
-
-
-@contextlib.contextmanager
-def ws_session(client, path: str, **kw):
-    """A TestClient websocket. Its teardown sends the close and cancels the app's task right away;
-    when our handler is still unwinding at that instant, TestClient reports the cancellation as
-    CancelledError. That race is TestClient's (under uvicorn the handler ends on the close frame,
-    which the browser tests exercise), so it is ignored here and only here."""
-    cm = client.websocket_connect(WS + path, **kw)
-    ws = cm.__enter__()
-    try:
-        yield ws
-    except BaseException:
-        cm.__exit__(*sys.exc_info())
-        raise
-    try:
-        cm.__exit__(None, None, None)
-    except concurrent.futures.CancelledError:
-        pass
 
 
 def scoreboard(client):

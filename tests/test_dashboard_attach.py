@@ -5,8 +5,6 @@ Waits are polls with deadlines."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import json
 import os
 import signal
@@ -19,9 +17,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from conftest import ROOT, free_port, http_get, wait_for
-from dashboard_fixtures import assert_core_gone, in_process_settings, pid_alive
+from dashboard_fixtures import assert_core_gone, in_process_settings, pid_alive, ws_session
 from mpmcore.attach import parse_auto
-from real_apache_fixtures import start_apache, stop_apache
 
 pytestmark = pytest.mark.apache
 
@@ -30,10 +27,8 @@ SLOW = 5
 
 
 @pytest.fixture(scope="module")
-def apache(tmp_path_factory):
-    port, pid = start_apache(tmp_path_factory.mktemp("apache"))
-    yield port
-    stop_apache(port, pid)
+def apache(event_apache):
+    return event_apache
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +53,6 @@ def own_auto(port: int) -> dict[str, str]:
     status, _, body = http_get(port, "/server-status?auto")
     assert status == 200
     return parse_auto(body.decode("latin-1"))[1]
-
-
-@contextlib.contextmanager
-def ws_session(client, path: str, **kw):
-    """As in test_dashboard_api: TestClient's teardown race (CancelledError) is ignored here only."""
-    cm = client.websocket_connect("ws://127.0.0.1:8000" + path, **kw)
-    ws = cm.__enter__()
-    try:
-        yield ws
-    except BaseException:
-        cm.__exit__(*sys.exc_info())
-        raise
-    try:
-        cm.__exit__(None, None, None)
-    except concurrent.futures.CancelledError:
-        pass
 
 
 def test_sources_lists_the_core_and_apache(dash, apache):

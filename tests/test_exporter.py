@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, http_get, read_response, wait_for
+from conftest import free_port, http_get, need, read_response, wait_for
 
 EXPORTER = "/usr/bin/prometheus-apache-exporter"
 
@@ -18,6 +18,7 @@ def exporter():
     started = []
 
     def start(scrape_uri: str) -> int:
+        need("prometheus-apache-exporter")
         port = free_port()
         p = subprocess.Popen([EXPORTER, f"--scrape_uri={scrape_uri}", f"--telemetry.address=127.0.0.1:{port}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

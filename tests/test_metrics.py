@@ -5,16 +5,14 @@ parser. Every advertised family must be there with sane values."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 import urllib.request
 
 import prometheus_client
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, http_get, wait_for
+from conftest import free_port, http_get, need, wait_for
 from mpmcore.attach import SUMMARY_KEYS, ApacheSource, NginxSource, frame_from_summary
 from mpmcore.metrics import (FAMILIES, SCOREBOARD_STATES, TrafficTotals, build_registry, make_metrics_response)
 from mpmcore.server import server_info
@@ -184,10 +182,10 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
     assert 'mpmlab_traffic_requests_total{id="%s"' % runs[0]["id"] in body3.decode()
 
 
-@pytest.mark.skipif(not os.path.exists(EXPORTER), reason="Debian's prometheus-apache-exporter is not installed")
 def test_apache_exporter_and_metrics_read_the_embedded_core_alike(server_factory):
     """Debian's apache_exporter scrapes the embedded core's ?auto; our scoreboard state names are its
     names, and the counts that do not move between two reads agree."""
+    need("prometheus-apache-exporter")
     server = server_factory(mpm="worker", settings={"ServerLimit": 2, "ThreadsPerChild": 10,
                                                     "MaxRequestWorkers": 20, "StartServers": 2})
     port = free_port()

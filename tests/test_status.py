@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import socket
 import subprocess
@@ -20,6 +19,8 @@ from mpmcore import scoreboard as sb
 from mpmcore import status
 from mpmcore.protocol import Request
 from mpmcore.scoreboard import BUSY_KEEPALIVE, BUSY_READ, GRACEFUL, READY, Scoreboard, ScoreboardReader
+
+from conftest import need
 
 GEN = 2  # the running generation in these scoreboards
 
@@ -406,9 +407,8 @@ def auto_server(request):
     thread.join(5)
 
 
-@pytest.mark.skipif(not os.path.exists(EXPORTER) and os.environ.get("CI") != "true",
-                    reason="Debian's prometheus-apache-exporter is not installed (./dev.sh test installs it)")
 def test_prometheus_apache_exporter_reads_our_auto(board, auto_server):
+    need("prometheus-apache-exporter")
     b = event_board(board)
     serve_requests(b, 0, 0, [1500] * 6)
     serve_requests(b, 1, 0, [700] * 3)

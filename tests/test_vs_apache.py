@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from conftest import http_get, read_response, wait_for
+from conftest import read_response, status_auto, wait_for
 
 BIG = 16 * 1024 * 1024  # larger than every socket buffer on the way, so the writer must wait
 
@@ -34,16 +34,6 @@ EXPECTED = {
 }
 
 pytestmark = pytest.mark.apache
-
-
-def auto(port: int) -> dict[str, str]:
-    status, _, body = http_get(port, "/server-status?auto")
-    assert status == 200
-    out = {}
-    for line in body.decode().splitlines()[1:]:
-        k, _, v = line.partition(":")
-        out[k.strip()] = v.strip()
-    return out
 
 
 def scenario(port: int, big_path: str) -> list[socket.socket]:
@@ -78,7 +68,7 @@ def test_same_states_as_real_apache(mpm, real_apache, server_factory):
         want = EXPECTED[mpm]
 
         def counts(port):
-            letters = auto(port)["Scoreboard"]
+            letters = status_auto(port)["Scoreboard"]
             return {k: letters.count(k) for k in "RWK"}
 
         a = wait_for(lambda: (c := counts(apache_port)) == want and c, timeout=15,
@@ -86,11 +76,11 @@ def test_same_states_as_real_apache(mpm, real_apache, server_factory):
         o = wait_for(lambda: (c := counts(ours.port)) == want and c, timeout=15, what=f"mpmcore {mpm} at {want}")
         assert a == o == want
         if mpm == "event":
-            ours_auto = auto(ours.port)
+            ours_auto = status_auto(ours.port)
             # ours are current (the truth); Apache's async counters lag until its queues are processed
             assert int(ours_auto["ConnsAsyncKeepAlive"]) == 4
             assert int(ours_auto["ConnsAsyncWriting"]) == 0
-            assert int(auto(apache_port)["ConnsAsyncKeepAlive"]) <= 4
+            assert int(status_auto(apache_port)["ConnsAsyncKeepAlive"]) <= 4
     finally:
         for s in socks:
             s.close()
