@@ -485,19 +485,18 @@ def infer_threads_per_child(letters: str, mpm: str, procs: list[dict] | None, wo
 
 
 # -- Apache ------------------------------------------------------------------------------------
-class ApacheSource:
-    """Apache httpd's mod_status at ``url`` (``http://127.0.0.1:8081/server-status``)."""
+class _HTTPSource:
+    """A status page polled over HTTP: one frame a poll, every failure turned into the frame's
+    error (``poll`` never raises, so a poller never dies). Subclasses fill the frame in ``_poll``."""
 
-    kind = "apache"
+    kind = "unknown"
 
     def __init__(self, url: str, name: str | None = None, *, allow_remote: bool = False,
-                 timeout: float = DEFAULT_TIMEOUT, html: bool = True, threads_per_child: int | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url, self.path = _split_url(url)
         self.name = name or _default_name(self.url)
         self.allow_remote = allow_remote
         self.timeout = timeout
-        self.html = html
-        self.threads_per_child = threads_per_child
 
     def close(self) -> None:
         pass
@@ -517,6 +516,21 @@ class ApacheSource:
             _fail(frame, "internal", f"{type(e).__name__}: {e}")
         frame.poll_ms = round((time.perf_counter() - t0) * 1000, 2)
         return frame
+
+    def _poll(self, target: Target, frame: SourceFrame) -> None:
+        raise NotImplementedError
+
+
+class ApacheSource(_HTTPSource):
+    """Apache httpd's mod_status at ``url`` (``http://127.0.0.1:8081/server-status``)."""
+
+    kind = "apache"
+
+    def __init__(self, url: str, name: str | None = None, *, allow_remote: bool = False,
+                 timeout: float = DEFAULT_TIMEOUT, html: bool = True, threads_per_child: int | None = None) -> None:
+        super().__init__(url, name, allow_remote=allow_remote, timeout=timeout)
+        self.html = html
+        self.threads_per_child = threads_per_child
 
     def _poll(self, target: Target, frame: SourceFrame) -> None:
         status, headers, body = _fetch(target, self.path + "?auto", self.timeout)
@@ -708,45 +722,21 @@ def parse_stub_status(text: str) -> dict[str, int] | None:
     return {k: int(v) for k, v in m.groupdict().items()} if m else None
 
 
-class NginxSource:
+class NginxSource(_HTTPSource):
     """nginx's stub_status at ``url`` (``http://127.0.0.1:8082/nginx_status``)."""
 
     kind = "nginx"
 
-    def __init__(self, url: str, name: str | None = None, *, allow_remote: bool = False,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.url, self.path = _split_url(url)
-        self.name = name or _default_name(self.url)
-        self.allow_remote = allow_remote
-        self.timeout = timeout
-        self._first_t: float | None = None
-
-    def close(self) -> None:
-        pass
-
-    def poll(self) -> SourceFrame:
-        t0 = time.perf_counter()
-        frame = SourceFrame(self.name, self.kind, self.url, time.time())
-        try:
-            target = resolve_target_sync(self.url, allow_remote=self.allow_remote)
-            frame.traffic_target = _base_url(target) if is_loopback(target.address) else None
-            status, headers, body = _fetch(target, self.path, self.timeout)
-            if status != 200:
-                raise SourceError("http-status", f"{self.url} answered {status}: not a stub_status page "
-                                                 "(is `stub_status;` set in this location?)")
-            stub = parse_stub_status(body.decode("latin-1"))
-            if stub is None:
-                raise SourceError("not-status-page", f"{self.url} is not nginx's stub_status page "
-                                                     "(no 'Active connections' block)")
-            _fill_nginx(frame, stub, headers.get("server"))
-        except SourceError as e:
-            _fail(frame, e.kind, str(e))
-        except TargetError as e:
-            _target_failed(frame, self.url, e)
-        except Exception as e:
-            _fail(frame, "internal", f"{type(e).__name__}: {e}")
-        frame.poll_ms = round((time.perf_counter() - t0) * 1000, 2)
-        return frame
+    def _poll(self, target: Target, frame: SourceFrame) -> None:
+        status, headers, body = _fetch(target, self.path, self.timeout)
+        if status != 200:
+            raise SourceError("http-status", f"{self.url} answered {status}: not a stub_status page "
+                                             "(is `stub_status;` set in this location?)")
+        stub = parse_stub_status(body.decode("latin-1"))
+        if stub is None:
+            raise SourceError("not-status-page", f"{self.url} is not nginx's stub_status page "
+                                                 "(no 'Active connections' block)")
+        _fill_nginx(frame, stub, headers.get("server"))
 
 
 def _fill_nginx(frame: SourceFrame, stub: dict[str, int], server_header: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import ssl
@@ -91,6 +92,16 @@ class ChildEnv:
         except OSError:
             pass
         return True
+
+    def listener_poll(self):
+        """An epoll on the listening sockets (level-triggered; see prefork.py for why not
+        EPOLLEXCLUSIVE) and the wake pipe; returns it and fd -> Listener."""
+        ep = select.epoll()
+        by_fd = {lst.sock.fileno(): lst for lst in self.listeners}
+        for fd in by_fd:
+            ep.register(fd, select.EPOLLIN)
+        ep.register(self.wake_r, select.EPOLLIN)
+        return ep, by_fd
 
     def accept(self, lst: Listener, ctx: ServerContext):
         """One connection from ``lst`` as a ``conn.Conn``, or None (another child or thread won

@@ -11,7 +11,6 @@ other connection waits in the backlog with nobody woken for it.
 from __future__ import annotations
 
 import os
-import select
 import threading
 
 from .. import conn as cn
@@ -27,12 +26,7 @@ def run_child(env: ChildEnv) -> int:
     ctx = env.server_context()
     max_conns = env.config["MaxConnectionsPerChild"]
 
-    ep = select.epoll()
-    by_fd = {}
-    for lst in env.listeners:
-        ep.register(lst.sock.fileno(), select.EPOLLIN)
-        by_fd[lst.sock.fileno()] = lst
-    ep.register(env.wake_r, select.EPOLLIN)
+    ep, by_fd = env.listener_poll()
 
     served = 0
     slot.set(sb.READY)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import select
 import threading
 import time
 
@@ -83,12 +82,7 @@ def worker_thread(env: ChildEnv, ctx: cn.ServerContext, thread: int, q: queue.Qu
 
 
 def listener_thread(env: ChildEnv, ctx: cn.ServerContext, q: queue.Queue, idle: IdleCount) -> None:
-    ep = select.epoll()
-    by_fd = {}
-    for lst in env.listeners:
-        ep.register(lst.sock.fileno(), select.EPOLLIN)
-        by_fd[lst.sock.fileno()] = lst
-    ep.register(env.wake_r, select.EPOLLIN)
+    ep, by_fd = env.listener_poll()
     max_conns = env.config["MaxConnectionsPerChild"]
     accepted = 0
     try:
