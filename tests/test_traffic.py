@@ -303,16 +303,31 @@ def test_open_model_keeps_its_rate_when_the_server_is_slow(tiny, runner):
     async def go():
         async with await runner.client() as tc:
             pid = await tc.start("steady", target=f"http://127.0.0.1:{tiny.port}/sleep?ms=100",
-                                 path="/sleep?ms=100", model="open", rate=40, connections=20,
-                                 duration=2.5)
+                                 path="/sleep?ms=100", model="open", rate=40, arrivals="uniform",
+                                 connections=20, duration=2.5)
             frames = await _frames_until(tc, pid, lambda p: p["state"] == "finished", 8)
             t = frames[-1]["total"]
-            # 40/s for 2.5 s = 100 arrivals, answered ~100 ms later each (a closed model with the
+            # 40/s evenly spaced for 2.5 s = 100 arrivals, answered ~100 ms later each (a closed model with the
             # same 20 connections and no think time would also be server-bound; this one is not).
             assert 80 <= t["arrivals"] <= 120, t["arrivals"]
             assert t["dropped"] == 0
             assert t["responses"] >= 0.85 * t["arrivals"] - 5
             assert 95 <= t["latency_ms"]["p50"] <= 160
+    _run(go())
+
+
+def test_open_model_poisson_arrivals_average_the_rate(tiny, runner):
+    """Poisson arrivals (the default) are random: the count over 2 s at 200/s is 400 on average with
+    a standard deviation of 20. The bounds are five deviations wide, so a correct generator fails
+    them about once in two million runs, while a wrong rate (say 100/s or 400/s) always does."""
+    async def go():
+        async with await runner.client() as tc:
+            pid = await tc.start("steady", target=f"http://127.0.0.1:{tiny.port}/", model="open",
+                                 rate=200, connections=20, duration=2)
+            frames = await _frames_until(tc, pid, lambda p: p["state"] == "finished", 8)
+            t = frames[-1]["total"]
+            assert 300 <= t["arrivals"] <= 500, t["arrivals"]
+            assert t["dropped"] == 0 and t["responses"] >= 0.9 * t["arrivals"], t
     _run(go())
 
 
@@ -323,11 +338,11 @@ def test_open_model_corrected_latency_exceeds_uncorrected(tiny, runner):
     async def go():
         async with await runner.client() as tc:
             pid = await tc.start("steady", target=f"http://127.0.0.1:{tiny.port}/",
-                                 path="/sleep?ms=100", model="open", rate=50, connections=2,
-                                 max_pending=20, duration=2.5)
+                                 path="/sleep?ms=100", model="open", rate=50, arrivals="uniform",
+                                 connections=2, max_pending=20, duration=2.5)
             frames = await _frames_until(tc, pid, lambda p: p["state"] == "finished", 8)
             t = frames[-1]["total"]
-            assert 100 <= t["arrivals"] <= 150, t["arrivals"]  # the rate was kept: 50/s
+            assert 110 <= t["arrivals"] <= 140, t["arrivals"]  # the rate was kept: 50/s
             assert t["dropped"] > 20 and t["late"] > 10
             unc, cor = t["latency_ms"], t["corrected_latency_ms"]
             assert unc["p50"] < 160
