@@ -418,16 +418,19 @@ def test_slow_read_reads_slowly_through_a_small_window(tiny, runner):
 def test_io_and_cpu_use_their_routes(tiny, runner):
     async def go():
         async with await runner.client() as tc:
-            a = await tc.start("io", target=f"http://127.0.0.1:{tiny.port}/", ms=30, rate=20, duration=1)
-            b = await tc.start("cpu", target=f"http://127.0.0.1:{tiny.port}/", ms=5, rate=20, duration=1)
+            a = await tc.start("io", target=f"http://127.0.0.1:{tiny.port}/", ms=30, rate=20,
+                               arrivals="uniform", duration=1)
+            b = await tc.start("cpu", target=f"http://127.0.0.1:{tiny.port}/", ms=5, rate=20,
+                               arrivals="uniform", duration=1)
             await _poll(lambda: tc.list(), 1, "list")
 
             async def both_done():
                 runs = {p["id"]: p for p in await tc.list()}
                 return runs[a]["state"] == runs[b]["state"] == "finished"
             await _poll(both_done, 6, "both finished")
-            assert 10 <= tiny.paths["/sleep?ms=30"] <= 32 and tiny.patterns["io"] == tiny.paths["/sleep?ms=30"]
-            assert 10 <= tiny.paths["/cpu?ms=5"] <= 32 and tiny.patterns["cpu"] == tiny.paths["/cpu?ms=5"]
+            # 20/s evenly spaced for 1 s: about 20 each.
+            assert 14 <= tiny.paths["/sleep?ms=30"] <= 26 and tiny.patterns["io"] == tiny.paths["/sleep?ms=30"]
+            assert 14 <= tiny.paths["/cpu?ms=5"] <= 26 and tiny.patterns["cpu"] == tiny.paths["/cpu?ms=5"]
     _run(go())
 
 
