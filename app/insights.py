@@ -27,6 +27,15 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else (plural or word + 's')}"
 
 
+def describe_nginx(connections: dict[str, int]) -> Insight:
+    """nginx has no scoreboard: its stub_status counts, said as they are, and nothing inferred."""
+    c = connections
+    return Insight(INFO, f"{_plural(c['active'], 'connection')}: {c['reading']} reading a request, "
+                         f"{c['writing']} writing a reply, {c['waiting']} idle keep-alive (waiting)",
+                   ["nginx has no scoreboard: the words the dashboard reads from Apache's numbers do not "
+                    "apply; these are stub_status' own counts"])
+
+
 def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight:
     """``s``: a status summary; ``config``: the master's current directives (or None)."""
     d = (config or {}).get("directives", {}) if config else {}

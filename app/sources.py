@@ -25,7 +25,7 @@ from typing import Any, Callable
 from mpmcore.attach import SourceFrame, chart_point, grid_frame, make_source, poll_loop, summary_message
 
 from .hub import Hub
-from .insights import describe
+from .insights import describe, describe_nginx
 from .sampler import History
 from .settings import DashboardSettings, is_loopback_host
 from .traffic import TrafficService
@@ -170,9 +170,11 @@ class SourceManager:
         g = grid_frame(frame, seq=self._seq, now_ms=frame.t * 1000)
         if g is not None:
             s.grid = envelope(s.name, g)  # a failed poll keeps the last grid on show
-        # "what is happening" reads a scoreboard: Apache's, not nginx's (it has none)
+        # "what is happening" reads a scoreboard: Apache's; nginx has none, its counts are said as they are
         if frame.ok and frame.kind == "apache" and frame.summary and frame.summary.get("state_counts") is not None:
             s.insight = describe(frame.summary).to_dict()
+        elif frame.ok and frame.kind == "nginx" and frame.connections:
+            s.insight = describe_nginx(frame.connections).to_dict()
         elif not frame.ok:
             s.insight = _down_insight(frame, s.last_ok)
         else:

@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from conftest import ROOT, free_port, http_get, wait_for
 from dashboard_fixtures import assert_core_gone, in_process_settings, pid_alive, ws_session
-from mpmcore.attach import parse_auto
+from mpmcore.attach import parse_auto, parse_stub_status
+from test_attach import real_nginx  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.apache
 
@@ -173,6 +174,51 @@ def test_metrics_for_both_sources_and_the_traffic(dash, apache):
     finally:
         d.settings.token = None
     client.delete(f"/api/traffic/{pid}")
+
+
+def test_nginx_beside_the_core_under_slowloris(real_nginx):  # noqa: F811
+    """A real nginx attached beside the embedded core; slowloris aimed at nginx through the API. The
+    nginx source's counts equal nginx's own stub_status at the same moment (the reference's own
+    connection and request are counted in its answer, and the poller's Writing in the source's);
+    the core gets none of the traffic; the page says what nginx cannot show."""
+    settings = in_process_settings(mpm="event", attach_interval=0.25,
+                                   attach=[f"nginx=http://127.0.0.1:{real_nginx}/nginx_status"])
+    app = create_app(settings)
+    with TestClient(app, base_url=BASE) as client:
+        d = app.state.dashboard
+        wait_for(lambda: d.sampler.summary is not None and d.sources.sources[0].frame is not None,
+                 timeout=15, what="the core's and nginx's first frames")
+        src = client.get("/api/sources/nginx").json()
+        assert src["kind"] == "nginx" and src["traffic_target"] == f"http://127.0.0.1:{real_nginx}/"
+        r = client.post("/api/traffic", json={"pattern": "slowloris", "source": "nginx",
+                                              "params": {"connections": SLOW, "interval": 10, "duration": 60}})
+        assert r.status_code == 201, r.text
+        pid = r.json()["id"]
+
+        def agree():
+            frame = client.get("/api/sources/nginx").json()["frame"]
+            status, _, body = http_get(real_nginx, "/nginx_status")
+            assert status == 200
+            ref = parse_stub_status(body.decode())
+            if not frame["ok"] or ref["reading"] < SLOW:
+                return None
+            c = frame["connections"]
+            same = (all(c[k] == ref[k] for k in ("active", "reading", "writing", "waiting"))
+                    and all(ref[k] - c[k] == 1 for k in ("accepts", "handled", "requests")))
+            return frame if same else None
+
+        frame = wait_for(agree, timeout=20, interval=0.05, what="the nginx source == nginx's own stub_status")
+        s = frame["summary"]
+        assert frame["connections"]["reading"] >= SLOW and s["conns_total"] == frame["connections"]["active"]
+        assert s["state_counts"] is None and s["busy"] is None  # no scoreboard: nothing invented
+        assert client.get("/api/scoreboard").json()["state_counts"]["R"] == 0  # the core got none of it
+        ins = client.get("/api/sources/nginx").json()["insight"]
+        assert f"{frame['connections']['reading']} reading a request" in ins["headline"], ins
+        page = client.get("/").text
+        assert 'data-source="nginx"' in page and "nginx has no scoreboard" in page
+        assert client.delete(f"/api/traffic/{pid}").status_code == 200
+        pids = [d.core.pid, d.traffic.pid]
+    assert_core_gone(settings.core_listen, pids)
 
 
 def test_remote_source_is_watched_but_never_sent_traffic(apache):
