@@ -104,8 +104,11 @@ class PatternRun:
     # -- request bytes ------------------------------------------------------------------------
     def request_bytes(self, path: str, method: str = "GET", *, keepalive: bool = True,
                       content_length: int | None = None, final: bool = True) -> bytes:
+        # The pattern header is never the last line: a parser can only know a header value is whole
+        # when the next line starts (it could be continued, obs-fold), so as the last line of a
+        # slowloris' partial head it would reach the scoreboard only with the first trickled line.
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.target.host_header}",
-                 f"User-Agent: {USER_AGENT}", "Accept: */*", f"X-Traffic-Pattern: {self.label}"]
+                 f"X-Traffic-Pattern: {self.label}", f"User-Agent: {USER_AGENT}", "Accept: */*"]
         if not keepalive:
             lines.append("Connection: close")
         if content_length is not None:
