@@ -1,13 +1,13 @@
 """mpmcore's three MPMs against gunicorn in the same run, with wrk on loopback.
 
-    ./dev.sh bench core [--duration 10] [--only throughput|idle|memory]
+    ./dev.sh bench core [--duration 10] [--only throughput|idle|memory] [--rounds 3]
 
 1. Throughput: keep-alive, 1 KiB reply, 64 connections.
    - mpmcore prefork (64 children) vs gunicorn sync (2 workers, one per core: its best setting here).
    - mpmcore worker and event (2 children x 32 threads) vs gunicorn gthread (2 workers x 32 threads).
 2. Idle keep-alive capacity (2 children x 64 threads): 5000 idle keep-alive connections open, then
-   the same wrk run; event's req/s and p99 should stay within 20% of its figures without them.
-   worker's beside it.
+   the same wrk run; event's req/s and p99 should stay within 20% of its figures without them
+   (median of --rounds interleaved pairs). worker's beside it.
 3. Memory (PSS, whole process tree): prefork with 64 children vs worker/event with 64 threads.
 Prints ratios against the peer measured in the same run; tests never assert speed.
 """
@@ -125,12 +125,22 @@ def _parked(port: int) -> int:
     return -1
 
 
-def idle_capacity(duration: int) -> dict:
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def idle_capacity(duration: int, rounds: int) -> dict:
+    """event: ``rounds`` interleaved pairs (wrk alone, then wrk with the idle connections open, then
+    close them and wait until none is parked), so that the machine's drift between runs falls on both
+    sides; the ratios are per pair, the figure is their median. worker: one pair (it answers nothing
+    with the idle connections open, whatever the noise)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     out = {}
     print(f"\n== Idle keep-alive capacity: {IDLE_CONNECTIONS} idle keep-alive connections + wrk -c64, "
-          "2 x 64 threads ==")
+          f"2 x 64 threads ==")
     print(HEADER)
     for mpm in ("event", "worker"):
         # 2 x 64 threads for 64 active connections: enough workers that event never runs out (when
@@ -139,24 +149,39 @@ def idle_capacity(duration: int) -> dict:
         settings = {**THREADED_2x32, "ThreadsPerChild": 64, "ThreadLimit": 64, "MaxRequestWorkers": 128,
                     "MaxSpareThreads": 128, "KeepAliveTimeout": 60, "AsyncRequestWorkerFactor": 100}
         port = free_port()
+        pairs = []
         with mpmlab(mpm, port, settings):
             wait_children(port, 128)
-            base = wrk(f"http://127.0.0.1:{port}/bytes/1024", 64, duration)
-            socks, answered = open_idle(port, IDLE_CONNECTIONS)
-            loaded = wrk(f"http://127.0.0.1:{port}/bytes/1024", 64, duration)
-            # still parked at the end? (event closes its whole keep-alive queue when its workers
-            # ran out: then the idle connections were not there for the whole run)
-            parked_after = _parked(port) if mpm == "event" else None
-            for s in socks:
-                s.close()
-        print(fmt_row(f"mpmcore {mpm} alone", base))
-        print(fmt_row(f"mpmcore {mpm} + {answered} idle keep-alive", loaded))
-        out[mpm] = {"alone": base, "with_idle": loaded, "idle_answered": answered, "parked_after": parked_after,
-                    "rps_ratio": loaded["rps"] / base["rps"],
-                    "p99_ratio": loaded["p99"] / base["p99"] if loaded.get("p99") and base.get("p99") else None}
-        print(f"  {mpm}: req/s with idle connections = {out[mpm]['rps_ratio']:.2f} x alone"
-              + (f", p99 = {out[mpm]['p99_ratio']:.2f} x alone (target: both within 20%); "
-                 f"still parked after the run: {parked_after}" if mpm == "event" else ""))
+            for r in range(rounds if mpm == "event" else 1):
+                base = wrk(f"http://127.0.0.1:{port}/bytes/1024", 64, duration)
+                socks, answered = open_idle(port, IDLE_CONNECTIONS)
+                loaded = wrk(f"http://127.0.0.1:{port}/bytes/1024", 64, duration)
+                # still parked at the end? (event closes its whole keep-alive queue when its workers
+                # ran out: then the idle connections were not there for the whole run)
+                parked_after = _parked(port) if mpm == "event" else None
+                for s in socks:
+                    s.close()
+                if mpm == "event":  # the next "alone" starts with none parked
+                    deadline = time.monotonic() + 30
+                    while _parked(port) > 0 and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                print(fmt_row(f"mpmcore {mpm} alone, round {r + 1}", base))
+                print(fmt_row(f"mpmcore {mpm} + {answered} idle, round {r + 1}", loaded))
+                pairs.append({"alone": base, "with_idle": loaded, "idle_answered": answered,
+                              "parked_after": parked_after, "rps_ratio": loaded["rps"] / base["rps"],
+                              "p99_ratio": (loaded["p99"] / base["p99"]
+                                            if loaded.get("p99") and base.get("p99") else None)})
+        rps = [p["rps_ratio"] for p in pairs]
+        p99 = [p["p99_ratio"] for p in pairs if p["p99_ratio"] is not None]
+        out[mpm] = {"rounds": pairs, "rps_ratio_median": _median(rps),
+                    "p99_ratio_median": _median(p99) if p99 else None}
+        if mpm == "event":
+            print(f"  event: req/s with idle connections = {', '.join(f'{x:.2f}' for x in rps)} x alone, "
+                  f"median {out[mpm]['rps_ratio_median']:.2f}; p99 = {', '.join(f'{x:.2f}' for x in p99)} x "
+                  f"alone, median {out[mpm]['p99_ratio_median']:.2f} (target: within 20%); still parked "
+                  f"after each run: {[p['parked_after'] for p in pairs]}")
+        else:
+            print(f"  worker: req/s with idle connections = {rps[0]:.2f} x alone")
     return out
 
 
@@ -179,13 +204,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--only", choices=["throughput", "idle", "memory"])
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved alone / with-idle pairs for event")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args()
     results = {}
     if args.only in (None, "throughput"):
         results["throughput"] = throughput(args.duration)
     if args.only in (None, "idle"):
-        results["idle"] = idle_capacity(args.duration)
+        results["idle"] = idle_capacity(args.duration, args.rounds)
     if args.only in (None, "memory"):
         results["memory"] = memory()
     if args.json:
