@@ -21,7 +21,7 @@ from .main import Dashboard
 from .security import control_guard
 from .settings import CORE_SOURCE
 from .traffic import PRESETS, pattern_catalogue, target_key
-from .views import changed_settings, current_config, slot_detail
+from .views import attached_slot_detail, changed_settings, current_config, slot_detail
 
 router = APIRouter(prefix="/api", tags=["api"])
 Control = Depends(control_guard)
@@ -174,6 +174,21 @@ async def source(name: str, d: Dashboard = Dash) -> dict[str, Any]:
     if name == CORE_SOURCE and d.settings.watch_core:
         return _core_entry(d)
     return _source(d, name).to_dict()
+
+
+@router.get("/sources/{name}/slots/{proc}/{thread}",
+            summary="One grid cell of a source: for an attached Apache, its ExtendedStatus row when its place is certain")
+async def source_slot(name: str, proc: int, thread: int, d: Dashboard = Dash) -> dict[str, Any]:
+    if name == CORE_SOURCE and d.settings.watch_core:
+        return await slot(proc, thread, d)
+    src = _source(d, name)
+    frame = src.last_ok
+    if frame is None or frame.letters is None:
+        raise HTTPException(404, f"source {name!r} has no scoreboard to point into")
+    row = attached_slot_detail(frame, proc, thread)
+    if row is None:
+        raise HTTPException(404, f"no slot {proc}/{thread} in {name!r}'s scoreboard")
+    return row
 
 
 @router.get("/sources/{name}/history", summary="One source's chart points, one a second")

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 
 from mpmcore import scoreboard as sb
+from mpmcore.attach import worker_at
 from mpmcore.directives import DIRECTIVES, MPMS, DirectiveError, catalogue
 
 from .sampler import Sampler
@@ -119,3 +120,33 @@ def slot_detail(sampler: Sampler, proc: int, thread: int) -> dict[str, Any] | No
         "last_request_ms": w.last_req_us // 1000, "last_request": text(w.request),
         "process_stopping": bool(p.quiescing),
     }
+
+
+def attached_slot_detail(frame, proc: int, thread: int) -> dict[str, Any] | None:
+    """A grid cell of an attached Apache: its letter, and its ExtendedStatus row when
+    ``mpmcore.attach.assign_threads`` could place it (``detail`` says which)."""
+    layout = frame.layout or {}
+    cols = layout.get("cols") or 0
+    if not (0 <= proc < (layout.get("rows") or 0) and 0 <= thread < cols):
+        return None
+    idx = proc * cols + thread
+    if idx >= len(frame.letters):
+        return None
+    letter = frame.letters[idx]
+    out: dict[str, Any] = {"proc": proc, "thread": thread, "status": letter, "detail": False}
+    w = worker_at(frame, proc, thread)
+    if w is None:
+        return out
+    letter = w.get("status") or letter  # the row's own letter: read with it, from the HTML page
+    busy = letter not in "_.SI"
+    out.update({
+        "detail": True, "status": letter, "pid": w.get("pid"), "generation": w.get("generation"),
+        # mod_status' SS: seconds since the slot's most recent request began
+        "since_request_s": w.get("ss"),
+        "client": w.get("client") if busy else "", "request": w.get("request") if busy else "",
+        "vhost": w.get("vhost"), "protocol": w.get("protocol"),
+        "conn_count": w.get("conn_count"), "access_count": w.get("access_count"),
+        "my_access_count": w.get("my_access_count"),
+        "last_request": "" if busy else (w.get("request") or ""), "last_request_ms": w.get("req_ms"),
+    })
+    return out

@@ -377,8 +377,12 @@ def _float(text: str) -> float | None:
         return None
 
 
+_PRE_SCOREBOARD = re.compile(r"<pre>\s*([_SRWKLDCGI.\n]+?)\s*</pre>")
+
+
 def parse_status_html(page: str) -> dict[str, Any]:
-    """The tables of mod_status' HTML page: ``{"procs": [...] | None, "workers": [...] | None}``.
+    """The tables of mod_status' HTML page: ``{"procs": [...] | None, "workers": [...] | None,
+    "letters": the page's scoreboard | None}``.
 
     Tables are recognised by their headings, not their position: the per-process table by "PID",
     "Stopping" and "Threads busy" (event only), the per-worker table by "Srv", "PID", "Acc" and "M" (only with
@@ -388,8 +392,12 @@ def parse_status_html(page: str) -> dict[str, Any]:
         parser.feed(page)
         parser.close()
     except Exception:  # html.parser is lenient; anything it still chokes on means "no tables"
-        return {"procs": None, "workers": None}
+        return {"procs": None, "workers": None, "letters": None}
     procs = workers = None
+    # the page's own scoreboard (a <pre> of state letters, a newline every 64): read in the same
+    # answer as the worker table, so the two agree where ?auto, read just before, may not
+    m = _PRE_SCOREBOARD.search(page)
+    letters = m.group(1).replace("\n", "") if m else None
     for rows in parser.tables:
         cols, nhead = _header_columns(rows)
         names = [_norm(c) for c in cols]
@@ -397,7 +405,7 @@ def parse_status_html(page: str) -> dict[str, Any]:
             procs = _proc_rows(rows[nhead:], names)
         elif workers is None and {"srv", "pid", "acc", "m"} <= set(names):
             workers = _worker_rows(rows[nhead:], names)
-    return {"procs": procs, "workers": workers}
+    return {"procs": procs, "workers": workers, "letters": letters}
 
 
 def _proc_rows(rows, names) -> list[dict[str, Any]]:
@@ -447,6 +455,60 @@ def _worker_rows(rows, names) -> list[dict[str, Any]]:
             "request": raw.get("request"), "pattern": raw.get("pattern"),
         })
     return out
+
+
+# -- worker rows to grid cells ---------------------------------------------------------------
+_IDLE_LETTERS = "_."
+
+
+def assign_threads(letters: str, tpc: int, workers: list[dict[str, Any]] | None) -> int:
+    """Set ``thread`` on the ExtendedStatus rows whose grid cell is certain; returns how many.
+
+    mod_status' worker table has no thread column: it lists, in slot order, every slot except the
+    idle ('_') and dead ('.') ones that never served a request. So every other slot of a process
+    is listed, and those rows anchor the alignment: they must carry the scoreboard's letters in
+    order, or the two answers (``?auto`` and the HTML page are read one after the other) disagree
+    and that process is left alone. Between two anchors, idle rows are placed only when there are
+    as many as idle slots; otherwise which idle slots served before is unknown, and they stay
+    unplaced rather than guessed."""
+    if not workers or not letters or tpc < 1:
+        return 0
+    by_proc: dict[int, list[dict[str, Any]]] = {}
+    for w in workers:
+        w["thread"] = None
+        if w.get("proc") is not None:
+            by_proc.setdefault(w["proc"], []).append(w)
+    placed = 0
+    for proc, rows in by_proc.items():
+        cells = letters[proc * tpc:(proc + 1) * tpc]
+        if len(cells) < tpc:
+            continue
+        busy_cells = [j for j, ch in enumerate(cells) if ch not in _IDLE_LETTERS]
+        busy_rows = [k for k, w in enumerate(rows) if w["status"] not in _IDLE_LETTERS]
+        if [cells[j] for j in busy_cells] != [rows[k]["status"] for k in busy_rows]:
+            continue  # the two reads disagree about this process
+        # gaps: the idle cells and idle rows before each anchor, and after the last
+        bounds_c, bounds_r = [-1, *busy_cells, tpc], [-1, *busy_rows, len(rows)]
+        for g in range(len(bounds_c) - 1):
+            idle_c = list(range(bounds_c[g] + 1, bounds_c[g + 1]))
+            idle_r = list(range(bounds_r[g] + 1, bounds_r[g + 1]))
+            if idle_r and len(idle_r) == len(idle_c) and all(cells[j] == rows[k]["status"]
+                                                              for j, k in zip(idle_c, idle_r)):
+                for j, k in zip(idle_c, idle_r):
+                    rows[k]["thread"] = j
+                    placed += 1
+        for j, k in zip(busy_cells, busy_rows):
+            rows[k]["thread"] = j
+            placed += 1
+    return placed
+
+
+def worker_at(frame: "SourceFrame", proc: int, thread: int) -> dict[str, Any] | None:
+    """The ExtendedStatus row placed in grid cell (proc, thread) of an attached Apache, if any."""
+    for w in frame.workers or []:
+        if w.get("proc") == proc and w.get("thread") == thread:
+            return w
+    return None
 
 
 # -- layout ------------------------------------------------------------------------------------
@@ -583,6 +645,7 @@ def _fill_apache(frame: SourceFrame, name: str | None, f: dict[str, str], tables
     letters = f.get("Scoreboard", "")
     procs_html, workers = tables.get("procs"), tables.get("workers")
     tpc, inferred = infer_threads_per_child(letters, mpm, procs_html, workers, tpc_hint)
+    assign_threads(tables.get("letters") or letters, tpc, workers)
     rows = max(1, math.ceil(len(letters) / tpc)) if letters else 0
     mpm_gen = _num(f, "ParentServerMPMGeneration")
     counts = {ch: letters.count(ch) for ch in STATE_LETTERS}

@@ -184,6 +184,13 @@ def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
     assert all(w["pid"] and _pid_alive(w["pid"]) for w in readers)
     assert all(w["proc"] is not None and w["generation"] == s["mpm_generation"] for w in readers)
     assert any(w["request"] and "/server-status" in w["request"] for w in frame.workers)
+    # each reader is placed in its own grid cell (mod_status lists every busy slot, in slot order),
+    # one the scoreboard shows in R (the slowloris slots stay R between ?auto and the page)
+    cols = frame.layout["cols"]
+    cells = [(w["proc"], w["thread"]) for w in readers]
+    assert all(t is not None for _, t in cells) and len(set(cells)) == len(cells), cells
+    assert all(frame.letters[p * cols + t] == "R" and attach.worker_at(frame, p, t)["status"] == "R"
+               for p, t in cells), (cells, frame.letters)
 
     lay = frame.layout
     if mpm == "prefork":
@@ -338,9 +345,12 @@ def test_spec_and_options():
 
 # -- the HTML page parser on its own (hostile and odd input) -------------------------------------------
 def test_status_html_parser_is_robust():
-    assert parse_status_html("") == {"procs": None, "workers": None}
-    assert parse_status_html("<html><table><tr><td>x") == {"procs": None, "workers": None}
-    assert parse_status_html("<<<>>></table></tr><td>") == {"procs": None, "workers": None}
+    none = {"procs": None, "workers": None, "letters": None}
+    assert parse_status_html("") == none
+    assert parse_status_html("<html><table><tr><td>x") == none
+    assert parse_status_html("<<<>>></table></tr><td>") == none
+    assert parse_status_html("<pre>not a scoreboard</pre>") == none
+    assert parse_status_html("<pre>__W_\n_R..\n</pre>")["letters"] == "__W__R.."
     # an older Apache (no Slot, no graceful, no wait-io columns), unclosed cells, entities
     old = ("<table><tr><th rowspan=2>PID</th><th rowspan=2>Stopping</th><th colspan=2>Connections</th>"
            "<th colspan=2>Threads</th><th colspan=3>Async connections</th></tr>"
@@ -358,6 +368,41 @@ def test_status_html_parser_is_robust():
     assert (w["proc"], w["generation"], w["pid"], w["status"]) == (0, 2, 123, "R")
     assert (w["conn_count"], w["my_access_count"], w["access_count"]) == (1, 2, 3)
     assert w["vhost"] == "a&b:80" and w["request"] == "GET /<script> HTTP/1.1" and w["client"] == "::1"
+
+
+def _rows(*spec: str) -> list[dict]:
+    """Worker-table rows from "proc:letter" strings, in the page's order."""
+    return [{"proc": int(p), "status": ch} for p, ch in (x.split(":") for x in spec)]
+
+
+def test_worker_rows_are_placed_only_where_certain():
+    # every slot listed (all served before): placed one to one
+    rows = _rows("0:_", "0:R", "0:_", "0:W")
+    assert attach.assign_threads("_R_W", 4, rows) == 4 and [w["thread"] for w in rows] == [0, 1, 2, 3]
+    # busy slots anchor; a gap with as many idle rows as idle slots is placed, a gap with fewer is
+    # not (which idle slot served before is unknown), a gap with none has nothing to place
+    rows = _rows("0:R", "0:_", "0:_", "0:K", "0:_", "0:W")
+    assert attach.assign_threads("R__K___W", 8, rows) == 5
+    assert [w["thread"] for w in rows] == [0, 1, 2, 3, None, 7]
+    # a dead slot that served ('.') is listed too; alone in its gap it is placed, among never-used
+    # idle and dead slots it is not
+    rows = _rows("0:W", "1:.", "1:R")
+    assert attach.assign_threads("W_..R.", 3, rows) == 3 and [w["thread"] for w in rows] == [0, 0, 1]
+    rows = _rows("0:W", "1:.", "1:R")
+    assert attach.assign_threads("W_.._._R", 4, rows) == 2 and [w["thread"] for w in rows] == [0, None, 3]
+    # the page and the scoreboard disagree about process 1 (a request ended in between): it is
+    # left alone, process 0 is not
+    rows = _rows("0:R", "1:W", "1:K")
+    assert attach.assign_threads("R___WW", 3, rows) == 1 and [w["thread"] for w in rows] == [0, None, None]
+    rows = _rows("0:R", "1:W")
+    assert attach.assign_threads("R_K_", 2, rows) == 1 and [w["thread"] for w in rows] == [0, None]
+    # prefork: one slot a process
+    rows = _rows("0:_", "2:R")
+    assert attach.assign_threads("_.R", 1, rows) == 2 and [w["thread"] for w in rows] == [0, 0]
+    # a process beyond the scoreboard, no rows, no letters: nothing placed, nothing raised
+    rows = _rows("9:R")
+    assert attach.assign_threads("R", 1, rows) == 0 and rows[0]["thread"] is None
+    assert attach.assign_threads("", 4, []) == 0 and attach.assign_threads("R", 1, None) == 0
 
 
 def test_auto_parser_reads_like_apache_exporter():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import artifact_path, update_docs_screenshot
+from conftest import artifact_path, update_docs_screenshot, wait_for
 from dashboard_fixtures import DashboardProcess, launch_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.apache]
@@ -68,6 +68,23 @@ def test_core_and_apache_side_by_side_under_slowloris(dashboard, apache):
             assert page.evaluate("window.mpmlab.counts()['R']") == 0  # the core got none of it
             sync_api.expect(page.locator('.source-panel[data-source="apache"] .source-insight')).to_contain_text(
                 "(R)", timeout=10_000)
+            # hovering one of Apache's reader cells shows its ExtendedStatus row (placed in the grid)
+            def placed_reader():
+                f = dashboard.api("/api/sources/apache")["frame"]
+                rows = [w for w in f["workers"] or [] if w["status"] == "R" and w["thread"] is not None]
+                return rows[0] if rows else None
+            w = wait_for(placed_reader, timeout=10, interval=0.2, what="a placed R row of Apache's")
+            panel = page.locator('.source-panel[data-source="apache"]')
+            box = panel.locator("canvas").first.bounding_box()
+            lay = page.evaluate("window.mpmSources.apache.layout")
+            page.mouse.move(box["x"] + lay["label"] + w["thread"] * lay["cell"] + lay["cell"] / 2,
+                            box["y"] + w["proc"] * lay["cell"] + lay["cell"] / 2)
+            tip = panel.locator(".tooltip")
+            sync_api.expect(tip).to_contain_text("Reading Request", timeout=5_000)
+            sync_api.expect(tip).to_contain_text("since request start", timeout=5_000)
+            sync_api.expect(tip).to_contain_text(str(w["pid"]))
+            page.screenshot(path=str(artifact_path("dashboard-attach-hover.png")), full_page=False)
+            page.mouse.move(0, 0)
             page.wait_for_function("window.mpmSources.apache.charts.points.length >= 5", timeout=15_000)
             out = artifact_path("dashboard-attach.png")
             page.screenshot(path=str(out), full_page=False)

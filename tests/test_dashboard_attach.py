@@ -109,6 +109,19 @@ def test_slowloris_at_apache_matches_apaches_own_auto(dash, apache):
     assert client.get("/api/scoreboard").json()["state_counts"]["R"] == 0
     listed = {p["id"]: p for p in client.get("/api/traffic").json()["patterns"]}
     assert listed[pid]["source"] == "apache"
+    # a reader's cell: its ExtendedStatus row (pid, generation, client) through the slot API, as
+    # the grid's hover shows it; an idle never-used cell has no row, a cell off the grid is 404
+    def reader_cell():
+        f = client.get("/api/sources/apache").json()["frame"]
+        placed = [w for w in f["workers"] or [] if w["status"] == "R" and w["thread"] is not None]
+        return placed[0] if placed else None
+    w = wait_for(reader_cell, timeout=10, interval=0.1, what="a placed R row")
+    cell = client.get(f"/api/sources/apache/slots/{w['proc']}/{w['thread']}").json()
+    assert cell["detail"] and cell["status"] == "R" and cell["pid"] == w["pid"] and cell["pid"] > 0
+    assert cell["generation"] == w["generation"] and cell["client"] and cell["since_request_s"] is not None
+    assert client.get("/api/sources/apache/slots/99/0").status_code == 404
+    assert client.get("/api/sources/nope/slots/0/0").status_code == 404
+    assert client.get("/api/sources/core/slots/0/0").json()["proc"] == 0  # the core's own slot detail
     # "what is happening" for Apache names the readers
     ins = client.get("/api/sources/apache").json()["insight"]
     assert any("(R)" in t for t in [ins["headline"], *ins["details"]]), ins

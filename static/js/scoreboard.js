@@ -247,6 +247,7 @@
       ];
       if (d) {
         if (d.seconds_in_state != null) rows.push(["in state", d.seconds_in_state + " s"]);
+        if (d.since_request_s != null) rows.push(["since request start", d.since_request_s + " s"]);
         if (d.request) rows.push(["request", d.request]);
         if (d.client) rows.push(["client", d.client]);
         if (d.conn_count != null) rows.push(["requests", `${d.conn_count} this connection · ${d.access_count} this slot`]);

@@ -21,6 +21,11 @@
     if (canvas) {
       src.view = window.mpmGrid.create({canvas, wrap: q("grid-wrap"), tooltip: q("tooltip"), caption: q("grid-caption"),
         legend: q("legend")}, {downText: "no scoreboard from this source yet",
+        // Apache's ExtendedStatus row for the cell, when its place in the grid is certain
+        detail(p, t, cb) {
+          fetch(`/api/sources/${encodeURIComponent(name)}/slots/${p}/${t}`)
+            .then((r) => r.ok ? r.json() : null).then((d) => cb(d && d.detail ? d : null)).catch(() => {});
+        },
         captionSuffix: () => (src.summary && src.summary.layout && src.summary.layout.inferred ? " · row width inferred" : "")});
     }
     const subs = [];
