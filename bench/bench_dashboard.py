@@ -148,14 +148,16 @@ def main() -> int:
             # traffic that changes the grid every frame
             tid = api(base, "/api/traffic", {"pattern": "io", "params": {"rate": 300, "ms": 100, "duration": 120}})["id"]
             time.sleep(3)  # let the pattern ramp up before measuring (a measurement window, not a wait for state)
-            before = api(base, "/api/dashboard")["sampler"]
+            # the sampler's counter is read right beside the process' CPU times, both around the same
+            # window (the pages' frame counts, slow to read on a saturated box, outside it)
             f0 = [pg.evaluate("[window.mpmlab.frames, Date.now()]") for pg in pages]
             psutil.cpu_percent(interval=None)
+            before = api(base, "/api/dashboard")["sampler"]
             c0, t0 = proc.cpu_times(), time.monotonic()
             time.sleep(args.window)
             c1, t1 = proc.cpu_times(), time.monotonic()
-            f1 = [pg.evaluate("[window.mpmlab.frames, Date.now()]") for pg in pages]
             after = api(base, "/api/dashboard")["sampler"]
+            f1 = [pg.evaluate("[window.mpmlab.frames, Date.now()]") for pg in pages]
             cpu = ((c1.user - c0.user) + (c1.system - c0.system)) / (t1 - t0)
             sampler_share = (after["work_seconds"] - before["work_seconds"]) / (t1 - t0)
             fps = [(b[0] - a[0]) * 1000 / (b[1] - a[1]) for a, b in zip(f0, f1)]
