@@ -103,7 +103,9 @@ def test_event_accept_limit_turns_not_accepting_on_and_off(server_factory):
     # limit: connections < ThreadsPerChild + idle x floor(factor) = 2 + 2 x 1 = 4
     socks = keepalive_clients(srv.port, 4)
     wait_for(lambda: not_accepting() == 1, what="not_accepting on")
-    assert srv.snapshot().children[0].keep_alive == 4
+    # the 4th reply reaches its client just before its worker parks the connection
+    wait_for(lambda: srv.snapshot().children[0].keep_alive == 4, timeout=5, what="4 parked")
+    assert not_accepting() == 1
     # a 5th client is not accepted while the limit holds (it waits in the backlog, not refused)
     extra = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -133,8 +135,9 @@ def test_event_tls_async_or_held_like_worker(server_factory, sync):
             assert srv.snapshot().children[0].keep_alive == 0
         else:
             wait_for(lambda: srv.snapshot().children[0].keep_alive == 3, what="3 TLS connections parked")
-            assert srv.count_states()["K"] == 0
-            assert srv.count_states()["_"] == 8
+            # each worker goes back to _ right after parking its connection
+            wait_for(lambda: (c := srv.count_states())["K"] == 0 and c["_"] == 8 and c, timeout=5,
+                     what="no K, all 8 threads idle")
         for s in socks:  # and they still work
             s.sendall(GET_KA)
             assert read_response(s)[0] == 200
@@ -198,14 +201,17 @@ def test_event_write_completion_parks_the_rest_of_a_reply(server_factory):
         readers.append(s)
     try:
         wait_for(lambda: srv.snapshot().children[0].write_completion == 3, what="3 replies in write completion")
-        assert srv.count_states()["W"] == 0  # no thread waits for the slow readers
+        # no thread waits for the slow readers (each is back to _ right after handing its reply over)
+        wait_for(lambda: srv.count_states()["W"] == 0 and srv.count_states()["_"] == 4, timeout=5,
+                 what="no W, all 4 threads idle")
+        assert srv.snapshot().children[0].write_completion == 3
         # when the clients read, the listener finishes the replies and parks them as keep-alive
         for s in readers:
             s.settimeout(10)
             status, _, body = read_response(s)
             assert status == 200 and len(body) == 60000
-        wait_for(lambda: srv.snapshot().children[0].keep_alive == 3, what="3 kept-alive after writing")
-        assert srv.snapshot().children[0].write_completion == 0
+        wait_for(lambda: (c := srv.snapshot().children[0]).keep_alive == 3 and c.write_completion == 0,
+                 what="3 kept-alive after writing, none left in write completion")
     finally:
         for s in readers:
             s.close()
