@@ -467,10 +467,10 @@ def assign_threads(letters: str, tpc: int, workers: list[dict[str, Any]] | None)
     mod_status' worker table has no thread column: it lists, in slot order, every slot except the
     idle ('_') and dead ('.') ones that never served a request. So every other slot of a process
     is listed, and those rows anchor the alignment: they must carry the scoreboard's letters in
-    order, or the two answers (``?auto`` and the HTML page are read one after the other) disagree
-    and that process is left alone. Between two anchors, idle rows are placed only when there are
-    as many as idle slots; otherwise which idle slots served before is unknown, and they stay
-    unplaced rather than guessed."""
+    order (``letters``: the page's own ``<pre>``, else ``?auto``'s; mod_status reads the scoreboard
+    once for each, so a slot can change in between), or that process is left alone. Between two
+    anchors, idle rows are placed only when there are as many as idle slots; otherwise which idle
+    slots served before is unknown, and they stay unplaced rather than guessed."""
     if not workers or not letters or tpc < 1:
         return 0
     by_proc: dict[int, list[dict[str, Any]]] = {}
