@@ -203,7 +203,9 @@ class Sampler:
         c = s["state_counts"]
         point = {
             "t": round(now, 3), "rps": round(rps, 2),
-            "busy": s["busy"], "idle": s["idle"], "graceful": s["graceful"],
+            # graceful: the G slots the grid shows (mod_status' GracefulWorkers skips stopping
+            # children, so it stays 0 while old children finish after a switch)
+            "busy": s["busy"], "idle": s["idle"], "graceful": c.get("G", 0),
             "R": c.get("R", 0), "W": c.get("W", 0), "K": c.get("K", 0), "C": c.get("C", 0),
             "parked_keep_alive": s["conns_async_keep_alive"], "async_writing": s["conns_async_writing"],
             "async_closing": s["conns_async_closing"], "conns_total": s["conns_total"],

@@ -1058,7 +1058,8 @@ def chart_point(frame: SourceFrame, last: tuple[float, int] | None) -> tuple[dic
     conn = frame.connections or {}
     point = {
         "t": round(frame.t, 3), "rps": rps, "busy": s.get("busy"), "idle": s.get("idle"),
-        "graceful": s.get("graceful"),
+        # the G slots the grid shows (see app.sampler: GracefulWorkers skips stopping children)
+        "graceful": (s.get("state_counts") or {}).get("G", s.get("graceful")),
         "R": c.get("R") if c else conn.get("reading"), "W": c.get("W") if c else conn.get("writing"),
         "K": c.get("K") if c else None, "C": c.get("C") if c else None,
         "parked_keep_alive": s.get("conns_async_keep_alive"), "async_writing": s.get("conns_async_writing"),

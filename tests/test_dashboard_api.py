@@ -4,6 +4,8 @@ real embedded core on a free port, and the real traffic runner (targets: the cor
 from __future__ import annotations
 
 import json
+import re
+import socket
 import struct
 import subprocess
 import sys
@@ -172,6 +174,41 @@ def test_switch_mpm_and_back(dash):
     assert client.post("/api/mpm", json={"mpm": "apache1"}).status_code == 422
     r = client.post("/ui/mpm", data={"mpm": "event"})
     assert r.status_code == 200 and 'id="switch-event" class="on"' in r.text and 'hx-swap-oob="true"' in r.text
+    wait_for(lambda: scoreboard(client)["mpm"] == "event", what="back to event")
+
+
+def test_graceful_tile_counts_the_G_the_grid_shows(dash):
+    """During a switch, old children finishing their connections show G in the grid; mod_status'
+    GracefulWorkers skips stopping children (0, as Apache's), so the tile and the chart count the
+    grid's G and say what mod_status says."""
+    client, d = dash
+    port = int(d.settings.core_listen.rsplit(":", 1)[1])
+    held = []
+    try:
+        for _ in range(3):  # half-sent requests: each holds an old worker in R through the switch
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            held.append(s)
+        wait_for(lambda: scoreboard(client)["state_counts"]["R"] >= 3, what="3 R slots")
+        assert client.post("/api/mpm", json={"mpm": "worker"}).status_code == 200
+
+        def shown():
+            sc = scoreboard(client)
+            g, graceful = sc["state_counts"]["G"], client.get("/api/status").json()["summary"]["graceful"]
+            page = client.get("/").text
+            m = re.search(r'id="tile-graceful"><span>graceful</span><b>(\d+)</b><small>([^<]*)', page)
+            return (g, graceful, m) if g >= 3 and m and int(m.group(1)) >= 3 else None
+        g, graceful, m = wait_for(shown, timeout=15, interval=0.2, what="the old slots as G, on the tile")
+        assert graceful == 0 and "GracefulWorkers 0" in m.group(2), (graceful, m.group(0))
+        point = wait_for(lambda: [p for p in client.get("/api/history?seconds=3").json()["points"]
+                                  if p["graceful"] >= 3], timeout=5, what="a chart point with the G slots")
+        assert point[-1]["busy"] is not None
+    finally:
+        for s in held:
+            s.close()
+    wait_for(lambda: all(p["mpm"] == "worker" for p in client.get("/api/processes").json()["processes"]),
+             timeout=20, what="old event children gone once their connections closed")
+    assert client.post("/api/mpm", json={"mpm": "event"}).status_code == 200
     wait_for(lambda: scoreboard(client)["mpm"] == "event", what="back to event")
 
 
