@@ -200,6 +200,10 @@ def test_graceful_tile_counts_the_G_the_grid_shows(dash):
             return (g, graceful, m) if g >= 3 and m and int(m.group(1)) >= 3 else None
         g, graceful, m = wait_for(shown, timeout=15, interval=0.2, what="the old slots as G, on the tile")
         assert graceful == 0 and "GracefulWorkers 0" in m.group(2), (graceful, m.group(0))
+        # the connections the old event children still hold are counted under worker too
+        conns = re.search(r'id="tile-connections"><span>connections</span><b>(\d+)</b><small>([^<]*)',
+                          client.get("/").text)
+        assert int(conns.group(1)) >= 3 and "held by stopping event children" in conns.group(2), conns.group(0)
         point = wait_for(lambda: [p for p in client.get("/api/history?seconds=3").json()["points"]
                                   if p["graceful"] >= 3], timeout=5, what="a chart point with the G slots")
         assert point[-1]["busy"] is not None
