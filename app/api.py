@@ -14,14 +14,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from mpmcore.directives import MPMS, DirectiveError, catalogue, parse_httpd_conf
-from mpmcore.traffic import TrafficError
+from mpmcore.directives import MPMS, catalogue, parse_httpd_conf
 
 from .main import Dashboard
 from .security import control_guard
 from .settings import CORE_SOURCE
 from .traffic import PRESETS, pattern_catalogue, target_key
-from .views import attached_slot_detail, changed_settings, current_config, slot_detail
+from .views import attached_slot_detail, current_config, slot_detail
 
 router = APIRouter(prefix="/api", tags=["api"])
 Control = Depends(control_guard)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 from mpmcore import scoreboard as sb
 from mpmcore.directives import DirectiveError
 from mpmcore.master import ctl_request, run_dir_for
+from mpmcore.procs import terminate
 
 from .settings import ROOT
 
@@ -98,21 +98,12 @@ class EmbeddedCore:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
+        if terminate(proc, timeout):
+            # a KILLed master could not unlink its scoreboard: do it for it
             try:
-                proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
+                os.unlink("/dev/shm" + sb.segment_name(self.listen))
+            except OSError:
                 pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-                # a KILLed master could not unlink its scoreboard: do it for it
-                try:
-                    os.unlink("/dev/shm" + sb.segment_name(self.listen))
-                except OSError:
-                    pass
         try:
             self.stderr_path.unlink()
         except OSError:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import threading
 import json
-import signal
 import socket
 import statistics
 import subprocess
@@ -31,6 +30,9 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from common import free_port, wait_until  # bench/ is the script's directory, first on sys.path
+
+from mpmcore.procs import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -40,28 +42,12 @@ SLOTS_SETTINGS = {"ServerLimit": 64, "ThreadLimit": 64, "ThreadsPerChild": 64, "
                   "StartServers": 64, "MinSpareThreads": 64, "MaxSpareThreads": 4096}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def api(base: str, path: str, body=None, method: str | None = None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data else "GET"),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read())
-
-
-def wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 class WsReaders:
@@ -128,8 +114,8 @@ def main() -> int:
                 return api(base, "/api/scoreboard")
             except OSError:
                 return None
-        wait(ready, 60, "the dashboard")
-        sb = wait(lambda: (s := api(base, "/api/scoreboard"))["state_counts"]["_"] >= 4000 and s, 180,
+        wait_until(ready, 60, "the dashboard", interval=0.1)
+        sb = wait_until(lambda: (s := api(base, "/api/scoreboard"))["state_counts"]["_"] >= 4000 and s, 180,
                   "4096 ready slots (64 children x 64 threads)")
         live = len(sb["scoreboard"]) - sb["state_counts"]["."]
         print(f"scoreboard: {len(sb['scoreboard'])} slots shown, {live} live, MPM {sb['mpm']}")
@@ -216,12 +202,7 @@ def main() -> int:
                   f"{'PASS' if max(lat) < 150 else 'FAIL (max)' if statistics.median(lat) < 150 else 'FAIL'}")
             browser.close()
     finally:
-        dash.send_signal(signal.SIGTERM)
-        try:
-            dash.wait(60)
-        except subprocess.TimeoutExpired:
-            dash.kill()
-            dash.wait()
+        terminate(dash, 60)
     return 0
 
 

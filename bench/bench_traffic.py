@@ -20,7 +20,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,26 +31,12 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import free_port, wait_until  # noqa: E402  (bench/ is the script's directory)
+from mpmcore.procs import terminate  # noqa: E402
 from mpmcore.traffic import TrafficRunner  # noqa: E402
 
 # shared/ lies beside the checkout (as in CI), not inside it
 APACHE_SCRIPT = str(ROOT.parent / "shared" / "tools" / "real-apache.sh")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 # -- sink server (run as a subprocess: bench_traffic.py --sink PORT) ---------------------------
@@ -189,12 +174,7 @@ def bench_capacity(n: int) -> None:
         with TrafficRunner() as runner:
             asyncio.run(hold(runner, f"http://127.0.0.1:{port}/", n))
     finally:
-        sink.send_signal(signal.SIGTERM)
-        try:
-            sink.wait(10)
-        except subprocess.TimeoutExpired:
-            sink.kill()
-            sink.wait(5)
+        terminate(sink, 10)
 
 
 def main() -> int:

@@ -24,6 +24,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(pred, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``pred`` until it returns something truthy (returned), or stop the bench after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
 def wait_port(port: int, path: str = "/", timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

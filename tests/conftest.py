@@ -37,6 +37,25 @@ def need(package: str) -> str:
     return path
 
 
+def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone: it has exited, only its parent has not reaped it)."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def answers_200(port: int, path: str) -> bool:
+    """Whether a GET of ``path`` on the loopback ``port`` answers 200 (False while nothing listens)."""
+    try:
+        return http_get(port, path, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -199,5 +218,6 @@ def artifact_path(name: str) -> Path:
     return ARTIFACTS / name
 
 
-# The real-Apache fixture, for every test module (imported last: it uses the helpers above).
+# The real-Apache and real-nginx fixtures, for every test module (imported last: they use the helpers above).
 from real_apache_fixtures import event_apache, real_apache  # noqa: E402,F401
+from real_nginx_fixtures import real_nginx  # noqa: E402,F401

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from mpmcore import scoreboard as sb
+from mpmcore.procs import terminate
 
-from conftest import ROOT, free_port, need, wait_for
+from conftest import ROOT, free_port, need, pid_alive, wait_for
 
 WS = "ws://127.0.0.1:8000"  # TestClient's base for websockets
 # Chromium as the tests run it: Debian's, headless, root-safe, no calls to the outside world.
@@ -47,16 +48,6 @@ def ws_session(client, path: str, **kw):
         cm.__exit__(None, None, None)
     except concurrent.futures.CancelledError:
         pass
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie is gone for our purpose
-    except (OSError, IndexError):
-        return False
 
 
 def shm_path(listen: str) -> Path:
@@ -126,13 +117,7 @@ class DashboardProcess:
             raise ValueError(f"{e.code}: {e.read()[:500]!r}") from None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, timeout, sig)
         self.logf.close()
         return self.proc.returncode
 

@@ -3,13 +3,12 @@ stops it by its pid file). Shared by every test that compares with, or attaches 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, http_get, need, wait_for
+from conftest import ROOT, answers_200, free_port, need, pid_alive, wait_for
 
 REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"
 
@@ -18,25 +17,8 @@ EVENT_DIRECTIVES = {"ServerLimit": 4, "ThreadsPerChild": 10, "MaxRequestWorkers"
                     "MinSpareThreads": 5, "MaxSpareThreads": 20}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def _pidfile(port: int) -> Path:
     return Path(f"/tmp/real-apache-{port}/httpd.pid")
-
-
-def _up(port: int) -> bool:
-    try:
-        return http_get(port, "/server-status?auto", timeout=2)[0] == 200
-    except OSError:
-        return False
 
 
 def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
@@ -55,13 +37,13 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
     conf.write_text("".join(f"{k} {v}\n" for k, v in (EVENT_DIRECTIVES if directives is None else directives).items()))
     subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
                    capture_output=True, timeout=120)
-    wait_for(lambda: _up(port), timeout=20, what=f"real Apache ({mpm}) on {port}")
+    wait_for(lambda: answers_200(port, "/server-status?auto"), timeout=20, what=f"real Apache ({mpm}) on {port}")
     return port, int(_pidfile(port).read_text().strip())
 
 
 def stop_apache(port: int, pid: int) -> None:
     subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
-    wait_for(lambda: not _pid_alive(pid), timeout=20, what=f"real Apache {pid} stopped")
+    wait_for(lambda: not pid_alive(pid), timeout=20, what=f"real Apache {pid} stopped")
 
 
 @pytest.fixture

@@ -11,25 +11,21 @@ request when it starts, so the reference sees one more request and one more acce
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, http_get, wait_for
-from real_apache_fixtures import _pid_alive
+from conftest import ROOT, free_port, http_get, pid_alive, wait_for
 from mpmcore import attach
+from mpmcore.procs import terminate
 from mpmcore.attach import (SUMMARY_KEYS, ApacheSource, AutoSource, NginxSource, grid_frame, make_source,
                             parse_auto, parse_spec, parse_status_html, parse_stub_status, summary_message)
 from mpmcore.scoreboard import STATE_LETTERS
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SLOW = 5  # slowloris connections: each holds a worker in R (Apache) / a Reading connection (nginx)
 AGREE_DEADLINE = 15.0
 
@@ -44,67 +40,6 @@ APACHE_DIRECTIVES = {
 
 
 # -- servers -------------------------------------------------------------------------------------
-def _pidfile_alive(path: Path) -> bool:
-    try:
-        return _pid_alive(int(path.read_text().strip()))
-    except (OSError, ValueError):
-        return False
-
-
-def _get_ok(port: int, path: str) -> bool:
-    try:
-        return http_get(port, path, timeout=2)[0] == 200
-    except OSError:
-        return False
-
-
-NGINX_CONF = """\
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-  client_header_timeout 60s;
-  server {{
-    listen 127.0.0.1:{port};
-    location = /nginx_status {{ stub_status; }}
-    location / {{ return 200 "hello\\n"; }}
-  }}
-}}
-"""
-
-
-@pytest.fixture
-def real_nginx(tmp_path):
-    if not os.path.exists(NGINX):
-        pytest.fail("nginx is needed: ./dev.sh test installs Debian's nginx")
-    port = free_port()
-    d = tmp_path / "nginx"
-    d.mkdir()
-    (d / "nginx.conf").write_text(NGINX_CONF.format(dir=d, port=port))
-    log = open(d / "stderr.log", "wb")
-    # in the foreground (daemon off): the master is our child, stopped by its pid
-    proc = subprocess.Popen([NGINX, "-e", str(d / "error.log"), "-p", str(d), "-c", str(d / "nginx.conf"),
-                             "-g", "daemon off;"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: proc.poll() is None and _get_ok(port, "/nginx_status"), timeout=15, what="nginx up")
-    except AssertionError:
-        proc.kill()
-        proc.wait(5)
-        raise AssertionError(f"nginx did not start: {(d / 'stderr.log').read_text()} {(d / 'error.log').read_text()}")
-    yield port
-    proc.send_signal(signal.SIGTERM)  # nginx's fast shutdown
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    log.close()
-
-
 @pytest.fixture
 def slowloris():
     procs: list[subprocess.Popen] = []
@@ -119,13 +54,7 @@ def slowloris():
 
     yield start
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)  # the CLI stops its pattern and its runner on Ctrl-C
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        terminate(p, 10, signal.SIGINT)  # the CLI stops its pattern and its runner on Ctrl-C
 
 
 def _own_auto(port: int) -> dict[str, str]:
@@ -181,7 +110,7 @@ def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
     assert frame.capabilities["workers"] and frame.workers
     readers = [w for w in frame.workers if w["status"] == "R"]
     assert len(readers) >= SLOW
-    assert all(w["pid"] and _pid_alive(w["pid"]) for w in readers)
+    assert all(w["pid"] and pid_alive(w["pid"]) for w in readers)
     assert all(w["proc"] is not None and w["generation"] == s["mpm_generation"] for w in readers)
     assert any(w["request"] and "/server-status" in w["request"] for w in frame.workers)
     # each reader is placed in its own grid cell (mod_status lists every busy slot, in slot order),
@@ -203,7 +132,7 @@ def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
         # event's per-process table: the real ThreadsPerChild, one row per child, live PIDs
         assert lay["cols"] == 10 and not lay["inferred"] and s["threads_per_child"] == 10
         assert frame.capabilities["process_table"] and len(s["procs"]) == s["processes"]
-        assert all(_pid_alive(p["pid"]) for p in s["procs"])
+        assert all(pid_alive(p["pid"]) for p in s["procs"])
         assert sum(p["busy"] for p in s["procs"]) >= SLOW
         assert any("lag" in c for c in frame.cannot_show)
     assert any("memory" in c for c in frame.cannot_show)

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, http_get, wait_for
+from conftest import ROOT, answers_200, free_port, need, pid_alive, wait_for
 from mpmcore.attach import ApacheSource, NginxSource
+from mpmcore.procs import terminate
 
-COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with PyYAML (docker-compose's own dependency)
 TOKEN = "test-token-123"
 
@@ -35,14 +35,12 @@ TOKEN = "test-token-123"
 def _compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if k != "MPMLAB_TOKEN"}
     e.update(env or {})
-    return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args], cwd=str(ROOT), env=e,
+    return subprocess.run([need("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), *args], cwd=str(ROOT), env=e,
                           capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
 def compose_config() -> dict:
-    if not os.path.exists(COMPOSE):
-        pytest.fail("docker-compose is needed: ./dev.sh test installs Debian's docker-compose")
     r = _compose("--profile", "prometheus", "config", env={"MPMLAB_TOKEN": TOKEN})
     assert r.returncode == 0, r.stderr
     out = subprocess.run([SYSTEM_PYTHON, "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
@@ -52,8 +50,6 @@ def compose_config() -> dict:
 
 
 def test_compose_file_validates():
-    if not os.path.exists(COMPOSE):
-        pytest.fail("docker-compose is needed: ./dev.sh test installs Debian's docker-compose")
     r = _compose("config", "-q", env={"MPMLAB_TOKEN": TOKEN})
     assert r.returncode == 0, r.stderr
     r = _compose("--profile", "prometheus", "config", "-q", env={"MPMLAB_TOKEN": TOKEN})
@@ -99,7 +95,6 @@ def test_prometheus_config_scrapes_metrics():
 
 
 # -- the server configurations, run for real with Debian's packages ---------------------------------
-APACHE2 = shutil.which("apache2") or "/usr/sbin/apache2"
 DEBIAN_MODULES = Path("/usr/lib/apache2/modules")
 
 
@@ -114,8 +109,7 @@ def apache_dir():
 
 def test_deploy_apache_conf_runs_and_attaches(apache_dir):
     """The official image's paths swapped for Debian's; modules Debian compiles in are not loaded."""
-    if not os.path.exists(APACHE2):
-        pytest.fail("apache2 is needed: ./dev.sh test installs Debian's apache2")
+    apache2 = need("apache2")
     tmp_path = apache_dir
     port = free_port()
     htdocs = tmp_path / "htdocs"
@@ -136,12 +130,12 @@ def test_deploy_apache_conf_runs_and_attaches(apache_dir):
         lines.append(line)
     conf = tmp_path / "httpd.conf"
     conf.write_text("\n".join(lines) + "\n")
-    check = subprocess.run([APACHE2, "-t", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+    check = subprocess.run([apache2, "-t", "-f", str(conf)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
-    subprocess.run([APACHE2, "-f", str(conf), "-k", "start"], check=True, capture_output=True, timeout=30)
+    subprocess.run([apache2, "-f", str(conf), "-k", "start"], check=True, capture_output=True, timeout=30)
     pidfile = tmp_path / "httpd.pid"
     try:
-        wait_for(lambda: pidfile.exists() and _status_ok(port, "/server-status?auto"), timeout=15,
+        wait_for(lambda: pidfile.exists() and answers_200(port, "/server-status?auto"), timeout=15,
                  what="Apache with deploy/apache/httpd.conf")
         source = ApacheSource(f"http://127.0.0.1:{port}/server-status")
         frames = []
@@ -161,13 +155,11 @@ def test_deploy_apache_conf_runs_and_attaches(apache_dir):
         if pidfile.exists():
             pid = int(pidfile.read_text().strip())
             os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: not _alive(pid), timeout=20, what="Apache stopped")
+            wait_for(lambda: not pid_alive(pid), timeout=20, what="Apache stopped")
 
 
 def test_deploy_nginx_conf_runs_and_attaches(tmp_path):
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx):
-        pytest.fail("nginx is needed: ./dev.sh test installs Debian's nginx")
+    nginx = need("nginx")
     port = free_port()
     server = (ROOT / "deploy/nginx/default.conf").read_text()
     server = re.sub(r"listen 80;", f"listen 127.0.0.1:{port};", server)
@@ -184,31 +176,11 @@ def test_deploy_nginx_conf_runs_and_attaches(tmp_path):
     assert check.returncode == 0, check.stderr
     proc = subprocess.Popen(args + ["-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _status_ok(port, "/nginx_status"), timeout=15, what="nginx with deploy/nginx/default.conf")
+        wait_for(lambda: answers_200(port, "/nginx_status"), timeout=15, what="nginx with deploy/nginx/default.conf")
         frame = NginxSource(f"http://127.0.0.1:{port}/nginx_status").poll()
         assert frame.ok and frame.connections["active"] >= 1, frame.error
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _status_ok(port: int, path: str) -> bool:
-    try:
-        return http_get(port, path, timeout=2)[0] == 200
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+        terminate(proc, 15)
 
 
 # -- the Dockerfile, without an engine ---------------------------------------------------------------

@@ -19,7 +19,6 @@ from app.main import create_app
 from conftest import ROOT, free_port, http_get, wait_for
 from dashboard_fixtures import assert_core_gone, in_process_settings, pid_alive, ws_session
 from mpmcore.attach import parse_auto, parse_stub_status
-from test_attach import real_nginx  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.apache
 
@@ -189,7 +188,7 @@ def test_metrics_for_both_sources_and_the_traffic(dash, apache):
     client.delete(f"/api/traffic/{pid}")
 
 
-def test_nginx_beside_the_core_under_slowloris(real_nginx):  # noqa: F811
+def test_nginx_beside_the_core_under_slowloris(real_nginx):
     """A real nginx attached beside the embedded core; slowloris aimed at nginx through the API. The
     nginx source's counts equal nginx's own stub_status at the same moment (the reference's own
     connection and request are counted in its answer, and the poller's Writing in the source's);

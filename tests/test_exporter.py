@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 
 from conftest import free_port, http_get, need, read_response, wait_for
+from mpmcore.procs import terminate
 
 EXPORTER = "/usr/bin/prometheus-apache-exporter"
 
@@ -27,12 +28,7 @@ def exporter():
 
     yield start
     for p in started:
-        p.terminate()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        terminate(p, 5)
 
 
 def scrape(port: int) -> dict[str, float] | None:

@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import free_port, http_get, need, wait_for
 from mpmcore.attach import SUMMARY_KEYS, ApacheSource, NginxSource, frame_from_summary
 from mpmcore.metrics import (FAMILIES, SCOREBOARD_STATES, TrafficTotals, build_registry, make_metrics_response)
+from mpmcore.procs import terminate
 from mpmcore.server import server_info
 from mpmcore.status import summarize
 from mpmcore.traffic import TrafficRunner
-from test_attach import real_nginx  # noqa: F401  (fixture)
 
 EXPORTER = "/usr/bin/prometheus-apache-exporter"
 TRAFFIC_SECONDS = 1.5
@@ -66,7 +66,7 @@ def _samples(fam, name: str | None = None, **labels) -> list:
             and all(s.labels.get(k) == v for k, v in labels.items())]
 
 
-def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory, real_nginx):  # noqa: F811
+def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory, real_nginx):
     server = server_factory(mpm="event", settings={"ServerLimit": 4, "ThreadsPerChild": 10, "MaxRequestWorkers": 40,
                                                    "StartServers": 2})
     totals = asyncio.run(_steady_traffic(f"http://{server.listen}/"))
@@ -203,12 +203,7 @@ def test_apache_exporter_and_metrics_read_the_embedded_core_alike(server_factory
 
         text = wait_for(scrape, timeout=10, what="apache_exporter scraping the embedded core")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        terminate(proc, 5)
     fams = _families(text)
     theirs = {s.labels["state"]: s.value for s in fams["apache_scoreboard"].samples}
     assert set(theirs) == set(SCOREBOARD_STATES.values())

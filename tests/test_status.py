@@ -17,6 +17,7 @@ import pytest
 
 from mpmcore import scoreboard as sb
 from mpmcore import status
+from mpmcore.procs import terminate
 from mpmcore.protocol import Request
 from mpmcore.scoreboard import BUSY_KEEPALIVE, BUSY_READ, GRACEFUL, READY, Scoreboard, ScoreboardReader
 
@@ -433,12 +434,7 @@ def test_prometheus_apache_exporter_reads_our_auto(board, auto_server):
             time.sleep(0.05)
         assert metrics and "\napache_up " in metrics, "exporter never answered"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 5)
         proc.stderr.close()
 
     values = {}
