@@ -245,3 +245,30 @@ def test_worker_new_child_squats_on_a_finishing_childs_slot(server_factory):
     # when the old thread lets go, the new child takes that thread slot too
     wait_for(lambda: srv.snapshot().worker(0, busy_thread).pid == new_pid, what="thread slot reused")
     assert http_get(srv.port, "/")[0] == 200
+
+
+def test_event_child_finishing_gracefully_waits_idle(server_factory):
+    """After a graceful restart an old event child keeps its listener polling its last connection.
+    It must sleep in epoll meanwhile: the wake pipe that told it to stop stays readable, and while
+    it stayed in the poll set the listener spun at 100% of a core until the connection ended."""
+    import psutil
+
+    srv = server_factory(mpm="event", settings={"ServerLimit": 2, "ThreadsPerChild": 4, "MaxRequestWorkers": 4,
+                                                "StartServers": 1, "MinSpareThreads": 1, "MaxSpareThreads": 4})
+    wait_for(lambda: srv.count_states()["_"] == 4, what="4 idle threads")
+    old_pid = srv.live_children()[0].pid
+    half = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # holds a worker of the old child in R
+        wait_for(lambda: srv.count_states()["R"] == 1, what="one R slot")
+        assert srv.ctl("graceful")["ok"]
+        wait_for(lambda: any(p.pid != old_pid for p in srv.live_children()), what="the new child")
+        old = psutil.Process(old_pid)
+        before, t0 = sum(old.cpu_times()[:2]), time.monotonic()
+        time.sleep(1.5)  # a measuring window, not a wait for a state
+        busy = (sum(old.cpu_times()[:2]) - before) / (time.monotonic() - t0)
+        assert old.is_running() and busy < 0.3, f"the old child used {busy:.0%} of a core while finishing"
+    finally:
+        half.close()
+    wait_for(lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie",
+             timeout=15, what="the old child gone once its connection closed")

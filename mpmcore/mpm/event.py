@@ -252,6 +252,10 @@ class EventChild:
                     elif fd == env.wake_r:
                         if not dying:
                             dying = True
+                            # The wake pipe stays readable (other waits in this child rely on
+                            # it): level-triggered, it would wake every poll at once and spin
+                            # the listener for as long as the child finishes its connections.
+                            ep.unregister(env.wake_r)
                             # Graceful child exit: close the keep-alive queue, stop accepting,
                             # run until every connection is finished.
                             with qlock:
