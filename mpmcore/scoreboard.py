@@ -496,7 +496,9 @@ class ScoreboardReader:
         before = _seqs(mm, off, count, size)
         arr = (cls * count).from_buffer_copy(mm, off)
         after = _seqs(mm, off, count, size)
-        if before != after or _any_odd(mm, off, count, size):
+        # odd in ``before``: a writer was inside that record when the copy began (it may have
+        # finished since, so the live sequence would not tell)
+        if before != after or _any_odd(before):
             b, a = memoryview(before).cast("I"), memoryview(after).cast("I")
             for i in range(count):
                 if b[i] == a[i] and not b[i] & 1:
@@ -588,10 +590,9 @@ def _seqs(mm: mmap.mmap, off: int, count: int, size: int) -> bytes:
 _ODD = bytes(i & 1 for i in range(256))
 
 
-def _any_odd(mm: mmap.mmap, off: int, count: int, size: int) -> bool:
-    """Is any record being written right now (odd sequence)? Looks at the low byte of each seq."""
-    low = memoryview(mm)[off:off + count * size][::size].tobytes()  # little-endian: low byte first
-    return b"\x01" in low.translate(_ODD)
+def _any_odd(seqs: bytes) -> bool:
+    """Is any of these sequence counters (``_seqs``' uint32s) odd, i.e. its record mid-write?"""
+    return b"\x01" in seqs[::4].translate(_ODD)  # little-endian: the low byte comes first
 
 
 def live_workers(snap: Snapshot) -> Iterator[tuple[int, int, WorkerRecord]]:

@@ -456,3 +456,30 @@ def test_prometheus_apache_exporter_reads_our_auto(board, auto_server):
     assert values['apache_connections{state="keepalive"}'] == 3
     assert values['apache_generation{type="mpm"}'] == GEN
     assert values['apache_info{mpm="event",version="mpmlab/0.1.0 (Unix)"}'] == 1
+
+
+def test_reader_retries_a_record_caught_mid_write(board, monkeypatch):
+    """A writer inside a record when the copy begins (odd sequence) that finishes just after the
+    copy: both sequence reads are odd and equal, the live one is even again. The copy is torn and
+    must be read again, not accepted because the record looks quiet by the time it is checked."""
+    b = board(1, 2)
+    reader = ScoreboardReader(b.name)
+    try:
+        rec = b.worker(0, 1)
+        rec.seq += 1  # the writer is in: odd
+        rec.access_count, rec.bytes_served = 7, 0  # half of its update done
+        real_seqs, calls = sb._seqs, []
+
+        def seqs_then_finish(*a):
+            out = real_seqs(*a)
+            calls.append(out)
+            if len(calls) == 2:  # right after the copy's second sequence read: the writer finishes
+                rec.bytes_served = 7
+                rec.seq += 1
+            return out
+        monkeypatch.setattr(sb, "_seqs", seqs_then_finish)
+        w = reader._copy_region(sb.WorkerRecord, reader._w_off, 2, sb.W_SIZE)[1]
+        assert len(calls) == 2 and calls[0] == calls[1]  # both reads saw the same odd sequence
+        assert (w.access_count, w.bytes_served) == (7, 7) and w.seq % 2 == 0
+    finally:
+        reader.close()
