@@ -190,13 +190,15 @@ def _split_tail(parts: list, keep: int) -> tuple[list, list]:
     return head, tail
 
 
-def _reply_parts(http: HTTPConnection, req: Request, resp: Response) -> list:
+def _reply_parts(http: HTTPConnection, req: Request, resp: Response) -> tuple[list, int]:
+    """(the buffers to write, the body's length: what Apache counts as bytes served, r->bytes_sent,
+    headers not included)."""
     head, body = http.send_response_parts(req, resp)
     if not body:
-        return [head]
+        return [head], 0
     if len(body) <= COALESCE_BYTES:
-        return [head + bytes(body)]
-    return [head, memoryview(body)]
+        return [head + bytes(body)], len(body)
+    return [head, memoryview(body)], len(body)
 
 
 def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable: bool = False) -> str:
@@ -269,12 +271,11 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                             close=True)
         if ctx.stopping.is_set():
             resp.close = True  # graceful: this is the connection's last request
-        parts = _reply_parts(http, req, resp)
-        total = sum(len(p) for p in parts)
+        parts, served = _reply_parts(http, req, resp)
         if hold:
             ok = all(write_all(c, p, ctx.timeout) for p in parts)
             slot.set(sb.BUSY_LOG)
-            slot.request_finished(total if ok else 0, *_thread_cpu())
+            slot.request_finished(served if ok else 0, *_thread_cpu())
             if not ok:
                 return CLOSE
         else:
@@ -285,10 +286,10 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
             done = write_some(c)
             if done is False:
                 c.out_request = req
-                slot.request_finished(total, *_thread_cpu())
+                slot.request_finished(served, *_thread_cpu())
                 return PARK_WRITE
             slot.set(sb.BUSY_LOG)
-            slot.request_finished(total if done else 0, *_thread_cpu())
+            slot.request_finished(served if done else 0, *_thread_cpu())
             if done is None:
                 return CLOSE
         if not http.keep_alive:

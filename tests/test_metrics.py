@@ -188,6 +188,8 @@ def test_apache_exporter_and_metrics_read_the_embedded_core_alike(server_factory
     need("prometheus-apache-exporter")
     server = server_factory(mpm="worker", settings={"ServerLimit": 2, "ThreadsPerChild": 10,
                                                     "MaxRequestWorkers": 20, "StartServers": 2})
+    # both children up first: while their threads start, the open slots move between the two reads
+    wait_for(lambda: server.count_states()["_"] == 20, what="20 idle threads")
     port = free_port()
     proc = subprocess.Popen([EXPORTER, f"--scrape_uri=http://{server.listen}/server-status?auto",
                              f"--telemetry.address=127.0.0.1:{port}"],

@@ -307,3 +307,26 @@ def test_expect_100_continue_is_answered_before_the_body(server_factory):
         s.sendall(b"x" * 2000)
         status, _, body = read_response(s)
         assert status == 200 and b"2000" in body
+
+
+def test_bytes_served_count_bodies_not_headers(server_factory):
+    """Like Apache (r->bytes_sent): Total kBytes and the slot counters add up response bodies;
+    headers are not counted. 50 replies of 10 bytes add exactly 500 bytes (plus the first status
+    page's own body), where headers would add some 5 kB more."""
+    import json
+    srv = server_factory(mpm="prefork", settings={"StartServers": 1, "MinSpareServers": 1, "MaxSpareServers": 2})
+    status, _, body = http_get(srv.port, "/server-status?json")
+    assert status == 200
+    before = json.loads(body)["totals"]["bytes"]
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        for _ in range(50):
+            s.sendall(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n")
+            st, _, b = read_response(s)
+            assert st == 200 and len(b) == 10
+    want = before + len(body) + 500
+
+    def counted():
+        return json.loads(http_get(srv.port, "/server-status?json")[2])["totals"]["bytes"]
+    # the last request is counted just after its reply, so poll; a poll's own page is counted only
+    # after it answers, so the first figure that reaches the goal is exact (or headers were counted)
+    assert wait_for(lambda: (n := counted()) >= want and n, what=f"{want} bytes served") == want
