@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from mpmcore.directives import MPMS, catalogue, parse_httpd_conf
+from mpmcore.directives import DIRECTIVES, MPMS, canonical, catalogue, parse_httpd_conf
 
 from .main import Dashboard
 from .security import control_guard
@@ -23,14 +23,16 @@ from .traffic import PRESETS, pattern_catalogue, target_key
 from .views import attached_slot_detail, current_config, slot_detail
 
 router = APIRouter(prefix="/api", tags=["api"])
-Control = Depends(control_guard)
 
 
 def get_dashboard(request: Request) -> Dashboard:
     return request.app.state.dashboard
 
 
+#: The dependencies every route takes (also app.ui's): the Dashboard, and for a control call the
+#: Origin and token check.
 Dash = Depends(get_dashboard)
+Control = Depends(control_guard)
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -226,7 +228,6 @@ async def set_directives(body: DirectivesBody, d: Dashboard = Dash) -> dict[str,
     mpm, values, _ = current_config(d.sampler)
     settings = _settings_str(body.settings)
     for name in settings:  # every name and value checked here first: 422 names the directive
-        from mpmcore.directives import DIRECTIVES, canonical
         DIRECTIVES[canonical(name)].parse(settings[name])
     if body.restart == "hard":
         answer = await d.control.restart(settings)
@@ -235,7 +236,8 @@ async def set_directives(body: DirectivesBody, d: Dashboard = Dash) -> dict[str,
     return await _after_change(d, answer)
 
 
-@router.post("/directives/check", summary="Validate directives without applying them (adjustments as warnings)")
+@router.post("/directives/check", summary="Validate directives without applying them (adjustments as warnings)",
+             dependencies=[Control])
 async def check_directives(body: CheckBody, d: Dashboard = Dash) -> dict[str, Any]:
     mpm = body.mpm or current_config(d.sampler)[0]
     answer = await d.control.check(mpm, _settings_str(body.settings))

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from mpmcore import scoreboard as sb
-from mpmcore.directives import DirectiveError
 from mpmcore.master import ctl_request, run_dir_for
 from mpmcore.procs import terminate
 
@@ -147,7 +146,3 @@ class CoreControl:
 
     async def check(self, mpm: str, settings: dict[str, str]) -> dict[str, Any]:
         return await self.request("check", mpm=mpm, set=settings)
-
-
-def directive_error(e: DirectiveError) -> ControlError:
-    return ControlError(str(e), e.directive)

@@ -17,14 +17,12 @@ MAX_PENDING_LINES = 500
 
 
 class Channel:
-    def __init__(self, name: str = "") -> None:
-        self.name = name
+    def __init__(self) -> None:
         self._latest: dict[str, Any] = {}
         self._lines: dict[str, list[Any]] = {}
         self._event = asyncio.Event()
         self.dropped = 0  # frames replaced before they were sent
         self.sent = 0
-        self.closed = False
 
     def offer(self, kind: str, message: Any) -> None:
         """Queue ``message`` as the one pending message of ``kind`` (size-1 queue, latest wins)."""
@@ -41,9 +39,6 @@ class Channel:
             self.dropped += len(buf) - MAX_PENDING_LINES
             del buf[: len(buf) - MAX_PENDING_LINES]
         self._event.set()
-
-    def pending(self) -> int:
-        return len(self._latest) + sum(len(v) for v in self._lines.values())
 
     async def take(self) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         """Wait until something is pending; return (ordered items, latest messages) and clear."""
@@ -65,12 +60,11 @@ class Hub:
         self.published = 0
 
     def subscribe(self) -> Channel:
-        ch = Channel(self.name)
+        ch = Channel()
         self.channels.add(ch)
         return ch
 
     def unsubscribe(self, ch: Channel) -> None:
-        ch.closed = True
         self.channels.discard(ch)
 
     def offer(self, kind: str, message: Any) -> None:

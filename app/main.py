@@ -51,6 +51,7 @@ class Dashboard:
         self.sampler = Sampler(settings, self.control, self.traffic, render_live=self.render_live)
         self.traffic.add_listener(self._on_traffic_frame)
         self._traffic_ids: tuple[str, ...] = ()
+        self._traffic_stats_empty = False  # the last traffic-stats offer rendered nothing
         self.sources = SourceManager(settings, self.traffic, render_panel=self.render_source)
         self.sources.live_hub = self.sampler.live_hub
         # /metrics: the traffic runner's cumulative figures, kept from its 250 ms frames
@@ -126,7 +127,11 @@ class Dashboard:
             self._traffic_ids = ids
             hub.offer("traffic-list", t.get_template("live/_traffic_list_oob.html").render(
                 running=running, catalogue=_catalogue(), target_names=self.target_names()))
-        hub.offer("traffic-stats", t.get_template("live/_traffic_stats.html").render(running=running))
+        if not running and self._traffic_stats_empty:
+            return  # nothing runs, and the empty render after the last pattern already went out
+        stats = t.get_template("live/_traffic_stats.html").render(running=running)
+        self._traffic_stats_empty = not stats.strip()
+        hub.offer("traffic-stats", stats)
 
     async def start(self) -> None:
         s = self.settings

@@ -35,6 +35,7 @@ log = logging.getLogger("mpmlab.dashboard")
 HISTORY_INTERVAL = 1.0  # seconds between chart points
 LOG_POLL = 0.25  # seconds between reads of the error log
 REATTACH_INTERVAL = 1.0  # seconds between tries to attach to the scoreboard when it is gone
+STATE_RETRY = 1.0  # seconds before a failed `status` after a new generation is asked again
 
 
 class History:
@@ -91,9 +92,10 @@ class Sampler:
                       asyncio.create_task(self._follow_log(), name="log-follower")]
 
     async def stop(self) -> None:
-        for t in self.tasks + ([self._state_task] if self._state_task else []):
+        tasks = self.tasks + ([self._state_task] if self._state_task is not None else [])
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.reader is not None:
             try:
                 self.reader.close()
@@ -165,7 +167,11 @@ class Sampler:
             self._summarize(now)
 
     def _summarize(self, now: float) -> None:
-        snap = self.reader.snapshot()
+        try:
+            snap = self.reader.snapshot()
+        except (FileNotFoundError, ValueError, sb.StaleScoreboard, OSError):
+            self._detach()  # the server went away between the grid frame and this read
+            return
         host = self.control.listen.rpartition(":")[0].strip("[]") or "localhost"
         s = summarize(snap, server_info(snap, host), now)
         insight = describe(s, (self.core_state or {}).get("config"))
@@ -176,7 +182,7 @@ class Sampler:
         gen = s.get("mpm_generation")
         if gen != self._known_generation and (self._state_task is None or self._state_task.done()):
             self._known_generation = gen
-            self._state_task = asyncio.create_task(self.refresh_core_state())
+            self._state_task = asyncio.create_task(self._refresh_for_generation())
         msg = {"type": "summary", "t": now, "mpm": s["mpm"], "generation": gen,
                "patterns": self.grid.patterns if self.grid else [],
                "counts": s["state_counts"], "busy": s["busy"], "idle": s["idle"], "graceful": s["graceful"],
@@ -216,11 +222,24 @@ class Sampler:
         return point
 
     async def refresh_core_state(self) -> dict[str, Any] | None:
+        await self._fetch_core_state()
+        return self.core_state
+
+    async def _fetch_core_state(self) -> bool:
         try:
             self.core_state = await self.control.status()
         except (CoreError, ControlError) as e:
             log.warning("core status: %s", e)
-        return self.core_state
+            return False
+        return True
+
+    async def _refresh_for_generation(self) -> None:
+        """The master's `status` after the scoreboard showed a new generation. When it fails, the
+        generation is forgotten (after a pause, during which no other refresh starts) so that a
+        later tick asks again."""
+        if not await self._fetch_core_state():
+            await asyncio.sleep(STATE_RETRY)
+            self._known_generation = None
 
     def live_context(self) -> dict[str, Any]:
         return {"summary": self.summary, "insight": self.insight, "core": self.core_state,

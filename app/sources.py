@@ -74,6 +74,14 @@ class AttachedSource:
     def url(self) -> str:
         return self.source.url
 
+    @property
+    def shown(self) -> SourceFrame | None:
+        """The frame whose figures the panel shows: the latest, or after a failed poll the last
+        one that had figures (None before the first poll)."""
+        if self.frame is not None and not self.frame.ok and self.last_ok is not None:
+            return self.last_ok
+        return self.frame
+
     def traffic_target(self) -> str | None:
         """The base URL the traffic panel may aim at: only a loopback server (from the last poll,
         which checked the address it connected to; before the first poll, a literal loopback host)."""

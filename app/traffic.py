@@ -107,7 +107,6 @@ class TrafficService:
         self.runner: TrafficRunner | None = None
         self.client: TrafficClient | None = None
         self.patterns: list[dict[str, Any]] = []  # running patterns, from the last frame
-        self.last_frame: dict[str, Any] | None = None
         # per target (host, port), per label: the figures of the current second
         self._windows: dict[tuple[str, int] | None, dict[str, _Window]] = {}
         self._listeners: list[Callable[[dict], None]] = []
@@ -186,7 +185,6 @@ class TrafficService:
         self._listeners.append(cb)
 
     def _on_frame(self, frame: dict) -> None:
-        self.last_frame = frame
         self.patterns = [p for p in frame.get("patterns", []) if p.get("state") == "running"]
         for p in frame.get("patterns", []):
             live = p.get("live") or {}

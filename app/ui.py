@@ -6,27 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mpmcore.directives import MPMS, DirectiveError, parse_httpd_conf
 from mpmcore.traffic import TrafficError
 
+from .api import Control, Dash
 from .core import ControlError, CoreError
 from .main import Dashboard
-from .security import TOKEN_COOKIE, control_guard, given_token
+from .security import TOKEN_COOKIE, given_token
 from .traffic import HIDDEN_PARAMS, PRESETS, pattern_catalogue
 from .views import changed_settings, current_config, directive_rows
 
 router = APIRouter(include_in_schema=False)
-Control = Depends(control_guard)
-
-
-def get_dashboard(request: Request) -> Dashboard:
-    return request.app.state.dashboard
-
-
-Dash = Depends(get_dashboard)
 
 
 def _render(d: Dashboard, request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:

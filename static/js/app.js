@@ -61,7 +61,7 @@
   }
   paintDots(document);
   document.body.addEventListener("htmx:afterSettle", (e) => paintDots(e.target));
-  document.body.addEventListener("htmx:wsAfterMessage", () => paintDots(document));
+  // also the ws extension's swaps (/ws/live): htmx's oobSwap fires this on what it swapped in
   document.body.addEventListener("htmx:oobAfterSwap", (e) => paintDots(e.target));
 
   // the new-pattern select drives the form it replaces

@@ -316,23 +316,17 @@
       view.frames++;
       schedule();
     };
-    view.redraw = () => { full = true; schedule(); };
     view.setMode = (m) => { view.mode = m; full = true; schedule(); };
     view.cellState = (p, t) => {
       if (!frame || p >= frame.rows || t >= frame.cols) return null;
       return LETTERS[frame.status[p * frame.cols + t]] || "?";
-    };
-    view.cellPattern = (p, t) => {
-      if (!frame || p >= frame.rows || t >= frame.cols) return null;
-      const i = frame.pat[p * frame.cols + t];
-      return i ? (patterns()[i - 1] || "?") : "";
     };
     view.counts = () => (frame ? Object.assign({}, frame.counts) : {});
     window.addEventListener("resize", () => { full = true; schedule(); });
     return view;
   }
 
-  window.mpmGrid = {create: createView, decode, patternColor, LETTERS, NAMES, esc};
+  window.mpmGrid = {create: createView, decode, patternColor};
 
   // -- the embedded core's view (absent with --no-core --attach) -------------------------------
   const canvas = document.getElementById("scoreboard");
@@ -357,7 +351,6 @@
     mode: "state", patterns: [], summary: null, patternColor: patternColor,
     on(kind, cb) { listeners[kind].push(cb); },
     cellState: core.cellState,
-    cellPattern: core.cellPattern,
     counts: core.counts,
     setMode(m) { mpmlab.mode = m; core.setMode(m); updatePatternLegend(); },
   };

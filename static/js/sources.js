@@ -13,7 +13,7 @@
   for (const el of panels) {
     const name = el.dataset.source, key = el.dataset.key, kind = el.dataset.kind;
     const q = (id) => document.getElementById(`${key}-${id}`);
-    const src = byName[name] = {name, key, kind, frames: 0, summary: null, view: null, charts: null, lastFrameAt: 0,
+    const src = byName[name] = {name, key, kind, frames: 0, summary: null, view: null, charts: null,
       counts: () => (src.view ? src.view.counts() : {}),
       cellState: (p, t) => (src.view ? src.view.cellState(p, t) : null)};
     Object.defineProperty(src, "layout", {get: () => (src.view ? src.view.layout : null)});
@@ -62,7 +62,6 @@
       const f = window.mpmGrid.decode(ev.data, 2 + n);
       if (!f) return;
       src.frames++;
-      src.lastFrameAt = performance.now();
       src.view.setFrame(f);
     };
   }
