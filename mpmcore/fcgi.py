@@ -20,6 +20,7 @@ import threading
 import urllib.parse
 
 from . import scoreboard as sb
+from .procs import child_signals_ready
 
 FCGI_VERSION_1 = 1
 FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
@@ -126,6 +127,8 @@ def run_pool_process(scoreboard: sb.Scoreboard, proc: int, generation: int, list
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGWINCH, signal.SIGUSR1):
         signal.signal(s, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    child_signals_ready()
     slot = scoreboard.slot(proc, 0)
     slot.claim(os.getpid(), threading.get_native_id(), generation, sb.STARTING)
     listen_sock.setblocking(True)

@@ -22,13 +22,14 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__
 from . import scoreboard as sb
 from .directives import DIRECTIVES, MPMS, Config, DirectiveError, canonical, resolve
 from .errorlog import ErrorLog
 from .mpm.common import ChildEnv, Listener
+from .procs import MASTER_SIGNALS
 
 TICK = 1.0  # Apache's one-second maintenance interval
 MAX_SPAWN_RATE = 32  # Apache's MAX_SPAWN_RATE
@@ -320,25 +321,20 @@ class Master:
 
     # ---------------------------------------------------------------------------------------
     # children
-    def spawn(self, slot: int) -> int | None:
-        """fork() a child of the current MPM into process slot ``slot``."""
-        cfg = self.config
-        threads = 1 if cfg.mpm == "prefork" else cfg["ThreadsPerChild"]
+    def _fork(self, what: str, module: str, body: Callable[[], int]) -> int | None:
+        """fork() ``what`` (a child, a pool process): it runs ``body`` (its exit status) and exits;
+        the pid, or None when fork failed. The master's signals are blocked across the fork (see procs.MASTER_SIGNALS);
+        ``body`` unblocks them once its handlers are set."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
         try:
             pid = os.fork()
         except OSError as e:
-            self.log("alert", f"fork: Unable to fork new process: {e}")
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            self.log("alert", f"fork: Unable to fork a new {what}: {e}", module)
             return None
-        if pid == 0:
-            self._child_main(slot, cfg)  # never returns
-        self.children[pid] = Child(pid, slot, self.generation, cfg.mpm, threads)
-        self.slot_owner[slot] = pid
-        self.scoreboard.update_proc(slot, pid=pid, generation=self.generation, mpm=sb.MPM_IDS[cfg.mpm],
-                                    kind=sb.KIND_CHILD, quiescing=0, threads=threads, start_time=time.time(),
-                                    pss_kb=0, rss_kb=0)
-        return pid
-
-    def _child_main(self, slot: int, cfg: Config) -> None:
+        if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            return pid
         code = 1
         try:
             _die_with_parent()
@@ -346,23 +342,40 @@ class Master:
             for fd in (self.wake_r, self.wake_w):
                 os.close(fd)
             self.ctl.close()
-            # What the child inherited lives as long as it does: keep the collector from scanning it
-            # again and again (and from touching, so copying, the pages it shares with the master).
-            gc.freeze()
-            from .mpm import MPM_MODULES
-            from .server import make_handler
-            env = ChildEnv(scoreboard=self.scoreboard, proc=slot, generation=self.generation, config=cfg,
-                           listeners=self.listeners, log=self.errorlog, make_handler=make_handler,
-                           vhost=self.listen,
-                           fcgi_socket=str(self.fcgi_path) if cfg["UnsafeFastCGIPool"] else None)
-            code = MPM_MODULES[cfg.mpm].run_child(env)
+            code = body()
         except BaseException:
             try:
-                self.errorlog(f"mpm_{cfg.mpm}", "error", "child failed: " + traceback.format_exc().replace("\n", " | "))
+                self.errorlog(module, "error", f"{what} failed: " + traceback.format_exc().replace("\n", " | "))
             except Exception:
                 pass
         finally:
             os._exit(code)
+
+    def spawn(self, slot: int) -> int | None:
+        """fork() a child of the current MPM into process slot ``slot``."""
+        cfg = self.config
+        threads = 1 if cfg.mpm == "prefork" else cfg["ThreadsPerChild"]
+        pid = self._fork("child", f"mpm_{cfg.mpm}", lambda: self._child_main(slot, cfg))
+        if pid is None:
+            return None
+        self.children[pid] = Child(pid, slot, self.generation, cfg.mpm, threads)
+        self.slot_owner[slot] = pid
+        self.scoreboard.update_proc(slot, pid=pid, generation=self.generation, mpm=sb.MPM_IDS[cfg.mpm],
+                                    kind=sb.KIND_CHILD, quiescing=0, threads=threads, start_time=time.time(),
+                                    pss_kb=0, rss_kb=0)
+        return pid
+
+    def _child_main(self, slot: int, cfg: Config) -> int:
+        # What the child inherited lives as long as it does: keep the collector from scanning it
+        # again and again (and from touching, so copying, the pages it shares with the master).
+        gc.freeze()
+        from .mpm import MPM_MODULES
+        from .server import make_handler
+        env = ChildEnv(scoreboard=self.scoreboard, proc=slot, generation=self.generation, config=cfg,
+                       listeners=self.listeners, log=self.errorlog, make_handler=make_handler,
+                       vhost=self.listen,
+                       fcgi_socket=str(self.fcgi_path) if cfg["UnsafeFastCGIPool"] else None)
+        return MPM_MODULES[cfg.mpm].run_child(env)
 
     def reap(self) -> None:
         while True:
@@ -476,30 +489,14 @@ class Master:
             slot -= 1
 
     def _spawn_pool(self, slot: int) -> None:
-        try:
-            pid = os.fork()
-        except OSError as e:
-            self.log("alert", f"fork: Unable to fork a FastCGI pool process: {e}", "proxy_fcgi")
+        def body() -> int:
+            for lst in self.listeners:
+                lst.sock.close()
+            from .fcgi import run_pool_process
+            return run_pool_process(self.scoreboard, slot, self.generation, self.fcgi_sock)
+        pid = self._fork("pool process", "proxy_fcgi", body)
+        if pid is None:
             return
-        if pid == 0:
-            code = 1
-            try:
-                _die_with_parent()
-                signal.set_wakeup_fd(-1)
-                os.close(self.wake_r)
-                os.close(self.wake_w)
-                self.ctl.close()
-                for lst in self.listeners:
-                    lst.sock.close()
-                from .fcgi import run_pool_process
-                code = run_pool_process(self.scoreboard, slot, self.generation, self.fcgi_sock)
-            except BaseException:
-                try:
-                    self.errorlog("proxy_fcgi", "error", "pool process failed: " + traceback.format_exc().replace("\n", " | "))
-                except Exception:
-                    pass
-            finally:
-                os._exit(code)
         self.pool[pid] = slot
         self.scoreboard.update_proc(slot, pid=pid, generation=self.generation, mpm=0, kind=sb.KIND_FCGI,
                                     quiescing=0, threads=1, start_time=time.time(), pss_kb=0, rss_kb=0)

@@ -14,6 +14,7 @@ from typing import Callable
 from .. import scoreboard as sb
 from ..conn import ServerContext
 from ..directives import Config
+from ..procs import child_signals_ready
 from ..protocol import Limits, RequestReadTimeout
 
 
@@ -80,6 +81,7 @@ class ChildEnv:
             signal.signal(s, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
+        child_signals_ready()
 
     def stop(self) -> bool:
         """Finish gracefully: set the stop event and wake whoever waits on the wake pipe (told by
