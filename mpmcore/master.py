@@ -662,6 +662,9 @@ class Master:
             self.new_generation()
         else:
             self.stop_children(hard=True)
+            # the pool too: its rows are cleared (or its segment replaced) below; new_generation()
+            # starts a new pool that claims fresh rows
+            self._stop_pool()
             procs, threads = self.capacity()
             if procs > self.scoreboard.proc_capacity or threads > self.scoreboard.thread_capacity:
                 # re-create the segment with the new size (readers see `superseded` and re-attach)

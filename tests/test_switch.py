@@ -7,7 +7,10 @@ import subprocess
 import sys
 import threading
 
-from conftest import ROOT, read_response, wait_for
+import pytest
+
+from conftest import ROOT, http_get, read_response, wait_for
+from mpmcore import scoreboard as sb
 
 
 class RetryingClient(threading.Thread):
@@ -131,3 +134,26 @@ def test_ctl_cli_and_limits_needing_a_full_restart(server_factory):
     assert r.returncode == 0, r.stderr
     wait_for(lambda: srv.snapshot().glob.thread_limit == 128, what="re-created scoreboard")
     assert srv.reader.thread_capacity == 128
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_hard_restart_renews_the_fastcgi_pool(server_factory, grow):
+    """A hard restart clears the scoreboard (or re-creates it, larger): the FastCGI pool is stopped
+    with the children and a new one claims fresh rows, rather than running on in rows that were
+    zeroed (shown G for ever) or in an unlinked segment."""
+    import psutil
+    srv = server_factory(mpm="worker", settings={"StartServers": 1, "UnsafeFastCGIPool": 2})
+
+    def pool() -> list[tuple[int, int]]:
+        snap = srv.snapshot()
+        return sorted((p.pid, p.generation) for p in snap.procs if p.pid and p.kind == sb.KIND_FCGI)
+    old = wait_for(lambda: len(p := pool()) == 2 and p, what="2 pool processes")
+    extra = ["--set", "ThreadLimit=128", "--set", "ThreadsPerChild=100", "--set", "MaxRequestWorkers=100"] if grow else []
+    assert srv.ctl("restart", set=dict(a.split("=") for a in extra[1::2]))["ok"]
+    new = wait_for(lambda: len(p := pool()) == 2 and {pid for pid, _ in p}.isdisjoint(dict(old)) and p,
+                   timeout=20, what="a new pool of 2 in the scoreboard")
+    assert all(gen == srv.snapshot().glob.running_generation for _, gen in new)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid, _ in old)
+    status, _, body = http_get(srv.port, "/unsafe")
+    assert status == 200 and b"fastcgi" in body
+    assert srv.count_states()["G"] == 0  # no row left behind by the old pool
