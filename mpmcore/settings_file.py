@@ -309,9 +309,11 @@ def apply_defaults(args: argparse.Namespace, env: Mapping[str, str] | None = Non
             sources[dest] = path_from if path else "default"
             continue
         if dest in given:
+            # the same checks as from the environment or the file: a clear error before anything starts
             sources[dest] = "cli"
-            if dest == "attach":  # check the CLI's specs too: a clear error before anything starts
-                setattr(args, dest, checked(opt, list(getattr(args, dest)), "--attach"))
+            value = getattr(args, dest)
+            setattr(args, dest, checked(opt, list(value) if isinstance(value, list) else value,
+                                        "--" + dest.replace("_", "-")))
             continue
         raw_env = env.get(opt.env)
         if raw_env is not None and (raw_env.strip() != "" or opt.check is _bool):

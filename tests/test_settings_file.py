@@ -136,6 +136,18 @@ def test_missing_file_and_bad_cli_attach(tmp_path):
     assert e.value.key == "--attach"
 
 
+@pytest.mark.parametrize("argv,key,what", [
+    (["--fps", "500"], "--fps", "between 1 and 30"), (["--port", "0"], "--port", "between 1 and 65535"),
+    (["--attach-interval", "0.01"], "--attach-interval", "between 0.1 and 60")])
+def test_bad_cli_values_are_checked_like_env_and_file(argv, key, what):
+    """The command line gets the same range checks as MPMLAB_* and the file (it once got them only
+    for --attach, so `--fps 500` reached the sampler)."""
+    args, given = _dashboard(argv)
+    with pytest.raises(ConfigError) as e:
+        apply_defaults(args, env={}, given=given)
+    assert e.value.key == key and what in str(e.value)
+
+
 def test_without_given_a_non_default_value_counts_as_cli():
     args, _ = _dashboard(["--port", "9001"])
     apply_defaults(args, env={"MPMLAB_PORT": "9002", "MPMLAB_HOST": "127.0.0.2"})
