@@ -46,6 +46,10 @@ def test_defaults_and_coercion():
     ("steady", "model", "half-open", "one of closed, open"),
     ("burst", "size", "many", "must be a whole number"),
     ("steady", "path", "no-slash", "must start with /"),
+    # would not encode on the wire: every client of the run failed instead of one clear refusal
+    ("steady", "path", "/caf\u20ac", "printable ASCII"),
+    ("browsers", "asset_path", "/a\tb", "printable ASCII"),
+    ("steady", "path", "/a b", "without spaces"),
     ("steady", "label", "bad label!", "letters, digits"),
 ])
 def test_bad_parameter_names_parameter_and_range(pattern, param, value, fragment):
@@ -147,6 +151,22 @@ def test_caps_across_patterns():
         with pytest.raises(ValueError, match="MAX_RATE"):
             await e.start("cpu", {"target": LOOP, "rate": 20})
         assert set(e.runs) == {rid, rid2}  # nothing else disturbed
+        await e.stop_all()
+        assert e.open_connections == 0
+
+    asyncio.run(go())
+
+
+def test_caps_hold_for_starts_racing_each_other():
+    """Two starts at once, each within the connection cap alone, not together: one is refused.
+    (Resolving the target awaits; the caps are checked after it, right before the run is added.)"""
+    async def go():
+        e = Engine()
+        half = MAX_CONNECTIONS // 2 + 1
+        got = await asyncio.gather(*(e.start("slowloris", {"target": LOOP, "connections": half, "duration": 5})
+                                     for _ in range(2)), return_exceptions=True)
+        errors = [g for g in got if isinstance(g, Exception)]
+        assert len(e.runs) == 1 and len(errors) == 1 and "MAX_CONNECTIONS" in str(errors[0]), got
         await e.stop_all()
         assert e.open_connections == 0
 

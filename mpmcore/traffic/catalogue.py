@@ -273,10 +273,11 @@ def _coerce(pattern: str, spec: ParamSpec, value):
     if spec.min is not None and t in ("int", "float", "duration", "size"):
         if not (spec.min <= v <= spec.max):
             raise ValueError(f"{where} must be {_fmt_range(spec)}, got {value!r}")
-    if spec.name == "path" and (not v.startswith("/") or any(c in v for c in "\r\n ")):
-        raise ValueError(f"{where} must start with / and contain no spaces or line breaks, got {v!r}")
-    if spec.name == "asset_path" and (not v.startswith("/") or any(c in v for c in "\r\n ")):
-        raise ValueError(f"{where} must start with / and contain no spaces or line breaks, got {v!r}")
+    # a request target goes on the wire as it is: printable ASCII, no space (RFC 9112 request-line)
+    if spec.name in ("path", "asset_path") and not (v.startswith("/") and v.isascii() and v.isprintable()
+                                                     and " " not in v):
+        raise ValueError(f"{where} must start with / and be printable ASCII without spaces "
+                         f"(percent-encode the rest), got {v!r}")
     if spec.name == "label" and not _LABEL.match(v):
         raise ValueError(f"{where} must be 1-40 letters, digits, '.', '_' or '-', got {v!r}")
     return v

@@ -368,14 +368,16 @@ class Engine:
         from .scenarios import SCENARIOS
 
         p = catalogue.validate_params(pattern, params)
-        if len(self.runs) >= MAX_PATTERNS:
-            raise ValueError(f"at most MAX_PATTERNS={MAX_PATTERNS} patterns may run at once")
-        self._check_caps(pattern, p)
-        target = await resolve_target(p["target"], allow_remote=p["allow_remote"])
         if pattern == "slow-read":
             # The path template gets the size filled in; check the result like a path.
             catalogue.validate_params(pattern, {"path": p["path"].replace("{size}", str(p["size"]))},
                                       partial=True)
+        target = await resolve_target(p["target"], allow_remote=p["allow_remote"])
+        # The caps are checked after the last await and right before the run is added, so that two
+        # starts racing through resolve_target cannot both pass them.
+        if len(self.runs) >= MAX_PATTERNS:
+            raise ValueError(f"at most MAX_PATTERNS={MAX_PATTERNS} patterns may run at once")
+        self._check_caps(pattern, p)
         rid = f"{pattern}-{next(self._ids)}"
         run = PatternRun(self, rid, pattern, p, target)
         self.runs[rid] = run
