@@ -186,3 +186,20 @@ def test_quantized_recording_matches_hdr():
     assert tot["responses"] == h.get_total_count()
     for k, p in (("p50", 50), ("p99", 99), ("p99.9", 99.9)):
         assert tot["latency_ms"][k] == round(h.get_value_at_percentile(p) / 1000, 3)
+
+
+def test_running_totals_keep_exact_counts_and_refresh_percentiles_once_a_second():
+    from mpmcore.traffic import stats as st
+    s = PatternStats()
+    t0 = s.started
+    s.response(200, 0.010, 0.0, 0)
+    s.fold(t0 + 0.25)
+    first = s.total(t0 + 0.25, cached=True)
+    assert first["responses"] == 1 and 9.9 <= first["latency_ms"]["p50"] <= 10.1
+    s.response(200, 0.500, 0.0, 0)
+    s.fold(t0 + 0.5)
+    mid = s.total(t0 + 0.5, cached=True)
+    assert mid["responses"] == 2 and mid["latency_ms"] == first["latency_ms"]  # counts now, percentiles later
+    assert s.total(t0 + 0.5)["latency_ms"]["max"] >= 499  # uncached (final frames, summaries): fresh
+    later = s.total(t0 + 0.5 + st.TOTAL_SUMMARY_EVERY, cached=True)
+    assert later["latency_ms"]["count"] == 2 and later["latency_ms"]["max"] >= 499

@@ -440,7 +440,7 @@ class Engine:
             live = run.stats.fold(now)
             d = run.describe()
             d["live"] = live
-            d["total"] = run.stats.total(now, elapsed=run.elapsed())
+            d["total"] = run.stats.total(now, elapsed=run.elapsed(), cached=True)
             out.append(d)
         for run in self._final_frames:
             d = run.describe()

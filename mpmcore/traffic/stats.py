@@ -61,6 +61,13 @@ def _summary(h: HdrHistogram, total_us: float) -> dict | None:
     return out
 
 
+#: (key in the figures, histogram) for the four latency summaries
+_SUMMARY_OF = (("latency_ms", "latency"), ("corrected_latency_ms", "corrected"), ("ttfb_ms", "ttfb"),
+               ("connect_ms", "connect"))
+#: how old total()'s cached percentiles may be
+TOTAL_SUMMARY_EVERY = 1.0
+
+
 class _Window:
     __slots__ = ("counts", "status", "errors", "hists", "sums", "pending")
 
@@ -90,6 +97,8 @@ class PatternStats:
         self.active_connections = 0
         self.peak_connections = 0
         self.live: dict = self._figures(self._iv, 0.0)
+        self._tot_summaries: dict | None = None  # total()'s percentiles, and when they were computed
+        self._tot_summaries_at = 0.0
         # Hot-path aliases into the interval window (swapped by fold()).
         self._bind()
 
@@ -156,7 +165,7 @@ class PatternStats:
         self.active_connections -= 1
 
     # -- once per frame ---------------------------------------------------------------------
-    def _figures(self, w: _Window, seconds: float) -> dict:
+    def _figures(self, w: _Window, seconds: float, summaries: dict | None = None) -> dict:
         c = w.counts
         out = dict(c)
         out["status"] = {STATUS_CLASSES[i - 1]: w.status[i] for i in range(1, 6)}
@@ -165,11 +174,12 @@ class PatternStats:
         out["seconds"] = round(seconds, 3)
         out["rps"] = round(c["responses"] / seconds, 2) if seconds > 0 else 0.0
         out["requests_per_s"] = round(c["requests"] / seconds, 2) if seconds > 0 else 0.0
-        out["latency_ms"] = _summary(w.hists["latency"], w.sums["latency"])
-        out["corrected_latency_ms"] = _summary(w.hists["corrected"], w.sums["corrected"])
-        out["ttfb_ms"] = _summary(w.hists["ttfb"], w.sums["ttfb"])
-        out["connect_ms"] = _summary(w.hists["connect"], w.sums["connect"])
+        out.update(summaries if summaries is not None else self._summaries(w))
         return out
+
+    @staticmethod
+    def _summaries(w: _Window) -> dict:
+        return {key: _summary(w.hists[name], w.sums[name]) for key, name in _SUMMARY_OF}
 
     def fold(self, now: float | None = None) -> dict:
         """Close the current interval: return its figures, add it to the totals."""
@@ -198,11 +208,16 @@ class PatternStats:
         self.live = live
         return live
 
-    def total(self, now: float | None = None, elapsed: float | None = None) -> dict:
-        """Cumulative figures up to the last fold."""
+    def total(self, now: float | None = None, elapsed: float | None = None, cached: bool = False) -> dict:
+        """Cumulative figures up to the last fold. ``cached`` (the running frames, 4 a second):
+        the counts are exact, the percentiles may be up to TOTAL_SUMMARY_EVERY old; a percentile
+        walk of a full histogram costs ~1 ms, four of them per pattern per frame would take a
+        good share of the generator's one core."""
         now = time.monotonic() if now is None else now
         seconds = elapsed if elapsed is not None else (now - self.started)
-        return self._figures(self._tot, seconds)
+        if not cached or self._tot_summaries is None or now - self._tot_summaries_at >= TOTAL_SUMMARY_EVERY:
+            self._tot_summaries, self._tot_summaries_at = self._summaries(self._tot), now
+        return self._figures(self._tot, seconds, self._tot_summaries)
 
     def pending_counts(self) -> dict:
         """Totals including the not-yet-folded interval (cheap; no histograms)."""
