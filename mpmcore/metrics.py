@@ -58,6 +58,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from .attach import SourceFrame, frame_from_summary
+from .traffic.limits import FINISHED_HISTORY
 
 __all__ = ["MpmlabCollector", "TrafficTotals", "build_registry", "make_metrics_response", "FAMILIES",
            "SCOREBOARD_STATES"]
@@ -68,7 +69,7 @@ SCOREBOARD_STATES = {"_": "idle", "S": "startup", "R": "read", "W": "reply", "K"
 TRAFFIC_LABELS = ("id", "pattern", "label")
 QUANTILES = (("p50", "0.5"), ("p90", "0.9"), ("p99", "0.99"), ("p99.9", "0.999"))
 #: Finished patterns whose last totals stay exported (the runner keeps as many).
-FINISHED_KEPT = 64
+FINISHED_KEPT = FINISHED_HISTORY  # as many as the runner itself keeps
 
 # name (as exposed, without _total for counters) -> (type, help)
 FAMILIES: dict[str, tuple[str, str]] = {

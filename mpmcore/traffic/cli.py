@@ -17,7 +17,7 @@ import signal
 import sys
 import textwrap
 
-from .catalogue import PATTERNS, validate_params
+from .catalogue import PATTERNS, _num, validate_params
 from .control import TrafficClient, TrafficError, TrafficRunner
 from .limits import MAX_CONNECTIONS, MAX_DURATION, MAX_RATE, MAX_TOTAL_REQUESTS
 from .target import TargetError, resolve_target_sync
@@ -45,10 +45,6 @@ def _all_options() -> dict[str, tuple]:
             text = "; ".join(f"{p}: {s.help}{_range(s)}" for p, s in uses)
         result[name] = (spec, users, text)
     return result
-
-
-def _num(x) -> str:
-    return str(int(x)) if float(x) == int(x) else f"{x:g}"
 
 
 def _range(spec) -> str:

@@ -79,7 +79,6 @@ class ClientConnection(asyncio.Protocol):
         self.headers_done = False
         self.framed = False  # Content-Length or Transfer-Encoding seen
         self.keep_alive = True
-        self.responses = 0  # completed responses on this connection
         #: Slow-read: bytes per second the application consumes; None = as fast as possible.
         self.read_rate: float | None = None
         self._resume_handle: asyncio.TimerHandle | None = None
@@ -87,7 +86,6 @@ class ClientConnection(asyncio.Protocol):
         self.on_unsolicited: Callable[[int], None] | None = None
         #: Called once when the connection is gone (accounting in the pattern run).
         self.on_lost: Callable[["ClientConnection"], None] | None = None
-        self.bytes_received = 0
         #: The pattern's live counters (bytes_in is counted as bytes arrive, so slow reads show).
         self.counts: dict | None = None
 
@@ -100,7 +98,6 @@ class ClientConnection(asyncio.Protocol):
             self.t_first = perf_counter()
         n = len(data)
         self.nbytes += n
-        self.bytes_received += n
         if self.counts is not None:
             self.counts["bytes_in"] += n
         try:
@@ -137,7 +134,6 @@ class ClientConnection(asyncio.Protocol):
             self.waiter = None
             if exc is None and self.headers_done and not self.framed:
                 # Close-delimited body: the end of the connection is the end of the response.
-                self.responses += 1
                 self.keep_alive = False
                 w.set_result(self.status)
             else:
@@ -169,7 +165,6 @@ class ClientConnection(asyncio.Protocol):
         if 100 <= status < 200:  # interim response: keep waiting for the final one
             return
         self.keep_alive = self.parser.should_keep_alive()
-        self.responses += 1
         w = self.waiter
         if w is not None:
             self.waiter = None

@@ -79,7 +79,6 @@ class PatternRun:
         self.version = 0  # bumped by every update()
         self.changed = asyncio.Event()
         self.stop_event = asyncio.Event()
-        self.reported_final = False
         self.task: asyncio.Task | None = None
         self._apply_limits()
 

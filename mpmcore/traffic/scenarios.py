@@ -131,11 +131,8 @@ async def steady(run: PatternRun) -> None:
         await _open_model(run, lambda: run.p["path"])
 
 
-async def cpu(run: PatternRun) -> None:
-    await _open_model(run, lambda: _with_query(run.p["path"], "ms", run.p["ms"]))
-
-
-async def io(run: PatternRun) -> None:
+async def cpu_or_io(run: PatternRun) -> None:
+    """``cpu`` and ``io``: the open model on the handler's route (its path), with ?ms=."""
     await _open_model(run, lambda: _with_query(run.p["path"], "ms", run.p["ms"]))
 
 
@@ -354,5 +351,5 @@ async def slow_read(run: PatternRun) -> None:
 
 SCENARIOS = {
     "steady": steady, "burst": burst, "browsers": browsers, "ajax": ajax, "slowloris": slowloris,
-    "slow-post": slow_post, "slow-read": slow_read, "cpu": cpu, "io": io,
+    "slow-post": slow_post, "slow-read": slow_read, "cpu": cpu_or_io, "io": cpu_or_io,
 }

@@ -218,7 +218,3 @@ class PatternStats:
         if not cached or self._tot_summaries is None or now - self._tot_summaries_at >= TOTAL_SUMMARY_EVERY:
             self._tot_summaries, self._tot_summaries_at = self._summaries(self._tot), now
         return self._figures(self._tot, seconds, self._tot_summaries)
-
-    def pending_counts(self) -> dict:
-        """Totals including the not-yet-folded interval (cheap; no histograms)."""
-        return {k: self._tot.counts[k] + self._iv.counts[k] for k in COUNTERS}
