@@ -36,12 +36,11 @@ ASYNC_LINGER_SECONDS = 2.0
 POLL_CEILING = 0.1
 
 
-_COUNTER = {KA: "ka", WRITE: "write", LINGER: "linger"}
-
 
 class EventChild:
     def __init__(self, env: ChildEnv):
         self.env = env
+        self.pid = os.getpid()  # this child's: published with every counter change
         self.ctx = env.server_context()
         self.tpc = env.config["ThreadsPerChild"]
         self.factor = int(math.floor(env.config["AsyncRequestWorkerFactor"]))
@@ -74,16 +73,17 @@ class EventChild:
     # -- counters (published on every change: current, unlike Apache's lagging ones) --------------
     def _publish(self) -> None:
         self.env.scoreboard.update_child(
-            self.env.proc, pid=os.getpid(), connections=self.connections, keep_alive=self.counts[KA],
+            self.env.proc, pid=self.pid, connections=self.connections, keep_alive=self.counts[KA],
             write_completion=self.counts[WRITE], lingering_close=self.counts[LINGER],
             not_accepting=1 if self.not_accepting else 0)
 
-    def _change(self, idle: int = 0, conns: int = 0, **queues: int) -> None:
+    def _change(self, idle: int = 0, conns: int = 0, queue: str | None = None, d: int = 0) -> None:
+        """Move the counters (``queue``: KA, WRITE or LINGER, by ``d``) and publish them."""
         with self.lock:
             self.idle += idle
             self.connections += conns
-            for k, d in queues.items():
-                self.counts[{"ka": KA, "write": WRITE, "linger": LINGER}[k]] += d
+            if queue is not None:
+                self.counts[queue] += d
             self._publish()
 
     # -- the timeout queues (callers hold qlock) --------------------------------------------------
@@ -110,12 +110,12 @@ class EventChild:
             cn.close_quietly(c)
             return
         self.queues[kind][fd] = deadline
-        self._change(**{_COUNTER[kind]: 1})
+        self._change(queue=kind, d=1)
 
     def _unpark(self, fd: int) -> tuple[cn.Conn, str]:
         c, kind, _ = self.parked.pop(fd)
         del self.queues[kind][fd]
-        self._change(**{_COUNTER[kind]: -1})
+        self._change(queue=kind, d=-1)
         return c, kind
 
     def _close(self, c: cn.Conn) -> None:
@@ -137,7 +137,7 @@ class EventChild:
         for fd in fds:
             cn.close_quietly(self.parked.pop(fd)[0])
         if fds:
-            self._change(conns=-len(fds), ka=-len(fds))
+            self._change(conns=-len(fds), queue=KA, d=-len(fds))
 
     # -- workers ------------------------------------------------------------------------------
     def worker(self, thread: int) -> None:
