@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable
 
 from mpmcore import scoreboard as sb
+from mpmcore.attach import chart_point, frame_from_summary, summary_message
 from mpmcore.errorlog import read_from, tail
 from mpmcore.server import server_info
 from mpmcore.status import summarize
@@ -27,7 +28,7 @@ from .core import ControlError, CoreControl, CoreError
 from .grid import GridReader, core_down_frame
 from .hub import Hub
 from .insights import describe
-from .settings import LOG_LINES, DashboardSettings
+from .settings import CORE_SOURCE, LOG_LINES, DashboardSettings
 from .traffic import TrafficService
 
 log = logging.getLogger("mpmlab.dashboard")
@@ -74,7 +75,8 @@ class Sampler:
         self._last_grid: bytes | None = None
         self.last_frame: bytes | None = None
         self._last_grid_sent = 0.0
-        self._last_point: tuple[float, int] | None = None
+        self._last_point_t = 0.0  # when the last chart point was taken
+        self._last_acc: tuple[float, int] | None = None  # (time, accesses) for chart_point's rps
         self._last_attach_try = 0.0
         self._state_task: asyncio.Task | None = None
         self._known_generation: int | None = None
@@ -135,7 +137,7 @@ class Sampler:
         except (FileNotFoundError, sb.StaleScoreboard, OSError):
             return False
         self.grid = GridReader(self.reader)
-        self._last_point = None
+        self._last_point_t, self._last_acc = 0.0, None
         return True
 
     def _detach(self) -> None:
@@ -176,48 +178,26 @@ class Sampler:
         s = summarize(snap, server_info(snap, host), now)
         insight = describe(s, (self.core_state or {}).get("config"))
         self.summary, self.insight = s, insight.to_dict()
+        # the same frame, message and chart point as an attached server's (mpmcore.attach)
+        frame = frame_from_summary(CORE_SOURCE, s)
         point = None
-        if self._last_point is None or now - self._last_point[0] >= HISTORY_INTERVAL:
-            point = self._point(s, now)
+        if now - self._last_point_t >= HISTORY_INTERVAL:
+            point = self._point(frame, now)
         gen = s.get("mpm_generation")
         if gen != self._known_generation and (self._state_task is None or self._state_task.done()):
             self._known_generation = gen
             self._state_task = asyncio.create_task(self._refresh_for_generation())
-        msg = {"type": "summary", "t": now, "mpm": s["mpm"], "generation": gen,
-               "patterns": self.grid.patterns if self.grid else [],
-               "counts": s["state_counts"], "busy": s["busy"], "idle": s["idle"], "graceful": s["graceful"],
-               "processes": s["processes"], "stopping": s["stopping"],
-               "max_request_workers": s["max_request_workers"], "threads_per_child": s["threads_per_child"],
-               "server_limit": s["server_limit"],
-               "conns": {"total": s["conns_total"], "keep_alive": s["conns_async_keep_alive"],
-                         "writing": s["conns_async_writing"], "closing": s["conns_async_closing"]},
-               "accesses": (s.get("totals") or {}).get("accesses"),
-               "insight": self.insight, "point": point}
+        msg = summary_message(frame)
+        msg.update(patterns=self.grid.patterns if self.grid else [], insight=self.insight, point=point)
         self.grid_hub.offer("summary", json.dumps(msg, separators=(",", ":")))
         if self.render_live is not None and self.live_hub.channels:
             self.live_hub.offer("panels", self.render_live(self.live_context()))
 
-    def _point(self, s: dict[str, Any], now: float) -> dict[str, Any]:
-        accesses = (s.get("totals") or {}).get("accesses") or 0
-        rps = 0.0
-        if self._last_point is not None:
-            t0, a0 = self._last_point
-            if now > t0 and accesses >= a0:
-                rps = (accesses - a0) / (now - t0)
-        seconds = now - self._last_point[0] if self._last_point else HISTORY_INTERVAL
-        self._last_point = (now, accesses)
-        c = s["state_counts"]
-        point = {
-            "t": round(now, 3), "rps": round(rps, 2),
-            # graceful: the G slots the grid shows (mod_status' GracefulWorkers skips stopping
-            # children, so it stays 0 while old children finish after a switch)
-            "busy": s["busy"], "idle": s["idle"], "graceful": c.get("G", 0),
-            "R": c.get("R", 0), "W": c.get("W", 0), "K": c.get("K", 0), "C": c.get("C", 0),
-            "parked_keep_alive": s["conns_async_keep_alive"], "async_writing": s["conns_async_writing"],
-            "async_closing": s["conns_async_closing"], "conns_total": s["conns_total"],
-            "pss_mb": round(s["proc_sum"]["pss_kb"] / 1024, 1),
-            "traffic": self.traffic.take_second(seconds),
-        }
+    def _point(self, frame, now: float) -> dict[str, Any]:
+        seconds = now - self._last_point_t if self._last_point_t else HISTORY_INTERVAL
+        self._last_point_t = now
+        point, self._last_acc = chart_point(frame, self._last_acc)  # rps: None at the first point
+        point["traffic"] = self.traffic.take_second(seconds)
         self.history.add(point)
         return point
 
