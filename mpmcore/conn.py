@@ -31,8 +31,6 @@ RECV_SIZE = 65536
 # late bytes do not turn into a RST that destroys the response it has not read yet.
 MAX_SECS_TO_LINGER = 30.0
 SECONDS_TO_LINGER = 2.0
-# Event's graceful child exit shortens lingering close to 2 s in all.
-GRACEFUL_SECS_TO_LINGER = 2.0
 
 # What ``serve`` returns
 CLOSE = "close"  # connection finished: the caller does the lingering close

@@ -274,10 +274,10 @@ class Master:
                     if now - self.last_mem_sample >= MEM_SAMPLE_SECONDS:
                         self.sample_memory()
                         self.last_mem_sample = now
-            self.stop_children(hard=True)
+            self.stop_children()
         except Exception:
             self.log("crit", "master failed: " + traceback.format_exc().replace("\n", " | "), "core")
-            self.stop_children(hard=True)
+            self.stop_children()
             self.exit_code = EXIT_ERROR
         finally:
             self.log("notice", "shutdown complete", "core")
@@ -513,25 +513,24 @@ class Master:
             self.scoreboard.slot(slot, 0).release(sb.DEAD)
         self.scoreboard.clear_proc(slot)
 
-    def idle_count(self) -> tuple[int, int]:
-        """(idle, live) for maintenance: prefork counts children, worker/event threads, in S or _.
-        Thread slots a young child has not claimed yet count as S, as Apache's parent marks them."""
+    def idle_count(self) -> int:
+        """Idle for maintenance: prefork counts children, worker/event threads, in S or _. Thread
+        slots a young child has not claimed yet count as S, as Apache's parent marks them."""
         s = self.scoreboard
-        idle = live = 0
+        idle = 0
         for c in self.current_children():
             for t in range(c.threads):
                 rec = s.worker(c.slot, t)
-                live += 1
                 if rec.pid != c.pid:
                     idle += 1  # not started yet: STARTING
                 elif rec.status in (sb.STARTING, sb.READY):
                     idle += 1
-        return idle, live
+        return idle
 
     def maintenance(self) -> None:
         self.ensure_pool()
         cfg = self.config
-        idle, _ = self.idle_count()
+        idle = self.idle_count()
         if cfg.mpm == "prefork":
             lo_name, hi_name, unit = "MinSpareServers", "MaxSpareServers", "children"
         else:
@@ -661,10 +660,7 @@ class Master:
             self.hold_off = HOLD_OFF_TICKS
             self.new_generation()
         else:
-            self.stop_children(hard=True)
-            # the pool too: its rows are cleared (or its segment replaced) below; new_generation()
-            # starts a new pool that claims fresh rows
-            self._stop_pool()
+            self.stop_children()
             procs, threads = self.capacity()
             if procs > self.scoreboard.proc_capacity or threads > self.scoreboard.thread_capacity:
                 # re-create the segment with the new size (readers see `superseded` and re-attach)
@@ -719,13 +715,14 @@ class Master:
         t = self.config["GracefulShutdownTimeout"]
         self.graceful_deadline = time.monotonic() + t if t else 0.0
 
-    def stop_children(self, hard: bool) -> None:
-        """TERM every child, KILL what is left after HARD_STOP_TERM_SECONDS; reap them all."""
+    def stop_children(self) -> None:
+        """TERM every child and the FastCGI pool, KILL what is left after HARD_STOP_TERM_SECONDS;
+        reap them all. (Shutdown, and a hard restart: there the pool's rows are cleared, or its
+        segment replaced, and new_generation() starts a new pool that claims fresh rows.)"""
         for c in list(self.children.values()):
             c.quiescing = True
             self.signal_child(c, signal.SIGTERM)
-        if not self.running or self.stopping_gracefully:
-            self._stop_pool()
+        self._stop_pool()
         deadline = time.monotonic() + HARD_STOP_TERM_SECONDS
         killed = False
         while self.children:

@@ -358,7 +358,6 @@ class HTTPConnection:
         self._events: deque = deque()
         self._state = _IDLE
         self._pending_error: ProtocolError | None = None
-        self._error_delivered = False
         self._backlog = bytearray()  # input held while max_pipelined requests wait
         self._eof_pending = False
         self._last_activity = now
@@ -424,8 +423,6 @@ class HTTPConnection:
             ev = events.popleft()
             if ev is CLOSED:
                 return ev
-            if type(ev) is ProtocolError:
-                self._error_delivered = True
             return ev
         if self._state in (_ERROR, _CLOSED) or (self._state == _DONE and self._eof_pending):
             return CLOSED

@@ -170,9 +170,8 @@ class ScoreboardInUse(Exception):
 class Scoreboard:
     """The master's (and, after fork, the children's) writable mapping."""
 
-    def __init__(self, name: str, mm: mmap.mmap, procs: int, threads: int, owner: bool):
+    def __init__(self, name: str, mm: mmap.mmap, procs: int, threads: int):
         self.name, self.mm, self.proc_capacity, self.thread_capacity = name, mm, procs, threads
-        self.owner = owner
         self.glob = GlobalRecord.from_buffer(mm, 0)
         self.procs = (ProcessRecord * procs).from_buffer(mm, G_SIZE)
         self.children = (ChildRecord * procs).from_buffer(mm, G_SIZE + procs * P_SIZE)
@@ -199,7 +198,7 @@ class Scoreboard:
             mm = mmap.mmap(fd, size)
         finally:
             os.close(fd)
-        sb = cls(name, mm, procs, threads, owner=True)
+        sb = cls(name, mm, procs, threads)
         g = sb.glob
         g.magic, g.layout_version, g.master_pid = MAGIC, LAYOUT_VERSION, os.getpid()
         g.proc_capacity, g.thread_capacity = procs, threads
@@ -231,9 +230,6 @@ class Scoreboard:
         g.seq += 1
 
     # -- process records (written by the master; event children write their counters) ---------
-    def proc(self, slot: int) -> ProcessRecord:
-        return self.procs[slot]
-
     def update_proc(self, slot: int, **fields) -> None:
         p = self.procs[slot]
         p.seq += 1
@@ -432,10 +428,6 @@ class Snapshot:
 
     def worker(self, proc: int, thread: int) -> WorkerRecord:
         return self.workers[proc * self.thread_capacity + thread]
-
-    def proc_workers(self, proc: int) -> ctypes.Array:
-        t = self.thread_capacity
-        return self.workers[proc * t:(proc + 1) * t]
 
     def statuses(self) -> bytes:
         """One status byte per worker record, process-major (proc_capacity x thread_capacity)."""
