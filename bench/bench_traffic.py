@@ -93,9 +93,11 @@ def wrk_rps(url: str, seconds: float, connections: int) -> float:
 
 
 def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
-    if not shutil.which("apache2") or not shutil.which("wrk"):
-        print("skipping throughput: apache2 or wrk missing")
-        return
+    missing = [name for name in ("apache2", "wrk")
+               if not (shutil.which(name) or os.access(f"/usr/sbin/{name}", os.X_OK))]
+    if missing:
+        raise SystemExit(f"throughput needs Debian's {' and '.join(missing)}: run `./dev.sh setup` as root "
+                         f"(it installs them), or pass --skip-throughput")
     port = free_port()
     subprocess.run(["bash", APACHE_SCRIPT, "start", "event", str(port)], check=True,
                    stdout=subprocess.DEVNULL, timeout=60)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import shutil
 import signal
@@ -71,6 +73,22 @@ def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0
         if last:
             return last
         time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+async def async_wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+                         interval: float = 0.05) -> Any:
+    """``wait_for`` inside an event loop: await until ``pred()`` (sync, or returning an awaitable) is
+    truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
@@ -200,10 +218,22 @@ def server_factory(tmp_path):
         return s
 
     yield make
+    # every server is stopped before anything is checked: one failure must not leave the others running
+    errors = []
     for s in started:
-        s.stop()
-        # the master removes its scoreboard, also after SIGTERM
-        assert not Path("/dev/shm" + s.shm_name).exists(), f"scoreboard {s.shm_name} leaked"
+        try:
+            s.stop()
+        except Exception as e:  # reported below, once the others are stopped
+            errors.append(f"stopping {s.listen}: {e!r}")
+    # the master removes its scoreboard, also after SIGTERM; a leaked one is named, then removed
+    leaked = []
+    for s in started:
+        seg = Path("/dev/shm" + s.shm_name)
+        if seg.exists():
+            leaked.append(s.shm_name)
+            seg.unlink(missing_ok=True)
+    assert not errors, errors
+    assert not leaked, f"scoreboards leaked: {leaked}"
 
 
 def update_docs_screenshot(shot: Path, name: str) -> None:
@@ -218,6 +248,8 @@ def artifact_path(name: str) -> Path:
     return ARTIFACTS / name
 
 
-# The real-Apache and real-nginx fixtures, for every test module (imported last: they use the helpers above).
+# The real-Apache, real-nginx and apache_exporter fixtures, for every test module
+# (imported last: they use the helpers above).
 from real_apache_fixtures import event_apache, real_apache  # noqa: E402,F401
 from real_nginx_fixtures import real_nginx  # noqa: E402,F401
+from exporter_fixtures import exporter  # noqa: E402,F401

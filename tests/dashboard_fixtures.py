@@ -122,12 +122,10 @@ class DashboardProcess:
         return self.proc.returncode
 
     def assert_clean(self, timeout: float = 20.0) -> None:
-        """No process we started is left, and the core's scoreboard is gone."""
+        """No process we started is left, and the core's scoreboard is gone (on failure, both are
+        cleaned up before the error is raised)."""
         pids = [p for p in (self.core_pid, self.runner_pid, getattr(self, "master_pid", None)) if p]
-        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=timeout, interval=0.1,
-                 what=f"processes {pids} to exit")
-        wait_for(lambda: not shm_path(self.core_listen).exists(), timeout=timeout, interval=0.1,
-                 what=f"{shm_path(self.core_listen)} to be removed")
+        assert_core_gone(self.core_listen, pids, timeout)
 
 
 def in_process_settings(**kw: Any):
@@ -136,8 +134,28 @@ def in_process_settings(**kw: Any):
 
 
 def assert_core_gone(listen: str, pids: list[int], timeout: float = 20.0) -> None:
-    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=timeout, interval=0.1, what=f"{pids} to exit")
-    wait_for(lambda: not shm_path(listen).exists(), timeout=timeout, interval=0.1, what="the scoreboard removal")
+    """``pids`` (processes the test started) have exited and the scoreboard of the core on ``listen``
+    is gone. On failure, the survivors among ``pids`` are SIGKILLed and the segment unlinked, then
+    the error is raised: a failed check leaves nothing behind for the next test."""
+    try:
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=timeout, interval=0.1,
+                 what=f"processes {pids} to exit")
+        wait_for(lambda: not shm_path(listen).exists(), timeout=timeout, interval=0.1,
+                 what=f"{shm_path(listen)} to be removed")
+    except AssertionError as e:
+        survivors = [p for p in pids if pid_alive(p)]
+        for p in survivors:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        note = f"cleaned up: SIGKILLed {survivors}"
+        try:
+            wait_for(lambda: not any(pid_alive(p) for p in survivors), timeout=5, interval=0.05)
+        except AssertionError:
+            note += f", still alive: {[p for p in survivors if pid_alive(p)]}"
+        if shm_path(listen).exists():
+            shm_path(listen).unlink(missing_ok=True)
+            note += f"; unlinked {shm_path(listen)}"
+        raise AssertionError(f"{e} ({note})") from None
 
 
 def env_pids_summary() -> str:

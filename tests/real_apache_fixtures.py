@@ -3,6 +3,10 @@ stops it by its pid file). Shared by every test that compares with, or attaches 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -35,15 +39,56 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
             (htdocs / name).write_bytes(content)
     conf = tmp / f"apache-{port}.conf"
     conf.write_text("".join(f"{k} {v}\n" for k, v in (EVENT_DIRECTIVES if directives is None else directives).items()))
-    subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
-                   capture_output=True, timeout=120)
-    wait_for(lambda: answers_200(port, "/server-status?auto"), timeout=20, what=f"real Apache ({mpm}) on {port}")
-    return port, int(_pidfile(port).read_text().strip())
+    try:
+        subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
+                       capture_output=True, timeout=120)
+        wait_for(lambda: answers_200(port, "/server-status?auto"), timeout=20,
+                 what=f"real Apache ({mpm}) on {port}")
+        return port, int(_pidfile(port).read_text().strip())
+    except BaseException as e:
+        # whatever failed, an Apache that did start is stopped (by its pid file) before the error goes on
+        try:
+            pid = int(_pidfile(port).read_text().strip())
+        except (OSError, ValueError):
+            pid = None
+        try:
+            if pid is None:
+                subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
+            else:
+                stop_apache(port, pid)
+        except Exception as stop_error:  # the start's error is the one to report; this one is noted
+            e.add_note(f"and stopping the Apache on {port} failed too: {stop_error!r}")
+        raise
 
 
 def stop_apache(port: int, pid: int) -> None:
+    """Stop a real Apache by its pid file (SIGTERM to its master); if the master has not exited in
+    20 s, SIGKILL it with its children (its process group: `-k start` makes it a session leader),
+    and fail."""
     subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
-    wait_for(lambda: not pid_alive(pid), timeout=20, what=f"real Apache {pid} stopped")
+    try:
+        wait_for(lambda: not pid_alive(pid), timeout=20, what=f"real Apache {pid} stopped")
+    except AssertionError:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        raise
+    # the script's files for this port (configuration, logs, document root): nothing left in /tmp
+    shutil.rmtree(_pidfile(port).parent, ignore_errors=True)
+
+
+def stop_all(started: list[tuple[int, int]]) -> None:
+    """Stop every Apache in ``started`` (port, pid), then raise what failed: one failure must not
+    leave the others running."""
+    errors = []
+    for port, pid in started:
+        try:
+            stop_apache(port, pid)
+        except Exception as e:
+            errors.append(f"Apache on {port} (pid {pid}): {e!r}")
+    assert not errors, errors
 
 
 @pytest.fixture
@@ -57,8 +102,7 @@ def real_apache(tmp_path):
         return port
 
     yield start
-    for port, pid in started:
-        stop_apache(port, pid)
+    stop_all(started)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, free_port, http_get, pid_alive, wait_for
+from conftest import ROOT, async_wait_for, free_port, http_get, pid_alive, wait_for
 from mpmcore import attach
 from mpmcore.procs import terminate
 from mpmcore.attach import (SUMMARY_KEYS, ApacheSource, AutoSource, NginxSource, grid_frame, make_source,
@@ -247,10 +247,10 @@ def test_poll_loop_keeps_going():
     async def run():
         task = asyncio.create_task(poll_loop(ApacheSource(f"http://127.0.0.1:{free_port()}/server-status"),
                                              0.02, on_frame))
-        deadline = time.monotonic() + 10
-        while len(frames) < 4:
-            assert time.monotonic() < deadline and not task.done()
-            await asyncio.sleep(0.01)
+        def four_frames() -> bool:
+            assert not task.done(), "the poll loop ended"
+            return len(frames) >= 4
+        await async_wait_for(four_frames, 10, "4 frames from the poll loop", interval=0.01)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return task

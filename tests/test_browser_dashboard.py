@@ -56,7 +56,8 @@ def test_grid_fills_with_slots(page, dashboard):
     sync_api.expect(page.locator("#insight-headline")).not_to_be_empty()
     sync_api.expect(page.locator("#procs table tbody tr")).to_have_count(3, timeout=10_000)
     sync_api.expect(page.locator("#conn-state")).to_have_text("live", timeout=10_000)
-    assert "configured -- resuming normal operations" in page.locator("#log-lines").inner_text()
+    sync_api.expect(page.locator("#log-lines")).to_contain_text("configured -- resuming normal operations",
+                                                                timeout=10_000)
     page.screenshot(path=str(artifact_path("dashboard-idle.png")), full_page=True)
 
 
@@ -65,7 +66,8 @@ def test_slowloris_preset_shows_R_cells(page, dashboard):
     sync_api.expect(page.locator("#traffic-running .tcard")).to_have_count(1, timeout=10_000)
     page.wait_for_function("window.mpmlab.counts()['R'] >= 50", timeout=20_000)
     # the legend counts what the grid shows, and the words say it
-    assert int(page.locator('#legend [data-count="R"]').inner_text()) >= 50
+    page.wait_for_function("""parseInt(document.querySelector('#legend [data-count="R"]').textContent) >= 50""",
+                           timeout=10_000)
     sync_api.expect(page.locator("#insight-box")).to_contain_text("(R)", timeout=10_000)
     # hovering an R cell tells the slot's story
     r_cell = page.evaluate("""(() => { const l = window.mpmlab.layout;
@@ -138,6 +140,8 @@ def test_killed_dashboard_leaves_no_orphan(tmp_path):
     """SIGKILL gives the dashboard no chance to clean up: the core (PR_SET_PDEATHSIG) and the
     traffic runner (its watch pipe) notice and stop; the master removes its scoreboard."""
     d = DashboardProcess(tmp_path, mpm="worker")
-    assert pid_alive(d.master_pid) and shm_path(d.core_listen).exists()
-    d.stop(sig=signal.SIGKILL)
-    d.assert_clean(timeout=25)
+    try:
+        assert pid_alive(d.master_pid) and shm_path(d.core_listen).exists()
+    finally:
+        d.stop(sig=signal.SIGKILL)
+        d.assert_clean(timeout=25)  # on failure it SIGKILLs what is left and removes the scoreboard

@@ -40,6 +40,15 @@ def scoreboard(client):
     return client.get("/api/scoreboard").json()
 
 
+def back_to_event(client) -> None:
+    """The module's one dashboard back on event: in a finally, so that a failed switch test does not
+    leave the tests after it on another MPM."""
+    if client.get("/api/mpm").json()["mpm"] != "event":
+        r = client.post("/api/mpm", json={"mpm": "event"})
+        assert r.status_code == 200, r.text
+    wait_for(lambda: scoreboard(client)["mpm"] == "event", timeout=20, what="back to event")
+
+
 def test_status_scoreboard_processes(dash):
     client, d = dash
     st = client.get("/api/status").json()
@@ -163,18 +172,21 @@ def test_directives_apply_with_adjustment_warning(dash):
 
 def test_switch_mpm_and_back(dash):
     client, _ = dash
-    gen = client.get("/api/mpm").json()["generation"]
-    r = client.post("/api/mpm", json={"mpm": "worker"})
-    assert r.status_code == 200 and r.json()["mpm"] == "worker" and r.json()["generation"] == gen + 1
-    wait_for(lambda: scoreboard(client)["mpm"] == "worker", what="the scoreboard to show worker")
-    wait_for(lambda: all(p["mpm"] == "worker" for p in client.get("/api/processes").json()["processes"]),
-             timeout=20, what="old event children to finish")
-    wait_for(lambda: "switched: generation" in "\n".join(client.get("/api/log").json()["lines"]),
-             what="the switch in the error log (followed every 250 ms)")
-    assert client.post("/api/mpm", json={"mpm": "apache1"}).status_code == 422
-    r = client.post("/ui/mpm", data={"mpm": "event"})
-    assert r.status_code == 200 and 'id="switch-event" class="on"' in r.text and 'hx-swap-oob="true"' in r.text
-    wait_for(lambda: scoreboard(client)["mpm"] == "event", what="back to event")
+    try:
+        gen = client.get("/api/mpm").json()["generation"]
+        r = client.post("/api/mpm", json={"mpm": "worker"})
+        assert r.status_code == 200 and r.json()["mpm"] == "worker" and r.json()["generation"] == gen + 1
+        wait_for(lambda: scoreboard(client)["mpm"] == "worker", what="the scoreboard to show worker")
+        wait_for(lambda: all(p["mpm"] == "worker" for p in client.get("/api/processes").json()["processes"]),
+                 timeout=20, what="old event children to finish")
+        wait_for(lambda: "switched: generation" in "\n".join(client.get("/api/log").json()["lines"]),
+                 what="the switch in the error log (followed every 250 ms)")
+        assert client.post("/api/mpm", json={"mpm": "apache1"}).status_code == 422
+        r = client.post("/ui/mpm", data={"mpm": "event"})
+        assert r.status_code == 200 and 'id="switch-event" class="on"' in r.text and 'hx-swap-oob="true"' in r.text
+        wait_for(lambda: scoreboard(client)["mpm"] == "event", what="back to event")
+    finally:
+        back_to_event(client)
 
 
 def test_graceful_tile_counts_the_G_the_grid_shows(dash):
@@ -183,37 +195,40 @@ def test_graceful_tile_counts_the_G_the_grid_shows(dash):
     grid's G and say what mod_status says."""
     client, d = dash
     port = int(d.settings.core_listen.rsplit(":", 1)[1])
-    held = []
     try:
-        for _ in range(3):  # half-sent requests: each holds an old worker in R through the switch
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
-            held.append(s)
-        wait_for(lambda: scoreboard(client)["state_counts"]["R"] >= 3, what="3 R slots")
-        assert client.post("/api/mpm", json={"mpm": "worker"}).status_code == 200
+        held = []
+        try:
+            for _ in range(3):  # half-sent requests: each holds an old worker in R through the switch
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                held.append(s)
+            wait_for(lambda: scoreboard(client)["state_counts"]["R"] >= 3, what="3 R slots")
+            assert client.post("/api/mpm", json={"mpm": "worker"}).status_code == 200
 
-        def shown():
-            sc = scoreboard(client)
-            g, graceful = sc["state_counts"]["G"], client.get("/api/status").json()["summary"]["graceful"]
-            page = client.get("/").text
-            m = re.search(r'id="tile-graceful"><span>graceful</span><b>(\d+)</b><small>([^<]*)', page)
-            return (g, graceful, m) if g >= 3 and m and int(m.group(1)) >= 3 else None
-        g, graceful, m = wait_for(shown, timeout=15, interval=0.2, what="the old slots as G, on the tile")
-        assert graceful == 0 and "GracefulWorkers 0" in m.group(2), (graceful, m.group(0))
-        # the connections the old event children still hold are counted under worker too
-        conns = re.search(r'id="tile-connections"><span>connections</span><b>(\d+)</b><small>([^<]*)',
-                          client.get("/").text)
-        assert int(conns.group(1)) >= 3 and "held by stopping event children" in conns.group(2), conns.group(0)
-        point = wait_for(lambda: [p for p in client.get("/api/history?seconds=3").json()["points"]
-                                  if p["graceful"] >= 3], timeout=5, what="a chart point with the G slots")
-        assert point[-1]["busy"] is not None
+            def shown():
+                sc = scoreboard(client)
+                g, graceful = sc["state_counts"]["G"], client.get("/api/status").json()["summary"]["graceful"]
+                page = client.get("/").text
+                m = re.search(r'id="tile-graceful"><span>graceful</span><b>(\d+)</b><small>([^<]*)', page)
+                return (g, graceful, m) if g >= 3 and m and int(m.group(1)) >= 3 else None
+            g, graceful, m = wait_for(shown, timeout=15, interval=0.2, what="the old slots as G, on the tile")
+            assert graceful == 0 and "GracefulWorkers 0" in m.group(2), (graceful, m.group(0))
+            # the connections the old event children still hold are counted under worker too
+            conns = re.search(r'id="tile-connections"><span>connections</span><b>(\d+)</b><small>([^<]*)',
+                              client.get("/").text)
+            assert int(conns.group(1)) >= 3 and "held by stopping event children" in conns.group(2), conns.group(0)
+            point = wait_for(lambda: [p for p in client.get("/api/history?seconds=3").json()["points"]
+                                      if p["graceful"] >= 3], timeout=5, what="a chart point with the G slots")
+            assert point[-1]["busy"] is not None
+        finally:
+            for s in held:
+                s.close()
+        wait_for(lambda: all(p["mpm"] == "worker" for p in client.get("/api/processes").json()["processes"]),
+                 timeout=20, what="old event children gone once their connections closed")
+        assert client.post("/api/mpm", json={"mpm": "event"}).status_code == 200
+        wait_for(lambda: scoreboard(client)["mpm"] == "event", what="back to event")
     finally:
-        for s in held:
-            s.close()
-    wait_for(lambda: all(p["mpm"] == "worker" for p in client.get("/api/processes").json()["processes"]),
-             timeout=20, what="old event children gone once their connections closed")
-    assert client.post("/api/mpm", json={"mpm": "event"}).status_code == 200
-    wait_for(lambda: scoreboard(client)["mpm"] == "event", what="back to event")
+        back_to_event(client)
 
 
 def test_scoreboard_websocket_frames(dash):
@@ -230,6 +245,7 @@ def test_scoreboard_websocket_frames(dash):
                 got_summary = json.loads(msg["text"])
             if got_frame and got_summary:
                 break
+        assert got_frame and got_summary, ("no grid frame and summary in 40 messages", got_frame, got_summary)
         magic, version, mpm, _flags, _seq, t_ms, gen, rows, cols, tpc, _np = struct.unpack_from("<BBBBIdIHHHH", got_frame)
         assert (magic, version, mpm) == (0x4D, 1, 2) and cols == tpc == 25 and rows >= 16
         statuses = got_frame[28:28 + rows * cols]

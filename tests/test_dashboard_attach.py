@@ -19,6 +19,7 @@ from app.main import create_app
 from conftest import ROOT, free_port, http_get, wait_for
 from dashboard_fixtures import assert_core_gone, in_process_settings, pid_alive, ws_session
 from mpmcore.attach import parse_auto, parse_stub_status
+from mpmcore.procs import terminate
 
 pytestmark = pytest.mark.apache
 
@@ -320,8 +321,7 @@ def test_no_core_attach_only_as_a_user_starts_it(tmp_path, apache):
         runner = json.loads(http_get(port, "/api/dashboard")[2])["traffic_runner_pid"]
         assert "attached: apache" in (tmp_path / "dash.log").read_text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        terminate(proc, 30)
         log.close()
     assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its clean shutdown
     assert "Traceback" not in (tmp_path / "dash.log").read_text()

@@ -3,46 +3,9 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import urllib.request
 
-import pytest
-
-from conftest import free_port, http_get, need, read_response, wait_for
-from mpmcore.procs import terminate
-
-EXPORTER = "/usr/bin/prometheus-apache-exporter"
-
-
-@pytest.fixture
-def exporter():
-    started = []
-
-    def start(scrape_uri: str) -> int:
-        need("prometheus-apache-exporter")
-        port = free_port()
-        p = subprocess.Popen([EXPORTER, f"--scrape_uri={scrape_uri}", f"--telemetry.address=127.0.0.1:{port}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append(p)
-        return port
-
-    yield start
-    for p in started:
-        terminate(p, 5)
-
-
-def scrape(port: int) -> dict[str, float] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("apache_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out if "apache_up" in out else None
+from conftest import http_get, read_response, wait_for
+from exporter_fixtures import scrape
 
 
 def test_apache_exporter_reads_a_live_mpmcore(server_factory, exporter):
@@ -58,9 +21,8 @@ def test_apache_exporter_reads_a_live_mpmcore(server_factory, exporter):
         s.sendall(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(s)[0] == 200
         idle_clients.append(s)
+    # (the fixture returns once the exporter answers, its first scrape done)
     port = exporter(f"http://127.0.0.1:{srv.port}/server-status?auto")
-    # the first scrapes may come before the exporter listens; then one scrape, then our ?auto at once
-    wait_for(lambda: scrape(port), timeout=15, what="the exporter up")
     # ours 2, plus the exporter's own keep-alive connection between scrapes
     wait_for(lambda: int(srv.auto()["ConnsAsyncKeepAlive"]) == 3, what="3 parked")
     # A scrape, then our ?auto at once. As on Apache, a request is counted (and its slot leaves W)

@@ -5,22 +5,18 @@ parser. Every advertised family must be there with sane values."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
-import urllib.request
 
 import prometheus_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, http_get, need, wait_for
+from conftest import async_wait_for, free_port, http_get, wait_for
+from exporter_fixtures import scrape
 from mpmcore.attach import SUMMARY_KEYS, ApacheSource, NginxSource, frame_from_summary
 from mpmcore.metrics import (FAMILIES, SCOREBOARD_STATES, TrafficTotals, build_registry, make_metrics_response)
-from mpmcore.procs import terminate
 from mpmcore.server import server_info
 from mpmcore.status import summarize
 from mpmcore.traffic import TrafficRunner
 
-EXPORTER = "/usr/bin/prometheus-apache-exporter"
 TRAFFIC_SECONDS = 1.5
 
 
@@ -46,10 +42,8 @@ async def _steady_traffic(url: str) -> TrafficTotals:
         try:
             await client.on_frame(on_frame)
             rid = await client.start("steady", target=url, clients=4, duration=TRAFFIC_SECONDS)
-            deadline = time.monotonic() + TRAFFIC_SECONDS + 10
-            while not any(p.get("id") == rid for p in seen):
-                assert time.monotonic() < deadline, "the pattern never finished"
-                await asyncio.sleep(0.05)
+            await async_wait_for(lambda: any(p.get("id") == rid for p in seen), TRAFFIC_SECONDS + 10,
+                                 "the pattern to finish")
         finally:
             await client.close()
     finally:
@@ -125,7 +119,7 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
         (nbytes,) = _samples(fams["mpmlab_bytes"], "mpmlab_bytes_total", source=src)
         assert nbytes.value > 0
         (gen,) = _samples(fams["mpmlab_generation"], source=src)
-        assert gen.value >= 0
+        assert gen.value == fr.summary["mpm_generation"] == summary["mpm_generation"], (src, gen.value)
         (uptime,) = _samples(fams["mpmlab_uptime_seconds"], source=src)
         assert 0 <= uptime.value < 3600
     procs = {s.labels["source"]: s.value for s in fams["mpmlab_processes"].samples}
@@ -182,32 +176,18 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
     assert 'mpmlab_traffic_requests_total{id="%s"' % runs[0]["id"] in body3.decode()
 
 
-def test_apache_exporter_and_metrics_read_the_embedded_core_alike(server_factory):
+def test_apache_exporter_and_metrics_read_the_embedded_core_alike(server_factory, exporter):
     """Debian's apache_exporter scrapes the embedded core's ?auto; our scoreboard state names are its
     names, and the counts that do not move between two reads agree."""
-    need("prometheus-apache-exporter")
     server = server_factory(mpm="worker", settings={"ServerLimit": 2, "ThreadsPerChild": 10,
                                                     "MaxRequestWorkers": 20, "StartServers": 2})
     # both children up first: while their threads start, the open slots move between the two reads
     wait_for(lambda: server.count_states()["_"] == 20, what="20 idle threads")
-    port = free_port()
-    proc = subprocess.Popen([EXPORTER, f"--scrape_uri=http://{server.listen}/server-status?auto",
-                             f"--telemetry.address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def scrape():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                    text = r.read().decode()
-            except OSError:
-                return None
-            return text if "\napache_up 1" in text else None
-
-        text = wait_for(scrape, timeout=10, what="apache_exporter scraping the embedded core")
-    finally:
-        terminate(proc, 5)
-    fams = _families(text)
-    theirs = {s.labels["state"]: s.value for s in fams["apache_scoreboard"].samples}
+    port = exporter(f"http://{server.listen}/server-status?auto")
+    values = wait_for(lambda: (v := scrape(port)) and v["apache_up"] == 1 and v, timeout=10,
+                      what="apache_exporter scraping the embedded core")
+    prefix = 'apache_scoreboard{state="'
+    theirs = {name[len(prefix):-2]: v for name, v in values.items() if name.startswith(prefix)}
     assert set(theirs) == set(SCOREBOARD_STATES.values())
     frame = ApacheSource(f"http://{server.listen}/server-status", "core").poll()
     ours = _families(make_metrics_response(build_registry(lambda: [frame]))[0].decode())

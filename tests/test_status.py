@@ -6,22 +6,19 @@ from __future__ import annotations
 import http.server
 import json
 import re
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 
 import pytest
 
 from mpmcore import scoreboard as sb
 from mpmcore import status
-from mpmcore.procs import terminate
 from mpmcore.protocol import Request
 from mpmcore.scoreboard import BUSY_KEEPALIVE, BUSY_READ, GRACEFUL, READY, Scoreboard, ScoreboardReader
 
-from conftest import need
+from conftest import wait_for
+from exporter_fixtures import scrape
 
 GEN = 2  # the running generation in these scoreboards
 
@@ -372,15 +369,6 @@ def test_handler_options_and_errors(board):
 
 
 # -- Prometheus' apache_exporter against our ?auto ------------------------------------------------
-EXPORTER = "/usr/bin/prometheus-apache-exporter"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def auto_server(request):
     """A tiny real HTTP server on loopback answering /server-status?auto with render_auto(...)."""
@@ -408,40 +396,15 @@ def auto_server(request):
     thread.join(5)
 
 
-def test_prometheus_apache_exporter_reads_our_auto(board, auto_server):
-    need("prometheus-apache-exporter")
+def test_prometheus_apache_exporter_reads_our_auto(board, auto_server, exporter):
     b = event_board(board)
     serve_requests(b, 0, 0, [1500] * 6)
     serve_requests(b, 1, 0, [700] * 3)
     info = info_for("event", 12, 4, 4)
     auto_server["snap"] = lambda: snap_of(b)
     auto_server["info"] = info
-    port = _free_port()
-    proc = subprocess.Popen([EXPORTER, f"--scrape_uri=http://127.0.0.1:{auto_server['port']}/server-status?auto",
-                             f"--telemetry.address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        metrics, deadline = None, time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-                    metrics = resp.read().decode()
-                if "\napache_up " in metrics:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
-        assert metrics and "\napache_up " in metrics, "exporter never answered"
-    finally:
-        terminate(proc, 5)
-        proc.stderr.close()
-
-    values = {}
-    for line in metrics.splitlines():
-        if line.startswith("apache_"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
+    port = exporter(f"http://127.0.0.1:{auto_server['port']}/server-status?auto")
+    values = wait_for(lambda: scrape(port), timeout=10, what="the exporter's metrics")
     s = status.summarize(snap_of(b), info)
     assert values["apache_up"] == 1
     assert values['apache_workers{state="busy"}'] == s["busy"] == 3

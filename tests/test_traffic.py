@@ -14,43 +14,20 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import status_auto
+from conftest import ROOT, async_wait_for, free_port, pid_alive, status_auto, wait_for
 from real_apache_fixtures import start_apache, stop_apache
 
+from mpmcore.procs import terminate
 from mpmcore.traffic import TrafficClient, TrafficRunner
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _poll(pred, timeout: float, what: str, interval: float = 0.05):
-    """Await until ``pred()`` (sync or async) is truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 # -- the tiny asyncio server -------------------------------------------------------------------
@@ -224,19 +201,19 @@ def test_slowloris_holds_connections_in_R_and_stop_closes_them(apache, runner):
         async with await runner.client() as tc:
             pid = await tc.start("slowloris", target=f"http://127.0.0.1:{apache}/", connections=s,
                                  interval=0.5, duration=30)
-            await _poll(lambda: _established(runner.pid, apache) == s, 10, f"{s} connections")
+            await async_wait_for(lambda: _established(runner.pid, apache) == s, 10, f"{s} connections")
             # Apache's own scoreboard: s workers reading a request that never ends.
-            await _poll(lambda: status_auto(apache)["Scoreboard"].count("R") >= s, 10,
-                        "R slots in Apache's scoreboard")
+            await async_wait_for(lambda: status_auto(apache)["Scoreboard"].count("R") >= s, 10,
+                                 "R slots in Apache's scoreboard")
             await asyncio.sleep(1.2)  # a couple of header lines later, still held
             assert _established(runner.pid, apache) == s
             summary = await tc.stop(pid)
             assert summary["state"] == "finished" and summary["stop_reason"] == "stopped"
             assert summary["active_connections"] == 0
             assert summary["total"]["requests"] >= s
-            await _poll(lambda: _established(runner.pid, apache) == 0, 5, "connections closed")
-            await _poll(lambda: status_auto(apache)["Scoreboard"].count("R") <= 1, 10,
-                        "R slots released")
+            await async_wait_for(lambda: _established(runner.pid, apache) == 0, 5, "connections closed")
+            await async_wait_for(lambda: status_auto(apache)["Scoreboard"].count("R") <= 1, 10,
+                                 "R slots released")
     _run(go())
 
 
@@ -247,18 +224,18 @@ def test_browsers_hold_six_connections_each(apache, runner):
             pid = await tc.start("browsers", target=f"http://127.0.0.1:{apache}/", path="/index.html",
                                  asset_path="/index.html", clients=3, assets=12, think_time=30,
                                  duration=30)
-            await _poll(lambda: _established(runner.pid, apache) == 18, 10, "3 x 6 connections")
+            await async_wait_for(lambda: _established(runner.pid, apache) == 18, 10, "3 x 6 connections")
             info = [p for p in await tc.list() if p["id"] == pid][0]
             assert info["active_connections"] == 18
             # Page + 12 assets per browser, then idle (think time) with the connections open.
             async def page_views_done():
                 info = [p for p in await tc.list() if p["id"] == pid][0]
                 return info["total"]["status"]["2xx"] == 3 * 13 and info
-            info = await _poll(page_views_done, 5, "3 page views of 13 requests")
+            info = await async_wait_for(page_views_done, 5, "3 page views of 13 requests")
             assert info["total"]["connections_opened"] == 18
             assert _established(runner.pid, apache) == 18  # idle, still open
             await tc.stop(pid)
-            await _poll(lambda: _established(runner.pid, apache) == 0, 5, "connections closed")
+            await async_wait_for(lambda: _established(runner.pid, apache) == 0, 5, "connections closed")
     _run(go())
 
 
@@ -268,7 +245,6 @@ def test_live_update_changes_the_rate(apache, runner):
         async with await runner.client() as tc:
             pid = await tc.start("steady", target=f"http://127.0.0.1:{apache}/", path="/index.html",
                                  model="open", rate=50, arrivals="uniform", connections=8, duration=20)
-            await asyncio.sleep(0.3)
             frames = await _frames_until(tc, pid, lambda p: p["elapsed"] > 1.8, 5)
             before = [p["live"]["rps"] for p in frames if p["elapsed"] > 0.8]
             desc = await tc.update(pid, rate=400)
@@ -384,14 +360,14 @@ def test_slow_post_trickles_the_body(tiny, runner):
         async with await runner.client() as tc:
             pid = await tc.start("slow-post", target=f"http://127.0.0.1:{tiny.port}/", connections=3,
                                  content_length=100_000, chunk=10, interval=0.1, duration=30)
-            await _poll(lambda: tiny.open == 3 and len(tiny.post_bodies) == 3, 5, "3 POSTs")
+            await async_wait_for(lambda: tiny.open == 3 and len(tiny.post_bodies) == 3, 5, "3 POSTs")
             await asyncio.sleep(1.0)
             got = dict(tiny.post_bodies)
             await tc.stop(pid)
             assert tiny.content_lengths == [100_000] * 3
             for n in got.values():  # ~10 bytes per 0.1 s
                 assert 50 <= n <= 200, got
-            await _poll(lambda: tiny.open == 0, 5, "connections closed")
+            await async_wait_for(lambda: tiny.open == 0, 5, "connections closed")
     _run(go())
 
 
@@ -400,7 +376,7 @@ def test_slow_read_reads_slowly_through_a_small_window(tiny, runner):
         async with await runner.client() as tc:
             pid = await tc.start("slow-read", target=f"http://127.0.0.1:{tiny.port}/", connections=2,
                                  size="8MiB", rcvbuf=4096, read_bytes=8192, interval=0.5, duration=30)
-            await _poll(lambda: tiny.open == 2, 5, "2 connections")
+            await async_wait_for(lambda: tiny.open == 2, 5, "2 connections")
             await asyncio.sleep(2.0)
             info = [p for p in await tc.list() if p["id"] == pid][0]
             await tc.stop(pid)
@@ -411,7 +387,7 @@ def test_slow_read_reads_slowly_through_a_small_window(tiny, runner):
             assert 2 * 16_384 <= info["total"]["bytes_in"] <= 2 * (3 * 16_384 + 65_536), info["total"]
             assert info["total"]["responses"] == 0
             assert tiny.bytes_sent < 2 * (8 << 20)
-            await _poll(lambda: tiny.open == 0, 5, "connections closed")
+            await async_wait_for(lambda: tiny.open == 0, 5, "connections closed")
     _run(go())
 
 
@@ -422,12 +398,11 @@ def test_io_and_cpu_use_their_routes(tiny, runner):
                                arrivals="uniform", duration=1)
             b = await tc.start("cpu", target=f"http://127.0.0.1:{tiny.port}/", ms=5, rate=20,
                                arrivals="uniform", duration=1)
-            await _poll(lambda: tc.list(), 1, "list")
 
             async def both_done():
                 runs = {p["id"]: p for p in await tc.list()}
                 return runs[a]["state"] == runs[b]["state"] == "finished"
-            await _poll(both_done, 6, "both finished")
+            await async_wait_for(both_done, 6, "both finished")
             # 20/s evenly spaced for 1 s: about 20 each.
             assert 14 <= tiny.paths["/sleep?ms=30"] <= 26 and tiny.patterns["io"] == tiny.paths["/sleep?ms=30"]
             assert 14 <= tiny.paths["/cpu?ms=5"] <= 26 and tiny.patterns["cpu"] == tiny.paths["/cpu?ms=5"]
@@ -504,7 +479,7 @@ def test_tls_target(tmp_path, runner):
 
 
 def test_refused_is_counted_with_bounded_retries(runner):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
 
     async def go():
         async with await runner.client() as tc:
@@ -527,28 +502,24 @@ def test_runner_exits_when_its_parent_dies():
         assert psutil.pid_exists(runner_pid)
         parent.kill()  # no chance to clean up
         parent.wait(5)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if psutil.Process(runner_pid).status() == psutil.STATUS_ZOMBIE:
-                    break
-            except psutil.NoSuchProcess:
-                break
-            time.sleep(0.05)
-        else:
+        try:
+            wait_for(lambda: not pid_alive(runner_pid), timeout=10, interval=0.05,
+                     what="the runner to exit after its parent died")
+        except AssertionError:
             os.kill(runner_pid, signal.SIGKILL)
-            pytest.fail("runner outlived its parent")
+            raise AssertionError(f"runner {runner_pid} outlived its parent (killed now)") from None
     finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait(5)
+        terminate(parent, 5, signal.SIGKILL)
 
 
 def test_runner_close_stops_it_by_pid():
     r = TrafficRunner().start()
     pid = r.pid
-    assert psutil.Process(pid).cmdline()[-6:-4] == ["--socket", r.socket_path]
-    assert r.close() == 0
+    try:
+        assert psutil.Process(pid).cmdline()[-6:-4] == ["--socket", r.socket_path]
+    finally:
+        code = r.close()
+    assert code == 0
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not os.path.exists(r.socket_path)
 

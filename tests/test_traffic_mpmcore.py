@@ -9,6 +9,7 @@ import sys
 
 from mpmcore import scoreboard as sb
 from conftest import ROOT, wait_for
+from mpmcore.procs import terminate
 
 
 def traffic(pattern: str, port: int, *args: str) -> subprocess.Popen:
@@ -18,7 +19,14 @@ def traffic(pattern: str, port: int, *args: str) -> subprocess.Popen:
 
 
 def finish(p: subprocess.Popen, timeout: float = 60) -> dict:
-    out, err = p.communicate(timeout=timeout)
+    """The generator's JSON summary once it exits; stopped by its pid if it does not in time."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        terminate(p, 10)
+        p.stdout.close()
+        p.stderr.close()
+        raise
     assert p.returncode == 0, err
     return json.loads(out)
 
@@ -48,7 +56,10 @@ def test_slowloris_holds_threads_in_R_under_event_too(server_factory):
                  what="R slots tagged slowloris")
     finally:
         summary = finish(p)
-    assert summary  # the generator reported
+    # it ran its 6 s, each of its 6 connections with its one never-finished request
+    assert summary["pattern"] == "slowloris" and summary["stop_reason"] == "duration", summary
+    total = summary["total"]
+    assert total["connections_opened"] >= 6 and total["requests"] >= total["connections_opened"], total
     wait_for(lambda: srv.count_states()["R"] == 0, what="R slots released when the pattern stopped")
 
 
