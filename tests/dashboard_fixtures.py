@@ -72,6 +72,7 @@ class DashboardProcess:
 
     def __init__(self, tmp: Path, mpm: str = "event", settings: dict[str, Any] | None = None,
                  extra_args: list[str] | None = None, start_timeout: float = 40.0):
+        self.mpm = mpm
         self.port = free_port()
         self.core_port = free_port()
         self.core_listen = f"127.0.0.1:{self.core_port}"
@@ -115,6 +116,21 @@ class DashboardProcess:
                 return json.loads(r.read())
         except urllib.error.HTTPError as e:
             raise ValueError(f"{e.code}: {e.read()[:500]!r}") from None
+
+    def reset(self, timeout: float = 60.0) -> None:
+        """Back to where the dashboard started: no traffic, the first MPM, no request in flight, so
+        that one failed test does not leave its traffic or MPM to the next one."""
+        self.api("/api/traffic/stop-all", method="POST", body={})
+        wait_for(lambda: not [p for p in self.api("/api/traffic")["patterns"] if p["state"] == "running"],
+                 timeout=timeout, interval=0.2, what="every traffic pattern stopped")
+        if self.api("/api/mpm")["mpm"] != self.mpm:
+            self.api("/api/mpm", method="POST", body={"mpm": self.mpm})
+
+        def settled() -> dict | None:
+            sb_ = self.api("/api/scoreboard")
+            c = sb_["state_counts"]
+            return sb_ if sb_["mpm"] == self.mpm and not (c.get("R", 0) or c.get("W", 0) or c.get("G", 0)) else None
+        wait_for(settled, timeout=timeout, interval=0.2, what=f"{self.mpm}, with no request in flight")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         terminate(self.proc, timeout, sig)
@@ -164,3 +180,29 @@ def env_pids_summary() -> str:
 
 __all__ = ["DashboardProcess", "pid_alive", "shm_path", "children_of", "in_process_settings", "assert_core_gone",
            "time"]
+
+
+def hover_cell(pg, view: str, canvas, tip, letter: str, want: str, timeout: float = 15.0) -> str:
+    """Move the mouse over a cell in state ``letter`` of the grid ``view`` (a JS expression:
+    ``window.mpmlab`` or ``window.mpmSources.NAME``) drawn on ``canvas``, and return the text of the
+    tooltip ``tip`` once it shows ``want``. The cell and its place are looked up again on each try:
+    slots change state and the page may reflow under the mouse, as for a user."""
+    from playwright import sync_api
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        cell = pg.evaluate(f"""(l) => {{ const v = {view}, g = v.layout;
+            for (let p = 0; p < g.rows; p++) for (let t = 0; t < g.cols; t++)
+              if (v.cellState(p, t) === l) return [p, t]; return null; }}""", letter)
+        assert cell, f"no {letter} cell in {view}'s grid"
+        box = canvas.bounding_box()
+        lay = pg.evaluate(f"{view}.layout")
+        pg.mouse.move(box["x"] + lay["label"] + cell[1] * lay["cell"] + lay["cell"] / 2,
+                      box["y"] + cell[0] * lay["cell"] + lay["cell"] / 2)
+        try:
+            sync_api.expect(tip).to_contain_text(want, timeout=2_000)
+            return tip.inner_text()
+        except AssertionError:
+            last = tip.inner_text() if tip.is_visible() else "(hidden)"
+    raise AssertionError(f"the tooltip of a {letter} cell in {view} never showed {want!r}; last: {last!r}")
+

@@ -4,11 +4,12 @@ the traffic panel fills Apache's grid with R; the page says what Apache cannot s
 
 from __future__ import annotations
 
+import re
 
 import pytest
 
 from conftest import artifact_path, update_docs_screenshot, wait_for
-from dashboard_fixtures import DashboardProcess, launch_chromium
+from dashboard_fixtures import DashboardProcess, hover_cell, launch_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.apache]
 
@@ -69,20 +70,15 @@ def test_core_and_apache_side_by_side_under_slowloris(dashboard, apache):
             sync_api.expect(page.locator('.source-panel[data-source="apache"] .source-insight')).to_contain_text(
                 "(R)", timeout=10_000)
             # hovering one of Apache's reader cells shows its ExtendedStatus row (placed in the grid)
-            def placed_reader():
-                f = dashboard.api("/api/sources/apache")["frame"]
-                rows = [w for w in f["workers"] or [] if w["status"] == "R" and w["thread"] is not None]
-                return rows[0] if rows else None
-            w = wait_for(placed_reader, timeout=10, interval=0.2, what="a placed R row of Apache's")
+            wait_for(lambda: [w for w in dashboard.api("/api/sources/apache")["frame"]["workers"] or []
+                              if w["status"] == "R" and w["thread"] is not None],
+                     timeout=10, interval=0.2, what="a placed R row of Apache's")
             panel = page.locator('.source-panel[data-source="apache"]')
-            box = panel.locator("canvas").first.bounding_box()
-            lay = page.evaluate("window.mpmSources.apache.layout")
-            page.mouse.move(box["x"] + lay["label"] + w["thread"] * lay["cell"] + lay["cell"] / 2,
-                            box["y"] + w["proc"] * lay["cell"] + lay["cell"] / 2)
-            tip = panel.locator(".tooltip")
-            sync_api.expect(tip).to_contain_text("Reading Request", timeout=5_000)
-            sync_api.expect(tip).to_contain_text("since request start", timeout=5_000)
-            sync_api.expect(tip).to_contain_text(str(w["pid"]))
+            text = hover_cell(page, "window.mpmSources.apache", panel.locator("canvas").first,
+                              panel.locator(".tooltip"), "R", "since request start")
+            assert "Reading Request" in text, text
+            pids = {str(w["pid"]) for w in dashboard.api("/api/sources/apache")["frame"]["workers"] or []}
+            assert re.search(r"pid\s*(\d+)", text) and re.search(r"pid\s*(\d+)", text).group(1) in pids, (text, pids)
             page.screenshot(path=str(artifact_path("dashboard-attach-hover.png")), full_page=False)
             page.mouse.move(0, 0)
             page.wait_for_function("window.mpmSources.apache.charts.points.length >= 5", timeout=15_000)
