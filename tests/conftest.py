@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +23,18 @@ from mpmcore.procs import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+
+# The servers, dashboards and traffic runners the tests start keep their run directories (error_log,
+# sockets) under one temporary directory of this session (TMPDIR, inherited by every process), which
+# is removed at the end: nothing piles up in the machine's /tmp from run to run.
+SESSION_TMP = tempfile.mkdtemp(prefix="mpmlab-tests-")
+os.chmod(SESSION_TMP, 0o755)  # Apache's children (www-data) read document roots made under it
+os.environ["TMPDIR"] = SESSION_TMP
+tempfile.tempdir = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
 
 
 # Debian packages the tests use; ./dev.sh test installs them. A missing one is a failure that says
