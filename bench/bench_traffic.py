@@ -99,11 +99,10 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
         raise SystemExit(f"throughput needs Debian's {' and '.join(missing)}: run `./dev.sh setup` as root "
                          f"(it installs them), or pass --skip-throughput")
     port = free_port()
-    subprocess.run(["bash", APACHE_SCRIPT, "start", "event", str(port)], check=True,
-                   stdout=subprocess.DEVNULL, timeout=60)
-    apache_pid = int(Path(f"/tmp/real-apache-{port}/httpd.pid").read_text())
     url = f"http://127.0.0.1:{port}/index.html"
     try:
+        subprocess.run(["bash", APACHE_SCRIPT, "start", "event", str(port)], check=True,
+                       stdout=subprocess.DEVNULL, timeout=60)
         with urllib.request.urlopen(url, timeout=5) as r:
             assert r.status == 200
         wrk_rps(url, 2, connections)  # warm-up: Apache spawns its children
@@ -127,9 +126,20 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
         g, w = sorted(gens)[len(gens) // 2], sorted(wrks)[len(wrks) // 2]
         print(f"  median: mpmcore.traffic {g:.0f} req/s, wrk {w:.0f} req/s, ratio {g / w:.2f}x "
               f"(target >= 0.50x)")
-    finally:
+    finally:  # also after a failed start: whatever Apache did start is stopped, its files removed
+        stop_apache(port)
+
+
+def stop_apache(port: int) -> None:
+    run_dir = Path(f"/tmp/real-apache-{port}")
+    try:
+        apache_pid = int((run_dir / "httpd.pid").read_text())
+    except (OSError, ValueError):
+        subprocess.run(["bash", APACHE_SCRIPT, "stop", str(port)], capture_output=True, timeout=60)
+    else:
         os.kill(apache_pid, signal.SIGTERM)
         wait_until(lambda: not psutil.pid_exists(apache_pid), 15, "Apache to stop")
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # -- capacity ----------------------------------------------------------------------------------
