@@ -20,6 +20,8 @@ SUMMARY_HZ = 4
 HISTORY_SECONDS = 600
 #: Error-log lines kept for new pages.
 LOG_LINES = 300
+#: Error-log lines a page shows when it is rendered, and gets again when its websocket (re)connects.
+LOG_BACKLOG = 200
 #: Seconds between polls of an attached server (--attach-interval).
 ATTACH_INTERVAL = 1.0
 

@@ -16,6 +16,7 @@ from .api import Control, Dash
 from .core import ControlError, CoreError
 from .main import Dashboard
 from .security import TOKEN_COOKIE, given_token
+from .settings import LOG_BACKLOG
 from .traffic import HIDDEN_PARAMS, PRESETS, pattern_catalogue
 from .views import changed_settings, current_config, directive_rows
 
@@ -45,7 +46,7 @@ async def index(request: Request, d: Dashboard = Dash) -> Response:
                    rows=directive_rows(mpm, values), catalogue=pattern_catalogue(), presets=PRESETS,
                    running=d.traffic.patterns, traffic_error=d.traffic.error,
                    sources=d.sources.sources, targets=d.traffic_targets(), target_names=d.target_names(),
-                   log_lines=list(d.sampler.log_lines)[-200:], live=d.sampler.live_context(),
+                   log_lines=list(d.sampler.log_lines)[-LOG_BACKLOG:], live=d.sampler.live_context(),
                    settings=d.settings, needs_token=d.settings.token is not None and
                    not d.settings.token_ok(given_token(request)))
 

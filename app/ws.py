@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketState
 
 from .hub import Channel, Hub
 from .security import check_websocket
-from .settings import DashboardSettings
+from .settings import LOG_BACKLOG, DashboardSettings
 
 router = APIRouter()
 
@@ -91,9 +91,9 @@ async def _pump(ws: WebSocket, hub: Hub, first: list[Any]) -> None:
             pass
 
 
-def _log_fragment(ws: WebSocket, lines: list[str]) -> str:
+def _log_fragment(ws: WebSocket, lines: list[str], swap: str = "beforeend") -> str:
     t = ws.app.state.dashboard.templates
-    return t.get_template("live/_log_lines.html").render(lines=lines, oob=True)
+    return t.get_template("live/_log_lines.html").render(lines=lines, swap=swap)
 
 
 @router.websocket("/ws/scoreboard")
@@ -118,6 +118,11 @@ async def ws_live(ws: WebSocket) -> None:
         return
     await ws.accept()
     first: list[Any] = []
+    if d.settings.watch_core:
+        # the log's last lines replace the page's: nothing written while the page loaded or while
+        # the socket was down is missing, and nothing is shown twice (new lines follow from here on:
+        # _pump subscribes before it yields to the loop that appends them)
+        first.append(_log_fragment(ws, list(d.sampler.log_lines)[-LOG_BACKLOG:], swap="innerHTML"))
     if d.sampler.summary is not None:
         first.append(d.render_live(d.sampler.live_context()))
     first += [d.render_source(src) for src in d.sources.sources if src.frame is not None]

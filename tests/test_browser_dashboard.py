@@ -59,6 +59,12 @@ def test_grid_fills_with_slots(page, dashboard):
     sync_api.expect(page.locator("#conn-state")).to_have_text("live", timeout=10_000)
     sync_api.expect(page.locator("#log-lines")).to_contain_text("configured -- resuming normal operations",
                                                                 timeout=10_000)
+    # the log the page shows is the error log's end, each line once (the websocket's backlog
+    # replaced the lines the page was rendered with)
+    page.wait_for_function("""async () => {
+        const api = (await (await fetch('/api/log?lines=200')).json()).lines;
+        const shown = [...document.querySelectorAll('#log-lines .ll')].map(e => e.textContent);
+        return shown.length === api.length && shown.every((l, i) => l === api[i]); }""", timeout=10_000)
     page.screenshot(path=str(artifact_path("dashboard-idle.png")), full_page=True)
 
 

@@ -252,6 +252,10 @@ def test_scoreboard_websocket_frames(dash):
         assert statuses.count(2) >= 75  # READY
         assert got_summary["type"] == "summary" and got_summary["mpm"] == "event" and got_summary["insight"]
     with ws_session(client, "/ws/live") as ws:  # htmx fragments
+        # first the error log's last lines, replacing the page's: a reconnecting page misses none
+        log = ws.receive_text()
+        assert log.startswith('<div id="log-lines" hx-swap-oob="innerHTML">'), log[:200]
+        assert "resuming normal operations" in log
         html = ws.receive_text()
         assert 'id="insight" hx-swap-oob' in html and 'id="procs"' in html
 
