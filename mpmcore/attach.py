@@ -28,11 +28,13 @@ sentence, and the next poll tries again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import logging
 import math
 import re
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -168,13 +170,20 @@ class Source(Protocol):
 
 
 # -- HTTP --------------------------------------------------------------------------------------
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One context for every poll (it loads the CA store and cipher list once; SSLContext is
+    shareable across threads). Not verified: status pages of test servers are self-signed."""
+    from .traffic.target import make_ssl_context
+    return make_ssl_context(verify=False)
+
+
 def _fetch(target: Target, path: str, timeout: float) -> tuple[int, dict[str, str], bytes]:
     """One GET to the checked address of ``target`` (Connection: close); raises SourceError."""
     cls = http.client.HTTPSConnection if target.tls else http.client.HTTPConnection
     kw: dict[str, Any] = {}
     if target.tls:
-        from .traffic.target import make_ssl_context
-        kw["context"] = make_ssl_context(verify=False)
+        kw["context"] = _tls_context()
     conn = cls(target.address, target.port, timeout=timeout, **kw)
     try:
         conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)

@@ -347,3 +347,16 @@ def test_grid_header_is_the_dashboards():
     assert attach.GRID_HEADER.format == HEADER.format
     assert (attach.GRID_MAGIC, attach.GRID_VERSION) == (MAGIC, VERSION)
     assert struct.calcsize(attach.GRID_HEADER.format) == HEADER.size
+
+
+def test_attach_over_https_to_a_tls_core(server_factory):
+    """A status page behind TLS (mpmcore's --tls, self-signed): the source reads it like the plain
+    one, with one client TLS context for every poll."""
+    srv = server_factory(mpm="worker", tls=True)
+    url = f"https://127.0.0.1:{srv.tls_port}/server-status"
+    for src in (ApacheSource(url), AutoSource(url)):
+        f = wait_for(lambda: (lambda fr: fr if fr.ok else None)(src.poll()), timeout=15, interval=0.2,
+                     what=f"a good poll of {url} by {type(src).__name__}")
+        assert f.summary["mpm"] == "worker" and f.summary["state_counts"]["_"] >= 1, f.summary
+        src.close()
+    assert attach._tls_context.cache_info().currsize == 1 and attach._tls_context.cache_info().hits >= 1
