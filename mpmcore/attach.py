@@ -838,14 +838,12 @@ def _fill_nginx(frame: SourceFrame, stub: dict[str, int], server_header: str | N
 
 
 # -- auto-detection ----------------------------------------------------------------------------
-class AutoSource:
+class AutoSource(_HTTPSource):
     """Looks at ``url`` once (GET, without ?auto) and becomes an ApacheSource or an NginxSource."""
 
-    kind = "unknown"
-
     def __init__(self, url: str, name: str | None = None, **kw) -> None:
-        self.url, self.path = _split_url(url)
-        self.name = name or _default_name(self.url)
+        super().__init__(url, name, allow_remote=kw.get("allow_remote", False),
+                         timeout=kw.get("timeout", DEFAULT_TIMEOUT))
         self.kw = kw
         self.inner: ApacheSource | NginxSource | None = None
 
@@ -855,30 +853,22 @@ class AutoSource:
 
     def poll(self) -> SourceFrame:
         if self.inner is None:
-            t0 = time.perf_counter()
-            frame = SourceFrame(self.name, self.kind, self.url, time.time())
-            try:
-                target = resolve_target_sync(self.url, allow_remote=self.kw.get("allow_remote", False))
-                status, _, body = _fetch(target, self.path, self.kw.get("timeout", DEFAULT_TIMEOUT))
-                text = body[:65536].decode("latin-1")
-                if _looks_like_stub_status(text):
-                    self.inner = NginxSource(self.url, self.name, **_only(self.kw, NginxSource))
-                elif status == 200 and ("Apache Status" in text or "Server MPM" in text or "Scoreboard" in text):
-                    self.inner = ApacheSource(self.url, self.name, **self.kw)
-                else:
-                    raise SourceError("not-status-page", f"{self.url} is neither Apache's mod_status page nor "
-                                                         f"nginx's stub_status (HTTP {status})")
-            except SourceError as e:
-                _fail(frame, e.kind, str(e))
-            except TargetError as e:
-                _target_failed(frame, self.url, e)
-            except Exception as e:
-                _fail(frame, "internal", f"{type(e).__name__}: {e}")
+            frame = super().poll()  # the detection: its frame is the answer only when it failed
             if self.inner is None:
-                frame.poll_ms = round((time.perf_counter() - t0) * 1000, 2)
                 return frame
             self.kind = self.inner.kind
         return self.inner.poll()
+
+    def _poll(self, target: Target, frame: SourceFrame) -> None:
+        status, _, body = _fetch(target, self.path, self.timeout)
+        text = body[:65536].decode("latin-1")
+        if _looks_like_stub_status(text):
+            self.inner = NginxSource(self.url, self.name, **_only(self.kw, NginxSource))
+        elif status == 200 and ("Apache Status" in text or "Server MPM" in text or "Scoreboard" in text):
+            self.inner = ApacheSource(self.url, self.name, **self.kw)
+        else:
+            raise SourceError("not-status-page", f"{self.url} is neither Apache's mod_status page nor "
+                                                 f"nginx's stub_status (HTTP {status})")
 
 
 def _only(kw: dict, cls) -> dict:
