@@ -32,8 +32,10 @@ from mpmcore.traffic import TrafficClient, TrafficRunner
 
 # -- the tiny asyncio server -------------------------------------------------------------------
 class TinyServer:
-    """HTTP/1.1 on loopback in its own thread and loop. Routes: /sleep?ms=N, /bytes/N, anything
-    else -> 200 "ok". Records per-request X-Traffic-Pattern, open connections, POST body bytes."""
+    """HTTP/1.1 on loopback in its own thread and loop. Routes: /sleep?ms=N, /bytes/N,
+    /drop-then/bytes/N (its first request answered "ok", its second dropped unanswered as a
+    keep-alive timeout would, then /bytes/N), anything else -> 200 "ok". Records per-request
+    X-Traffic-Pattern, open connections, POST body bytes."""
 
     def __init__(self, ssl_ctx: ssl.SSLContext | None = None) -> None:
         self.ssl_ctx = ssl_ctx
@@ -93,6 +95,12 @@ class TinyServer:
                             return
                         self.post_bodies[cid] += len(chunk)
                 body = b"ok\n"
+                if target.startswith("/drop-then/"):
+                    seen = self.paths[target]
+                    if seen == 2:
+                        return  # closed with no answer: the client sent on a connection being closed
+                    if seen > 2:
+                        target = target[len("/drop-then"):]
                 m = re.match(r"^/sleep\?ms=(\d+)", target)
                 if m:
                     await asyncio.sleep(int(m.group(1)) / 1000)
@@ -387,6 +395,26 @@ def test_slow_read_reads_slowly_through_a_small_window(tiny, runner):
             assert 2 * 16_384 <= info["total"]["bytes_in"] <= 2 * (3 * 16_384 + 65_536), info["total"]
             assert info["total"]["responses"] == 0
             assert tiny.bytes_sent < 2 * (8 << 20)
+            await async_wait_for(lambda: tiny.open == 0, 5, "connections closed")
+    _run(go())
+
+
+def test_slow_read_keeps_reading_slowly_on_a_reopened_connection(tiny, runner):
+    """The kept-alive connection is closed by the server as the 2nd request goes out: the
+    request is retried on a new connection, which must read as slowly, through as small a window."""
+    async def go():
+        async with await runner.client() as tc:
+            pid = await tc.start("slow-read", target=f"http://127.0.0.1:{tiny.port}/", connections=1,
+                                 path="/drop-then/bytes/{size}", size="8MiB", rcvbuf=4096,
+                                 read_bytes=8192, interval=0.5, duration=30)
+            await async_wait_for(lambda: tiny.paths["/drop-then/bytes/8388608"] >= 3, 5, "the retried request")
+            await asyncio.sleep(2.0)  # the window the reading rate is measured over
+            info = [p for p in await tc.list() if p["id"] == pid][0]
+            await tc.stop(pid)
+            t = info["total"]
+            assert t["reconnects"] >= 1 and t["errors_total"] == 0, t
+            # 16 KiB/s for ~2 s plus the first window, not the 8 MiB a full-speed reader would have
+            assert t["responses"] == 1 and t["bytes_in"] <= 3 * 16_384 + 65_536, t
             await async_wait_for(lambda: tiny.open == 0, 5, "connections closed")
     _run(go())
 

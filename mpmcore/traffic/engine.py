@@ -183,14 +183,16 @@ class PatternRun:
         await asyncio.sleep(slot.backoff)
 
     async def fetch(self, slot: Slot, data: bytes, intended: float | None = None,
-                    rcvbuf: int | None = None, timeout: float | None = None) -> int | None:
+                    rcvbuf: int | None = None, timeout: float | None = None,
+                    read_rate: float | None = None) -> int | None:
         """One request/response on the slot's connection (connecting first if needed).
 
         Returns the status, or None after an error (counted). A kept-alive connection that the
         server closed while idle is reopened, and a request that fails on such a connection
         before any byte came back is retried once on a new one (as browsers do); both count as
         reconnects, not errors. ``intended`` is the open model's intended send time
-        (perf_counter) for the corrected latency.
+        (perf_counter) for the corrected latency. ``rcvbuf`` and ``read_rate`` (bytes/s the
+        reply is read at) hold for every connection the request is sent on, a reopened one too.
         """
         await self.gate()
         stats = self.stats
@@ -210,6 +212,8 @@ class PatternRun:
                     await self.backoff(slot)
                     return None
                 slot.backoff = 0.0
+            if read_rate is not None:
+                conn.read_rate = read_rate
             stats.counts["requests"] += 1
             stats.counts["bytes_out"] += len(data)
             self.in_flight += 1

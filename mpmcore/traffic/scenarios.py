@@ -324,23 +324,11 @@ async def _slow_reader(run: PatternRun, index: int) -> None:
         while True:
             p = run.p
             data = run.request_bytes(p["path"].replace("{size}", str(p["size"])))
-            rate = p["read_bytes"] / p["interval"]
-            if slot.conn is None or slot.conn.closed:
-                if slot.conn is not None:
-                    run.stats.counts["reconnects"] += 1
-                try:
-                    slot.conn = await run.connect(rcvbuf=p["rcvbuf"])
-                except (asyncio.CancelledError, RunFinished):
-                    raise
-                except Exception:
-                    slot.conn = None
-                    await run.backoff(slot)
-                    continue
-                slot.backoff = 0.0
-            slot.conn.read_rate = rate
-            # The response takes as long as the slow reading makes it take: the request
+            # The small receive buffer and the read rate hold for every connection, a reopened one
+            # too. The response takes as long as the slow reading makes it take: the request
             # timeout here is the pattern's whole duration (plus the usual timeout).
-            await run.fetch(slot, data, timeout=p["duration"] + p["timeout"])
+            await run.fetch(slot, data, rcvbuf=p["rcvbuf"], read_rate=p["read_bytes"] / p["interval"],
+                            timeout=p["duration"] + p["timeout"])
     finally:
         slot.drop()
 
