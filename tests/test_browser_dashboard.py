@@ -90,7 +90,13 @@ def test_slowloris_preset_shows_R_cells(page, dashboard):
 
 def test_switch_to_prefork_changes_layout(page, dashboard):
     page.wait_for_function("window.mpmlab.layout && window.mpmlab.layout.mpm === 'event'", timeout=10_000)
+    grid_y = page.locator("#scoreboard").bounding_box()["y"]
     page.click("#switch-prefork")
+    # the switch's message floats over the page: the grid does not move; it goes away by itself
+    flash = page.locator("#flash")
+    sync_api.expect(flash).to_contain_text("switching to prefork", timeout=15_000)
+    assert page.locator("#scoreboard").bounding_box()["y"] == grid_y
+    sync_api.expect(flash).to_be_hidden(timeout=20_000)
     page.wait_for_function("window.mpmlab.layout.mpm === 'prefork' && window.mpmlab.layout.single", timeout=30_000)
     sync_api.expect(page.locator("#switch-prefork")).to_have_class("on", timeout=5_000)
     page.wait_for_function("window.mpmlab.counts()['_'] >= 5", timeout=15_000)
