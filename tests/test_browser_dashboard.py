@@ -134,6 +134,11 @@ def test_docs_screenshot_under_mixed_traffic(page, dashboard):
                            "window.mpmCharts.points.slice(-3).some(p => Object.keys(p.traffic).length >= 2)",
                            timeout=40_000)
     page.click("#mode-state")
+    # the picture must agree with itself: the tiles and words (4 summaries a second) caught up
+    # with the grid (20 frames a second) while slowloris was still opening connections
+    page.wait_for_function("""(() => { const c = window.mpmlab.counts();
+        const busy = parseInt(document.querySelector('#totals .tile b').textContent);
+        return Math.abs(busy - (c.R + c.W)) <= 3; })()""", timeout=20_000)
     out = artifact_path("dashboard-mixed.png")
     page.screenshot(path=str(out), full_page=False)
     update_docs_screenshot(out, "screenshot-dashboard.png")
