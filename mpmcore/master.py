@@ -515,10 +515,16 @@ class Master:
 
     def idle_count(self) -> int:
         """Idle for maintenance: prefork counts children, worker/event threads, in S or _. Thread
-        slots a young child has not claimed yet count as S, as Apache's parent marks them."""
+        slots a young child has not claimed yet count as S, as Apache's parent marks them. An event
+        child that stopped accepting has no spare threads (event.c counts ``!ps->not_accepting``
+        children only): no new client can reach them, so more children are started."""
         s = self.scoreboard
         idle = 0
         for c in self.current_children():
+            if c.mpm == "event":
+                rec = s.children[c.slot]
+                if rec.pid == c.pid and rec.not_accepting:
+                    continue
             for t in range(c.threads):
                 rec = s.worker(c.slot, t)
                 if rec.pid != c.pid:

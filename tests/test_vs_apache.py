@@ -84,3 +84,39 @@ def test_same_states_as_real_apache(mpm, real_apache, server_factory):
     finally:
         for s in socks:
             s.close()
+
+
+def test_event_starts_a_child_beside_one_that_stopped_accepting(real_apache, server_factory):
+    """One event child holds as many parked keep-alive connections as it may (ThreadsPerChild +
+    idle x AsyncRequestWorkerFactor = 2 + 2 x 1): it stops accepting with its 2 threads idle. Apache
+    does not count those as spare (event.c: ``!ps->not_accepting``) and starts a second child, which
+    serves the next client; mpmcore must do the same."""
+    directives = {"ServerLimit": 3, "ThreadsPerChild": 2, "MaxRequestWorkers": 6, "StartServers": 1,
+                  "MinSpareThreads": 1, "MaxSpareThreads": 6, "AsyncRequestWorkerFactor": 1, "KeepAliveTimeout": 30}
+    ours = server_factory(mpm="event", settings=directives)
+    apache_port = real_apache("event", directives)
+    socks: list[socket.socket] = []
+    try:
+        page = {apache_port: b"/index.html", ours.port: b"/"}
+        for port in (apache_port, ours.port):
+            assert status_auto(port)["Processes"] == "1"
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(b"GET " + page[port] + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_response(s)[0] == 200
+                socks.append(s)
+
+        def processes(port: int) -> str | None:
+            try:
+                return status_auto(port)["Processes"]  # served by whichever child accepts
+            except (OSError, AssertionError):
+                return None
+        for port, who in ((apache_port, "real Apache"), (ours.port, "mpmcore")):
+            wait_for(lambda: processes(port) == "2", timeout=15, what=f"{who}: a second child")
+            extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+            socks.append(extra)
+            extra.sendall(b"GET " + page[port] + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_response(extra)[0] == 200, who
+    finally:
+        for s in socks:
+            s.close()
