@@ -90,9 +90,15 @@ def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight
         current = [p for p in live if not p.get("stopping")]
         not_acc = [p for p in current if not p.get("accepting")]
         if not_acc and len(not_acc) == len(current) and not saturated:
+            limit = d.get("ServerLimit")
+            why = ""
+            if limit:  # known for the embedded core; mod_status does not print it
+                why = (f"; their idle threads are not spare, so the master starts more children "
+                       f"({len(live)} of ServerLimit {limit})" if len(live) < limit else
+                       f"; ServerLimit {limit} reached: no more children can start")
             add(CRIT, f"every child stopped accepting (not_accepting): each holds ThreadsPerChild + idle workers x "
                       f"AsyncRequestWorkerFactor connections, so new clients wait in the listen backlog although "
-                      f"{idle} workers are idle")
+                      f"{idle} workers are idle" + why)
         elif not_acc:
             add(WARN, f"{_plural(len(not_acc), 'child', 'children')} stopped accepting new connections "
                       "(not_accepting): each holds more connections than ThreadsPerChild + idle workers x "

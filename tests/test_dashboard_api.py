@@ -305,3 +305,11 @@ def test_insight_rules_read_the_numbers():
     idle = dict(base, busy=0, idle=75, state_counts={})
     assert describe(idle).level == "ok"
     assert "no child process" in describe(dict(base, procs=[])).headline
+    # event: every child full of parked connections; the words say what the master does about it
+    full = [{"kind": "child", "old_gen": False, "stopping": False, "accepting": False, "mpm": "event"}]
+    ev = dict(base, mpm="event", busy=10, idle=115, state_counts={"R": 10}, procs=full * 5)
+    i = describe(ev, {"directives": {"ServerLimit": 16}})
+    assert "every child stopped accepting" in i.headline and "although 115 workers are idle" in i.headline
+    assert "the master starts more children (5 of ServerLimit 16)" in i.headline, i.headline
+    assert "ServerLimit 16 reached" in describe(dict(ev, procs=full * 16), {"directives": {"ServerLimit": 16}}).headline
+    assert "ServerLimit" not in describe(ev).headline  # an attached Apache: mod_status does not print it
