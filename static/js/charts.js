@@ -33,11 +33,11 @@
       return [...s].sort();
     }
 
-    function seriesFor(kind) {
+    // ls: the pattern labels in the points, found once per render for both per-pattern charts
+    function seriesFor(kind, ls) {
       const fixed = FIXED[specs[kind] || kind];
       if (fixed) return fixed;
-      const color = (l) => (window.mpmGrid ? window.mpmGrid.patternColor(l) : "#58a6ff");
-      const ls = labels();
+      const color = window.mpmGrid.patternColor; // scoreboard.js loads first
       if (kind === "latency") {
         const out = [];
         for (const l of ls) {
@@ -49,10 +49,10 @@
       return ls.map((l) => [l, (p) => (p.traffic && p.traffic[l] ? p.traffic[l].errors : null), color(l)]);
     }
 
-    function build(kind) {
+    // the chart of ``kind`` for the series ``spec`` (made again only when its series changed)
+    function build(kind, spec) {
       const el = document.getElementById(ids[kind]);
       if (!el) return;
-      const spec = seriesFor(kind);
       const key = spec.map((s) => s[0]).join("|");
       if (charts[kind] && charts[kind].key === key) return charts[kind];
       if (charts[kind]) charts[kind].plot.destroy();
@@ -80,9 +80,11 @@
     }
 
     function render() {
+      const ls = labels();
       for (const kind of Object.keys(ids)) {
-        const c = build(kind);
-        if (c && !c.empty) c.plot.setData(data(seriesFor(kind)));
+        const spec = seriesFor(kind, ls);
+        const c = build(kind, spec);
+        if (c && !c.empty) c.plot.setData(data(spec));
       }
     }
 

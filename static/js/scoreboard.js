@@ -54,13 +54,17 @@
 
   // -- one grid view ---------------------------------------------------------------------------
   // els: {canvas, wrap, tooltip, caption, legend, panel (optional: the pinned-slot panel)}
-  // opts: {detail(p, t, cb) (optional: fetch a slot's details), downText, patterns() (table)}
+  // opts: {detailURL(p, t) (optional: where a slot's details are), accept(d) (optional: whether an
+  //        answer has any), downText, patterns() (table), captionSuffix()}
   function createView(els, opts) {
     const {canvas, wrap, tooltip, caption, legend, panel} = els;
     const ctx = canvas.getContext("2d");
     opts = opts || {};
-    const view = {mode: "state", layout: null, frames: 0, frame: null};
+    const view = {mode: "state", layout: null};
     let frame = null, prev = null, full = true, geo = null, pending = false, hover = null, pinned = null;
+    Object.defineProperty(view, "frame", {get: () => frame});
+    // the legend's count chips, found once (the legend itself is never replaced)
+    const chips = legend ? [...legend.querySelectorAll("[data-count]")] : [];
     const patterns = () => (opts.patterns ? opts.patterns() : []);
 
     function layout(f) {
@@ -161,6 +165,8 @@
       if (!f) return;
       if (f.down) {
         geo = null;
+        hover = null;
+        tooltip.hidden = true;
         canvas.style.height = "60px";
         ctx.clearRect(0, 0, canvas.width, canvas.height);
         caption.textContent = opts.downText || "embedded server not reachable";
@@ -196,13 +202,15 @@
         ? `${f.rows} process slots · ${live} live · one cell per process (prefork)`
         : `${f.rows} process slots × ${f.cols} threads · ${live} live slots`) + (opts.captionSuffix ? opts.captionSuffix() : "");
       view.layout = {rows: f.rows, cols: f.cols, single: g.single, mpm: MPMS[f.mpm], cell: g.cell, label: g.label};
-      if (legend) {
-        for (const chip of legend.querySelectorAll("[data-count]")) {
-          chip.textContent = slots[chip.dataset.count] || 0;
-          chip.parentNode.classList.toggle("zero", !slots[chip.dataset.count]);
+      for (const chip of chips) {
+        const n = slots[chip.dataset.count] || 0;
+        if (chip.textContent !== String(n)) {
+          chip.textContent = n;
+          chip.parentNode.classList.toggle("zero", !n);
         }
       }
-      if (hover) showTooltip(hover[0], hover[1], hover[2], hover[3], false);
+      if (hover && hover[0] < f.rows && hover[1] < f.cols) showTooltip(hover[0], hover[1], hover[2], hover[3], false);
+      else if (hover) { hover = null; tooltip.hidden = true; } // the layout changed under the mouse
     }
 
     function schedule() {
@@ -233,8 +241,10 @@
     const detailCache = new Map();
     let fetchTimer = null;
     function fetchDetail(p, t, cb) {
-      if (!opts.detail) return;
-      opts.detail(p, t, (d) => { if (d) { detailCache.set(`${p}/${t}`, d); cb(d); } });
+      if (!opts.detailURL) return;
+      fetch(opts.detailURL(p, t)).then((r) => (r.ok ? r.json() : null)).then((d) => {
+        if (d && (!opts.accept || opts.accept(d))) { detailCache.set(`${p}/${t}`, d); cb(d); }
+      }).catch(() => {});
     }
 
     function detailHTML(p, t, d) {
@@ -312,8 +322,7 @@
 
     view.setFrame = (f) => {
       if (prev && (f.rows !== prev.rows || f.cols !== prev.cols)) full = true;
-      frame = view.frame = f;
-      view.frames++;
+      frame = f;
       schedule();
     };
     view.setMode = (m) => { view.mode = m; full = true; schedule(); };
@@ -326,7 +335,20 @@
     return view;
   }
 
-  window.mpmGrid = {create: createView, decode, patternColor};
+  // one websocket, opened again after a growing pause (250 ms to 5 s) whenever it closes;
+  // binary messages arrive as ArrayBuffer; onUp(true|false) on open and close
+  function socket(path, onmessage, onUp) {
+    let backoff = 250;
+    (function connect() {
+      const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`);
+      ws.binaryType = "arraybuffer";
+      ws.onopen = () => { backoff = 250; onUp(true); };
+      ws.onclose = () => { onUp(false); setTimeout(connect, backoff); backoff = Math.min(5000, backoff * 2); };
+      ws.onmessage = onmessage;
+    })();
+  }
+
+  window.mpmGrid = {create: createView, decode, patternColor, socket};
 
   // -- the embedded core's view (absent with --no-core --attach) -------------------------------
   const canvas = document.getElementById("scoreboard");
@@ -341,20 +363,19 @@
     panel: document.getElementById("slot-panel"),
   }, {
     patterns: () => mpmlab.patterns,
-    detail(p, t, cb) {
-      fetch(`/api/slots/${p}/${t}`).then((r) => r.ok ? r.json() : null).then(cb).catch(() => {});
-    },
+    detailURL: (p, t) => `/api/slots/${p}/${t}`,
   });
 
   const mpmlab = window.mpmlab = {
     lastFrameAt: 0, lastFrameWall: 0, lastFrameSeq: 0, frames: 0, serverTime: 0, connected: false,
-    mode: "state", patterns: [], summary: null, patternColor: patternColor,
+    patterns: [], summary: null,
     on(kind, cb) { listeners[kind].push(cb); },
     cellState: core.cellState,
     counts: core.counts,
-    setMode(m) { mpmlab.mode = m; core.setMode(m); updatePatternLegend(); },
+    setMode(m) { core.setMode(m); updatePatternLegend(); },
   };
   Object.defineProperty(mpmlab, "layout", {get: () => core.layout});
+  Object.defineProperty(mpmlab, "mode", {get: () => core.mode});
 
   // -- pattern legend ------------------------------------------------------------------------
   function updatePatternLegend() {
@@ -376,36 +397,25 @@
   }
 
   // -- the socket ----------------------------------------------------------------------------
-  let backoff = 250;
-  function connect() {
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/scoreboard`);
-    ws.binaryType = "arraybuffer";
-    ws.onopen = () => { backoff = 250; mpmlab.connected = true; document.body.classList.add("ws-up"); };
-    ws.onclose = () => {
-      mpmlab.connected = false; document.body.classList.remove("ws-up");
-      setTimeout(connect, backoff); backoff = Math.min(5000, backoff * 2);
-    };
-    ws.onmessage = (ev) => {
-      if (typeof ev.data === "string") {
-        const m = JSON.parse(ev.data);
-        if (m.patterns) mpmlab.patterns = m.patterns;
-        if (m.type === "summary") {
-          mpmlab.summary = m;
-          for (const cb of listeners.summary) cb(m);
-          if (mpmlab.mode === "pattern") updatePatternLegend();
-        }
-        return;
+  socket("/ws/scoreboard", (ev) => {
+    if (typeof ev.data === "string") {
+      const m = JSON.parse(ev.data);
+      if (m.patterns) mpmlab.patterns = m.patterns;
+      if (m.type === "summary") {
+        mpmlab.summary = m;
+        for (const cb of listeners.summary) cb(m);
+        if (mpmlab.mode === "pattern") updatePatternLegend();
       }
-      const f = decode(ev.data);
-      if (!f) return;
-      mpmlab.lastFrameAt = performance.now();
-      mpmlab.lastFrameWall = Date.now();
-      mpmlab.lastFrameSeq = f.seq;
-      mpmlab.serverTime = f.t;
-      mpmlab.frames++;
-      core.setFrame(f);
-      for (const cb of listeners.frame) cb(f);
-    };
-  }
-  connect();
+      return;
+    }
+    const f = decode(ev.data);
+    if (!f) return;
+    mpmlab.lastFrameAt = performance.now();
+    mpmlab.lastFrameWall = Date.now();
+    mpmlab.lastFrameSeq = f.seq;
+    mpmlab.serverTime = f.t;
+    mpmlab.frames++;
+    core.setFrame(f);
+    for (const cb of listeners.frame) cb(f);
+  }, (up) => { mpmlab.connected = up; document.body.classList.toggle("ws-up", up); });
 })();

@@ -22,48 +22,34 @@
       src.view = window.mpmGrid.create({canvas, wrap: q("grid-wrap"), tooltip: q("tooltip"), caption: q("grid-caption"),
         legend: q("legend")}, {downText: "no scoreboard from this source yet",
         // Apache's ExtendedStatus row for the cell, when its place in the grid is certain
-        detail(p, t, cb) {
-          fetch(`/api/sources/${encodeURIComponent(name)}/slots/${p}/${t}`)
-            .then((r) => r.ok ? r.json() : null).then((d) => cb(d && d.detail ? d : null)).catch(() => {});
-        },
+        detailURL: (p, t) => `/api/sources/${encodeURIComponent(name)}/slots/${p}/${t}`,
+        accept: (d) => d.detail,
         captionSuffix: () => (src.summary && src.summary.layout && src.summary.layout.inferred ? " · row width inferred" : "")});
     }
     const subs = [];
     const ids = {};
-    for (const c of ["rps", "workers", "conns", "latency", "errors"]) if (q(`ch-${c}`)) ids[c] = `${key}-ch-${c}`;
+    for (const c of ["rps", "workers", "conns", "latency"]) if (q(`ch-${c}`)) ids[c] = `${key}-ch-${c}`;
     src.charts = window.mpmChartSet({ids, history: `/api/sources/${encodeURIComponent(name)}/history`,
       specs: kind === "nginx" ? {conns: "conns-nginx"} : {}, subscribe: (push) => subs.push(push)});
     src.onSummary = (m) => { src.summary = m; if (m.point) for (const push of subs) push(m.point); };
   }
   window.mpmSources = byName;
 
-  let backoff = 250;
-  function connect() {
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/sources`);
-    ws.binaryType = "arraybuffer";
-    const solo = !window.mpmlab; // no embedded core: this socket drives the "live" indicator
-    ws.onopen = () => { backoff = 250; if (solo) document.body.classList.add("ws-up"); };
-    ws.onclose = () => {
-      if (solo) document.body.classList.remove("ws-up");
-      setTimeout(connect, backoff); backoff = Math.min(5000, backoff * 2);
-    };
-    ws.onmessage = (ev) => {
-      if (typeof ev.data === "string") {
-        const m = JSON.parse(ev.data);
-        if (m.type === "summary" && byName[m.source]) byName[m.source].onSummary(m);
-        return;
-      }
-      const u8 = new Uint8Array(ev.data);
-      if (u8[0] !== 0x53) return;
-      const n = u8[1];
-      const name = dec.decode(u8.subarray(2, 2 + n));
-      const src = byName[name];
-      if (!src || !src.view) return;
-      const f = window.mpmGrid.decode(ev.data, 2 + n);
-      if (!f) return;
-      src.frames++;
-      src.view.setFrame(f);
-    };
-  }
-  connect();
+  // no embedded core: this socket drives the "live" indicator
+  window.mpmGrid.socket("/ws/sources", (ev) => {
+    if (typeof ev.data === "string") {
+      const m = JSON.parse(ev.data);
+      if (m.type === "summary" && byName[m.source]) byName[m.source].onSummary(m);
+      return;
+    }
+    const u8 = new Uint8Array(ev.data);
+    if (u8[0] !== 0x53) return;
+    const n = u8[1];
+    const src = byName[dec.decode(u8.subarray(2, 2 + n))];
+    if (!src || !src.view) return;
+    const f = window.mpmGrid.decode(ev.data, 2 + n);
+    if (!f) return;
+    src.frames++;
+    src.view.setFrame(f);
+  }, (up) => { if (!window.mpmlab) document.body.classList.toggle("ws-up", up); });
 })();
