@@ -88,7 +88,8 @@ def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight
 
     if mpm == "event":
         current = [p for p in live if not p.get("stopping")]
-        not_acc = [p for p in current if not p.get("accepting")]
+        # None: not known (an attached Apache whose process table could not be read), not "no"
+        not_acc = [p for p in current if p.get("accepting") is False]
         if not_acc and len(not_acc) == len(current) and not saturated:
             limit = d.get("ServerLimit")
             why = ""
