@@ -212,6 +212,10 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
     while True:
         event = http.next_event()
         if event is NEED_DATA:
+            # 100 Continue here, once every earlier pipelined request has its reply
+            interim = http.take_interim()
+            if interim and not write_all(c, interim, ctx.timeout):
+                return CLOSE
             if http.phase == "idle" and http.requests_completed > 0:
                 # Between requests on a kept-alive connection.
                 if ctx.stopping.is_set():
@@ -246,9 +250,6 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
             if data is None:
                 return CLOSE
             http.receive_data(data, time.monotonic())
-            interim = http.take_interim()
-            if interim and not write_all(c, interim, ctx.timeout):
-                return CLOSE
             if http.partial_pattern != shown_pattern:
                 shown_pattern = http.partial_pattern
                 slot.set_pattern(shown_pattern)

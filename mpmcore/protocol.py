@@ -420,10 +420,7 @@ class HTTPConnection:
         if not events and self._backlog:
             self._drain_backlog()
         if events:
-            ev = events.popleft()
-            if ev is CLOSED:
-                return ev
-            return ev
+            return events.popleft()
         if self._state in (_ERROR, _CLOSED) or (self._state == _DONE and self._eof_pending):
             return CLOSED
         return NEED_DATA
@@ -506,7 +503,9 @@ class HTTPConnection:
 
     def take_interim(self) -> bytes:
         """Bytes to send before the final response: ``100 Continue`` once, for a request with
-        ``Expect: 100-continue`` whose body is still to come; else b"". Call after receive_data."""
+        ``Expect: 100-continue`` whose body is still to come; else b"". Call when next_event()
+        says NEED_DATA: every earlier (pipelined) request has been answered by then, so the
+        interim response cannot overtake their final ones."""
         if self._continue_pending:
             self._continue_pending = False
             if self._state == _BODY:
@@ -760,7 +759,7 @@ class HTTPConnection:
         headers = self._headers
         host_count = 0
         content_length = 0
-        chunked = False
+        chunked = expect_continue = False
         for k, v in headers:
             if k == "host":
                 host_count += 1
@@ -768,6 +767,8 @@ class HTTPConnection:
                 content_length = int(v)  # llhttp validated the digits and refused duplicates
             elif k == "transfer-encoding":
                 chunked = True  # llhttp refused every request TE not ending in chunked
+            elif k == "expect":
+                expect_continue = v.strip().lower() == "100-continue"
         if host_count > 1:
             self._abort(400, "more than one Host header")
         if host_count == 0 and version == "1.1":
@@ -791,8 +792,7 @@ class HTTPConnection:
         self._state = _BODY
         self._phase_start = self._now
         self._phase_bytes = 0
-        if version == "1.1" and (content_length or chunked) and any(
-                k == "expect" and v.strip().lower() == "100-continue" for k, v in headers):
+        if version == "1.1" and (content_length or chunked) and expect_continue:
             # RFC 9110 15.2.1: tell the client to send its body now rather than after its own wait
             self._continue_pending = True
 

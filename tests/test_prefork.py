@@ -305,6 +305,21 @@ def test_expect_100_continue_is_answered_before_the_body(server_factory):
         s.sendall(b"x" * 2000)
         status, _, body = read_response(s)
         assert status == 200 and b"2000" in body
+    # pipelined behind a GET that arrived in the same packet: the GET's reply goes first, then the
+    # 100 for the POST (an interim reply before it would read as the GET's)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"POST /sleep?ms=0 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n"
+                  b"Connection: close\r\n\r\n")
+        got = b""
+        deadline = time.monotonic() + 5
+        while b"100 Continue\r\n\r\n" not in got and time.monotonic() < deadline:
+            got += s.recv(4096)
+        head, _, rest = got.partition(b"\r\n\r\n")  # the GET's head, then its 10-byte body, then the 100
+        assert head.startswith(b"HTTP/1.1 200 ") and rest[10:] == b"HTTP/1.1 100 Continue\r\n\r\n", got
+        s.sendall(b"abc")
+        status, _, body = read_response(s)
+        assert status == 200
 
 
 def test_bytes_served_count_bodies_not_headers(server_factory):
