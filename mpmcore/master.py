@@ -201,7 +201,7 @@ class Master:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         signal.set_wakeup_fd(self.wake_w)
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH, signal.SIGCHLD):
+        for s in MASTER_SIGNALS:  # the same set _fork blocks across fork
             signal.signal(s, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
@@ -574,8 +574,9 @@ class Master:
                                      f"and {len(self.children) - len(self.current_children())} children that are "
                                      "shutting down")
             pids = [pid for pid in (self.spawn(slot) for slot in free[:n]) if pid]
-            self.log("info", f"maintenance: spawned {len(pids)} child{'ren' if len(pids) != 1 else ''} "
-                             f"(pid {', '.join(map(str, pids))}; {idle} idle {unit} < {lo_name} {lo})")
+            if pids:  # a failed fork has logged its own alert
+                self.log("info", f"maintenance: spawned {len(pids)} child{'ren' if len(pids) != 1 else ''} "
+                                 f"(pid {', '.join(map(str, pids))}; {idle} idle {unit} < {lo_name} {lo})")
             if self.hold_off > 0:
                 self.hold_off -= 1
             elif self.spawn_rate < MAX_SPAWN_RATE:

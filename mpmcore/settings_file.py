@@ -291,8 +291,7 @@ def apply_defaults(args: argparse.Namespace, env: Mapping[str, str] | None = Non
             path, path_from = env[CONFIG_FILE_ENV], f"env {CONFIG_FILE_ENV}"
     file_values = load_file(path) if path else {}
     if given is None:
-        given = {d for d, o in OPTIONS.items()
-                 if getattr(args, d, None) is not None and getattr(args, d) != o.default and getattr(args, d) != []}
+        given = {d for d in given_options(args) if getattr(args, d) != OPTIONS[d].default}
     sources: dict[str, str] = {}
 
     def checked(opt: Option, raw: Any, where: str) -> Any:

@@ -36,7 +36,6 @@ ASYNC_LINGER_SECONDS = 2.0
 POLL_CEILING = 0.1
 
 
-
 class EventChild:
     def __init__(self, env: ChildEnv):
         self.env = env
@@ -61,7 +60,7 @@ class EventChild:
         # qlock guards ``parked`` and ``queues``; lock order: qlock, then lock.
         self.ep = select.epoll()
         self.qlock = threading.Lock()
-        self.parked: dict[int, tuple[cn.Conn, str, float]] = {}
+        self.parked: dict[int, tuple[cn.Conn, str]] = {}  # fd -> (conn, queue); deadlines in self.queues
         # One ordered queue per kind (fd -> deadline): every entry of a queue has the same timeout,
         # so deadlines come out in insertion order and expiry looks only at the head. Leaving a
         # queue early removes the entry at once: no stale entries pile up (they would keep
@@ -77,13 +76,13 @@ class EventChild:
             write_completion=self.counts[WRITE], lingering_close=self.counts[LINGER],
             not_accepting=1 if self.not_accepting else 0)
 
-    def _change(self, idle: int = 0, conns: int = 0, queue: str | None = None, d: int = 0) -> None:
-        """Move the counters (``queue``: KA, WRITE or LINGER, by ``d``) and publish them."""
+    def _change(self, idle: int = 0, conns: int = 0, kind: str | None = None, d: int = 0) -> None:
+        """Move the counters (``kind``: the queue KA, WRITE or LINGER, by ``d``) and publish them."""
         with self.lock:
             self.idle += idle
             self.connections += conns
-            if queue is not None:
-                self.counts[queue] += d
+            if kind is not None:
+                self.counts[kind] += d
             self._publish()
 
     # -- the timeout queues (callers hold qlock) --------------------------------------------------
@@ -98,7 +97,7 @@ class EventChild:
             deadline, mask = now + self.ctx.timeout, select.EPOLLOUT
         else:
             deadline, mask = now + ASYNC_LINGER_SECONDS, select.EPOLLIN | select.EPOLLRDHUP
-        self.parked[fd] = (c, kind, deadline)  # before arming: the listener may see it at once
+        self.parked[fd] = (c, kind)  # before arming: the listener may see it at once
         try:
             try:
                 self.ep.modify(fd, mask | select.EPOLLONESHOT)
@@ -110,12 +109,12 @@ class EventChild:
             cn.close_quietly(c)
             return
         self.queues[kind][fd] = deadline
-        self._change(queue=kind, d=1)
+        self._change(kind=kind, d=1)
 
     def _unpark(self, fd: int) -> tuple[cn.Conn, str]:
-        c, kind, _ = self.parked.pop(fd)
+        c, kind = self.parked.pop(fd)
         del self.queues[kind][fd]
-        self._change(queue=kind, d=-1)
+        self._change(kind=kind, d=-1)
         return c, kind
 
     def _close(self, c: cn.Conn) -> None:
@@ -292,7 +291,7 @@ class EventChild:
         entry = self.parked.get(fd)
         if entry is None:
             return  # closed meanwhile
-        c, kind, _ = entry
+        c, kind = entry
         if kind == KA:
             self._unpark(fd)
             if dying or not self.dispatch(c, False):
