@@ -19,12 +19,16 @@ import json
 import resource
 import selectors
 import socket
+import statistics
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HEADER, PY, Proc, fmt_row, free_port, mpmlab, wait_children, wrk  # noqa: E402
+from common import HEADER, PY, Proc, fmt_row, free_port, mpmlab, wait_children, wait_until, wrk  # noqa: E402
+
+from mpmcore.attach import parse_auto  # noqa: E402
 
 PREFORK_64 = {"StartServers": 64, "MinSpareServers": 64, "MaxSpareServers": 128, "MaxRequestWorkers": 64,
               "ServerLimit": 64, "MaxKeepAliveRequests": 0}
@@ -116,19 +120,16 @@ def open_idle(port: int, n: int, wait: float = 10.0) -> tuple[list[socket.socket
 
 
 def _parked(port: int) -> int:
-    """ConnsAsyncKeepAlive from the server's own /server-status?auto."""
-    import urllib.request
+    """ConnsAsyncKeepAlive from the server's own /server-status?auto (-1 when it has none)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/server-status?auto", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("ConnsAsyncKeepAlive:"):
-                return int(line.split(":")[1])
-    return -1
+        return int(parse_auto(r.read().decode())[1].get("ConnsAsyncKeepAlive", -1))
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
 
 
 def idle_capacity(duration: int, rounds: int) -> dict:
@@ -162,9 +163,7 @@ def idle_capacity(duration: int, rounds: int) -> dict:
                 for s in socks:
                     s.close()
                 if mpm == "event":  # the next "alone" starts with none parked
-                    deadline = time.monotonic() + 30
-                    while _parked(port) > 0 and time.monotonic() < deadline:
-                        time.sleep(0.2)
+                    wait_until(lambda: _parked(port) <= 0, 30, "parked connections to drain")
                 print(fmt_row(f"mpmcore {mpm} alone, round {r + 1}", base))
                 print(fmt_row(f"mpmcore {mpm} + {answered} idle, round {r + 1}", loaded))
                 pairs.append({"alone": base, "with_idle": loaded, "idle_answered": answered,
@@ -173,12 +172,14 @@ def idle_capacity(duration: int, rounds: int) -> dict:
                                             if loaded.get("p99") and base.get("p99") else None)})
         rps = [p["rps_ratio"] for p in pairs]
         p99 = [p["p99_ratio"] for p in pairs if p["p99_ratio"] is not None]
-        out[mpm] = {"rounds": pairs, "rps_ratio_median": _median(rps),
-                    "p99_ratio_median": _median(p99) if p99 else None}
+        out[mpm] = {"rounds": pairs, "rps_ratio_median": statistics.median(rps),
+                    "p99_ratio_median": statistics.median(p99) if p99 else None}
         if mpm == "event":
+            p99_median = out[mpm]["p99_ratio_median"]
+            p99_median = "n/a" if p99_median is None else f"{p99_median:.2f}"
             print(f"  event: req/s with idle connections = {', '.join(f'{x:.2f}' for x in rps)} x alone, "
-                  f"median {out[mpm]['rps_ratio_median']:.2f}; p99 = {', '.join(f'{x:.2f}' for x in p99)} x "
-                  f"alone, median {out[mpm]['p99_ratio_median']:.2f} (target: within 20%); still parked "
+                  f"median {out[mpm]['rps_ratio_median']:.2f}; p99 = {', '.join(f'{x:.2f}' for x in p99) or 'n/a'} x "
+                  f"alone, median {p99_median} (target: within 20%); still parked "
                   f"after each run: {[p['parked_after'] for p in pairs]}")
         else:
             print(f"  worker: req/s with idle connections = {rps[0]:.2f} x alone")
@@ -204,7 +205,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--only", choices=["throughput", "idle", "memory"])
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved alone / with-idle pairs for event")
+    ap.add_argument("--rounds", type=_positive_int, default=3, help="interleaved alone / with-idle pairs for event")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args()
     results = {}

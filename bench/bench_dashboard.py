@@ -61,7 +61,11 @@ class WsReaders:
         self.counts = [0] * n
         self.t0 = time.monotonic()
         url = base.replace("http://", "ws://") + "/ws/scoreboard"
-        self.conns = [self.stack.enter_context(connect(url, origin=base, max_size=None)) for _ in range(n)]
+        try:
+            self.conns = [self.stack.enter_context(connect(url, origin=base, max_size=None)) for _ in range(n)]
+        except BaseException:  # close the ones already open
+            self.stack.close()
+            raise
         self.threads = [threading.Thread(target=self._read, args=(i,), daemon=True) for i in range(n)]
         for t in self.threads:
             t.start()
@@ -169,25 +173,27 @@ def main() -> int:
             for other in pages[1:]:
                 other.close()
             readers = WsReaders(base, args.pages - 1)
-            time.sleep(2)  # let the box settle after closing the renderers (not a wait for a state)
-            lat: list[float] = []
-            split: list[tuple[float, float]] = []
-            for _ in range(args.trials):
-                pg.wait_for_function("window.mpmlab.counts()['W'] === 0", timeout=30_000)
-                pg.evaluate("""() => { const m = window.mpmlab; m._seenW = null;
-                    const base = m.counts()['W'];
-                    const cb = (f) => { if (m._seenW === null && f.counts['W'] > base) { m._seenW = Date.now(); m._seenT = f.t; } };
-                    m.on('frame', cb); }""")
-                s = socket.create_connection(("127.0.0.1", core_port))
-                sent = time.time() * 1000
-                s.sendall(f"GET /sleep?ms=1500 HTTP/1.1\r\nHost: 127.0.0.1:{core_port}\r\nConnection: close\r\n\r\n".encode())
-                pg.wait_for_function("window.mpmlab._seenW !== null", timeout=30_000)
-                seen, built = pg.evaluate("[window.mpmlab._seenW, window.mpmlab._seenT]")
-                lat.append(seen - sent)
-                split.append((built - sent, seen - built))
-                s.recv(65536)
-                s.close()
-            ws_fps = readers.stop()
+            try:
+                time.sleep(2)  # let the box settle after closing the renderers (not a wait for a state)
+                lat: list[float] = []
+                split: list[tuple[float, float]] = []
+                for _ in range(args.trials):
+                    pg.wait_for_function("window.mpmlab.counts()['W'] === 0", timeout=30_000)
+                    pg.evaluate("""() => { const m = window.mpmlab; m._seenW = null;
+                        const base = m.counts()['W'];
+                        const cb = (f) => { if (m._seenW === null && f.counts['W'] > base) { m._seenW = Date.now(); m._seenT = f.t; } };
+                        m.on('frame', cb); }""")
+                    s = socket.create_connection(("127.0.0.1", core_port))
+                    sent = time.time() * 1000
+                    s.sendall(f"GET /sleep?ms=1500 HTTP/1.1\r\nHost: 127.0.0.1:{core_port}\r\nConnection: close\r\n\r\n".encode())
+                    pg.wait_for_function("window.mpmlab._seenW !== null", timeout=30_000)
+                    seen, built = pg.evaluate("[window.mpmlab._seenW, window.mpmlab._seenT]")
+                    lat.append(seen - sent)
+                    split.append((built - sent, seen - built))
+                    s.recv(65536)
+                    s.close()
+            finally:  # its threads and sockets, also when a trial failed
+                ws_fps = readers.stop()
             lat.sort()
             p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
             print(f"meanwhile {len(ws_fps)} websocket clients received {statistics.mean(ws_fps):.1f} frames/s each "

@@ -31,8 +31,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, wait_until  # noqa: E402  (bench/ is the script's directory)
-from mpmcore.procs import terminate  # noqa: E402
+from common import free_port  # noqa: E402  (bench/ is the script's directory)
+from mpmcore.procs import stop_pid, terminate  # noqa: E402
 from mpmcore.traffic import TrafficRunner  # noqa: E402
 
 # shared/ lies beside the checkout (as in CI), not inside it
@@ -131,15 +131,20 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
 
 
 def stop_apache(port: int) -> None:
+    """Stop the Apache on ``port`` by the pid in its pid file (SIGTERM; after 15 s SIGKILL of its
+    process group: `-k start` makes the master a session leader), and remove its files in /tmp."""
     run_dir = Path(f"/tmp/real-apache-{port}")
     try:
-        apache_pid = int((run_dir / "httpd.pid").read_text())
-    except (OSError, ValueError):
-        subprocess.run(["bash", APACHE_SCRIPT, "stop", str(port)], capture_output=True, timeout=60)
-    else:
-        os.kill(apache_pid, signal.SIGTERM)
-        wait_until(lambda: not psutil.pid_exists(apache_pid), 15, "Apache to stop")
-    shutil.rmtree(run_dir, ignore_errors=True)
+        try:
+            apache_pid = int((run_dir / "httpd.pid").read_text())
+        except (OSError, ValueError):
+            subprocess.run(["bash", APACHE_SCRIPT, "stop", str(port)], capture_output=True, timeout=60)
+        else:
+            if stop_pid(apache_pid, 15):
+                print(f"Apache {apache_pid} on :{port} did not stop within 15s: killed its process group",
+                      file=sys.stderr)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # -- capacity ----------------------------------------------------------------------------------

@@ -56,7 +56,11 @@ class Proc:
         self.args, self.port = args, port
         self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT),
                                   env={**os.environ, **(env or {})})
-        wait_port(port, path)
+        try:
+            wait_port(port, path)
+        except BaseException:  # it never answered (or we were interrupted): stop it, then report
+            terminate(self.p, 20)
+            raise
 
     def stop(self) -> None:
         terminate(self.p, 20)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import time
 
 KILL_WAIT = 5.0  # after SIGKILL the kernel needs no more than this to let us reap it
 
@@ -35,3 +37,58 @@ def terminate(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTERM)
         proc.kill()
         proc.wait(KILL_WAIT)
         return True
+
+
+def _gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs: no such process, or a zombie (reaped here when it is our child)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:  # not our child (or already reaped): look it up
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _gone(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop_pid(pid: int, timeout: float, group: bool = True) -> bool:
+    """Stop a process known only by its pid (not necessarily our child, e.g. a daemon's master read
+    from its pid file): SIGTERM, wait up to ``timeout`` for it to be gone (a zombie counts as gone),
+    else SIGKILL it, with its whole process group when ``group`` and it leads one. A pid that is
+    already gone is fine. Returns True when it had to be killed; raises TimeoutError when even
+    SIGKILL did not end it within ``KILL_WAIT``."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    if _wait_gone(pid, timeout):
+        return False
+    try:
+        if group and os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # it exited meanwhile
+        return False
+    if not _wait_gone(pid, KILL_WAIT):
+        raise TimeoutError(f"process {pid} still there {KILL_WAIT}s after SIGKILL")
+    return True
