@@ -13,14 +13,13 @@ Written here rather than taken from flup: flup's FastCGI client does not run on 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import struct
 import threading
 import urllib.parse
 
 from . import scoreboard as sb
-from .procs import child_signals_ready
+from .procs import install_child_signals
 
 FCGI_VERSION_1 = 1
 FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
@@ -124,11 +123,7 @@ def run_pool_process(scoreboard: sb.Scoreboard, proc: int, generation: int, list
 
     from .unsafe import unsafe_work
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for s in (signal.SIGINT, signal.SIGHUP, signal.SIGWINCH, signal.SIGUSR1):
-        signal.signal(s, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    child_signals_ready()
+    install_child_signals()  # USR1 ignored: the pool is stopped with TERM
     slot = scoreboard.slot(proc, 0)
     slot.claim(os.getpid(), threading.get_native_id(), generation, sb.STARTING)
     listen_sock.setblocking(True)

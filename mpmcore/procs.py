@@ -10,15 +10,24 @@ import time
 KILL_WAIT = 5.0  # after SIGKILL the kernel needs no more than this to let us reap it
 
 #: The signals the master handles. It blocks them across fork(), and a child unblocks them once its
-#: own handlers are in place (``child_signals_ready``): one sent in between (the master's USR1
+#: own handlers are in place (``install_child_signals``): one sent in between (the master's USR1
 #: "finish gracefully" right after a spawn) then waits for the child's handler, instead of reaching
 #: the master's inherited one, which would only queue it in the child's copy of the master's list.
 MASTER_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGWINCH,
                             signal.SIGCHLD})
 
 
-def child_signals_ready() -> None:
-    """In a child forked by the master, after it has set its own signal handlers."""
+def install_child_signals(on_usr1=None) -> None:
+    """In a child forked by the master (an MPM child or a FastCGI pool process): its own signal
+    handlers, then the master's signals unblocked (they were blocked across fork, see above). USR1
+    calls ``on_usr1`` (None: ignored); TERM exits (default action); INT/HUP/WINCH are the master's
+    business; the master's wake-up fd is not this process's."""
+    signal.signal(signal.SIGUSR1, on_usr1 or signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for s in (signal.SIGINT, signal.SIGHUP, signal.SIGWINCH):
+        signal.signal(s, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
 
 

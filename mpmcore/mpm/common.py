@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import socket
 import ssl
 import threading
@@ -14,7 +13,7 @@ from typing import Callable
 from .. import scoreboard as sb
 from ..conn import ServerContext
 from ..directives import Config
-from ..procs import child_signals_ready
+from ..procs import install_child_signals
 from ..protocol import Limits, RequestReadTimeout
 
 
@@ -75,13 +74,7 @@ class ChildEnv:
             if self.stop() and on_graceful:
                 on_graceful()
 
-        signal.signal(signal.SIGUSR1, graceful)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        for s in (signal.SIGINT, signal.SIGHUP, signal.SIGWINCH):
-            signal.signal(s, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
-        child_signals_ready()
+        install_child_signals(graceful)
 
     def stop(self) -> bool:
         """Finish gracefully: set the stop event and wake whoever waits on the wake pipe (told by
