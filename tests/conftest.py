@@ -26,7 +26,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 # The servers, dashboards and traffic runners the tests start keep their run directories (error_log,
 # sockets) under one temporary directory of this session (TMPDIR, inherited by every process), which
-# is removed at the end: nothing piles up in the machine's /tmp from run to run.
+# is removed at the end of a run that passed: nothing piles up in the machine's /tmp from run to run.
+# After a failed run it is kept, and its path printed, so the servers' logs can be read.
 SESSION_TMP = tempfile.mkdtemp(prefix="mpmlab-tests-")
 os.chmod(SESSION_TMP, 0o755)  # Apache's children (www-data) read document roots made under it
 os.environ["TMPDIR"] = SESSION_TMP
@@ -34,7 +35,13 @@ tempfile.tempdir = None
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+    if exitstatus == 0:
+        shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if exitstatus != 0 and os.path.isdir(SESSION_TMP):
+        terminalreporter.write_line(f"mpmlab: kept the session's temporary directory (server logs): {SESSION_TMP}")
 
 
 # Debian packages the tests use; ./dev.sh test installs them. A missing one is a failure that says

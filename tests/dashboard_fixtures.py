@@ -20,6 +20,7 @@ from mpmcore.procs import terminate
 
 from conftest import ROOT, free_port, need, pid_alive, wait_for
 
+BASE = "http://127.0.0.1:8000"  # TestClient's base URL (the Origin its pages are served from)
 WS = "ws://127.0.0.1:8000"  # TestClient's base for websockets
 # Chromium as the tests run it: Debian's, headless, root-safe, no calls to the outside world.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -52,19 +53,6 @@ def ws_session(client, path: str, **kw):
 
 def shm_path(listen: str) -> Path:
     return Path("/dev/shm" + sb.segment_name(listen))
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(") ", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                out.append(int(d.name))
-    return out
 
 
 class DashboardProcess:
@@ -174,12 +162,8 @@ def assert_core_gone(listen: str, pids: list[int], timeout: float = 20.0) -> Non
         raise AssertionError(f"{e} ({note})") from None
 
 
-def env_pids_summary() -> str:
-    return f"pid {os.getpid()} children {children_of(os.getpid())}"
-
-
-__all__ = ["DashboardProcess", "pid_alive", "shm_path", "children_of", "in_process_settings", "assert_core_gone",
-           "time"]
+__all__ = ["BASE", "WS", "DashboardProcess", "shm_path", "in_process_settings", "assert_core_gone", "ws_session",
+           "launch_chromium", "hover_cell"]
 
 
 def hover_cell(pg, view: str, canvas, tip, letter: str, want: str, timeout: float = 15.0) -> str:
@@ -194,7 +178,10 @@ def hover_cell(pg, view: str, canvas, tip, letter: str, want: str, timeout: floa
         cell = pg.evaluate(f"""(l) => {{ const v = {view}, g = v.layout;
             for (let p = 0; p < g.rows; p++) for (let t = 0; t < g.cols; t++)
               if (v.cellState(p, t) === l) return [p, t]; return null; }}""", letter)
-        assert cell, f"no {letter} cell in {view}'s grid"
+        if not cell:  # none in that state at this instant: tried again, as for the tooltip
+            last = "(no such cell)"
+            pg.wait_for_timeout(100)
+            continue
         box = canvas.bounding_box()
         lay = pg.evaluate(f"{view}.layout")
         pg.mouse.move(box["x"] + lay["label"] + cell[1] * lay["cell"] + lay["cell"] / 2,

@@ -3,16 +3,14 @@ stops it by its pid file). Shared by every test that compares with, or attaches 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, answers_200, free_port, need, pid_alive, wait_for
+from conftest import ROOT, answers_200, free_port, need, wait_for
+from mpmcore.procs import stop_pid
 
 REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"
 
@@ -21,8 +19,14 @@ EVENT_DIRECTIVES = {"ServerLimit": 4, "ThreadsPerChild": 10, "MaxRequestWorkers"
                     "MinSpareThreads": 5, "MaxSpareThreads": 20}
 
 
+def _apache_dir(port: int) -> Path:
+    """The script's files for ``port`` (configuration, pid file, logs, document root); it always
+    puts them in /tmp, whatever TMPDIR says."""
+    return Path(f"/tmp/real-apache-{port}")
+
+
 def _pidfile(port: int) -> Path:
-    return Path(f"/tmp/real-apache-{port}/httpd.pid")
+    return _apache_dir(port) / "httpd.pid"
 
 
 def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
@@ -32,14 +36,17 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
     need("apache2")
     assert REAL_APACHE.exists(), f"{REAL_APACHE} is missing: shared/ must lie beside the checkout"
     port = free_port()
-    if files:
-        htdocs = Path(f"/tmp/real-apache-{port}/htdocs")
-        htdocs.mkdir(parents=True, exist_ok=True)
-        for name, content in files.items():
-            (htdocs / name).write_bytes(content)
+    # a directory left by an earlier run on the same port (a pid file, a document root) would be
+    # taken for this Apache's
+    shutil.rmtree(_apache_dir(port), ignore_errors=True)
     conf = tmp / f"apache-{port}.conf"
     conf.write_text("".join(f"{k} {v}\n" for k, v in (EVENT_DIRECTIVES if directives is None else directives).items()))
     try:
+        if files:
+            htdocs = _apache_dir(port) / "htdocs"
+            htdocs.mkdir(parents=True, exist_ok=True)
+            for name, content in files.items():
+                (htdocs / name).write_bytes(content)
         subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
                        capture_output=True, timeout=120)
         wait_for(lambda: answers_200(port, "/server-status?auto"), timeout=20,
@@ -58,25 +65,26 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
                 stop_apache(port, pid)
         except Exception as stop_error:  # the start's error is the one to report; this one is noted
             e.add_note(f"and stopping the Apache on {port} failed too: {stop_error!r}")
+        finally:
+            shutil.rmtree(_apache_dir(port), ignore_errors=True)
         raise
+
+
+def kill_apache(pid: int, timeout: float = 20.0) -> None:
+    """Stop an Apache master by its pid (SIGTERM; a second one to a master already told to stop is
+    harmless) and wait up to ``timeout`` s; if it has not exited, SIGKILL it with its children (its
+    process group: `-k start` makes it a session leader), and fail."""
+    assert not stop_pid(pid, timeout), f"real Apache {pid} did not stop within {timeout} s: killed"
 
 
 def stop_apache(port: int, pid: int) -> None:
-    """Stop a real Apache by its pid file (SIGTERM to its master); if the master has not exited in
-    20 s, SIGKILL it with its children (its process group: `-k start` makes it a session leader),
-    and fail."""
-    subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
+    """Stop a real Apache by its pid file (SIGTERM to its master), then ``kill_apache`` it. Its
+    files (configuration, logs, document root) are removed whatever happened: nothing left in /tmp."""
     try:
-        wait_for(lambda: not pid_alive(pid), timeout=20, what=f"real Apache {pid} stopped")
-    except AssertionError:
-        with contextlib.suppress(ProcessLookupError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGKILL)
-            else:
-                os.kill(pid, signal.SIGKILL)
-        raise
-    # the script's files for this port (configuration, logs, document root): nothing left in /tmp
-    shutil.rmtree(_pidfile(port).parent, ignore_errors=True)
+        subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
+        kill_apache(pid, 20)
+    finally:
+        shutil.rmtree(_apache_dir(port), ignore_errors=True)
 
 
 def stop_all(started: list[tuple[int, int]]) -> None:

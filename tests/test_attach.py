@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, async_wait_for, free_port, http_get, pid_alive, wait_for
+from conftest import ROOT, async_wait_for, free_port, http_get, pid_alive, status_auto, wait_for
 from mpmcore import attach
 from mpmcore.procs import terminate
 from mpmcore.attach import (SUMMARY_KEYS, ApacheSource, AutoSource, NginxSource, grid_frame, make_source,
@@ -57,12 +57,6 @@ def slowloris():
         terminate(p, 10, signal.SIGINT)  # the CLI stops its pattern and its runner on Ctrl-C
 
 
-def _own_auto(port: int) -> dict[str, str]:
-    status, _, body = http_get(port, "/server-status?auto")
-    assert status == 200
-    return parse_auto(body.decode("latin-1"))[1]
-
-
 def _counts(letters: str) -> dict[str, int]:
     return {ch: letters.count(ch) for ch in STATE_LETTERS}
 
@@ -79,11 +73,11 @@ def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
     assert first.ok, first.error
     assert source.kind == "apache" and first.kind == "apache"
     slowloris(port)
-    wait_for(lambda: _counts(_own_auto(port)["Scoreboard"])["R"] >= SLOW, timeout=15, what="slowloris in R")
+    wait_for(lambda: _counts(status_auto(port)["Scoreboard"])["R"] >= SLOW, timeout=15, what="slowloris in R")
 
     def agree():
         frame = source.poll()
-        ref = _own_auto(port)
+        ref = status_auto(port)
         if not frame.ok:
             return None
         s = frame.summary
@@ -352,6 +346,7 @@ def test_grid_header_is_the_dashboards():
 def test_attach_over_https_to_a_tls_core(server_factory):
     """A status page behind TLS (mpmcore's --tls, self-signed): the source reads it like the plain
     one, with one client TLS context for every poll."""
+    attach._tls_context.cache_clear()  # counted from this test on, whatever ran before
     srv = server_factory(mpm="worker", tls=True)
     url = f"https://127.0.0.1:{srv.tls_port}/server-status"
     for src in (ApacheSource(url), AutoSource(url)):
@@ -359,4 +354,5 @@ def test_attach_over_https_to_a_tls_core(server_factory):
                      what=f"a good poll of {url} by {type(src).__name__}")
         assert f.summary["mpm"] == "worker" and f.summary["state_counts"]["_"] >= 1, f.summary
         src.close()
-    assert attach._tls_context.cache_info().currsize == 1 and attach._tls_context.cache_info().hits >= 1
+    info = attach._tls_context.cache_info()
+    assert info.misses == 1 and info.hits >= 1, info  # made once, by the first poll; reused by every other

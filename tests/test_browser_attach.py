@@ -17,21 +17,16 @@ from playwright import sync_api  # noqa: E402 (pinned in pyproject; Chromium is 
 
 
 @pytest.fixture(scope="module")
-def apache(event_apache):
-    return event_apache
-
-
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory, apache):
+def dashboard(tmp_path_factory, event_apache):
     d = DashboardProcess(tmp_path_factory.mktemp("dash"), mpm="event",
-                         extra_args=["--attach", f"apache=http://127.0.0.1:{apache}/server-status",
+                         extra_args=["--attach", f"apache=http://127.0.0.1:{event_apache}/server-status",
                                      "--attach-interval", "0.5"])
     yield d
     d.stop()
     d.assert_clean()
 
 
-def test_core_and_apache_side_by_side_under_slowloris(dashboard, apache):
+def test_core_and_apache_side_by_side_under_slowloris(dashboard, event_apache):
     with sync_api.sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1600, "height": 1200})

@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from conftest import artifact_path, update_docs_screenshot
-from dashboard_fixtures import DashboardProcess, hover_cell, pid_alive, shm_path, launch_chromium
+from conftest import artifact_path, pid_alive, update_docs_screenshot
+from dashboard_fixtures import DashboardProcess, hover_cell, shm_path, launch_chromium
 
 pytestmark = pytest.mark.browser
 

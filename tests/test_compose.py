@@ -17,16 +17,16 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, answers_200, free_port, need, pid_alive, wait_for
+from conftest import ROOT, answers_200, free_port, need, wait_for
 from mpmcore.attach import ApacheSource, NginxSource
 from mpmcore.procs import terminate
+from real_apache_fixtures import kill_apache
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with PyYAML (docker-compose's own dependency)
 TOKEN = "test-token-123"
@@ -153,9 +153,7 @@ def test_deploy_apache_conf_runs_and_attaches(apache_dir):
         assert frame.summary["mpm"] == "event" and frame.summary["extended_status"]
     finally:
         if pidfile.exists():
-            pid = int(pidfile.read_text().strip())
-            os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: not pid_alive(pid), timeout=20, what="Apache stopped")
+            kill_apache(int(pidfile.read_text().strip()), 20)  # TERM; its group SIGKILLed (and a failure) after 20 s
 
 
 def test_deploy_nginx_conf_runs_and_attaches(tmp_path):

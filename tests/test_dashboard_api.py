@@ -18,9 +18,8 @@ from app.insights import describe
 from app.main import create_app
 from app.settings import DashboardSettings
 from conftest import ROOT, wait_for
-from dashboard_fixtures import WS, assert_core_gone, in_process_settings, ws_session
+from dashboard_fixtures import BASE, WS, assert_core_gone, in_process_settings, ws_session
 
-BASE = "http://127.0.0.1:8000"
 EVIL = {"Origin": "http://evil.example"}
 
 

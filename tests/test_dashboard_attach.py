@@ -16,25 +16,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from conftest import ROOT, free_port, http_get, wait_for
-from dashboard_fixtures import assert_core_gone, in_process_settings, pid_alive, ws_session
-from mpmcore.attach import parse_auto, parse_stub_status
+from conftest import ROOT, free_port, http_get, pid_alive, status_auto, wait_for
+from dashboard_fixtures import BASE, assert_core_gone, in_process_settings, ws_session
+from mpmcore.attach import parse_stub_status
 from mpmcore.procs import terminate
 
 pytestmark = pytest.mark.apache
 
-BASE = "http://127.0.0.1:8000"
 SLOW = 5
 
 
 @pytest.fixture(scope="module")
-def apache(event_apache):
-    return event_apache
-
-
-@pytest.fixture(scope="module")
-def dash(apache):
-    settings = in_process_settings(mpm="event", attach=[f"apache=http://127.0.0.1:{apache}/server-status"],
+def dash(event_apache):
+    settings = in_process_settings(mpm="event", attach=[f"apache=http://127.0.0.1:{event_apache}/server-status"],
                                    attach_interval=0.25)
     app = create_app(settings)
     with TestClient(app, base_url=BASE) as client:
@@ -45,18 +39,13 @@ def dash(apache):
         tasks = [s.task for s in d.sources.sources]
         yield client, d
         client.post("/api/traffic/stop-all")
+    # checked (and cleaned up) first: a failed check below must not leave the core running
+    assert_core_gone(settings.core_listen, pids)
     # the lifespan cancelled and awaited every poller: no orphan task
     assert all(t is not None and t.done() for t in tasks)
-    assert_core_gone(settings.core_listen, pids)
 
 
-def own_auto(port: int) -> dict[str, str]:
-    status, _, body = http_get(port, "/server-status?auto")
-    assert status == 200
-    return parse_auto(body.decode("latin-1"))[1]
-
-
-def test_sources_lists_the_core_and_apache(dash, apache):
+def test_sources_lists_the_core_and_apache(dash, event_apache):
     client, _ = dash
     body = client.get("/api/sources").json()
     by = {s["name"]: s for s in body["sources"]}
@@ -67,7 +56,7 @@ def test_sources_lists_the_core_and_apache(dash, apache):
     wait_for(lambda: client.get("/api/sources/apache").json()["frame"]["ok"], what="Apache polled")
     ap = client.get("/api/sources/apache").json()
     f = ap["frame"]
-    assert ap["kind"] == "apache" and ap["traffic_target"] == f"http://127.0.0.1:{apache}/"
+    assert ap["kind"] == "apache" and ap["traffic_target"] == f"http://127.0.0.1:{event_apache}/"
     assert f["summary"]["mpm"] == "event" and f["layout"]["cols"] == 10 and not f["layout"]["inferred"]
     assert f["capabilities"]["process_table"] and len(f["summary"]["procs"]) >= 2
     assert any("memory" in c for c in f["cannot_show"])
@@ -83,72 +72,74 @@ def test_sources_lists_the_core_and_apache(dash, apache):
     assert 'id="traffic-target"' in page and "/static/js/sources.js" in page
 
 
-def test_slowloris_at_apache_matches_apaches_own_auto(dash, apache):
+def test_slowloris_at_apache_matches_apaches_own_auto(dash, event_apache):
     client, d = dash
     # the target is chosen as a source, never as a URL in the parameters
-    r = client.post("/api/traffic", json={"pattern": "slowloris", "params": {"target": f"http://127.0.0.1:{apache}/"}})
+    r = client.post("/api/traffic", json={"pattern": "slowloris", "params": {"target": f"http://127.0.0.1:{event_apache}/"}})
     assert r.status_code == 422
     assert client.post("/api/traffic", json={"pattern": "steady", "source": "nope"}).status_code == 404
     r = client.post("/api/traffic", json={"pattern": "slowloris", "source": "apache",
                                           "params": {"connections": SLOW, "interval": 10, "duration": 60}})
     assert r.status_code == 201, r.text
-    assert r.json()["target"] == f"http://127.0.0.1:{apache}/" and r.json()["source"] == "apache"
+    assert r.json()["target"] == f"http://127.0.0.1:{event_apache}/" and r.json()["source"] == "apache"
     pid = r.json()["id"]
+    try:
+        def agree():
+            src = client.get("/api/sources/apache").json()["frame"]
+            ref = status_auto(event_apache)
+            if not src["ok"]:
+                return None
+            mine, theirs = src["summary"]["state_counts"]["R"], ref["Scoreboard"].count("R")
+            return src if mine == theirs and mine >= SLOW else None
 
-    def agree():
-        src = client.get("/api/sources/apache").json()["frame"]
-        ref = own_auto(apache)
-        if not src["ok"]:
-            return None
-        mine, theirs = src["summary"]["state_counts"]["R"], ref["Scoreboard"].count("R")
-        return src if mine == theirs and mine >= SLOW else None
+        frame = wait_for(agree, timeout=20, interval=0.1, what="the Apache source's R count == Apache's own ?auto")
+        assert frame["summary"]["busy"] >= SLOW
+        # the embedded core got none of it
+        assert client.get("/api/scoreboard").json()["state_counts"]["R"] == 0
+        listed = {p["id"]: p for p in client.get("/api/traffic").json()["patterns"]}
+        assert listed[pid]["source"] == "apache"
+        # a reader's cell: its ExtendedStatus row (pid, generation, client) through the slot API, as
+        # the grid's hover shows it; an idle never-used cell has no row, a cell off the grid is 404
+        def reader_cell():
+            f = client.get("/api/sources/apache").json()["frame"]
+            placed = [w for w in f["workers"] or [] if w["status"] == "R" and w["thread"] is not None]
+            return placed[0] if placed else None
+        w = wait_for(reader_cell, timeout=10, interval=0.1, what="a placed R row")
+        cell = client.get(f"/api/sources/apache/slots/{w['proc']}/{w['thread']}").json()
+        assert cell["detail"] and cell["status"] == "R" and cell["pid"] == w["pid"] and cell["pid"] > 0
+        assert cell["generation"] == w["generation"] and cell["client"] and cell["since_request_s"] is not None
+        assert client.get("/api/sources/apache/slots/99/0").status_code == 404
+        assert client.get("/api/sources/nope/slots/0/0").status_code == 404
+        assert client.get("/api/sources/core/slots/0/0").json()["proc"] == 0  # the core's own slot detail
+        # "what is happening" for Apache names the readers
+        ins = client.get("/api/sources/apache").json()["insight"]
+        assert any("(R)" in t for t in [ins["headline"], *ins["details"]]), ins
 
-    frame = wait_for(agree, timeout=20, interval=0.1, what="the Apache source's R count == Apache's own ?auto")
-    assert frame["summary"]["busy"] >= SLOW
-    # the embedded core got none of it
-    assert client.get("/api/scoreboard").json()["state_counts"]["R"] == 0
-    listed = {p["id"]: p for p in client.get("/api/traffic").json()["patterns"]}
-    assert listed[pid]["source"] == "apache"
-    # a reader's cell: its ExtendedStatus row (pid, generation, client) through the slot API, as
-    # the grid's hover shows it; an idle never-used cell has no row, a cell off the grid is 404
-    def reader_cell():
-        f = client.get("/api/sources/apache").json()["frame"]
-        placed = [w for w in f["workers"] or [] if w["status"] == "R" and w["thread"] is not None]
-        return placed[0] if placed else None
-    w = wait_for(reader_cell, timeout=10, interval=0.1, what="a placed R row")
-    cell = client.get(f"/api/sources/apache/slots/{w['proc']}/{w['thread']}").json()
-    assert cell["detail"] and cell["status"] == "R" and cell["pid"] == w["pid"] and cell["pid"] > 0
-    assert cell["generation"] == w["generation"] and cell["client"] and cell["since_request_s"] is not None
-    assert client.get("/api/sources/apache/slots/99/0").status_code == 404
-    assert client.get("/api/sources/nope/slots/0/0").status_code == 404
-    assert client.get("/api/sources/core/slots/0/0").json()["proc"] == 0  # the core's own slot detail
-    # "what is happening" for Apache names the readers
-    ins = client.get("/api/sources/apache").json()["insight"]
-    assert any("(R)" in t for t in [ins["headline"], *ins["details"]]), ins
-
-    # /ws/sources: every message says which source it is for
-    with ws_session(client, "/ws/sources", headers={"Origin": BASE}) as ws:
-        hello = json.loads(ws.receive_text())
-        assert hello["type"] == "hello" and [s["name"] for s in hello["sources"]] == ["apache"]
-        summary = grid = None
-        for _ in range(20):
-            msg = ws.receive()
-            if msg.get("text"):
-                summary = json.loads(msg["text"])
-            elif msg.get("bytes"):
-                grid = msg["bytes"]
-            if summary and grid:
-                break
-        assert summary["type"] == "summary" and summary["source"] == "apache" and summary["cannot_show"]
-        assert grid[0] == 0x53 and grid[2:2 + grid[1]] == b"apache"
-        g = grid[2 + grid[1]:]
-        magic, version, mpm, _f, _seq, _t, _gen, rows, cols, tpc, _np = struct.unpack_from("<BBBBIdIHHHH", g)
-        assert (magic, version, mpm, cols, tpc) == (0x4D, 1, 2, 10, 10)
-        assert g[28:28 + rows * cols].count(3) >= SLOW  # R
-    assert client.delete(f"/api/traffic/{pid}").status_code == 200
+        # /ws/sources: every message says which source it is for
+        with ws_session(client, "/ws/sources", headers={"Origin": BASE}) as ws:
+            hello = json.loads(ws.receive_text())
+            assert hello["type"] == "hello" and [s["name"] for s in hello["sources"]] == ["apache"]
+            summary = grid = None
+            for _ in range(20):
+                msg = ws.receive()
+                if msg.get("text"):
+                    summary = json.loads(msg["text"])
+                elif msg.get("bytes"):
+                    grid = msg["bytes"]
+                if summary and grid:
+                    break
+            assert summary["type"] == "summary" and summary["source"] == "apache" and summary["cannot_show"]
+            assert grid[0] == 0x53 and grid[2:2 + grid[1]] == b"apache"
+            g = grid[2 + grid[1]:]
+            magic, version, mpm, _f, _seq, _t, _gen, rows, cols, tpc, _np = struct.unpack_from("<BBBBIdIHHHH", g)
+            assert (magic, version, mpm, cols, tpc) == (0x4D, 1, 2, 10, 10)
+            assert g[28:28 + rows * cols].count(3) >= SLOW  # R
+    finally:
+        deleted = client.delete(f"/api/traffic/{pid}")
+    assert deleted.status_code == 200
 
 
-def test_metrics_for_both_sources_and_the_traffic(dash, apache):
+def test_metrics_for_both_sources_and_the_traffic(dash, event_apache):
     from prometheus_client.parser import text_string_to_metric_families
 
     client, d = dash
@@ -156,37 +147,38 @@ def test_metrics_for_both_sources_and_the_traffic(dash, apache):
                                           "params": {"model": "open", "rate": 20, "duration": 20}})
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
-
-    def scrape():
-        resp = client.get("/metrics")
-        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain; version=0.0.4")
-        fams = {f.name: f for f in text_string_to_metric_families(resp.text)}
-        lat = [s for s in fams["mpmlab_traffic_latency_seconds"].samples
-               if s.labels.get("id") == pid and s.name.endswith("_count") and s.value > 0]
-        return fams if lat else None
-
-    fams = wait_for(scrape, timeout=15, interval=0.25, what="latency of the steady pattern in /metrics")
-    up = {s.labels["source"]: s.value for s in fams["mpmlab_source_up"].samples}
-    assert up == {"core": 1.0, "apache": 1.0}
-    slots = {(s.labels["source"], s.labels["state"]): s.value for s in fams["mpmlab_scoreboard_slots"].samples}
-    assert slots[("core", "idle")] >= 1 and ("apache", "read") in slots and slots[("apache", "idle")] >= 0
-    workers = {(s.labels["source"], s.labels["state"]) for s in fams["mpmlab_workers"].samples}
-    assert {("core", "busy"), ("core", "idle"), ("apache", "busy"), ("apache", "idle")} <= workers
-    for fam in ("mpmlab_processes", "mpmlab_accesses", "mpmlab_bytes", "mpmlab_generation", "mpmlab_async_connections"):
-        assert {s.labels["source"] for s in fams[fam].samples} >= {"core", "apache"}, fam
-    # memory: the embedded core only (Apache's page has none), per MPM
-    assert {(s.labels["source"], s.labels["mpm"]) for s in fams["mpmlab_memory_pss_bytes"].samples} == {("core", "event")}
-    reqs = {s.labels["id"]: s.value for s in fams["mpmlab_traffic_requests"].samples}
-    assert reqs[pid] > 0 and fams["mpmlab_traffic_requests"].type == "counter"
-    assert fams["mpmlab_traffic_latency_seconds"].type == "summary"
-    # with a token, control needs it; /metrics (read-only figures) stays readable for Prometheus
-    d.settings.token = "s3cret-token"
     try:
-        assert client.post("/api/traffic/stop-all").status_code == 403
-        assert client.get("/metrics").status_code == 200
+        def scrape():
+            resp = client.get("/metrics")
+            assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+            fams = {f.name: f for f in text_string_to_metric_families(resp.text)}
+            lat = [s for s in fams["mpmlab_traffic_latency_seconds"].samples
+                   if s.labels.get("id") == pid and s.name.endswith("_count") and s.value > 0]
+            return fams if lat else None
+
+        fams = wait_for(scrape, timeout=15, interval=0.25, what="latency of the steady pattern in /metrics")
+        up = {s.labels["source"]: s.value for s in fams["mpmlab_source_up"].samples}
+        assert up == {"core": 1.0, "apache": 1.0}
+        slots = {(s.labels["source"], s.labels["state"]): s.value for s in fams["mpmlab_scoreboard_slots"].samples}
+        assert slots[("core", "idle")] >= 1 and ("apache", "read") in slots and slots[("apache", "idle")] > 0
+        workers = {(s.labels["source"], s.labels["state"]) for s in fams["mpmlab_workers"].samples}
+        assert {("core", "busy"), ("core", "idle"), ("apache", "busy"), ("apache", "idle")} <= workers
+        for fam in ("mpmlab_processes", "mpmlab_accesses", "mpmlab_bytes", "mpmlab_generation", "mpmlab_async_connections"):
+            assert {s.labels["source"] for s in fams[fam].samples} >= {"core", "apache"}, fam
+        # memory: the embedded core only (Apache's page has none), per MPM
+        assert {(s.labels["source"], s.labels["mpm"]) for s in fams["mpmlab_memory_pss_bytes"].samples} == {("core", "event")}
+        reqs = {s.labels["id"]: s.value for s in fams["mpmlab_traffic_requests"].samples}
+        assert reqs[pid] > 0 and fams["mpmlab_traffic_requests"].type == "counter"
+        assert fams["mpmlab_traffic_latency_seconds"].type == "summary"
+        # with a token, control needs it; /metrics (read-only figures) stays readable for Prometheus
+        d.settings.token = "s3cret-token"
+        try:
+            assert client.post("/api/traffic/stop-all").status_code == 403
+            assert client.get("/metrics").status_code == 200
+        finally:
+            d.settings.token = None
     finally:
-        d.settings.token = None
-    client.delete(f"/api/traffic/{pid}")
+        client.delete(f"/api/traffic/{pid}")
 
 
 def test_nginx_beside_the_core_under_slowloris(real_nginx):
@@ -197,48 +189,54 @@ def test_nginx_beside_the_core_under_slowloris(real_nginx):
     settings = in_process_settings(mpm="event", attach_interval=0.25,
                                    attach=[f"nginx=http://127.0.0.1:{real_nginx}/nginx_status"])
     app = create_app(settings)
-    with TestClient(app, base_url=BASE) as client:
-        d = app.state.dashboard
-        wait_for(lambda: d.sampler.summary is not None and d.sources.sources[0].frame is not None,
-                 timeout=15, what="the core's and nginx's first frames")
-        src = client.get("/api/sources/nginx").json()
-        assert src["kind"] == "nginx" and src["traffic_target"] == f"http://127.0.0.1:{real_nginx}/"
-        r = client.post("/api/traffic", json={"pattern": "slowloris", "source": "nginx",
-                                              "params": {"connections": SLOW, "interval": 10, "duration": 60}})
-        assert r.status_code == 201, r.text
-        pid = r.json()["id"]
+    pids: list[int] = []
+    try:
+        with TestClient(app, base_url=BASE) as client:
+            d = app.state.dashboard
+            pids = [d.core.pid, d.traffic.pid]  # from the start: whatever fails, they are checked and cleaned up
+            wait_for(lambda: d.sampler.summary is not None and d.sources.sources[0].frame is not None,
+                     timeout=15, what="the core's and nginx's first frames")
+            pids.append(client.get("/api/status").json()["core"]["pid"])  # the master
+            src = client.get("/api/sources/nginx").json()
+            assert src["kind"] == "nginx" and src["traffic_target"] == f"http://127.0.0.1:{real_nginx}/"
+            r = client.post("/api/traffic", json={"pattern": "slowloris", "source": "nginx",
+                                                  "params": {"connections": SLOW, "interval": 10, "duration": 60}})
+            assert r.status_code == 201, r.text
+            pid = r.json()["id"]
+            try:
+                def agree():
+                    frame = client.get("/api/sources/nginx").json()["frame"]
+                    status, _, body = http_get(real_nginx, "/nginx_status")
+                    assert status == 200
+                    ref = parse_stub_status(body.decode())
+                    if not frame["ok"] or ref["reading"] < SLOW:
+                        return None
+                    c = frame["connections"]
+                    same = (all(c[k] == ref[k] for k in ("active", "reading", "writing", "waiting"))
+                            and all(ref[k] - c[k] == 1 for k in ("accepts", "handled", "requests")))
+                    return frame if same else None
 
-        def agree():
-            frame = client.get("/api/sources/nginx").json()["frame"]
-            status, _, body = http_get(real_nginx, "/nginx_status")
-            assert status == 200
-            ref = parse_stub_status(body.decode())
-            if not frame["ok"] or ref["reading"] < SLOW:
-                return None
-            c = frame["connections"]
-            same = (all(c[k] == ref[k] for k in ("active", "reading", "writing", "waiting"))
-                    and all(ref[k] - c[k] == 1 for k in ("accepts", "handled", "requests")))
-            return frame if same else None
-
-        frame = wait_for(agree, timeout=20, interval=0.05, what="the nginx source == nginx's own stub_status")
-        s = frame["summary"]
-        assert frame["connections"]["reading"] >= SLOW and s["conns_total"] == frame["connections"]["active"]
-        assert s["state_counts"] is None and s["busy"] is None  # no scoreboard: nothing invented
-        assert client.get("/api/scoreboard").json()["state_counts"]["R"] == 0  # the core got none of it
-        ins = client.get("/api/sources/nginx").json()["insight"]
-        assert f"{frame['connections']['reading']} reading a request" in ins["headline"], ins
-        page = client.get("/").text
-        assert 'data-source="nginx"' in page and "nginx has no scoreboard" in page
-        assert client.delete(f"/api/traffic/{pid}").status_code == 200
-        pids = [d.core.pid, d.traffic.pid]
-    assert_core_gone(settings.core_listen, pids)
+                frame = wait_for(agree, timeout=20, interval=0.05, what="the nginx source == nginx's own stub_status")
+                s = frame["summary"]
+                assert frame["connections"]["reading"] >= SLOW and s["conns_total"] == frame["connections"]["active"]
+                assert s["state_counts"] is None and s["busy"] is None  # no scoreboard: nothing invented
+                assert client.get("/api/scoreboard").json()["state_counts"]["R"] == 0  # the core got none of it
+                ins = client.get("/api/sources/nginx").json()["insight"]
+                assert f"{frame['connections']['reading']} reading a request" in ins["headline"], ins
+                page = client.get("/").text
+                assert 'data-source="nginx"' in page and "nginx has no scoreboard" in page
+            finally:
+                deleted = client.delete(f"/api/traffic/{pid}")
+            assert deleted.status_code == 200
+    finally:
+        assert_core_gone(settings.core_listen, [p for p in pids if p])
 
 
-def test_remote_source_is_watched_but_never_sent_traffic(apache):
+def test_remote_source_is_watched_but_never_sent_traffic(event_apache):
     """--no-core with attached servers only; one of them not on loopback (allowed to be watched):
     the traffic panel refuses it, whatever --allow-remote-attach says."""
     settings = in_process_settings(start_core=False, allow_remote_attach=True, attach_interval=0.25,
-                                   attach=[f"apache=http://127.0.0.1:{apache}/server-status",
+                                   attach=[f"apache=http://127.0.0.1:{event_apache}/server-status",
                                            # not a loopback address by the rule; refused at once here
                                            "far=apache+http://0.0.0.0:9/server-status"])
     app = create_app(settings)
@@ -296,12 +294,12 @@ def test_config_precedence_through_the_cli(tmp_path, monkeypatch):
     assert r.returncode == 2 and "MPMLAB_ATTACH_INTERVAL" in r.stderr and "between 0.1 and 60" in r.stderr
 
 
-def test_no_core_attach_only_as_a_user_starts_it(tmp_path, apache):
+def test_no_core_attach_only_as_a_user_starts_it(tmp_path, event_apache):
     """`MPMLAB_PORT=... mpmlab --no-core --config-file f.toml` (attach list in the file): the dashboard
     watches Apache alone; SIGTERM stops it and its traffic runner."""
     port = free_port()
     conf = tmp_path / "attach.toml"
-    conf.write_text(f'attach = ["apache=http://127.0.0.1:{apache}/server-status"]\nattach_interval = 0.5\n')
+    conf.write_text(f'attach = ["apache=http://127.0.0.1:{event_apache}/server-status"]\nattach_interval = 0.5\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPMLAB_")}
     log = open(tmp_path / "dash.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "mpmcore.cli", "--no-core", "--config-file", str(conf)],

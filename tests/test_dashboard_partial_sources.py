@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from app.insights import describe
 from app.main import create_app
 from conftest import wait_for
-from dashboard_fixtures import assert_core_gone, in_process_settings, ws_session
+from dashboard_fixtures import BASE, assert_core_gone, in_process_settings, ws_session
 
 
 def test_attached_apache_without_extended_status(server_factory):
@@ -20,7 +20,7 @@ def test_attached_apache_without_extended_status(server_factory):
     app = create_app(settings)
     pids: list[int] = []
     try:
-        with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        with TestClient(app, base_url=BASE) as client:
             d = app.state.dashboard
             src = d.sources.sources[0]
             wait_for(lambda: d.sampler.summary is not None and src.frame is not None and src.frame.ok,

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from conftest import ROOT, http_get, read_response, wait_for
+from conftest import ROOT, http_get, pid_alive, read_response, wait_for
 from mpmcore import scoreboard as sb
 
 
@@ -141,7 +141,6 @@ def test_hard_restart_renews_the_fastcgi_pool(server_factory, grow):
     """A hard restart clears the scoreboard (or re-creates it, larger): the FastCGI pool is stopped
     with the children and a new one claims fresh rows, rather than running on in rows that were
     zeroed (shown G for ever) or in an unlinked segment."""
-    import psutil
     srv = server_factory(mpm="worker", settings={"StartServers": 1, "UnsafeFastCGIPool": 2})
 
     def pool() -> list[tuple[int, int]]:
@@ -153,7 +152,7 @@ def test_hard_restart_renews_the_fastcgi_pool(server_factory, grow):
     new = wait_for(lambda: len(p := pool()) == 2 and {pid for pid, _ in p}.isdisjoint(dict(old)) and p,
                    timeout=20, what="a new pool of 2 in the scoreboard")
     assert all(gen == srv.snapshot().glob.running_generation for _, gen in new)
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid, _ in old)
+    assert not any(pid_alive(pid) for pid, _ in old)
     status, _, body = http_get(srv.port, "/unsafe")
     assert status == 200 and b"fastcgi" in body
     assert srv.count_states()["G"] == 0  # no row left behind by the old pool

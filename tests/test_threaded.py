@@ -12,7 +12,7 @@ import time
 import pytest
 
 from mpmcore import scoreboard as sb
-from conftest import http_get, read_response, wait_for
+from conftest import http_get, pid_alive, read_response, wait_for
 
 GET_KA = b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -270,5 +270,4 @@ def test_event_child_finishing_gracefully_waits_idle(server_factory):
         assert old.is_running() and busy < 0.3, f"the old child used {busy:.0%} of a core while finishing"
     finally:
         half.close()
-    wait_for(lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie",
-             timeout=15, what="the old child gone once its connection closed")
+    wait_for(lambda: not pid_alive(old_pid), timeout=15, what="the old child gone once its connection closed")

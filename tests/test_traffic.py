@@ -174,7 +174,7 @@ async def _frames_until(tc: TrafficClient, pid: str, pred, timeout: float):
 
 # -- real Apache ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def apache(tmp_path_factory):
+def default_apache(tmp_path_factory):
     """A real Apache (event, its defaults), stopped by its pid."""
     port, pid = start_apache(tmp_path_factory.mktemp("apache"), "event", {})
     yield port
@@ -182,15 +182,15 @@ def apache(tmp_path_factory):
 
 
 @pytest.mark.apache
-def test_steady_closed_matches_apache_total_accesses(apache, runner):
+def test_steady_closed_matches_apache_total_accesses(default_apache, runner):
     """What the generator counts is what Apache served: Total Accesses within 10%."""
     async def go():
         async with await runner.client() as tc:
-            before = int(status_auto(apache)["Total Accesses"])
-            pid = await tc.start("steady", target=f"http://127.0.0.1:{apache}/", path="/index.html",
+            before = int(status_auto(default_apache)["Total Accesses"])
+            pid = await tc.start("steady", target=f"http://127.0.0.1:{default_apache}/", path="/index.html",
                                  clients=16, duration=2)
             frames = await _frames_until(tc, pid, lambda p: p["state"] == "finished", 10)
-            after = int(status_auto(apache)["Total Accesses"])
+            after = int(status_auto(default_apache)["Total Accesses"])
             total = frames[-1]["total"]
             assert frames[-1]["stop_reason"] == "duration"
             assert total["status"]["2xx"] > 500
@@ -202,37 +202,37 @@ def test_steady_closed_matches_apache_total_accesses(apache, runner):
 
 
 @pytest.mark.apache
-def test_slowloris_holds_connections_in_R_and_stop_closes_them(apache, runner):
+def test_slowloris_holds_connections_in_R_and_stop_closes_them(default_apache, runner):
     s = 30
 
     async def go():
         async with await runner.client() as tc:
-            pid = await tc.start("slowloris", target=f"http://127.0.0.1:{apache}/", connections=s,
+            pid = await tc.start("slowloris", target=f"http://127.0.0.1:{default_apache}/", connections=s,
                                  interval=0.5, duration=30)
-            await async_wait_for(lambda: _established(runner.pid, apache) == s, 10, f"{s} connections")
+            await async_wait_for(lambda: _established(runner.pid, default_apache) == s, 10, f"{s} connections")
             # Apache's own scoreboard: s workers reading a request that never ends.
-            await async_wait_for(lambda: status_auto(apache)["Scoreboard"].count("R") >= s, 10,
+            await async_wait_for(lambda: status_auto(default_apache)["Scoreboard"].count("R") >= s, 10,
                                  "R slots in Apache's scoreboard")
             await asyncio.sleep(1.2)  # a couple of header lines later, still held
-            assert _established(runner.pid, apache) == s
+            assert _established(runner.pid, default_apache) == s
             summary = await tc.stop(pid)
             assert summary["state"] == "finished" and summary["stop_reason"] == "stopped"
             assert summary["active_connections"] == 0
             assert summary["total"]["requests"] >= s
-            await async_wait_for(lambda: _established(runner.pid, apache) == 0, 5, "connections closed")
-            await async_wait_for(lambda: status_auto(apache)["Scoreboard"].count("R") <= 1, 10,
+            await async_wait_for(lambda: _established(runner.pid, default_apache) == 0, 5, "connections closed")
+            await async_wait_for(lambda: status_auto(default_apache)["Scoreboard"].count("R") <= 1, 10,
                                  "R slots released")
     _run(go())
 
 
 @pytest.mark.apache
-def test_browsers_hold_six_connections_each(apache, runner):
+def test_browsers_hold_six_connections_each(default_apache, runner):
     async def go():
         async with await runner.client() as tc:
-            pid = await tc.start("browsers", target=f"http://127.0.0.1:{apache}/", path="/index.html",
+            pid = await tc.start("browsers", target=f"http://127.0.0.1:{default_apache}/", path="/index.html",
                                  asset_path="/index.html", clients=3, assets=12, think_time=30,
                                  duration=30)
-            await async_wait_for(lambda: _established(runner.pid, apache) == 18, 10, "3 x 6 connections")
+            await async_wait_for(lambda: _established(runner.pid, default_apache) == 18, 10, "3 x 6 connections")
             info = [p for p in await tc.list() if p["id"] == pid][0]
             assert info["active_connections"] == 18
             # Page + 12 assets per browser, then idle (think time) with the connections open.
@@ -241,17 +241,17 @@ def test_browsers_hold_six_connections_each(apache, runner):
                 return info["total"]["status"]["2xx"] == 3 * 13 and info
             info = await async_wait_for(page_views_done, 5, "3 page views of 13 requests")
             assert info["total"]["connections_opened"] == 18
-            assert _established(runner.pid, apache) == 18  # idle, still open
+            assert _established(runner.pid, default_apache) == 18  # idle, still open
             await tc.stop(pid)
-            await async_wait_for(lambda: _established(runner.pid, apache) == 0, 5, "connections closed")
+            await async_wait_for(lambda: _established(runner.pid, default_apache) == 0, 5, "connections closed")
     _run(go())
 
 
 @pytest.mark.apache
-def test_live_update_changes_the_rate(apache, runner):
+def test_live_update_changes_the_rate(default_apache, runner):
     async def go():
         async with await runner.client() as tc:
-            pid = await tc.start("steady", target=f"http://127.0.0.1:{apache}/", path="/index.html",
+            pid = await tc.start("steady", target=f"http://127.0.0.1:{default_apache}/", path="/index.html",
                                  model="open", rate=50, arrivals="uniform", connections=8, duration=20)
             frames = await _frames_until(tc, pid, lambda p: p["elapsed"] > 1.8, 5)
             before = [p["live"]["rps"] for p in frames if p["elapsed"] > 0.8]
