@@ -146,11 +146,9 @@ async def dashboard_stats(d: Dashboard = Dash) -> dict[str, Any]:
 
 # -- sources: the embedded core and the attached servers -----------------------------------------------
 def _core_entry(d: Dashboard) -> dict[str, Any]:
-    from mpmcore.attach import frame_from_summary
-    frame = frame_from_summary(CORE_SOURCE, d.sampler.summary, url=d.settings.core_url)
     return {"name": CORE_SOURCE, "key": CORE_SOURCE, "kind": "mpmlab", "url": d.settings.core_url,
             "embedded": True, "traffic_target": d.settings.core_url, "insight": d.sampler.insight,
-            "frame": frame.to_dict()}
+            "frame": d.sampler.frame.to_dict()}
 
 
 @router.get("/sources", summary="Every source watched (embedded core, attached Apache/nginx) with its latest frame")

@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 
 from mpmcore import __version__
 from mpmcore import metrics
-from mpmcore.attach import SourceFrame, frame_from_summary
+from mpmcore.attach import SourceFrame
 from mpmcore.directives import DirectiveError, parse_assignments
 from mpmcore.traffic import TrafficError
 
@@ -51,7 +51,6 @@ class Dashboard:
         self.sampler = Sampler(settings, self.control, self.traffic, render_live=self.render_live)
         self.traffic.add_listener(self._on_traffic_frame)
         self._traffic_ids: tuple[str, ...] = ()
-        self._traffic_stats_empty = False  # the last traffic-stats offer rendered nothing
         self.sources = SourceManager(settings, self.traffic, render_panel=self.render_source)
         self.sources.live_hub = self.sampler.live_hub
         # /metrics: the traffic runner's cumulative figures, kept from its 250 ms frames
@@ -112,7 +111,7 @@ class Dashboard:
         """Every source's latest frame, for /metrics: the embedded core's summary, then the attached."""
         out: list[SourceFrame] = []
         if self.settings.watch_core:
-            out.append(frame_from_summary(CORE_SOURCE, self.sampler.summary, url=self.settings.core_url))
+            out.append(self.sampler.frame)
         out.extend(self.sources.frames())
         return out
 
@@ -123,15 +122,14 @@ class Dashboard:
         running = self.traffic.patterns
         ids = tuple(p["id"] for p in running)
         t = self.templates
-        if ids != self._traffic_ids:
+        changed = ids != self._traffic_ids
+        if changed:
             self._traffic_ids = ids
             hub.offer("traffic-list", t.get_template("live/_traffic_list_oob.html").render(
                 running=running, catalogue=_catalogue(), target_names=self.target_names()))
-        if not running and self._traffic_stats_empty:
-            return  # nothing runs, and the empty render after the last pattern already went out
-        stats = t.get_template("live/_traffic_stats.html").render(running=running)
-        self._traffic_stats_empty = not stats.strip()
-        hub.offer("traffic-stats", stats)
+        if not running and not changed:
+            return  # nothing runs, and the empty stats went out when the last pattern stopped
+        hub.offer("traffic-stats", t.get_template("live/_traffic_stats.html").render(running=running))
 
     async def start(self) -> None:
         s = self.settings

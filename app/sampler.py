@@ -68,6 +68,8 @@ class Sampler:
         self.reader: sb.ScoreboardReader | None = None
         self.grid: GridReader | None = None
         self.summary: dict[str, Any] | None = None
+        # the same summary as a source frame (for /api/sources and /metrics), made once per summary
+        self.frame = frame_from_summary(CORE_SOURCE, None, url=settings.core_url)
         self.insight: dict[str, Any] | None = None
         self.core_state: dict[str, Any] | None = None  # the master's `status` answer
         self.log_lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
@@ -179,7 +181,7 @@ class Sampler:
         insight = describe(s, (self.core_state or {}).get("config"))
         self.summary, self.insight = s, insight.to_dict()
         # the same frame, message and chart point as an attached server's (mpmcore.attach)
-        frame = frame_from_summary(CORE_SOURCE, s)
+        frame = self.frame = frame_from_summary(CORE_SOURCE, s, url=self.settings.core_url)
         point = None
         if now - self._last_point_t >= HISTORY_INTERVAL:
             point = self._point(frame, now)

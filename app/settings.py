@@ -41,12 +41,6 @@ def is_loopback_host(host: str) -> bool:
 CORE_SOURCE = "core"
 
 
-def source_name(spec: str) -> str:
-    """The name an ``--attach`` value is shown under (as ``mpmcore.attach.make_source`` names it)."""
-    from mpmcore.attach import make_source
-    return make_source(spec).name
-
-
 @dataclass
 class DashboardSettings:
     host: str = "127.0.0.1"
@@ -85,11 +79,10 @@ class DashboardSettings:
             raise ValueError("--token must be at least 8 characters")
         if not 0.1 <= self.attach_interval <= 60:
             raise ValueError(f"--attach-interval must be between 0.1 and 60 seconds, not {self.attach_interval:g}")
-        from mpmcore.attach import parse_spec
+        from mpmcore.attach import make_source
         names = set()
         for spec in self.attach:
-            parse_spec(spec)  # ValueError for a bad #option
-            name = source_name(spec)
+            name = make_source(spec).name  # ValueError for a bad URL or #option
             if name in names or name == CORE_SOURCE:
                 raise ValueError(f"--attach {spec}: the name {name!r} is taken; give each source its own "
                                  "(NAME=URL)")

@@ -22,7 +22,9 @@ import re
 import time
 from typing import Any, Callable
 
-from mpmcore.attach import SourceFrame, chart_point, grid_frame, make_source, poll_loop, summary_message
+from mpmcore.attach import SourceFrame, base_url, chart_point, grid_frame, make_source, poll_loop, summary_message
+
+from mpmcore.traffic.target import TargetError, parse_url
 
 from .hub import Hub
 from .insights import describe, describe_nginx
@@ -57,7 +59,7 @@ class AttachedSource:
         self.frame: SourceFrame | None = None
         self.last_ok: SourceFrame | None = None  # the last frame with figures (a failed poll keeps them on show)
         self.grid: bytes | None = None  # the last grid frame in its envelope
-        self.message: dict[str, Any] | None = None  # the last summary message
+        self.message: str | None = None  # the last summary message, JSON
         self.insight: dict[str, Any] | None = None
         self.history = History(settings.history_seconds)
         self.polls = 0
@@ -87,11 +89,11 @@ class AttachedSource:
         which checked the address it connected to; before the first poll, a literal loopback host)."""
         if self.frame is not None:
             return self.frame.traffic_target
-        from urllib.parse import urlsplit
-        p = urlsplit(self.url)
-        if p.hostname and is_loopback_host(p.hostname):
-            return f"{p.scheme}://{p.netloc}/"
-        return None
+        try:
+            t = parse_url(self.url)
+        except TargetError:
+            return None
+        return base_url(t) if is_loopback_host(t.host) else None  # the form of the polls' answer
 
     def to_dict(self, frame: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -189,9 +191,7 @@ class SourceManager:
             s.insight = None
         if frame.ok:
             s.last_ok = frame
-        msg = summary_message(frame)
-        msg["insight"] = s.insight
-        msg["key"] = s.key
+        msg = summary_message(frame)  # the words and tables go to /ws/live as fragments, not here
         msg["layout"] = frame.layout
         point = None
         if frame.ok and frame.t - s._last_point_t >= HISTORY_INTERVAL * 0.9:
@@ -203,10 +203,10 @@ class SourceManager:
                 point["traffic"] = self.traffic.take_second(seconds, target) if target else {}
                 s.history.add(point)
         msg["point"] = point
-        s.message = msg
+        s.message = json.dumps(msg, separators=(",", ":"))  # encoded once: for the hub and new clients
         if s.grid is not None:
             self.hub.offer(f"grid:{s.key}", s.grid)
-        self.hub.offer(f"summary:{s.key}", json.dumps(msg, separators=(",", ":")))
+        self.hub.offer(f"summary:{s.key}", s.message)
         if self.render_panel is not None and self.live_hub is not None and self.live_hub.channels:
             self.live_hub.offer(f"source:{s.key}", self.render_panel(s))
 
@@ -215,7 +215,7 @@ class SourceManager:
         out: list[Any] = []
         for s in self.sources:
             if s.message is not None:
-                out.append(json.dumps(s.message, separators=(",", ":")))
+                out.append(s.message)
             if s.grid is not None:
                 out.append(s.grid)
         return out

@@ -13,8 +13,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
+from mpmcore.traffic.target import TargetError, parse_url
 from mpmcore.traffic import PATTERNS, TrafficClient, TrafficError, TrafficRunner, catalogue_json, validate_params
 
 log = logging.getLogger("mpmlab.dashboard")
@@ -83,10 +83,10 @@ def target_key(url: str | None) -> tuple[str, int] | None:
     if not url:
         return None
     try:
-        p = urlsplit(url if "://" in url else "http://" + url)
-        return (p.hostname or "").lower(), p.port or (443 if p.scheme == "https" else 80)
-    except ValueError:
+        t = parse_url(url)
+    except TargetError:
         return None
+    return t.host.lower(), t.port
 
 
 class _Window:

@@ -8,7 +8,7 @@
 * ``/ws/sources``: the attached servers (``app.sources``): per source, its grid frame in an envelope
   naming the source (binary) and its summary (JSON with ``"source"``), at its poll rate.
 
-Both check the Origin (a page on another site must not read or drive the dashboard). Each client
+All three check the Origin (a page on another site must not read or drive the dashboard). Each client
 has a sender task fed by its own Channel (app.hub): nothing here ever makes the sampler wait.
 """
 
@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketState
 
 from .hub import Channel, Hub
 from .security import check_websocket
-from .settings import LOG_BACKLOG, DashboardSettings
+from .settings import LOG_BACKLOG
 
 router = APIRouter()
 
@@ -32,13 +32,16 @@ SEND_TIMEOUT = 10.0
 POLICY_VIOLATION = 1008
 
 
-async def _refuse(ws: WebSocket, settings: DashboardSettings) -> bool:
-    why = check_websocket(ws, settings)
+async def _open(ws: WebSocket):
+    """The dashboard, with the websocket accepted; None when its Origin was refused (before
+    accept(): Starlette answers the handshake with HTTP 403)."""
+    d = ws.app.state.dashboard
+    why = check_websocket(ws, d.settings)
     if why:
-        # Before accept(): Starlette answers the handshake with HTTP 403.
         await ws.close(code=POLICY_VIOLATION, reason=why[:120])
-        return True
-    return False
+        return None
+    await ws.accept()
+    return d
 
 
 async def _pump(ws: WebSocket, hub: Hub, first: list[Any]) -> None:
@@ -98,10 +101,9 @@ def _log_fragment(ws: WebSocket, lines: list[str], swap: str = "beforeend") -> s
 
 @router.websocket("/ws/scoreboard")
 async def ws_scoreboard(ws: WebSocket) -> None:
-    d = ws.app.state.dashboard
-    if await _refuse(ws, d.settings):
+    d = await _open(ws)
+    if d is None:
         return
-    await ws.accept()
     s = d.sampler
     hello = {"type": "hello", "grid_hz": d.settings.grid_hz, "summary_hz": d.settings.summary_hz,
              "patterns": s.grid.patterns if s.grid else []}
@@ -113,10 +115,9 @@ async def ws_scoreboard(ws: WebSocket) -> None:
 
 @router.websocket("/ws/live")
 async def ws_live(ws: WebSocket) -> None:
-    d = ws.app.state.dashboard
-    if await _refuse(ws, d.settings):
+    d = await _open(ws)
+    if d is None:
         return
-    await ws.accept()
     first: list[Any] = []
     if d.settings.watch_core:
         # the log's last lines replace the page's: nothing written while the page loaded or while
@@ -131,10 +132,9 @@ async def ws_live(ws: WebSocket) -> None:
 
 @router.websocket("/ws/sources")
 async def ws_sources(ws: WebSocket) -> None:
-    d = ws.app.state.dashboard
-    if await _refuse(ws, d.settings):
+    d = await _open(ws)
+    if d is None:
         return
-    await ws.accept()
     hello = {"type": "hello", "interval": d.settings.attach_interval,
              "sources": [s.to_dict(frame=False) for s in d.sources.sources]}
     await _pump(ws, d.sources.hub, [json.dumps(hello)] + d.sources.first_messages())

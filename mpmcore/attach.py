@@ -218,7 +218,8 @@ def _split_url(url: str) -> tuple[str, str]:
     return urlunsplit((p.scheme, p.netloc, p.path or "/", "", "")), p.path or "/"
 
 
-def _base_url(target: Target) -> str:
+def base_url(target: Target) -> str:
+    """``scheme://host:port/`` of a target: where traffic aimed at this server goes."""
     host = f"[{target.host}]" if ":" in target.host else target.host
     return f"{target.scheme}://{host}:{target.port}/"
 
@@ -577,7 +578,7 @@ class _HTTPSource:
         frame = SourceFrame(self.name, self.kind, self.url, time.time())
         try:
             target = resolve_target_sync(self.url, allow_remote=self.allow_remote)
-            frame.traffic_target = _base_url(target) if is_loopback(target.address) else None
+            frame.traffic_target = base_url(target) if is_loopback(target.address) else None
             self._poll(target, frame)
         except SourceError as e:
             _fail(frame, e.kind, str(e))
