@@ -193,6 +193,8 @@ class PatternRun:
         reconnects, not errors. ``intended`` is the open model's intended send time
         (perf_counter) for the corrected latency. ``rcvbuf`` and ``read_rate`` (bytes/s the
         reply is read at) hold for every connection the request is sent on, a reopened one too.
+        The call passes the gate (max_requests, the rate cap) before it connects, so an attempt
+        whose connect fails still counts against max_requests, for every pattern that uses it.
         """
         await self.gate()
         stats = self.stats
