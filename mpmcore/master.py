@@ -18,6 +18,7 @@ import select
 import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -336,7 +337,20 @@ class Master:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
             return pid
         code = 1
+
+        def thread_died(args) -> None:
+            # A dead listener or worker thread would leave the child up but stuck (a frozen
+            # not_accepting, parked connections never served): log it and end the child, as a
+            # crash; the master reaps it and starts another.
+            try:
+                tb = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+                self.errorlog(module, "crit", f"{what} thread {args.thread.name if args.thread else '?'} died: "
+                                              + tb.replace("\n", " | "))
+            finally:
+                os._exit(1)
+
         try:
+            threading.excepthook = thread_died
             _die_with_parent()
             signal.set_wakeup_fd(-1)
             for fd in (self.wake_r, self.wake_w):

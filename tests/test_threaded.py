@@ -121,6 +121,37 @@ def test_event_accept_limit_turns_not_accepting_on_and_off(server_factory):
         s.close()
 
 
+def test_event_closes_its_keepalive_queue_when_workers_ran_out(server_factory):
+    """A parked keep-alive connection that becomes readable while no worker is idle is closed, and
+    with it the whole keep-alive queue (Apache's event: the clients reconnect). The child goes on:
+    the busy requests are answered and a new client is served."""
+    srv = server_factory(mpm="event", settings={
+        "ServerLimit": 1, "ThreadsPerChild": 2, "MaxRequestWorkers": 2, "StartServers": 1,
+        "MinSpareThreads": 1, "MaxSpareThreads": 2, "AsyncRequestWorkerFactor": 4, "KeepAliveTimeout": 30})
+    wait_for(lambda: srv.count_states()["_"] == 2, what="2 idle threads")
+    a, b, trigger, victim = keepalive_clients(srv.port, 4)
+    wait_for(lambda: srv.snapshot().children[0].keep_alive == 4, timeout=5, what="4 parked")
+    for s in (a, b):  # both workers busy for 3 s
+        s.sendall(b"GET /sleep?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_for(lambda: srv.count_states()["_"] == 0, timeout=5, what="both workers busy")
+    trigger.sendall(GET_KA)  # readable, no idle worker: closed, and the keep-alive queue with it
+    for s in (trigger, victim):  # closed without an answer (a reset when our request was unread)
+        s.settimeout(5)
+        try:
+            assert s.recv(1) == b""
+        except ConnectionResetError:
+            pass
+    for s in (a, b):
+        assert read_response(s)[0] == 200
+    wait_for(lambda: srv.snapshot().children[0].keep_alive == 2, timeout=5, what="a and b parked again")
+    # the listener re-reads its accept rule at least every 0.1 s: it accepts again
+    wait_for(lambda: not srv.snapshot().children[0].not_accepting, timeout=5, what="accepting again")
+    assert srv.snapshot().children[0].connections == 2
+    assert http_get(srv.port, "/")[0] == 200  # the listener still accepts
+    for s in (a, b, trigger, victim):
+        s.close()
+
+
 @pytest.mark.parametrize("sync", [False, True])
 def test_event_tls_async_or_held_like_worker(server_factory, sync):
     srv = server_factory(mpm="event", tls=True, settings={

@@ -136,7 +136,7 @@ class EventChild:
         for fd in fds:
             cn.close_quietly(self.parked.pop(fd)[0])
         if fds:
-            self._change(conns=-len(fds), queue=KA, d=-len(fds))
+            self._change(conns=-len(fds), kind=KA, d=-len(fds))
 
     # -- workers ------------------------------------------------------------------------------
     def worker(self, thread: int) -> None:
