@@ -1,8 +1,8 @@
 """The dashboard application: ``create_app(settings)`` and ``run_dashboard(args)`` (``mpmlab dashboard``).
 
-The lifespan owns the processes and tasks: it starts the embedded master (``app.core``) and the
+The lifespan owns the processes and tasks: it starts the embedded master (``app.services.core``) and the
 traffic runner (``mpmcore.traffic``), then the sampler and one poller task per attached server
-(``app.sources``); on shutdown (also Ctrl-C, which uvicorn turns into a shutdown) it stops them in
+(``app.services.sources``); on shutdown (also Ctrl-C, which uvicorn turns into a shutdown) it stops them in
 reverse order: tasks cancelled and awaited, processes each by its pid, TERM then KILL after a deadline.
 Everything a route needs is reached through ``request.app.state.dashboard`` via FastAPI
 dependencies; there are no module-level globals.
@@ -13,26 +13,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from app import metrics
+from app.security import host_allowed
+from app.services.core import ControlError, CoreControl, CoreError, EmbeddedCore
+from app.services.sampler import Sampler
+from app.services.sources import AttachedSource, SourceManager
+from app.services.traffic import TrafficService
+from app.settings import CORE_SOURCE, STATIC_DIR, TEMPLATES_DIR, DashboardSettings
 from mpmcore import __version__
-from mpmcore import metrics
-from mpmcore.attach import SourceFrame
 from mpmcore.directives import DirectiveError, parse_assignments
+from mpmcore.sources.attach import SourceFrame
 from mpmcore.traffic import TrafficError
-
-from .core import ControlError, CoreControl, CoreError, EmbeddedCore
-from .security import host_allowed
-from .settings import CORE_SOURCE, STATIC_DIR, TEMPLATES_DIR, DashboardSettings
-from .sampler import Sampler
-from .sources import AttachedSource, SourceManager
-from .traffic import TrafficService
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -43,7 +43,7 @@ class Dashboard:
     def __init__(self, settings: DashboardSettings) -> None:
         self.settings = settings
         self.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-        from . import views
+        from app.routes import views
         views.setup_templates(self.templates)
         self.control = CoreControl(settings.core_listen)
         self.core: EmbeddedCore | None = None
@@ -104,7 +104,7 @@ class Dashboard:
 
     def target_names(self) -> dict[Any, str]:
         """(host, port) of each permitted target -> source name, to label running patterns."""
-        from .traffic import target_key
+        from app.services.traffic import target_key
         return {target_key(t["url"]): t["name"] for t in self.traffic_targets() if t["url"]}
 
     def metric_frames(self) -> list[SourceFrame]:
@@ -136,7 +136,7 @@ class Dashboard:
         s.check()
         if s.start_core:
             self.core = EmbeddedCore(s.core_listen, s.mpm, s.core_settings)
-            self.core.start()  # in the event loop's thread, on purpose: see app.corelaunch
+            self.core.start()  # in the event loop's thread, on purpose: see app.services.corelaunch
         try:
             if s.watch_core:
                 await self.control.status()
@@ -160,7 +160,7 @@ class Dashboard:
 
 
 def _catalogue() -> dict[str, Any]:
-    from .traffic import pattern_catalogue
+    from app.services.traffic import pattern_catalogue
     return pattern_catalogue()
 
 
@@ -217,7 +217,7 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
         body, ctype = await asyncio.to_thread(metrics.make_metrics_response, dashboard.metrics_registry)
         return Response(body, media_type=ctype)
 
-    from . import api, ui, ws
+    from app.routes import api, ui, ws
     app.include_router(api.router)
     app.include_router(ui.router)
     app.include_router(ws.router)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException, Request, WebSocket
 from starlette.requests import HTTPConnection
 
-from .settings import DashboardSettings, is_loopback_host
+from app.settings import DashboardSettings, is_loopback_host
 
 TOKEN_COOKIE = "mpmlab_token"
 TOKEN_HEADER = "x-mpmlab-token"

@@ -79,7 +79,7 @@ class DashboardSettings:
             raise ValueError("--token must be at least 8 characters")
         if not 0.1 <= self.attach_interval <= 60:
             raise ValueError(f"--attach-interval must be between 0.1 and 60 seconds, not {self.attach_interval:g}")
-        from mpmcore.attach import make_source
+        from mpmcore.sources.attach import make_source
         names = set()
         for spec in self.attach:
             name = make_source(spec).name  # ValueError for a bad URL or #option

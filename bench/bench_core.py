@@ -26,9 +26,9 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HEADER, PY, Proc, fmt_row, free_port, mpmlab, wait_children, wait_until, wrk  # noqa: E402
+from common import HEADER, PY, Proc, fmt_row, free_port, mpmlab, wait_children, wait_until, wrk
 
-from mpmcore.attach import parse_auto  # noqa: E402
+from mpmcore.sources.attach import parse_auto
 
 PREFORK_64 = {"StartServers": 64, "MinSpareServers": 64, "MaxSpareServers": 128, "MaxRequestWorkers": 64,
               "ServerLimit": 64, "MaxKeepAliveRequests": 0}

@@ -19,12 +19,12 @@ Targets (from the issue): CPU < 10% of one core, latency < 150 ms.
 from __future__ import annotations
 
 import argparse
-import threading
 import json
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -55,6 +55,7 @@ class WsReaders:
 
     def __init__(self, base: str, n: int):
         import contextlib
+
         from websockets.sync.client import connect
         self.stack = contextlib.ExitStack()
         self.stop_event = threading.Event()

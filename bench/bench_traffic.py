@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common import free_port  # noqa: E402  (bench/ is the script's directory)
+
 from mpmcore.procs import stop_pid, terminate  # noqa: E402
 from mpmcore.traffic import TrafficRunner  # noqa: E402
 
@@ -61,7 +62,7 @@ def sink_main(port: int) -> None:
         while not stop.is_set() and os.getppid() != 1:
             try:
                 await asyncio.wait_for(stop.wait(), 1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         server.close()
 

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from . import __version__
-from .directives import MPMS, DirectiveError, parse_assignments, parse_httpd_conf
+from mpmcore import __version__
+from mpmcore.directives import MPMS, DirectiveError, parse_assignments, parse_httpd_conf
 
 
 def _settings(args) -> dict[str, str]:
@@ -20,7 +20,7 @@ def _settings(args) -> dict[str, str]:
 
 
 def cmd_serve(args) -> int:
-    from .master import Master
+    from mpmcore.master.arbiter import Master
     try:
         master = Master(listen=args.listen, mpm=args.mpm, settings=_settings(args), tls_listen=args.tls,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level)
@@ -38,7 +38,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_ctl(args) -> int:
-    from .master import control_path, ctl_request
+    from mpmcore.master.arbiter import control_path, ctl_request
     try:
         path = control_path(args.server)
         req: dict = {"cmd": args.action}
@@ -75,7 +75,7 @@ def cmd_ctl(args) -> int:
 def cmd_dashboard(args) -> int:
     """Fill what the command line left unsaid from MPMLAB_* variables and the TOML file
     (``--config-file``; precedence CLI > environment > file > default), then run the dashboard."""
-    from .settings_file import ConfigError, apply_defaults, given_options
+    from app.config_file import ConfigError, apply_defaults, given_options
     from app.main import run_dashboard
 
     try:
@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the answer as JSON")
     c.set_defaults(func=cmd_ctl)
 
-    from .traffic.cli import add_parser as add_traffic, run as run_traffic
+    from mpmcore.traffic.cli import add_parser as add_traffic
+    from mpmcore.traffic.cli import run as run_traffic
     add_traffic(sub).set_defaults(func=run_traffic)
 
     d = sub.add_parser("dashboard", help="the dashboard with the embedded server core (the default)")
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_dashboard_options(d: argparse.ArgumentParser) -> None:
     """The dashboard's flags. Their argparse default is None ("not given"): the real defaults live
     in ``settings_file.OPTIONS``, applied after MPMLAB_* variables and the TOML file had their say."""
-    from .settings_file import OPTIONS
+    from app.config_file import OPTIONS
 
     def default(dest: str) -> str:
         v = OPTIONS[dest].default

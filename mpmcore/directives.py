@@ -9,10 +9,11 @@ corrections (SPEC section 6) are applied and returned as warnings, worded as Apa
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .protocol import RequestReadTimeout
+from mpmcore.http.protocol import RequestReadTimeout
 
 MPMS = ("prefork", "worker", "event")
 

@@ -17,14 +17,13 @@ it). The *effective* ServerLimit/ThreadLimit live in the global record, as Apach
 
 from __future__ import annotations
 
+import _posixshmem  # CPython's own shm_open/shm_unlink (what multiprocessing.shared_memory uses)
 import ctypes
 import mmap
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
-
-import _posixshmem  # CPython's own shm_open/shm_unlink (what multiprocessing.shared_memory uses)
 
 MAGIC = 0x4D504D4C  # "MPML"
 LAYOUT_VERSION = 3
@@ -179,7 +178,7 @@ class Scoreboard:
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, procs: int, threads: int, log=None) -> "Scoreboard":
+    def create(cls, name: str, procs: int, threads: int, log=None) -> Scoreboard:
         """Create the segment. A leftover segment from a crashed master is detected and replaced
         (never silently reused); one whose master still runs is an error."""
         size = _size(procs, threads)
@@ -263,7 +262,7 @@ class Scoreboard:
     def worker_index(self, proc: int, thread: int) -> int:
         return proc * self.thread_capacity + thread
 
-    def slot(self, proc: int, thread: int) -> "SlotWriter":
+    def slot(self, proc: int, thread: int) -> SlotWriter:
         return SlotWriter(self.workers[self.worker_index(proc, thread)], proc, thread)
 
     def worker(self, proc: int, thread: int) -> WorkerRecord:
@@ -281,7 +280,7 @@ class Scoreboard:
 class SlotWriter:
     """The one writer of one worker record. All status changes of an MPM go through here."""
 
-    __slots__ = ("rec", "proc", "thread", "stopping")
+    __slots__ = ("proc", "rec", "stopping", "thread")
 
     def __init__(self, rec: WorkerRecord, proc: int, thread: int):
         self.rec, self.proc, self.thread = rec, proc, thread
@@ -461,7 +460,7 @@ class ScoreboardReader:
         self._layout()
 
     @classmethod
-    def from_mmap(cls, mm: mmap.mmap) -> "ScoreboardReader":
+    def from_mmap(cls, mm: mmap.mmap) -> ScoreboardReader:
         """A reader over an existing mapping (a child reading the scoreboard it writes to)."""
         self = cls.__new__(cls)
         self.name, self.mm = None, mm

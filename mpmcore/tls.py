@@ -27,7 +27,7 @@ def make_self_signed(directory: str, host: str = "127.0.0.1") -> tuple[str, str]
             alt.append(x509.IPAddress(ip))
     except ValueError:
         alt.append(x509.DNSName(host))
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))

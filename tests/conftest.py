@@ -12,13 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from mpmcore import scoreboard as sb
-from mpmcore.master import ctl_request, run_dir_for
+from mpmcore.master.arbiter import ctl_request, run_dir_for
 from mpmcore.procs import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,6 +271,6 @@ def artifact_path(name: str) -> Path:
 
 # The real-Apache, real-nginx and apache_exporter fixtures, for every test module
 # (imported last: they use the helpers above).
+from exporter_fixtures import exporter  # noqa: E402,F401
 from real_apache_fixtures import event_apache, real_apache  # noqa: E402,F401
 from real_nginx_fixtures import real_nginx  # noqa: E402,F401
-from exporter_fixtures import exporter  # noqa: E402,F401

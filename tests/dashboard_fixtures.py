@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conftest import ROOT, free_port, need, pid_alive, wait_for
+
 from mpmcore import scoreboard as sb
 from mpmcore.procs import terminate
-
-from conftest import ROOT, free_port, need, pid_alive, wait_for
 
 BASE = "http://127.0.0.1:8000"  # TestClient's base URL (the Origin its pages are served from)
 WS = "ws://127.0.0.1:8000"  # TestClient's base for websockets
@@ -162,8 +162,17 @@ def assert_core_gone(listen: str, pids: list[int], timeout: float = 20.0) -> Non
         raise AssertionError(f"{e} ({note})") from None
 
 
-__all__ = ["BASE", "WS", "DashboardProcess", "shm_path", "in_process_settings", "assert_core_gone", "ws_session",
-           "launch_chromium", "hover_cell"]
+__all__ = [
+    "BASE",
+    "WS",
+    "DashboardProcess",
+    "assert_core_gone",
+    "hover_cell",
+    "in_process_settings",
+    "launch_chromium",
+    "shm_path",
+    "ws_session",
+]
 
 
 def hover_cell(pg, view: str, canvas, tip, letter: str, want: str, timeout: float = 15.0) -> str:

@@ -8,8 +8,8 @@ import subprocess
 import urllib.request
 
 import pytest
-
 from conftest import free_port, need, wait_for
+
 from mpmcore.procs import terminate
 
 

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, answers_200, free_port, need, wait_for
+
 from mpmcore.procs import stop_pid
 
 REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from conftest import answers_200, free_port, need, wait_for
+
 from mpmcore.procs import terminate
 
 NGINX_CONF = """\

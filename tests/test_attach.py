@@ -18,13 +18,24 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, async_wait_for, free_port, http_get, pid_alive, status_auto, wait_for
-from mpmcore import attach
+
 from mpmcore.procs import terminate
-from mpmcore.attach import (SUMMARY_KEYS, ApacheSource, AutoSource, NginxSource, grid_frame, make_source,
-                            parse_auto, parse_spec, parse_status_html, parse_stub_status, summary_message)
 from mpmcore.scoreboard import STATE_LETTERS
+from mpmcore.sources import attach
+from mpmcore.sources.attach import (
+    SUMMARY_KEYS,
+    ApacheSource,
+    AutoSource,
+    NginxSource,
+    grid_frame,
+    make_source,
+    parse_auto,
+    parse_spec,
+    parse_status_html,
+    parse_stub_status,
+    summary_message,
+)
 
 SLOW = 5  # slowloris connections: each holds a worker in R (Apache) / a Reading connection (nginx)
 AGREE_DEADLINE = 15.0
@@ -142,7 +153,7 @@ def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
     assert "".join(STATE_LETTERS[b] for b in statuses).rstrip(".") == frame.letters[: rows * cols].rstrip(".")
     msg = summary_message(frame)
     assert msg["busy"] == s["busy"] and msg["counts"] == s["state_counts"] and msg["source"] == frame.source
-    from app.insights import describe  # the dashboard's reading, on an attached Apache's summary
+    from app.services.insights import describe  # the dashboard's reading, on an attached Apache's summary
     insight = describe(s)
     assert "no child process" not in insight.headline
     assert any("reading requests" in t for t in [insight.headline, *insight.details]), insight
@@ -229,7 +240,7 @@ def test_poll_loop_keeps_going():
     """The dashboard's poller: errors are frames, a failing handler is logged, cancel stops it."""
     import asyncio
 
-    from mpmcore.attach import poll_loop
+    from mpmcore.sources.attach import poll_loop
 
     frames = []
 
@@ -337,7 +348,7 @@ def test_auto_parser_reads_like_apache_exporter():
 
 
 def test_grid_header_is_the_dashboards():
-    from app.grid import HEADER, MAGIC, VERSION
+    from app.services.grid import HEADER, MAGIC, VERSION
     assert attach.GRID_HEADER.format == HEADER.format
     assert (attach.GRID_MAGIC, attach.GRID_VERSION) == (MAGIC, VERSION)
     assert struct.calcsize(attach.GRID_HEADER.format) == HEADER.size

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import artifact_path, update_docs_screenshot, wait_for
 from dashboard_fixtures import DashboardProcess, hover_cell, launch_chromium
 

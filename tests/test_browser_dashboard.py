@@ -7,9 +7,8 @@ from __future__ import annotations
 import signal
 
 import pytest
-
 from conftest import artifact_path, pid_alive, update_docs_screenshot
-from dashboard_fixtures import DashboardProcess, hover_cell, shm_path, launch_chromium
+from dashboard_fixtures import DashboardProcess, hover_cell, launch_chromium, shm_path
 
 pytestmark = pytest.mark.browser
 

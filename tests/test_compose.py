@@ -22,11 +22,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, answers_200, free_port, need, wait_for
-from mpmcore.attach import ApacheSource, NginxSource
-from mpmcore.procs import terminate
 from real_apache_fixtures import kill_apache
+
+from mpmcore.procs import terminate
+from mpmcore.sources.attach import ApacheSource, NginxSource
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with PyYAML (docker-compose's own dependency)
 TOKEN = "test-token-123"
@@ -67,8 +67,9 @@ def test_compose_services_fit_together(compose_config):
     env = m["environment"]
     assert env["MPMLAB_TOKEN"] == TOKEN and env["MPMLAB_ALLOW_REMOTE_ATTACH"] == "1"
     # the attach specs are valid and name the other services, with the same option parser the CLI uses
-    from mpmcore.settings_file import apply_defaults
     import argparse
+
+    from app.config_file import apply_defaults
     ns = apply_defaults(argparse.Namespace(), env=env)
     assert ns.allow_remote_attach is True and ns.host == "0.0.0.0" and ns.token == TOKEN
     hosts = {re.match(r"https?://([^/:]+)", spec.split("+", 1)[-1].split("=", 1)[-1]).group(1) for spec in ns.attach}

@@ -11,14 +11,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, wait_for
+from dashboard_fixtures import BASE, WS, assert_core_gone, in_process_settings, ws_session
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from app.insights import describe
 from app.main import create_app
+from app.services.insights import describe
 from app.settings import DashboardSettings
-from conftest import ROOT, wait_for
-from dashboard_fixtures import BASE, WS, assert_core_gone, in_process_settings, ws_session
 
 EVIL = {"Origin": "http://evil.example"}
 
@@ -117,9 +117,8 @@ def test_cross_origin_control_is_refused(dash):
     assert r.status_code == 403
     assert client.get("/api/mpm").json()["generation"] == gen
     # websockets check the Origin too (cross-site websocket hijacking)
-    with pytest.raises(WebSocketDisconnect):
-        with client.websocket_connect(WS + "/ws/scoreboard", headers=EVIL) as ws:
-            ws.receive()
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect(WS + "/ws/scoreboard", headers=EVIL) as ws:
+        ws.receive()
     # DNS rebinding: a loopback-bound dashboard answers to loopback names only
     assert client.get("/api/status", headers={"Host": "evil.example:8000"}).status_code == 403
     # the same origin passes

@@ -13,13 +13,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, free_port, http_get, pid_alive, status_auto, wait_for
+from dashboard_fixtures import BASE, assert_core_gone, in_process_settings, ws_session
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from conftest import ROOT, free_port, http_get, pid_alive, status_auto, wait_for
-from dashboard_fixtures import BASE, assert_core_gone, in_process_settings, ws_session
-from mpmcore.attach import parse_stub_status
 from mpmcore.procs import terminate
+from mpmcore.sources.attach import parse_stub_status
 
 pytestmark = pytest.mark.apache
 

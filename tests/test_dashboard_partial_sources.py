@@ -3,12 +3,12 @@ nothing it does not (a missing figure is neither a crash nor an alarm)."""
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
-
-from app.insights import describe
-from app.main import create_app
 from conftest import wait_for
 from dashboard_fixtures import BASE, assert_core_gone, in_process_settings, ws_session
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.services.insights import describe
 
 
 def test_attached_apache_without_extended_status(server_factory):

@@ -1,4 +1,4 @@
-"""Unit tests for the built-in content (mpmcore.handlers), called with real Request objects."""
+"""Unit tests for the built-in content (mpmcore.content.handlers), called with real Request objects."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from mpmcore import handlers as H
-from mpmcore.handlers import MAX_BYTES, MAX_CPU_MS, MAX_SLEEP_MS, Handlers
-from mpmcore.protocol import HTTPConnection, Request, Response
+from mpmcore.content import handlers as H
+from mpmcore.content.handlers import MAX_BYTES, MAX_CPU_MS, MAX_SLEEP_MS, Handlers
+from mpmcore.http.protocol import HTTPConnection, Request, Response
 
 
 def call(target: str, method: str = "GET", body: bytes = b"", h: Handlers | None = None) -> Response:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 
 import prometheus_client
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import async_wait_for, free_port, http_get, wait_for
 from exporter_fixtures import scrape
-from mpmcore.attach import SUMMARY_KEYS, ApacheSource, NginxSource, frame_from_summary
-from mpmcore.metrics import (FAMILIES, SCOREBOARD_STATES, TrafficTotals, build_registry, make_metrics_response)
-from mpmcore.server import server_info
-from mpmcore.status import summarize
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.metrics import FAMILIES, SCOREBOARD_STATES, TrafficTotals, build_registry, make_metrics_response
+from mpmcore.content.server import server_info
+from mpmcore.sources.attach import SUMMARY_KEYS, ApacheSource, NginxSource, frame_from_summary
+from mpmcore.status.modstatus import summarize
 from mpmcore.traffic import TrafficRunner
 
 TRAFFIC_SECONDS = 1.5

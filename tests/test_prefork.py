@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import http_get, read_response, wait_for
 
 from mpmcore import scoreboard as sb
-from conftest import http_get, read_response, wait_for
 
 
 def test_states_seen_from_another_process(server_factory):
@@ -186,7 +186,7 @@ def test_malformed_and_hostile_requests(server_factory):
             s.settimeout(0.3)
             try:
                 got += s.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if got:
                 break
@@ -241,8 +241,8 @@ def test_stale_scoreboard_is_replaced(server_factory, tmp_path):
     assert Path("/dev/shm" + srv.shm_name).exists()
     # its children die with it (PDEATHSIG)
     wait_for(lambda: _port_closed(port), what="children gone with the master")
-    from conftest import MpmServer
     import conftest
+    from conftest import MpmServer
     orig = conftest.free_port
     conftest.free_port = lambda: port
     try:

@@ -1,10 +1,10 @@
-"""Unit tests for the sans-IO HTTP/1.1 connection (mpmcore.protocol): the real engine, no mocks."""
+"""Unit tests for the sans-IO HTTP/1.1 connection (mpmcore.http.protocol): the real engine, no mocks."""
 
 from __future__ import annotations
 
 import pytest
 
-from mpmcore.protocol import (
+from mpmcore.http.protocol import (
     CLOSED,
     NEED_DATA,
     HTTPConnection,
@@ -315,7 +315,7 @@ def test_204_has_no_body_or_length():
 
 
 def test_date_cached_per_second(monkeypatch):
-    import mpmcore.protocol as p
+    import mpmcore.http.protocol as p
     calls = []
     real = p.time.time
     monkeypatch.setattr(p.time, "time", lambda: calls.append(1) or real())
@@ -717,7 +717,7 @@ def test_read_timeout_parse_bad(text, fragment):
 
 
 def test_expect_100_continue_interim_response():
-    from mpmcore.protocol import NEED_DATA, HTTPConnection, Request
+    from mpmcore.http.protocol import NEED_DATA, HTTPConnection, Request
     c = HTTPConnection()
     c.receive_data(b"POST /sleep?ms=0 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", 0.0)
     assert c.take_interim() == b"HTTP/1.1 100 Continue\r\n\r\n"

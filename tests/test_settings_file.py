@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from app.config_file import OPTIONS, ConfigError, apply_defaults, env_name, given_options
 from mpmcore.cli import build_parser
-from mpmcore.settings_file import OPTIONS, ConfigError, apply_defaults, env_name, given_options
 
 
 def _dashboard(argv: list[str]):
@@ -64,7 +64,7 @@ KeepAlive = true
     # directives merge per name: file < env < CLI, with Apache's spelling
     assert dict(s.split("=", 1) for s in args.set) == {
         "MaxRequestWorkers": "64", "KeepAliveTimeout": "9", "KeepAlive": "On", "StartServers": "3"}
-    from mpmcore.attach import make_source
+    from mpmcore.sources.attach import make_source
     assert [make_source(s).name for s in args.attach] == ["apache", "web", "127.0.0.1:8083"]
 
 

@@ -11,14 +11,13 @@ import time
 import uuid
 
 import pytest
-
-from mpmcore import scoreboard as sb
-from mpmcore import status
-from mpmcore.protocol import Request
-from mpmcore.scoreboard import BUSY_KEEPALIVE, BUSY_READ, GRACEFUL, READY, Scoreboard, ScoreboardReader
-
 from conftest import wait_for
 from exporter_fixtures import scrape
+
+from mpmcore import scoreboard as sb
+from mpmcore.http.protocol import Request
+from mpmcore.scoreboard import BUSY_KEEPALIVE, BUSY_READ, GRACEFUL, READY, Scoreboard, ScoreboardReader
+from mpmcore.status import modstatus as status
 
 GEN = 2  # the running generation in these scoreboards
 

@@ -8,8 +8,8 @@ import sys
 import threading
 
 import pytest
-
 from conftest import ROOT, http_get, pid_alive, read_response, wait_for
+
 from mpmcore import scoreboard as sb
 
 

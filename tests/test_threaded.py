@@ -10,9 +10,9 @@ import threading
 import time
 
 import pytest
+from conftest import http_get, pid_alive, read_response, wait_for
 
 from mpmcore import scoreboard as sb
-from conftest import http_get, pid_alive, read_response, wait_for
 
 GET_KA = b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n"
 

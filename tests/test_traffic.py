@@ -18,11 +18,11 @@ import ssl
 import subprocess
 import sys
 import threading
+from datetime import UTC
 from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import ROOT, async_wait_for, free_port, pid_alive, status_auto, wait_for
 from real_apache_fixtures import start_apache, stop_apache
 
@@ -51,7 +51,7 @@ class TinyServer:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def start(self) -> "TinyServer":
+    def start(self) -> TinyServer:
         self.thread.start()
         fut = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._conn, "127.0.0.1", 0, ssl=self.ssl_ctx, backlog=1024), self.loop)
@@ -463,7 +463,7 @@ def test_max_requests_and_bad_params_leave_others_running(tiny, runner):
 
 
 def _self_signed(tmp_path: Path) -> ssl.SSLContext:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -472,7 +472,7 @@ def _self_signed(tmp_path: Path) -> ssl.SSLContext:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256()))

@@ -7,8 +7,9 @@ import json
 import subprocess
 import sys
 
-from mpmcore import scoreboard as sb
 from conftest import ROOT, wait_for
+
+from mpmcore import scoreboard as sb
 from mpmcore.procs import terminate
 
 

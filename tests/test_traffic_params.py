@@ -8,8 +8,16 @@ import socket
 
 import pytest
 
-from mpmcore.traffic import (MAX_CONNECTIONS, MAX_RATE, TargetError, catalogue_json,
-                             parse_duration, parse_size, resolve_target_sync, validate_params)
+from mpmcore.traffic import (
+    MAX_CONNECTIONS,
+    MAX_RATE,
+    TargetError,
+    catalogue_json,
+    parse_duration,
+    parse_size,
+    resolve_target_sync,
+    validate_params,
+)
 from mpmcore.traffic.engine import Engine
 from mpmcore.traffic.stats import PatternStats, _quantize
 

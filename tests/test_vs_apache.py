@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from conftest import read_response, status_auto, wait_for
 
 BIG = 16 * 1024 * 1024  # larger than every socket buffer on the way, so the writer must wait

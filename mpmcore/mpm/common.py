@@ -7,14 +7,14 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from .. import scoreboard as sb
-from ..conn import ServerContext
-from ..directives import Config
-from ..procs import install_child_signals
-from ..protocol import Limits, RequestReadTimeout
+from mpmcore import scoreboard as sb
+from mpmcore.directives import Config
+from mpmcore.http.conn import ServerContext
+from mpmcore.http.protocol import Limits, RequestReadTimeout
+from mpmcore.procs import install_child_signals
 
 
 @dataclass
@@ -44,7 +44,7 @@ class ChildEnv:
     config: Config
     listeners: list[Listener]
     log: Callable[[str, str, str], None]  # (module, level, message)
-    make_handler: Callable[["ChildEnv"], Callable]
+    make_handler: Callable[[ChildEnv], Callable]
     vhost: str
     fcgi_socket: str | None = None  # the FastCGI pool's socket when UnsafeFastCGIPool > 0
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -101,7 +101,7 @@ class ChildEnv:
     def accept(self, lst: Listener, ctx: ServerContext):
         """One connection from ``lst`` as a ``conn.Conn``, or None (another child or thread won
         the race, or a transient error); other errors are logged, as Apache does, and skipped."""
-        from .. import conn as cn
+        from mpmcore.http import conn as cn
         try:
             got = lst.accept()
         except OSError as e:

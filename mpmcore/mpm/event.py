@@ -23,10 +23,10 @@ import select
 import threading
 import time
 
-from .. import conn as cn
-from .. import scoreboard as sb
-from .common import ChildEnv
-from .worker import start_slot
+from mpmcore import scoreboard as sb
+from mpmcore.http import conn as cn
+from mpmcore.mpm.common import ChildEnv
+from mpmcore.mpm.worker import start_slot
 
 KA, WRITE, LINGER = "keepalive", "write", "linger"
 # Lingering close under event: the listener drains for at most this long (Apache's

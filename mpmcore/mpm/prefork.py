@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import threading
 
-from .. import conn as cn
-from .. import scoreboard as sb
-from .common import ChildEnv
+from mpmcore import scoreboard as sb
+from mpmcore.http import conn as cn
+from mpmcore.mpm.common import ChildEnv
 
 
 def run_child(env: ChildEnv) -> int:

@@ -12,9 +12,9 @@ import queue
 import threading
 import time
 
-from .. import conn as cn
-from .. import scoreboard as sb
-from .common import ChildEnv
+from mpmcore import scoreboard as sb
+from mpmcore.http import conn as cn
+from mpmcore.mpm.common import ChildEnv
 
 # How often a thread whose slot an old child still holds (squatting) looks again.
 SQUAT_POLL_SECONDS = 0.1

@@ -9,15 +9,36 @@ small scenario functions, HDR latency histograms, live control over a Unix socke
 - limits.py: the hard caps (MAX_CONNECTIONS, MAX_RATE, MAX_TOTAL_REQUESTS, MAX_DURATION, ...).
 """
 
-from .catalogue import PATTERNS, ParamSpec, catalogue_json, parse_duration, parse_size, validate_params
-from .control import TrafficClient, TrafficError, TrafficRunner
-from .limits import (FRAME_INTERVAL, MAX_CONNECTIONS, MAX_DURATION, MAX_PATTERNS, MAX_RATE,
-                     MAX_TOTAL_REQUESTS)
-from .target import Target, TargetError, resolve_target, resolve_target_sync
+from mpmcore.traffic.catalogue import PATTERNS, ParamSpec, catalogue_json, parse_duration, parse_size, validate_params
+from mpmcore.traffic.control import TrafficClient, TrafficError, TrafficRunner
+from mpmcore.traffic.limits import (
+                     FRAME_INTERVAL,
+                     MAX_CONNECTIONS,
+                     MAX_DURATION,
+                     MAX_PATTERNS,
+                     MAX_RATE,
+                     MAX_TOTAL_REQUESTS,
+)
+from mpmcore.traffic.target import Target, TargetError, resolve_target, resolve_target_sync
 
 __all__ = [
-    "PATTERNS", "ParamSpec", "catalogue_json", "parse_duration", "parse_size", "validate_params",
-    "TrafficClient", "TrafficError", "TrafficRunner", "Target", "TargetError", "resolve_target",
-    "resolve_target_sync", "FRAME_INTERVAL", "MAX_CONNECTIONS", "MAX_DURATION", "MAX_PATTERNS",
-    "MAX_RATE", "MAX_TOTAL_REQUESTS",
+                     "FRAME_INTERVAL",
+                     "MAX_CONNECTIONS",
+                     "MAX_DURATION",
+                     "MAX_PATTERNS",
+                     "MAX_RATE",
+                     "MAX_TOTAL_REQUESTS",
+                     "PATTERNS",
+                     "ParamSpec",
+                     "Target",
+                     "TargetError",
+                     "TrafficClient",
+                     "TrafficError",
+                     "TrafficRunner",
+                     "catalogue_json",
+                     "parse_duration",
+                     "parse_size",
+                     "resolve_target",
+                     "resolve_target_sync",
+                     "validate_params",
 ]

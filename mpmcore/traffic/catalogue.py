@@ -12,10 +12,25 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .limits import MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_DURATION, MAX_RATE, MAX_TIMEOUT, MAX_TOTAL_REQUESTS
+from mpmcore.traffic.limits import (
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    MAX_DURATION,
+    MAX_RATE,
+    MAX_TIMEOUT,
+    MAX_TOTAL_REQUESTS,
+)
 
-__all__ = ["ParamSpec", "PATTERNS", "validate_params", "parse_duration", "parse_size",
-           "declared_connections", "declared_rate", "catalogue_json"]
+__all__ = [
+    "PATTERNS",
+    "ParamSpec",
+    "catalogue_json",
+    "declared_connections",
+    "declared_rate",
+    "parse_duration",
+    "parse_size",
+    "validate_params",
+]
 
 
 @dataclass(frozen=True)

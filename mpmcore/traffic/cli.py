@@ -17,12 +17,12 @@ import signal
 import sys
 import textwrap
 
-from .catalogue import PATTERNS, _num, validate_params
-from .control import TrafficClient, TrafficError, TrafficRunner
-from .limits import MAX_CONNECTIONS, MAX_DURATION, MAX_RATE, MAX_TOTAL_REQUESTS
-from .target import TargetError, resolve_target_sync
+from mpmcore.traffic.catalogue import PATTERNS, _num, validate_params
+from mpmcore.traffic.control import TrafficClient, TrafficError, TrafficRunner
+from mpmcore.traffic.limits import MAX_CONNECTIONS, MAX_DURATION, MAX_RATE, MAX_TOTAL_REQUESTS
+from mpmcore.traffic.target import TargetError, resolve_target_sync
 
-__all__ = ["add_parser", "run", "main"]
+__all__ = ["add_parser", "main", "run"]
 
 _CLI_ONLY = ("pattern", "json", "quiet")
 

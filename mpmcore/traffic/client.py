@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Callable
 from time import perf_counter
-from typing import Callable
 
 import httptools
 
-from .target import Target
+from mpmcore.traffic.target import Target
 
-__all__ = ["ClientConnection", "ConnectionClosed", "ProtocolError", "open_connection", "error_kind", "ERROR_KINDS"]
+__all__ = ["ERROR_KINDS", "ClientConnection", "ConnectionClosed", "ProtocolError", "error_kind", "open_connection"]
 
 #: Every error is counted under one of these kinds.
 ERROR_KINDS = ("refused", "reset", "timeout", "closed", "tls", "protocol", "cap", "other")
@@ -85,7 +85,7 @@ class ClientConnection(asyncio.Protocol):
         #: Called with the status of a response nobody asked for (e.g. 408 to a slowloris client).
         self.on_unsolicited: Callable[[int], None] | None = None
         #: Called once when the connection is gone (accounting in the pattern run).
-        self.on_lost: Callable[["ClientConnection"], None] | None = None
+        self.on_lost: Callable[[ClientConnection], None] | None = None
         #: The pattern's live counters (bytes_in is counted as bytes arrive, so slow reads show).
         self.counts: dict | None = None
 

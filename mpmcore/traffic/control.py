@@ -29,17 +29,17 @@ import os
 import shutil
 import socket
 import subprocess
-
-from ..procs import terminate
 import sys
 import tempfile
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from .catalogue import PATTERNS
-from .target import TargetError
+from mpmcore.procs import terminate
+from mpmcore.traffic.catalogue import PATTERNS
+from mpmcore.traffic.target import TargetError
 
-__all__ = ["TrafficClient", "TrafficRunner", "TrafficError", "PATTERNS"]
+__all__ = ["PATTERNS", "TrafficClient", "TrafficError", "TrafficRunner"]
 
 #: Frames kept for a slow ``frames()`` consumer; older ones are dropped first.
 FRAME_QUEUE = 64
@@ -64,12 +64,12 @@ class TrafficClient:
         self._read_task = asyncio.ensure_future(self._read_loop())
 
     @classmethod
-    async def connect(cls, socket_path: str, timeout: float = 5.0) -> "TrafficClient":
+    async def connect(cls, socket_path: str, timeout: float = 5.0) -> TrafficClient:
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(socket_path, limit=64 << 20), timeout)
         return cls(reader, writer)
 
-    async def __aenter__(self) -> "TrafficClient":
+    async def __aenter__(self) -> TrafficClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -228,7 +228,7 @@ class TrafficRunner:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, timeout: float = 15.0) -> "TrafficRunner":
+    def start(self, timeout: float = 15.0) -> TrafficRunner:
         if self.proc is not None:
             raise TrafficError("runner already started")
         r, w = os.pipe()
@@ -284,7 +284,7 @@ class TrafficRunner:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
 
-    def __enter__(self) -> "TrafficRunner":
+    def __enter__(self) -> TrafficRunner:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc) -> None:

@@ -14,16 +14,22 @@ import itertools
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import Awaitable, Callable
 
-from . import catalogue
-from .client import (ClientConnection, ConnectionCapReached, ConnectionClosed, error_kind,
-                     open_connection)
-from .limits import (FINISHED_HISTORY, FRAME_INTERVAL, MAX_CONNECTIONS, MAX_PARALLEL_CONNECTS,
-                     MAX_PATTERNS, MAX_RATE, MAX_TOTAL_REQUESTS)
-from .stats import PatternStats
-from .target import Target, make_ssl_context, resolve_target
+from mpmcore.traffic import catalogue
+from mpmcore.traffic.client import ClientConnection, ConnectionCapReached, ConnectionClosed, error_kind, open_connection
+from mpmcore.traffic.limits import (
+    FINISHED_HISTORY,
+    FRAME_INTERVAL,
+    MAX_CONNECTIONS,
+    MAX_PARALLEL_CONNECTS,
+    MAX_PATTERNS,
+    MAX_RATE,
+    MAX_TOTAL_REQUESTS,
+)
+from mpmcore.traffic.stats import PatternStats
+from mpmcore.traffic.target import Target, make_ssl_context, resolve_target
 
 __all__ = ["Engine", "PatternRun", "RunFinished", "Slot"]
 
@@ -43,7 +49,7 @@ class RunFinished(Exception):
 class Slot:
     """A client's connection holder (None between connections) and its connect backoff."""
 
-    __slots__ = ("conn", "backoff")
+    __slots__ = ("backoff", "conn")
 
     def __init__(self) -> None:
         self.conn: ClientConnection | None = None
@@ -56,7 +62,7 @@ class Slot:
 
 
 class PatternRun:
-    def __init__(self, engine: "Engine", rid: str, pattern: str, params: dict, target: Target) -> None:
+    def __init__(self, engine: Engine, rid: str, pattern: str, params: dict, target: Target) -> None:
         self.engine = engine
         self.loop = asyncio.get_running_loop()
         self.id = rid
@@ -273,7 +279,7 @@ class PatternRun:
                 self.changed.clear()
                 try:
                     await asyncio.wait_for(self.changed.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             for t in tasks:
@@ -282,7 +288,7 @@ class PatternRun:
                 await asyncio.wait(tasks, timeout=STOP_GRACE)
 
     # -- life cycle ---------------------------------------------------------------------------
-    async def supervise(self, scenario: Callable[["PatternRun"], Awaitable[None]]) -> None:
+    async def supervise(self, scenario: Callable[[PatternRun], Awaitable[None]]) -> None:
         scen = asyncio.ensure_future(scenario(self))
         stop_wait = asyncio.ensure_future(self.stop_event.wait())
         try:
@@ -370,7 +376,7 @@ class Engine:
                              f"across running patterns ({used_rate:g} already asked for)")
 
     async def start(self, pattern: str, params: dict) -> str:
-        from .scenarios import SCENARIOS
+        from mpmcore.traffic.scenarios import SCENARIOS
 
         p = catalogue.validate_params(pattern, params)
         if pattern == "slow-read":

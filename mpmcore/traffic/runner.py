@@ -30,9 +30,9 @@ import signal
 import sys
 import traceback
 
-from .catalogue import catalogue_json
-from .engine import Engine
-from .limits import FRAME_INTERVAL, MAX_CONNECTIONS
+from mpmcore.traffic.catalogue import catalogue_json
+from mpmcore.traffic.engine import Engine
+from mpmcore.traffic.limits import FRAME_INTERVAL, MAX_CONNECTIONS
 
 #: A subscriber whose socket buffer holds more than this is behind; frames are skipped for it
 #: rather than buffered without bound.

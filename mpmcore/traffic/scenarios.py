@@ -13,8 +13,8 @@ import random
 import time
 from time import perf_counter
 
-from .client import ConnectionClosed
-from .engine import PatternRun, RunFinished, Slot
+from mpmcore.traffic.client import ConnectionClosed
+from mpmcore.traffic.engine import PatternRun, RunFinished, Slot
 
 __all__ = ["SCENARIOS"]
 

@@ -11,10 +11,10 @@ import time
 
 from hdrh.histogram import HdrHistogram
 
-from .client import ERROR_KINDS
-from .limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
+from mpmcore.traffic.client import ERROR_KINDS
+from mpmcore.traffic.limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
 
-__all__ = ["PatternStats", "PERCENTILES"]
+__all__ = ["PERCENTILES", "PatternStats"]
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 _PCT_KEYS = ("p50", "p90", "p99", "p99.9")
@@ -69,7 +69,7 @@ TOTAL_SUMMARY_EVERY = 1.0
 
 
 class _Window:
-    __slots__ = ("counts", "status", "errors", "hists", "sums", "pending")
+    __slots__ = ("counts", "errors", "hists", "pending", "status", "sums")
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys(COUNTERS, 0)

@@ -16,7 +16,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Target", "TargetError", "parse_url", "resolve_target", "resolve_target_sync", "make_ssl_context"]
+__all__ = ["Target", "TargetError", "make_ssl_context", "parse_url", "resolve_target", "resolve_target_sync"]
 
 
 class TargetError(ValueError):

@@ -2,7 +2,7 @@
 // draws one cell per worker slot. Redraws only the cells that changed unless the layout did.
 // window.mpmlab exposes what tests and benchmarks need (lastFrameAt, cellState, counts, layout).
 // window.mpmGrid.create(elements, options) makes the same view for an attached server's panel
-// (static/js/sources.js): its frames have the same layout (mpmcore.attach.grid_frame).
+// (static/js/sources.js): its frames have the same layout (mpmcore.sources.attach.grid_frame).
 (function () {
   "use strict";
   const LETTERS = [".", "S", "_", "R", "W", "K", "L", "D", "C", "G", "I"];

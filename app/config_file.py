@@ -32,13 +32,22 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from .directives import MPMS, DirectiveError, canonical
+from mpmcore.directives import MPMS, DirectiveError, canonical
 
-__all__ = ["ConfigError", "OPTIONS", "ENV_PREFIX", "CONFIG_FILE_ENV", "apply_defaults", "given_options",
-           "env_name", "load_file"]
+__all__ = [
+    "CONFIG_FILE_ENV",
+    "ENV_PREFIX",
+    "OPTIONS",
+    "ConfigError",
+    "apply_defaults",
+    "env_name",
+    "given_options",
+    "load_file",
+]
 
 ENV_PREFIX = "MPMLAB_"
 CONFIG_FILE_ENV = "MPMLAB_CONFIG_FILE"  # --config-file
@@ -66,7 +75,7 @@ def _port(v: Any) -> int:
         n = int(v)
     except (TypeError, ValueError):
         raise ValueError(f"must be an integer between 1 and 65535, not {v!r}") from None
-    if isinstance(v, float) and v != n or not 1 <= n <= 65535:
+    if (isinstance(v, float) and v != n) or not 1 <= n <= 65535:
         raise ValueError(f"must be an integer between 1 and 65535, not {v!r}")
     return n
 
@@ -122,7 +131,7 @@ def _token(v: Any) -> str | None:
 
 def _attach_list(v: Any) -> list[str]:
     """A list of ``--attach`` specs: strings, or (file) tables {url, name, kind, threads_per_child}."""
-    from .attach import parse_spec
+    from mpmcore.sources.attach import parse_spec
     if isinstance(v, str):
         items: list[Any] = [x for x in (p.strip() for p in v.split(",")) if x]
     elif isinstance(v, list):
@@ -152,7 +161,7 @@ def _attach_list(v: Any) -> list[str]:
             _, _, url, _ = parse_spec(spec)
         except ValueError as e:
             raise ValueError(f"entry {i + 1}: {e}") from None
-        from .traffic.target import TargetError, parse_url
+        from mpmcore.traffic.target import TargetError, parse_url
         try:
             parse_url(url)
         except TargetError as e:

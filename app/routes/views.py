@@ -7,11 +7,10 @@ from typing import Any
 
 from fastapi.templating import Jinja2Templates
 
+from app.services.sampler import Sampler
 from mpmcore import scoreboard as sb
-from mpmcore.attach import worker_at
 from mpmcore.directives import DIRECTIVES, MPMS, DirectiveError, catalogue
-
-from .sampler import Sampler
+from mpmcore.sources.attach import worker_at
 
 STATE_CSS = {".": "dead", "S": "starting", "_": "ready", "R": "read", "W": "write", "K": "keepalive",
              "L": "log", "D": "dns", "C": "closing", "G": "graceful", "I": "idle-kill"}
@@ -46,7 +45,7 @@ def _loglevel(line: str) -> str:
 
 
 def setup_templates(t: Jinja2Templates) -> None:
-    from .traffic import target_key
+    from app.services.traffic import target_key
     t.env.filters["tkey"] = target_key
     t.env.filters["loglevel"] = _loglevel
     t.env.filters["kb"] = _kb
@@ -124,7 +123,7 @@ def slot_detail(sampler: Sampler, proc: int, thread: int) -> dict[str, Any] | No
 
 def attached_slot_detail(frame, proc: int, thread: int) -> dict[str, Any] | None:
     """A grid cell of an attached Apache: its letter, and its ExtendedStatus row when
-    ``mpmcore.attach.assign_threads`` could place it (``detail`` says which)."""
+    ``mpmcore.sources.attach.assign_threads`` could place it (``detail`` says which)."""
     layout = frame.layout or {}
     cols = layout.get("cols") or 0
     if not (0 <= proc < (layout.get("rows") or 0) and 0 <= thread < cols):

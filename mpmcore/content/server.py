@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Callable
+from collections.abc import Callable
 
-from . import __version__
-from .handlers import Handlers
-from .protocol import Request, Response
+from mpmcore import __version__
+from mpmcore.content.handlers import Handlers
+from mpmcore.http.protocol import Request, Response
 
 SERVER_VERSION = f"mpmlab/{__version__} (Unix)"
 BUILT = datetime.datetime.fromtimestamp(os.path.getmtime(__file__)).strftime("%b %d %Y %H:%M:%S")
 
 
 def server_info(snap, server_name: str, extended: bool = True):
-    from .status import ServerInfo
+    from mpmcore.status.modstatus import ServerInfo
     g = snap.glob
     mpm = snap.mpm
     return ServerInfo(server_name=server_name, server_version=SERVER_VERSION, built=BUILT, mpm=mpm,
@@ -26,7 +26,7 @@ def server_info(snap, server_name: str, extended: bool = True):
 
 def make_handler(env) -> Callable[[Request], Response]:
     """Called once in each child after fork(): the handler its threads share."""
-    from .scoreboard import ScoreboardReader
+    from mpmcore.scoreboard import ScoreboardReader
 
     reader = ScoreboardReader.from_mmap(env.scoreboard.mm)
     host = env.vhost.rpartition(":")[0].strip("[]") or "localhost"
@@ -43,10 +43,10 @@ def make_handler(env) -> Callable[[Request], Response]:
         return server_info(snap, host, extended)
 
     def server_status(req: Request) -> Response:
-        from . import status
+        from mpmcore.status import modstatus as status
         return status.handle_status_request(req, snapshot, info)
 
-    from .unsafe import make_unsafe_handler
+    from mpmcore.content.unsafe import make_unsafe_handler
     unsafe = make_unsafe_handler(env)
     handlers = Handlers(server_status=server_status)
 

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.settings import ROOT
 from mpmcore import scoreboard as sb
-from mpmcore.master import ctl_request, run_dir_for
+from mpmcore.master.arbiter import ctl_request, run_dir_for
 from mpmcore.procs import terminate
-
-from .settings import ROOT
 
 START_TIMEOUT = 30.0  # seconds for the master to bind, fork and answer
 STOP_TIMEOUT = 15.0  # TERM, then KILL: the master itself escalates to KILL on its children after ~9 s
@@ -40,7 +39,7 @@ class ControlError(Exception):
 
 
 class EmbeddedCore:
-    """``python -m app.corelaunch -- serve --mpm M --listen L`` as a child process of the dashboard."""
+    """``python -m app.services.corelaunch -- serve --mpm M --listen L`` as a child process of the dashboard."""
 
     def __init__(self, listen: str, mpm: str, settings: dict[str, str], log_dir: Path | None = None):
         self.listen = listen
@@ -55,7 +54,7 @@ class EmbeddedCore:
         return self.proc.pid if self.proc else None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "app.corelaunch", "--parent-pid", str(os.getpid()), "--",
+        cmd = [sys.executable, "-m", "app.services.corelaunch", "--parent-pid", str(os.getpid()), "--",
                "serve", "--mpm", self.mpm, "--listen", self.listen]
         for k, v in self.settings.items():
             cmd += ["--set", f"{k}={v}"]

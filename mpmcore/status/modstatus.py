@@ -38,14 +38,32 @@ import math
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote_plus
 
-from . import scoreboard as sb
-from .scoreboard import (BUSY_DNS, BUSY_KEEPALIVE, BUSY_LOG, BUSY_READ, BUSY_WRITE, CLOSING, DEAD, GRACEFUL,
-                         IDLE_KILL, KIND_FCGI, LETTERS, READY, STARTING, STATE_LETTERS, STATE_NAMES,
-                         W_SIZE, Snapshot, WorkerRecord)
+from mpmcore import scoreboard as sb
+from mpmcore.scoreboard import (
+    BUSY_DNS,
+    BUSY_KEEPALIVE,
+    BUSY_LOG,
+    BUSY_READ,
+    BUSY_WRITE,
+    CLOSING,
+    DEAD,
+    GRACEFUL,
+    IDLE_KILL,
+    KIND_FCGI,
+    LETTERS,
+    READY,
+    STARTING,
+    STATE_LETTERS,
+    STATE_NAMES,
+    W_SIZE,
+    Snapshot,
+    WorkerRecord,
+)
 
 KBYTE = 1024
 MBYTE = 1048576
@@ -860,7 +878,7 @@ def _wants_json(request) -> bool:
 def handle_status_request(request, snapshot: Callable[[], Snapshot], info: Callable[[], ServerInfo]):
     """/server-status: GET and HEAD; ``?auto`` text, ``?json`` (or Accept: application/json),
     otherwise the HTML page; ``refresh`` adds a Refresh header to any of them."""
-    from .protocol import Response  # protocol imports nothing from here; keeps the module importable alone
+    from mpmcore.http.protocol import Response  # protocol imports nothing from here; keeps the module importable alone
 
     if request.method not in ("GET", "HEAD"):
         return Response(405, [("Allow", "GET, HEAD"), ("Content-Type", "text/plain; charset=utf-8")],

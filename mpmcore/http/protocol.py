@@ -43,14 +43,14 @@ from types import SimpleNamespace
 import httptools
 
 __all__ = [
-    "NEED_DATA",
     "CLOSED",
-    "Limits",
-    "RequestReadTimeout",
-    "Request",
-    "Response",
-    "ProtocolError",
+    "NEED_DATA",
     "HTTPConnection",
+    "Limits",
+    "ProtocolError",
+    "Request",
+    "RequestReadTimeout",
+    "Response",
 ]
 
 
@@ -153,7 +153,7 @@ class RequestReadTimeout:
     body_min_rate: int = 500
 
     @classmethod
-    def parse(cls, text: str) -> "RequestReadTimeout":
+    def parse(cls, text: str) -> RequestReadTimeout:
         """Parse Apache's syntax: ``header=20-40,MinRate=500 body=20,MinRate=500``.
 
         As mod_reqtimeout: a phase that is named is reset entirely (``header=10`` means no max and

@@ -1,6 +1,6 @@
 """"What is happening": the scoreboard read in words, by rules, from a status summary.
 
-Each rule looks at the numbers mod_status shows (``mpmcore.status.summarize``) and, when it
+Each rule looks at the numbers mod_status shows (``mpmcore.status.modstatus.summarize``) and, when it
 applies, says what the server is doing and why, in the terms of Apache's documentation. The first
 rule that applies gives the headline; the others that apply follow as details.
 """

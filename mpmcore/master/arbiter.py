@@ -21,16 +21,17 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import __version__
-from . import scoreboard as sb
-from .directives import DIRECTIVES, MPMS, Config, DirectiveError, canonical, resolve
-from .errorlog import ErrorLog
-from .mpm.common import ChildEnv, Listener
-from .procs import MASTER_SIGNALS
+from mpmcore import __version__
+from mpmcore import scoreboard as sb
+from mpmcore.directives import DIRECTIVES, MPMS, Config, DirectiveError, canonical, resolve
+from mpmcore.errorlog import ErrorLog
+from mpmcore.mpm.common import ChildEnv, Listener
+from mpmcore.procs import MASTER_SIGNALS
 
 TICK = 1.0  # Apache's one-second maintenance interval
 MAX_SPAWN_RATE = 32  # Apache's MAX_SPAWN_RATE
@@ -156,7 +157,7 @@ class Master:
 
     def setup(self) -> None:
         _raise_nofile()
-        from .handlers import warm_up
+        from mpmcore.content.handlers import warm_up
         warm_up()  # shared by every child through fork()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.errorlog = ErrorLog(str(self.run_dir / "error_log"), echo=self.echo_log, level=self.log_level)
@@ -170,7 +171,7 @@ class Master:
                 raise RuntimeError(f"a master for {self.listen} already runs (pid {old})")
         self.listeners = [Listener(self._bind(self.listen))]
         if self.tls_listen:
-            from . import tls
+            from mpmcore import tls
             cert, key = self.tls_cert, self.tls_key
             if not cert:
                 cert, key = tls.make_self_signed(str(self.run_dir), parse_listen(self.tls_listen)[0])
@@ -383,8 +384,8 @@ class Master:
         # What the child inherited lives as long as it does: keep the collector from scanning it
         # again and again (and from touching, so copying, the pages it shares with the master).
         gc.freeze()
-        from .mpm import MPM_MODULES
-        from .server import make_handler
+        from mpmcore.content.server import make_handler
+        from mpmcore.mpm import MPM_MODULES
         env = ChildEnv(scoreboard=self.scoreboard, proc=slot, generation=self.generation, config=cfg,
                        listeners=self.listeners, log=self.errorlog, make_handler=make_handler,
                        vhost=self.listen,
@@ -506,7 +507,7 @@ class Master:
         def body() -> int:
             for lst in self.listeners:
                 lst.sock.close()
-            from .fcgi import run_pool_process
+            from mpmcore.content.fcgi import run_pool_process
             return run_pool_process(self.scoreboard, slot, self.generation, self.fcgi_sock)
         pid = self._fork("pool process", "proxy_fcgi", body)
         if pid is None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from mpmcore.traffic.target import TargetError, parse_url
 from mpmcore.traffic import PATTERNS, TrafficClient, TrafficError, TrafficRunner, catalogue_json, validate_params
+from mpmcore.traffic.target import TargetError, parse_url
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -92,7 +93,7 @@ def target_key(url: str | None) -> tuple[str, int] | None:
 class _Window:
     """One second of traffic figures for one label, folded from the 250 ms frames."""
 
-    __slots__ = ("responses", "errors", "server_errors", "p50_weighted", "p50_count", "p99")
+    __slots__ = ("errors", "p50_count", "p50_weighted", "p99", "responses", "server_errors")
 
     def __init__(self) -> None:
         self.responses = self.errors = self.server_errors = 0

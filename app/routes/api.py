@@ -14,13 +14,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
+from app.main import Dashboard
+from app.routes.views import attached_slot_detail, current_config, slot_detail
+from app.security import control_guard
+from app.services.traffic import PRESETS, pattern_catalogue, target_key
+from app.settings import CORE_SOURCE
 from mpmcore.directives import DIRECTIVES, MPMS, canonical, catalogue, parse_httpd_conf
-
-from .main import Dashboard
-from .security import control_guard
-from .settings import CORE_SOURCE
-from .traffic import PRESETS, pattern_catalogue, target_key
-from .views import attached_slot_detail, current_config, slot_detail
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -29,7 +28,7 @@ def get_dashboard(request: Request) -> Dashboard:
     return request.app.state.dashboard
 
 
-#: The dependencies every route takes (also app.ui's): the Dashboard, and for a control call the
+#: The dependencies every route takes (also app.routes.ui's): the Dashboard, and for a control call the
 #: Origin and token check.
 Dash = Depends(get_dashboard)
 Control = Depends(control_guard)
@@ -368,6 +367,6 @@ async def core_server_status(request: Request, d: Dashboard = Dash) -> Response:
     q = request.url.query
     try:
         status_code, ctype, body = await fetch_core(d.settings.core_listen, "/server-status" + (f"?{q}" if q else ""))
-    except (OSError, asyncio.TimeoutError, ValueError, IndexError) as e:
+    except (TimeoutError, OSError, ValueError, IndexError) as e:
         raise HTTPException(502, f"the embedded server did not answer: {e}") from None
     return Response(body, status_code=status_code, media_type=ctype)

@@ -1,14 +1,14 @@
 """``/metrics``: the dashboard's figures in the Prometheus text format (prometheus-client).
 
 One custom collector reads, at scrape time, the latest frame of every source (the embedded core's
-summary, attached Apache/nginx servers: ``mpmcore.attach.SourceFrame``) and the traffic
+summary, attached Apache/nginx servers: ``mpmcore.sources.attach.SourceFrame``) and the traffic
 generator's latest cumulative figures. Nothing is registered in prometheus-client's global default
 registry: ``build_registry()`` makes a ``CollectorRegistry`` per app, so two apps in one process
 (tests) never see each other's series.
 
 Wiring in the dashboard (one route)::
 
-    from mpmcore import metrics
+    from app import metrics
     totals = metrics.TrafficTotals()
     dashboard.traffic.add_listener(totals.update)            # every 250 ms stats frame
     registry = metrics.build_registry(lambda: current_frames(), totals)
@@ -50,18 +50,25 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .attach import SourceFrame, frame_from_summary
-from .traffic.limits import FINISHED_HISTORY
+from mpmcore.sources.attach import SourceFrame, frame_from_summary
+from mpmcore.traffic.limits import FINISHED_HISTORY
 
-__all__ = ["MpmlabCollector", "TrafficTotals", "build_registry", "make_metrics_response", "FAMILIES",
-           "SCOREBOARD_STATES"]
+__all__ = [
+    "FAMILIES",
+    "SCOREBOARD_STATES",
+    "MpmlabCollector",
+    "TrafficTotals",
+    "build_registry",
+    "make_metrics_response",
+]
 
 #: Scoreboard letter -> state label, the names Prometheus' apache_exporter uses.
 SCOREBOARD_STATES = {"_": "idle", "S": "startup", "R": "read", "W": "reply", "K": "keepalive", "D": "dns",

@@ -17,9 +17,9 @@ import json
 import os
 import time
 import urllib.parse
-from typing import Callable
+from collections.abc import Callable
 
-from .protocol import Request, Response
+from mpmcore.http.protocol import Request, Response
 
 # The "database call" the module blocks in while its globals are exposed.
 DEFAULT_WORK_MS = 20
@@ -72,7 +72,7 @@ def make_unsafe_handler(env) -> Callable[[Request], Response]:
         except ValueError as e:
             return Response(400, [("Content-Type", "text/plain")], f"{e}\n".encode())
         if pool and sock_path:
-            from .fcgi import fcgi_call
+            from mpmcore.content.fcgi import fcgi_call
             try:
                 status, body = fcgi_call(sock_path, {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/unsafe",
                                                      "QUERY_STRING": urllib.parse.urlencode({"id": rid, "ms": ms})})

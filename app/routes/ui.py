@@ -9,16 +9,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from app.main import Dashboard
+from app.routes.api import Control, Dash
+from app.routes.views import changed_settings, current_config, directive_rows
+from app.security import TOKEN_COOKIE, given_token
+from app.services.core import ControlError, CoreError
+from app.services.traffic import HIDDEN_PARAMS, PRESETS, pattern_catalogue
+from app.settings import LOG_BACKLOG
 from mpmcore.directives import MPMS, DirectiveError, parse_httpd_conf
 from mpmcore.traffic import TrafficError
-
-from .api import Control, Dash
-from .core import ControlError, CoreError
-from .main import Dashboard
-from .security import TOKEN_COOKIE, given_token
-from .settings import LOG_BACKLOG
-from .traffic import HIDDEN_PARAMS, PRESETS, pattern_catalogue
-from .views import changed_settings, current_config, directive_rows
 
 router = APIRouter(include_in_schema=False)
 

@@ -1,11 +1,11 @@
 """The one sampler: reads the shared-memory scoreboard at a fixed rate and fans frames out.
 
-Per tick (GRID_HZ, 20 by default) it builds the binary grid frame (app.grid) and offers it to every
+Per tick (GRID_HZ, 20 by default) it builds the binary grid frame (app.services.grid) and offers it to every
 /ws/scoreboard client; an unchanged grid is re-sent only once a second. Every 1/SUMMARY_HZ it takes
 a full consistent snapshot, summarises it by mod_status' rules, reads it in words
-(app.insights) and offers the summary (JSON) and the page's live fragments (HTML for htmx). Once a
+(app.services.insights) and offers the summary (JSON) and the page's live fragments (HTML for htmx). Once a
 second it records a point of the chart history. It never awaits a client: offering is a dict
-store (app.hub), so a slow browser cannot slow the sampler or the other browsers.
+store (app.services.hub), so a slow browser cannot slow the sampler or the other browsers.
 """
 
 from __future__ import annotations
@@ -16,20 +16,20 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from app.services.core import ControlError, CoreControl, CoreError
+from app.services.grid import GridReader, core_down_frame
+from app.services.hub import Hub
+from app.services.insights import describe
+from app.services.traffic import TrafficService
+from app.settings import CORE_SOURCE, LOG_LINES, DashboardSettings
 from mpmcore import scoreboard as sb
-from mpmcore.attach import chart_point, frame_from_summary, summary_message
+from mpmcore.content.server import server_info
 from mpmcore.errorlog import read_from, tail
-from mpmcore.server import server_info
-from mpmcore.status import summarize
-
-from .core import ControlError, CoreControl, CoreError
-from .grid import GridReader, core_down_frame
-from .hub import Hub
-from .insights import describe
-from .settings import CORE_SOURCE, LOG_LINES, DashboardSettings
-from .traffic import TrafficService
+from mpmcore.sources.attach import chart_point, frame_from_summary, summary_message
+from mpmcore.status.modstatus import summarize
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -180,7 +180,7 @@ class Sampler:
         s = summarize(snap, server_info(snap, host), now)
         insight = describe(s, (self.core_state or {}).get("config"))
         self.summary, self.insight = s, insight.to_dict()
-        # the same frame, message and chart point as an attached server's (mpmcore.attach)
+        # the same frame, message and chart point as an attached server's (mpmcore.sources.attach)
         frame = self.frame = frame_from_summary(CORE_SOURCE, s, url=self.settings.core_url)
         point = None
         if now - self._last_point_t >= HISTORY_INTERVAL:

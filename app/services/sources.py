@@ -1,16 +1,16 @@
 """Attached sources: real servers (Apache httpd's mod_status, nginx's stub_status) watched beside
 (or instead of) the embedded core.
 
-One ``poll_loop`` task per source (``mpmcore.attach``), started and stopped by the app's lifespan.
+One ``poll_loop`` task per source (``mpmcore.sources.attach``), started and stopped by the app's lifespan.
 Each frame is turned, once, into what every browser needs: the binary grid frame (same layout as
-``app.grid``, so the same canvas code draws it), the summary message with "what is happening"
+``app.services.grid``, so the same canvas code draws it), the summary message with "what is happening"
 (Apache only: nginx has no scoreboard for the rules to read) and a chart point, and the panel's
-HTML fragments. Both go out through hubs (``app.hub``): per client, one pending message per kind
+HTML fragments. Both go out through hubs (``app.services.hub``): per client, one pending message per kind
 and source, the latest wins, so a slow browser never slows a poller.
 
 On ``/ws/sources`` every message says which source it is for: JSON messages carry ``"source"``;
 binary grid frames come in an envelope, ``0x53 ('S')``, one byte N, N bytes of the source's name
-(UTF-8), then the grid frame of ``app.grid``.
+(UTF-8), then the grid frame of ``app.services.grid``.
 """
 
 from __future__ import annotations
@@ -20,17 +20,24 @@ import json
 import logging
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from mpmcore.attach import SourceFrame, base_url, chart_point, grid_frame, make_source, poll_loop, summary_message
-
+from app.services.hub import Hub
+from app.services.insights import describe, describe_nginx
+from app.services.sampler import HISTORY_INTERVAL, History
+from app.services.traffic import TrafficService
+from app.settings import DashboardSettings, is_loopback_host
+from mpmcore.sources.attach import (
+    SourceFrame,
+    base_url,
+    chart_point,
+    grid_frame,
+    make_source,
+    poll_loop,
+    summary_message,
+)
 from mpmcore.traffic.target import TargetError, parse_url
-
-from .hub import Hub
-from .insights import describe, describe_nginx
-from .sampler import HISTORY_INTERVAL, History
-from .settings import DashboardSettings, is_loopback_host
-from .traffic import TrafficService
 
 log = logging.getLogger("mpmlab.dashboard")
 

@@ -1,7 +1,7 @@
 """Attach mode: watch a real server (Apache httpd's mod_status, nginx's stub_status) beside the core.
 
 A *source* is polled (``poll()``, synchronous: the dashboard runs it in a thread at its own rate)
-and returns a ``SourceFrame``: the same summary dict ``mpmcore.status.summarize`` produces for the
+and returns a ``SourceFrame``: the same summary dict ``mpmcore.status.modstatus.summarize`` produces for the
 embedded core (same keys; what a source cannot show is ``None``), the scoreboard letters and a grid
 layout, optional per-worker and per-process rows, and, in words, what this source cannot show.
 
@@ -16,7 +16,7 @@ Sources:
   Reading/Writing/Waiting).
 * ``AutoSource(url)``: looks at the page once and becomes one of the two.
 * ``frame_from_summary(name, summary)``: the embedded core's summary as a frame, so code that
-  handles frames (``mpmcore.metrics``) handles all sources the same way.
+  handles frames (``app.metrics``) handles all sources the same way.
 
 Safety: like the traffic generator (``mpmcore.traffic.target``), a source only talks to loopback
 addresses unless it is created with ``allow_remote=True``; the connection goes to the address that
@@ -33,22 +33,37 @@ import http.client
 import logging
 import math
 import re
-import socket
 import ssl
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
-from .scoreboard import MPM_IDS, STATE_LETTERS, STATE_NAMES
-from .traffic.target import Target, TargetError, is_loopback, resolve_target_sync
+from mpmcore.scoreboard import MPM_IDS, STATE_LETTERS, STATE_NAMES
+from mpmcore.traffic.target import Target, TargetError, is_loopback, resolve_target_sync
 
 __all__ = [
-    "Source", "SourceFrame", "ApacheSource", "NginxSource", "AutoSource", "make_source", "parse_spec",
-    "parse_auto", "parse_stub_status", "parse_status_html", "frame_from_summary", "grid_frame",
-    "summary_message", "chart_point", "poll_loop", "SUMMARY_KEYS", "DEFAULT_TIMEOUT", "MAX_BODY",
+    "DEFAULT_TIMEOUT",
+    "MAX_BODY",
+    "SUMMARY_KEYS",
+    "ApacheSource",
+    "AutoSource",
+    "NginxSource",
+    "Source",
+    "SourceFrame",
+    "chart_point",
+    "frame_from_summary",
+    "grid_frame",
+    "make_source",
+    "parse_auto",
+    "parse_spec",
+    "parse_status_html",
+    "parse_stub_status",
+    "poll_loop",
+    "summary_message",
 ]
 
 log = logging.getLogger("mpmlab.attach")
@@ -57,7 +72,7 @@ log = logging.getLogger("mpmlab.attach")
 DEFAULT_TIMEOUT = 3.0
 #: Largest status page read. Apache's HTML page with 256 x 64 busy slots is about 5 MB.
 MAX_BODY = 16 << 20
-#: The keys of ``mpmcore.status.summarize``'s dict: every frame's summary has all of them.
+#: The keys of ``mpmcore.status.modstatus.summarize``'s dict: every frame's summary has all of them.
 SUMMARY_KEYS = (
     "server_name", "server_version", "server_built", "mpm", "current_time", "restart_time",
     "current_time_text", "restart_time_text", "config_generation", "mpm_generation", "uptime",
@@ -111,12 +126,12 @@ class SourceError(Exception):
 class SourceFrame:
     """One poll of one source.
 
-    ``summary``: a dict with every key of ``mpmcore.status.summarize`` (``SUMMARY_KEYS``); values
+    ``summary``: a dict with every key of ``mpmcore.status.modstatus.summarize`` (``SUMMARY_KEYS``); values
     the source cannot provide are ``None`` (``totals`` may be ``None`` as a whole, like the
     embedded core's with ExtendedStatus Off). ``letters``: the scoreboard string, one letter per
     shown slot (``None`` for nginx). ``layout``: ``{"rows", "cols", "threads_per_child",
     "inferred"}`` for drawing the grid. ``workers``: ExtendedStatus rows (keys as
-    ``mpmcore.status.worker_rows`` where Apache has the column, ``None`` elsewhere) or ``None``.
+    ``mpmcore.status.modstatus.worker_rows`` where Apache has the column, ``None`` elsewhere) or ``None``.
     ``connections``: nginx's figures (``None`` for Apache). ``capabilities``: what this source can
     show (booleans by name); ``cannot_show``: the same in sentences for the page.
     """
@@ -174,7 +189,7 @@ class Source(Protocol):
 def _tls_context() -> ssl.SSLContext:
     """One context for every poll (it loads the CA store and cipher list once; SSLContext is
     shareable across threads). Not verified: status pages of test servers are self-signed."""
-    from .traffic.target import make_ssl_context
+    from mpmcore.traffic.target import make_ssl_context
     return make_ssl_context(verify=False)
 
 
@@ -200,7 +215,7 @@ def _fetch(target: Target, path: str, timeout: float) -> tuple[int, dict[str, st
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
     except SourceError:
         raise
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise SourceError("timeout", f"{target.host_header}: no answer within {timeout:g} s") from None
     except ConnectionRefusedError:
         raise SourceError("unreachable", f"{target.host_header}: connection refused (is the server running?)") from None
@@ -513,7 +528,7 @@ def assign_threads(letters: str, tpc: int, workers: list[dict[str, Any]] | None)
     return placed
 
 
-def worker_at(frame: "SourceFrame", proc: int, thread: int) -> dict[str, Any] | None:
+def worker_at(frame: SourceFrame, proc: int, thread: int) -> dict[str, Any] | None:
     """The ExtendedStatus row placed in grid cell (proc, thread) of an attached Apache, if any."""
     for w in frame.workers or []:
         if w.get("proc") == proc and w.get("thread") == thread:
@@ -768,7 +783,7 @@ def _fill_apache(frame: SourceFrame, name: str | None, f: dict[str, str], tables
 
 def _proc(slot, pid, gen, mpm, stopping, old_gen, threads, connections, accepting, busy, graceful, idle,
           wait_io, writing, keep_alive, closing) -> dict[str, Any]:
-    """A process row with the keys of ``mpmcore.status.summarize``'s ``procs``."""
+    """A process row with the keys of ``mpmcore.status.modstatus.summarize``'s ``procs``."""
     return {
         "slot": slot, "pid": pid, "generation": gen, "mpm": mpm, "kind": "child",
         "stopping": bool(stopping), "old_gen": bool(old_gen), "threads": threads, "start_time": None,
@@ -979,7 +994,7 @@ def frame_from_summary(name: str, summary: dict[str, Any] | None, url: str = "",
 
 
 # -- shapes the dashboard already uses ---------------------------------------------------------------
-#: app.grid's frame header (version 1), so an attached Apache's grid draws with the same
+#: app.services.grid's frame header (version 1), so an attached Apache's grid draws with the same
 #: static/js/scoreboard.js. tests/test_attach.py checks that the two stay the same.
 GRID_HEADER = struct.Struct("<BBBBIdIHHHH")
 GRID_MAGIC, GRID_VERSION, GRID_NO_SERVER = 0x4D, 1, 255
@@ -987,7 +1002,7 @@ ROW_ALIVE, ROW_STOPPING, ROW_OLD_GEN, ROW_NOT_ACCEPTING = 1, 2, 4, 8
 
 
 def grid_frame(frame: SourceFrame, seq: int = 0, now_ms: float | None = None) -> bytes | None:
-    """The binary grid frame of app.grid (same layout) for a frame with a scoreboard; None without
+    """The binary grid frame of app.services.grid (same layout) for a frame with a scoreboard; None without
     one (nginx, errors). Pattern indices are all 0: Apache does not show patterns."""
     if not frame.ok or not frame.letters or not frame.layout:
         return None
@@ -1022,9 +1037,9 @@ def grid_frame(frame: SourceFrame, seq: int = 0, now_ms: float | None = None) ->
 
 
 def summary_message(frame: SourceFrame) -> dict[str, Any]:
-    """The sampler's websocket ``summary`` message (app.sampler) for a frame, plus ``source``,
+    """The sampler's websocket ``summary`` message (app.services.sampler) for a frame, plus ``source``,
     ``kind``, ``ok``, ``error``, ``cannot_show`` and nginx's ``connections``. ``insight`` and
-    ``point`` are left None for the dashboard to fill (``app.insights.describe(frame.summary)``
+    ``point`` are left None for the dashboard to fill (``app.services.insights.describe(frame.summary)``
     works on Apache frames; ``chart_point`` gives the point)."""
     s = frame.summary or {}
     return {
@@ -1043,7 +1058,7 @@ def summary_message(frame: SourceFrame) -> dict[str, Any]:
 
 
 def chart_point(frame: SourceFrame, last: tuple[float, int] | None) -> tuple[dict[str, Any] | None, tuple[float, int] | None]:
-    """A chart point with app.sampler's keys (``traffic`` left for the dashboard), and the new
+    """A chart point with app.services.sampler's keys (``traffic`` left for the dashboard), and the new
     ``last`` (time, accesses) to pass next time. Unknown figures are None; rps needs two frames.
     For nginx, R and W are its Reading and Writing connections and parked_keep_alive its Waiting."""
     if not frame.ok or frame.summary is None:
@@ -1058,7 +1073,7 @@ def chart_point(frame: SourceFrame, last: tuple[float, int] | None) -> tuple[dic
     conn = frame.connections or {}
     point = {
         "t": round(frame.t, 3), "rps": rps, "busy": s.get("busy"), "idle": s.get("idle"),
-        # the G slots the grid shows (see app.sampler: GracefulWorkers skips stopping children)
+        # the G slots the grid shows (see app.services.sampler: GracefulWorkers skips stopping children)
         "graceful": (s.get("state_counts") or {}).get("G", s.get("graceful")),
         "R": c.get("R") if c else conn.get("reading"), "W": c.get("W") if c else conn.get("writing"),
         "K": c.get("K") if c else None, "C": c.get("C") if c else None,

@@ -19,11 +19,20 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from . import scoreboard as sb
-from .protocol import CLOSED, NEED_DATA, HTTPConnection, Limits, ProtocolError, Request, RequestReadTimeout, Response
+from mpmcore import scoreboard as sb
+from mpmcore.http.protocol import (
+    CLOSED,
+    NEED_DATA,
+    HTTPConnection,
+    Limits,
+    ProtocolError,
+    Request,
+    RequestReadTimeout,
+    Response,
+)
 
 RECV_SIZE = 65536
 # Lingering close (Apache's MAX_SECS_TO_LINGER and SECONDS_TO_LINGER): after our half-close, read
@@ -69,7 +78,7 @@ class Conn:
     accepted_at: float = 0.0
 
     @classmethod
-    def accept(cls, sock: socket.socket, addr, ctx: ServerContext, tls: bool = False) -> "Conn":
+    def accept(cls, sock: socket.socket, addr, ctx: ServerContext, tls: bool = False) -> Conn:
         client = addr[0] if isinstance(addr, tuple) else str(addr)
         http = HTTPConnection(ctx.limits, ctx.read_timeout, timeout=ctx.timeout, server=ctx.server_name,
                               now=time.monotonic())
@@ -110,7 +119,7 @@ def _recv(c: Conn, deadline: float) -> bytes | None:
     try:
         c.sock.settimeout(remaining)
         return c.sock.recv(RECV_SIZE)
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return None
     except ssl.SSLWantReadError:
         return None
@@ -125,7 +134,7 @@ def handshake(c: Conn, ctx: ServerContext) -> bool:
         c.sock.do_handshake()
         c.handshake_done = True
         return True
-    except (OSError, ssl.SSLError, socket.timeout):
+    except (TimeoutError, OSError, ssl.SSLError):
         return False
 
 
@@ -134,7 +143,7 @@ def write_all(c: Conn, data, timeout: float) -> bool:
         c.sock.settimeout(timeout)
         c.sock.sendall(data)
         return True
-    except (OSError, ssl.SSLError, socket.timeout):
+    except (TimeoutError, OSError, ssl.SSLError):
         return False
 
 
@@ -317,7 +326,7 @@ def lingering_close(c: Conn, slot: sb.SlotWriter | None, total: float = MAX_SECS
             sock.settimeout(remaining)
             if not sock.recv(RECV_SIZE):
                 break
-    except (OSError, socket.timeout, ssl.SSLError):
+    except (TimeoutError, OSError, ssl.SSLError):
         pass
     finally:
         close_quietly(c)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from .protocol import Request, Response
+from mpmcore.http.protocol import Request, Response
 
-__all__ = ["Handlers", "MAX_BYTES", "MAX_SLEEP_MS", "MAX_CPU_MS"]
+__all__ = ["MAX_BYTES", "MAX_CPU_MS", "MAX_SLEEP_MS", "Handlers"]
 
 # /bytes/{n}: largest payload. Bounded so one request cannot ask for unbounded memory or time;
 # every response is a slice of one buffer of this size allocated once per process.
@@ -59,7 +59,7 @@ def warm_up() -> None:
     _payload()
 
 
-_INDEX = """<!doctype html>
+_INDEX = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mpmlab</title></head>
 <body>
 <h1>mpmlab</h1>
@@ -67,15 +67,15 @@ _INDEX = """<!doctype html>
 (prefork, worker, event) with a live scoreboard, so you can watch how each one schedules
 connections under real traffic.</p>
 <ul>
-<li><a href="/bytes/1024">/bytes/{{n}}</a> &ndash; n bytes (0 to {max_bytes})</li>
-<li><a href="/sleep?ms=100">/sleep?ms=N</a> &ndash; wait N ms, I/O-bound (0 to {max_sleep})</li>
-<li><a href="/cpu?ms=50">/cpu?ms=N</a> &ndash; hash for N ms, CPU-bound (0 to {max_cpu})</li>
+<li><a href="/bytes/1024">/bytes/{{n}}</a> &ndash; n bytes (0 to {MAX_BYTES})</li>
+<li><a href="/sleep?ms=100">/sleep?ms=N</a> &ndash; wait N ms, I/O-bound (0 to {MAX_SLEEP_MS})</li>
+<li><a href="/cpu?ms=50">/cpu?ms=N</a> &ndash; hash for N ms, CPU-bound (0 to {MAX_CPU_MS})</li>
 <li><a href="/server-status">/server-status</a> &ndash; the scoreboard, like mod_status
 (<a href="/server-status?auto">?auto</a>)</li>
 <li><a href="/health">/health</a> &ndash; liveness check</li>
 </ul>
 </body></html>
-""".format(max_bytes=MAX_BYTES, max_sleep=MAX_SLEEP_MS, max_cpu=MAX_CPU_MS).encode("utf-8")
+""".encode()
 
 
 def _text(status: int, text: str, extra: list[tuple[str, str]] | None = None) -> Response:

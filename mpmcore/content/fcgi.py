@@ -18,8 +18,8 @@ import struct
 import threading
 import urllib.parse
 
-from . import scoreboard as sb
-from .procs import install_child_signals
+from mpmcore import scoreboard as sb
+from mpmcore.procs import install_child_signals
 
 FCGI_VERSION_1 = 1
 FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
@@ -121,7 +121,7 @@ def run_pool_process(scoreboard: sb.Scoreboard, proc: int, generation: int, list
     """One single-threaded FastCGI responder: accept, read the request, run /unsafe, answer."""
     import json
 
-    from .unsafe import unsafe_work
+    from mpmcore.content.unsafe import unsafe_work
 
     install_child_signals()  # USR1 ignored: the pool is stopped with TERM
     slot = scoreboard.slot(proc, 0)

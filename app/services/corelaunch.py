@@ -1,4 +1,4 @@
-"""``python -m app.corelaunch --parent-pid N -- serve ...``: the embedded master, tied to the dashboard.
+"""``python -m app.services.corelaunch --parent-pid N -- serve ...``: the embedded master, tied to the dashboard.
 
 The dashboard starts the master as a separate program (never a fork of uvicorn's process). This
 small launcher asks Linux to send it SIGTERM when the dashboard dies, however it dies
@@ -19,7 +19,7 @@ PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] != "--parent-pid" or "--" not in argv:
-        print("usage: python -m app.corelaunch --parent-pid PID -- serve ...", file=sys.stderr)
+        print("usage: python -m app.services.corelaunch --parent-pid PID -- serve ...", file=sys.stderr)
         return 2
     parent = int(argv[1])
     rest = argv[argv.index("--") + 1:]
