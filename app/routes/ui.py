@@ -154,6 +154,17 @@ async def ui_traffic_form(request: Request, pattern: str = "steady", d: Dashboar
     return _render(d, request, "fragments/_traffic_form.html", pattern=cat[pattern], values={}, error=None)
 
 
+def _number(text: str) -> int | float | str:
+    """A number field's text as the number a JSON client would send, so that the generator checks
+    (and words its refusal of) the same value either way; text that is no number is passed on as it is."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _pattern_form(form: dict[str, str], pattern: str) -> dict[str, Any]:
     specs = {p["name"]: p for p in pattern_catalogue()[pattern]["params"]}
     out: dict[str, Any] = {}
@@ -162,7 +173,7 @@ def _pattern_form(form: dict[str, str], pattern: str) -> dict[str, Any]:
             if specs[k]["type"] == "bool":
                 out[k] = v in ("on", "true", "1")
             elif v.strip() != "":
-                out[k] = v.strip()
+                out[k] = _number(v.strip()) if specs[k]["type"] in ("int", "float") else v.strip()
     for k, s in specs.items():  # unchecked checkboxes are not sent
         if s["type"] == "bool" and k not in form and f"{k}__present" in form:
             out[k] = False
