@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpmcore.directives import MPMS, DirectiveError, canonical
+from mpmcore.sources.attach import parse_spec
+from mpmcore.traffic.target import TargetError, parse_url
 
 __all__ = [
     "CONFIG_FILE_ENV",
@@ -131,7 +133,6 @@ def _token(v: Any) -> str | None:
 
 def _attach_list(v: Any) -> list[str]:
     """A list of ``--attach`` specs: strings, or (file) tables {url, name, kind, threads_per_child}."""
-    from mpmcore.sources.attach import parse_spec
     if isinstance(v, str):
         items: list[Any] = [x for x in (p.strip() for p in v.split(",")) if x]
     elif isinstance(v, list):
@@ -161,7 +162,6 @@ def _attach_list(v: Any) -> list[str]:
             _, _, url, _ = parse_spec(spec)
         except ValueError as e:
             raise ValueError(f"entry {i + 1}: {e}") from None
-        from mpmcore.traffic.target import TargetError, parse_url
         try:
             parse_url(url)
         except TargetError as e:
