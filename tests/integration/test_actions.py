@@ -296,3 +296,24 @@ def test_bad_traffic_is_refused_the_same_way(dash: Dash, api: tuple[str, str, An
     assert r.status_code == 422  # the status the page's htmx swaps in
     assert page_message(r.text) == detail
     assert set(running(client)) == before
+
+
+def test_openapi_documents_every_control_route(dash: Dash) -> None:
+    """Every /api route that changes something declares its result's schema and its error body."""
+    client, _ = dash
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["ErrorBody"]["properties"]) == {"detail", "directive"}
+    control = [(path, method, op) for path, ops in spec["paths"].items() if path.startswith("/api/")
+               for method, op in ops.items() if method in ("post", "put", "patch", "delete")]
+    assert len(control) == 10, [(p, m) for p, m, _ in control]
+    for path, method, op in control:
+        ok = next(op["responses"][c] for c in ("200", "201") if c in op["responses"])
+        schema = ok["content"]["application/json"]["schema"]
+        refs = [s["$ref"] for s in schema.get("anyOf", [schema])]
+        assert refs and all(r.split("/")[-1] in schemas for r in refs), (path, method, schema)
+        for code in ("403", "422") if path != "/api/traffic/stop-all" else ("403", "503"):
+            body = op["responses"][code]["content"]["application/json"]["schema"]
+            assert body == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, code, body)
+    change = schemas["Change"]["properties"]
+    assert {"generation", "mpm", "warnings", "config"} <= set(change)
