@@ -35,8 +35,6 @@ from mpmcore import __version__
 from mpmcore.directives import DirectiveError, parse_assignments
 from mpmcore.traffic import TrafficError
 
-log = logging.getLogger("mpmlab.dashboard")
-
 
 def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None = None) -> FastAPI:
     settings.check()
