@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpmcore.directives import MPMS, DirectiveError, canonical
+from mpmcore.sources.attach import parse_spec
+from mpmcore.traffic.target import TargetError, parse_url
 
 __all__ = [
     "CONFIG_FILE_ENV",
@@ -131,7 +133,6 @@ def _token(v: Any) -> str | None:
 
 def _attach_list(v: Any) -> list[str]:
     """A list of ``--attach`` specs: strings, or (file) tables {url, name, kind, threads_per_child}."""
-    from mpmcore.sources.attach import parse_spec
     if isinstance(v, str):
         items: list[Any] = [x for x in (p.strip() for p in v.split(",")) if x]
     elif isinstance(v, list):
@@ -161,7 +162,6 @@ def _attach_list(v: Any) -> list[str]:
             _, _, url, _ = parse_spec(spec)
         except ValueError as e:
             raise ValueError(f"entry {i + 1}: {e}") from None
-        from mpmcore.traffic.target import TargetError, parse_url
         try:
             parse_url(url)
         except TargetError as e:
@@ -188,7 +188,7 @@ def _directives(v: Any) -> dict[str, str]:
         # "A=1,B=2" (or ";" / newlines). RequestReadTimeout's value holds commas itself
         # ("header=20-40,MinRate=500"): after it, a part that does not start with a known
         # directive name belongs to its value.
-        pairs: list[tuple[str, str]] = []
+        pairs: list[tuple[str, Any]] = []  # a file table's values are TOML's: bool, int, str...
         for item in (p.strip() for p in v.replace(";", ",").replace("\n", ",").split(",")):
             if not item:
                 continue
@@ -211,11 +211,9 @@ def _directives(v: Any) -> dict[str, str]:
             key = canonical(str(name))
         except DirectiveError as e:
             raise ValueError(str(e)) from None
-        if isinstance(value, bool):
-            value = "On" if value else "Off"
         if isinstance(value, (dict, list)):
             raise ValueError(f"{key}: must be a single value")
-        out[key] = str(value).strip()
+        out[key] = ("On" if value else "Off") if isinstance(value, bool) else str(value).strip()
     return out
 
 
@@ -255,7 +253,7 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in [
 FILE_KEYS = {k for k in OPTIONS if k not in ("set", "config_file")} | {"directives"}
 
 
-def load_file(path: str | os.PathLike) -> dict[str, Any]:
+def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The TOML file as ``{dest: raw value}`` (``[directives]`` under ``set``); unknown keys are errors."""
     try:
         with open(path, "rb") as f:
@@ -282,7 +280,7 @@ def given_options(args: argparse.Namespace) -> set[str]:
 
 
 def apply_defaults(args: argparse.Namespace, env: Mapping[str, str] | None = None,
-                   path: str | os.PathLike | None = None, given: set[str] | None = None) -> argparse.Namespace:
+                   path: str | os.PathLike[str] | None = None, given: set[str] | None = None) -> argparse.Namespace:
     """Fill ``args`` from the environment and the TOML file where the command line said nothing.
 
     ``path``: the file (``--config-file``); None: ``args.config_file`` if set, else

@@ -8,11 +8,13 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mpmcore.sources.attach import make_source
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
 
-#: Scoreboard frames per second sent to browsers (the brief: 10-20).
+#: Scoreboard frames per second sent to browsers (10-20 looks live; more costs the sampler, not the eye).
 GRID_HZ = 20
 #: Summary messages per second (process table, totals, "what is happening").
 SUMMARY_HZ = 4
@@ -79,7 +81,6 @@ class DashboardSettings:
             raise ValueError("--token must be at least 8 characters")
         if not 0.1 <= self.attach_interval <= 60:
             raise ValueError(f"--attach-interval must be between 0.1 and 60 seconds, not {self.attach_interval:g}")
-        from mpmcore.sources.attach import make_source
         names = set()
         for spec in self.attach:
             name = make_source(spec).name  # ValueError for a bad URL or #option

@@ -1,8 +1,9 @@
 """The JSON API: everything the page does, under /api (OpenAPI at /docs).
 
 Reads come from the sampler's latest summary (never a new snapshot per request, except one slot
-for /api/slots). Control calls go through ``control_guard`` (Origin and token) and the master's
-control socket; a refused directive comes back as 422 naming it.
+for /api/slots). Control calls go through ``control_guard`` (Origin and token), then the action of
+``app.services.actions`` that the page's htmx routes call too; the API serialises its result. Every
+error body is ``app.routes.errors.ErrorBody``; a refused directive comes back as 422 naming it.
 """
 
 from __future__ import annotations
@@ -10,28 +11,35 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from app.main import Dashboard
+from app.dashboard import Dashboard
+from app.routes.deps import Control, Dash
+from app.routes.errors import error_responses
 from app.routes.views import attached_slot_detail, current_config, slot_detail
-from app.security import control_guard
+from app.services import actions
+from app.services.actions import (
+    Change,
+    Check,
+    ConfApplied,
+    ConfChecked,
+    PatternInfo,
+    PresetStarted,
+    Restart,
+    TrafficStarted,
+    TrafficStopped,
+)
 from app.services.traffic import PRESETS, pattern_catalogue, target_key
 from app.settings import CORE_SOURCE
-from mpmcore.directives import DIRECTIVES, MPMS, canonical, catalogue, parse_httpd_conf
+from mpmcore.directives import MPMS, catalogue
 
 router = APIRouter(prefix="/api", tags=["api"])
 
-
-def get_dashboard(request: Request) -> Dashboard:
-    return request.app.state.dashboard
-
-
-#: The dependencies every route takes (also app.routes.ui's): the Dashboard, and for a control call the
-#: Origin and token check.
-Dash = Depends(get_dashboard)
-Control = Depends(control_guard)
+#: What a control route may answer besides its result: the guard's 403, and the action's errors.
+CHANGE_ERRORS = error_responses(403, 409, 422, 503)
+TRAFFIC_ERRORS = error_responses(403, 404, 422, 503)
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -76,16 +84,6 @@ def _need_summary(d: Dashboard) -> dict[str, Any]:
     if s is None:
         raise HTTPException(503, "no scoreboard yet: the embedded server is not running")
     return s
-
-
-def _settings_str(settings: dict[str, Any]) -> dict[str, str]:
-    return {k: ("On" if v is True else "Off" if v is False else str(v)) for k, v in settings.items()}
-
-
-async def _after_change(d: Dashboard, answer: dict[str, Any]) -> dict[str, Any]:
-    await d.sampler.refresh_core_state()
-    return {"ok": True, "generation": answer.get("generation"), "mpm": answer.get("mpm"),
-            "warnings": answer.get("warnings", []), "config": answer.get("config")}
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -204,9 +202,10 @@ async def get_mpm(d: Dashboard = Dash) -> dict[str, Any]:
     return {"mpm": st.get("mpm"), "generation": st.get("generation"), "available": list(MPMS)}
 
 
-@router.post("/mpm", summary="Switch MPM live (a graceful restart into a new generation)", dependencies=[Control])
-async def switch_mpm(body: SwitchBody, d: Dashboard = Dash) -> dict[str, Any]:
-    return await _after_change(d, await d.control.switch(body.mpm, body.settings or None))
+@router.post("/mpm", summary="Switch MPM live (a graceful restart into a new generation)", dependencies=[Control],
+             response_model=Change, responses=CHANGE_ERRORS)
+async def switch_mpm(body: SwitchBody, d: Dashboard = Dash) -> Change:
+    return await actions.switch_mpm(d, body.mpm, body.settings)
 
 
 @router.get("/directives", summary="Directives of an MPM with Apache's names, defaults, ranges and current values")
@@ -220,45 +219,30 @@ async def get_directives(mpm: Literal["prefork", "worker", "event"] | None = Non
 
 
 @router.post("/directives", summary="Set directives of the running MPM; graceful (or hard) restart",
-             dependencies=[Control])
-async def set_directives(body: DirectivesBody, d: Dashboard = Dash) -> dict[str, Any]:
-    mpm, values, _ = current_config(d.sampler)
-    settings = _settings_str(body.settings)
-    for name in settings:  # every name and value checked here first: 422 names the directive
-        DIRECTIVES[canonical(name)].parse(settings[name])
-    if body.restart == "hard":
-        answer = await d.control.restart(settings)
-    else:
-        answer = await d.control.graceful(settings)
-    return await _after_change(d, answer)
+             dependencies=[Control], response_model=Change, responses=CHANGE_ERRORS)
+async def set_directives(body: DirectivesBody, d: Dashboard = Dash) -> Change:
+    return await actions.apply_directives(d, body.settings, Restart(body.restart))
 
 
 @router.post("/directives/check", summary="Validate directives without applying them (adjustments as warnings)",
-             dependencies=[Control])
-async def check_directives(body: CheckBody, d: Dashboard = Dash) -> dict[str, Any]:
-    mpm = body.mpm or current_config(d.sampler)[0]
-    answer = await d.control.check(mpm, _settings_str(body.settings))
-    return {"ok": True, "mpm": mpm, "warnings": answer.get("warnings", []), "config": answer.get("config")}
+             dependencies=[Control], response_model=Check, responses=CHANGE_ERRORS)
+async def check_directives(body: CheckBody, d: Dashboard = Dash) -> Check:
+    return await actions.check_directives(d, body.settings, body.mpm)
 
 
-@router.post("/httpd-conf", summary="Apply (or only parse) the MPM part of an httpd.conf excerpt",
-             dependencies=[Control])
-async def httpd_conf(body: ConfBody, d: Dashboard = Dash) -> dict[str, Any]:
-    mpm = current_config(d.sampler)[0]
-    settings = parse_httpd_conf(body.text, mpm)
-    if not body.apply:
-        answer = await d.control.check(mpm, settings)
-        return {"ok": True, "applied": False, "settings": settings, "warnings": answer.get("warnings", [])}
-    answer = await (d.control.restart(settings) if body.restart == "hard" else d.control.graceful(settings))
-    out = await _after_change(d, answer)
-    out.update(applied=True, settings=settings)
-    return out
+@router.post("/httpd-conf", summary="Apply (or only check) the MPM part of an httpd.conf excerpt; a text with "
+             "no directive for the running MPM is refused (422)", dependencies=[Control],
+             response_model=ConfApplied | ConfChecked, responses=CHANGE_ERRORS)
+async def httpd_conf(body: ConfBody, d: Dashboard = Dash) -> ConfApplied | ConfChecked:
+    if body.apply:
+        return await actions.apply_httpd_conf(d, body.text, Restart(body.restart))
+    return await actions.check_httpd_conf(d, body.text)
 
 
-@router.post("/restart", summary="Graceful (USR1) or hard (HUP) restart", dependencies=[Control])
-async def restart(body: RestartBody, d: Dashboard = Dash) -> dict[str, Any]:
-    answer = await (d.control.graceful() if body.graceful else d.control.restart())
-    return await _after_change(d, answer)
+@router.post("/restart", summary="Graceful (USR1) or hard (HUP) restart", dependencies=[Control],
+             response_model=Change, responses=CHANGE_ERRORS)
+async def restart(body: RestartBody, d: Dashboard = Dash) -> Change:
+    return await actions.restart(d, Restart.GRACEFUL if body.graceful else Restart.HARD)
 
 
 # -- traffic --------------------------------------------------------------------------------------------
@@ -290,25 +274,17 @@ def _traffic_errors(e: Exception) -> HTTPException:
 
 
 @router.post("/traffic", status_code=201, summary="Start a pattern against the embedded server or an "
-             "attached server on loopback", dependencies=[Control])
-async def traffic_start(body: TrafficStart, d: Dashboard = Dash) -> dict[str, Any]:
-    try:
-        name, url = d.traffic_target(body.source)
-        pid = await d.traffic.start_pattern(body.pattern, body.params, target=url)
-    except (ValueError, KeyError) as e:
-        raise _traffic_errors(e) from None
-    return {"id": pid, "pattern": body.pattern, "source": name, "target": url}
+             "attached server on loopback", dependencies=[Control], response_model=TrafficStarted,
+             responses=TRAFFIC_ERRORS)
+async def traffic_start(body: TrafficStart, d: Dashboard = Dash) -> TrafficStarted:
+    return await actions.start_traffic(d, body.pattern, body.params, body.source)
 
 
-@router.post("/traffic/presets/{name}", status_code=201, summary="Start a preset", dependencies=[Control])
+@router.post("/traffic/presets/{name}", status_code=201, summary="Start a preset", dependencies=[Control],
+             response_model=PresetStarted, responses=TRAFFIC_ERRORS)
 async def traffic_preset(name: str, source: str | None = Query(None, description="'core' or an attached server"),
-                         d: Dashboard = Dash) -> dict[str, Any]:
-    try:
-        src, url = d.traffic_target(source)
-        pid = await d.traffic.start_preset(name, target=url)
-    except (ValueError, KeyError) as e:
-        raise _traffic_errors(e) from None
-    return {"id": pid, "preset": name, "pattern": PRESETS[name].pattern, "source": src, "target": url}
+                         d: Dashboard = Dash) -> PresetStarted:
+    return await actions.start_preset(d, name, source)
 
 
 @router.get("/traffic/{pattern_id}", summary="One pattern with its cumulative figures")
@@ -319,26 +295,25 @@ async def traffic_get(pattern_id: str, d: Dashboard = Dash) -> dict[str, Any]:
         raise _traffic_errors(e) from None
 
 
+# The runner's description of a pattern is passed on as it is: exclude_unset keeps its fields, and
+# only its fields (a re-tuned pattern has no "total"; a stopped one has).
 @router.patch("/traffic/{pattern_id}", summary="Re-tune a running pattern (live parameters)",
-              dependencies=[Control])
-async def traffic_update(pattern_id: str, body: TrafficUpdate, d: Dashboard = Dash) -> dict[str, Any]:
-    try:
-        return await d.traffic.update(pattern_id, body.params)
-    except (ValueError, KeyError) as e:
-        raise _traffic_errors(e) from None
+              dependencies=[Control], response_model=PatternInfo, response_model_exclude_unset=True,
+              responses=TRAFFIC_ERRORS)
+async def traffic_update(pattern_id: str, body: TrafficUpdate, d: Dashboard = Dash) -> PatternInfo:
+    return await actions.retune_traffic(d, pattern_id, body.params)
 
 
-@router.delete("/traffic/{pattern_id}", summary="Stop a pattern", dependencies=[Control])
-async def traffic_stop(pattern_id: str, d: Dashboard = Dash) -> dict[str, Any]:
-    try:
-        return await d.traffic.stop(pattern_id)
-    except (ValueError, KeyError) as e:
-        raise _traffic_errors(e) from None
+@router.delete("/traffic/{pattern_id}", summary="Stop a pattern", dependencies=[Control], response_model=PatternInfo,
+               response_model_exclude_unset=True, responses=TRAFFIC_ERRORS)
+async def traffic_stop(pattern_id: str, d: Dashboard = Dash) -> PatternInfo:
+    return await actions.stop_traffic(d, pattern_id)
 
 
-@router.post("/traffic/stop-all", summary="Stop every pattern", dependencies=[Control])
-async def traffic_stop_all(d: Dashboard = Dash) -> dict[str, Any]:
-    return {"stopped": [p["id"] for p in await d.traffic.stop_all()]}
+@router.post("/traffic/stop-all", summary="Stop every pattern", dependencies=[Control],
+             response_model=TrafficStopped, responses=error_responses(403, 503))
+async def traffic_stop_all(d: Dashboard = Dash) -> TrafficStopped:
+    return await actions.stop_all_traffic(d)
 
 
 # -- the embedded server's own mod_status ---------------------------------------------------------------

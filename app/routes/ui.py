@@ -1,6 +1,7 @@
-"""The page and its htmx fragments. Each fragment route does what an /api route does and answers
-with HTML; errors come back as the same fragment with the error beside the field (HTTP 422, which
-the page's htmx configuration swaps in)."""
+"""The page and its htmx fragments. Each control route reads its form, calls the same action of
+``app.services.actions`` as the matching /api route, and renders the result as HTML; a refused action
+comes back as the same fragment with the error beside the field (HTTP 422, or 503 when the server or
+the traffic generator is down: the statuses the page's htmx configuration swaps in)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.main import Dashboard
-from app.routes.api import Control, Dash
-from app.routes.views import changed_settings, current_config, directive_rows
+from app.dashboard import Dashboard
+from app.routes.deps import Control, Dash
+from app.routes.views import current_config, directive_rows
 from app.security import TOKEN_COOKIE, given_token
-from app.services.core import ControlError, CoreError
+from app.services import actions
+from app.services.actions import ActionError, Restart
 from app.services.traffic import HIDDEN_PARAMS, PRESETS, pattern_catalogue
 from app.settings import LOG_BACKLOG
-from mpmcore.directives import MPMS, DirectiveError, parse_httpd_conf
+from mpmcore.directives import DIRECTIVES
 from mpmcore.traffic import TrafficError
 
 router = APIRouter(include_in_schema=False)
@@ -24,6 +26,15 @@ router = APIRouter(include_in_schema=False)
 
 def _render(d: Dashboard, request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
     return d.templates.TemplateResponse(request, name, ctx, status_code=status_code)
+
+
+def _status(e: ActionError) -> int:
+    """The page's status for a refused action: htmx swaps only 422 and 503 (index.html's htmx-config)."""
+    return 503 if e.status == 503 else 422
+
+
+async def _form(request: Request) -> dict[str, str]:
+    return {k: str(v) for k, v in (await request.form()).items()}
 
 
 def _core_links(d: Dashboard) -> dict[str, str]:
@@ -53,18 +64,14 @@ async def index(request: Request, d: Dashboard = Dash) -> Response:
 # -- MPM ------------------------------------------------------------------------------------------
 @router.post("/ui/mpm", response_class=HTMLResponse, dependencies=[Control])
 async def ui_switch(request: Request, d: Dashboard = Dash) -> Response:
-    form = await request.form()
-    mpm = str(form.get("mpm", ""))
-    message, level = "", "ok"
-    if mpm not in MPMS:
-        message, level = f"unknown MPM {mpm!r}", "error"
-    else:
-        try:
-            answer = await d.control.switch(mpm)
-            message = f"generation {answer['generation']}: switching to {mpm} by graceful restart"
-        except (ControlError, CoreError) as e:
-            message, level = str(e), "error"
-    st = await d.sampler.refresh_core_state() or {}
+    mpm = (await _form(request)).get("mpm", "")
+    try:
+        change = await actions.switch_mpm(d, mpm)  # it reads the master's state back
+        message, level = f"generation {change.generation}: switching to {mpm} by graceful restart", "ok"
+    except ActionError as e:
+        message, level = e.message, "error"
+        await d.sampler.refresh_core_state()
+    st = d.sampler.core_state or {}
     cur, values, _ = current_config(d.sampler)
     return _render(d, request, "fragments/_switch_result.html", mpm=cur, core=st, message=message, level=level,
                    rows=directive_rows(cur, values))
@@ -77,75 +84,64 @@ async def ui_directives(request: Request, d: Dashboard = Dash) -> Response:
     return _render(d, request, "fragments/_directives.html", mpm=mpm, rows=directive_rows(mpm, values))
 
 
+def _changed(mpm: str, values: dict[str, Any], parsed: dict[str, Any], form: dict[str, str]) -> dict[str, str]:
+    """The form's fields whose value differs from the running configuration. The form shows every
+    directive of the MPM; one of another MPM can only come from a form older than a switch."""
+    return {name: form[name].strip() for name, v in parsed.items()
+            if DIRECTIVES[name].applies_to(mpm) and v != values.get(name, DIRECTIVES[name].defaults[mpm])}
+
+
 @router.post("/ui/directives", response_class=HTMLResponse, dependencies=[Control])
 async def ui_apply_directives(request: Request, d: Dashboard = Dash) -> Response:
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    form = await _form(request)
     hard = form.pop("restart", "graceful") == "hard"
     mpm, values, _ = current_config(d.sampler)
-    settings, errors = changed_settings(mpm, values, form)
-    ctx: dict[str, Any] = {"mpm": mpm}
-    if errors:
-        return _render(d, request, "fragments/_directives.html", 422, rows=directive_rows(mpm, values, form, errors),
-                       message=f"{len(errors)} invalid value{'s' if len(errors) > 1 else ''}: nothing applied",
-                       level="error", **ctx)
-    if not settings and not hard:
-        return _render(d, request, "fragments/_directives.html", rows=directive_rows(mpm, values),
-                       message="nothing changed", level="info", **ctx)
     try:
-        answer = await (d.control.restart(settings) if hard else d.control.graceful(settings))
-    except ControlError as e:
-        errs = {e.directive: e.message.split(": ", 1)[-1]} if e.directive else {}
-        return _render(d, request, "fragments/_directives.html", 422, rows=directive_rows(mpm, values, form, errs),
-                       message=e.message, level="error", **ctx)
-    except CoreError as e:
-        return _render(d, request, "fragments/_directives.html", 503, rows=directive_rows(mpm, values, form),
-                       message=str(e), level="error", **ctx)
-    await d.sampler.refresh_core_state()
+        # every field checked at once, so that each bad one gets its error beside it
+        settings = _changed(mpm, values, actions.validate_directives(form), form)
+        if not settings and not hard:
+            return _render(d, request, "fragments/_directives.html", mpm=mpm, rows=directive_rows(mpm, values),
+                           message="nothing changed", level="info")
+        change = await actions.apply_directives(d, settings, Restart.HARD if hard else Restart.GRACEFUL)
+    except ActionError as e:
+        errors = e.field_errors or ({e.directive: e.reason} if e.directive else {})
+        n = len(e.field_errors)
+        message = f"{n} invalid value{'s' if n > 1 else ''}: nothing applied" if n else e.message
+        return _render(d, request, "fragments/_directives.html", _status(e), mpm=mpm,
+                       rows=directive_rows(mpm, values, form, errors), message=message, level="error")
     mpm, values, _ = current_config(d.sampler)
     what = "hard restart" if hard else "graceful restart"
     return _render(d, request, "fragments/_directives.html", rows=directive_rows(mpm, values), mpm=mpm,
                    message=f"applied {', '.join(f'{k}={v}' for k, v in settings.items()) or 'the configuration'} "
-                           f"by {what}: generation {answer.get('generation')}",
-                   level="ok", warnings=answer.get("warnings", []))
+                           f"by {what}: generation {change.generation}",
+                   level="ok", warnings=change.warnings)
 
 
 @router.post("/ui/httpd-conf", response_class=HTMLResponse, dependencies=[Control])
 async def ui_httpd_conf(request: Request, d: Dashboard = Dash) -> Response:
-    form = await request.form()
-    text = str(form.get("text", ""))
-    mpm = current_config(d.sampler)[0]
+    text = (await _form(request)).get("text", "")
     try:
-        settings = parse_httpd_conf(text, mpm)
-        if not settings:
-            raise DirectiveError("httpd.conf", f"no directive for the {mpm} MPM in this text")
-        answer = await d.control.graceful(settings)
-    except DirectiveError as e:
-        return _render(d, request, "fragments/_httpd_conf.html", 422, text=text, level="error",
-                       message=str(e), directive=e.directive)
-    except ControlError as e:
-        return _render(d, request, "fragments/_httpd_conf.html", 422, text=text, level="error",
-                       message=e.message, directive=e.directive)
-    except CoreError as e:
-        return _render(d, request, "fragments/_httpd_conf.html", 503, text=text, level="error", message=str(e))
-    await d.sampler.refresh_core_state()
+        result = await actions.apply_httpd_conf(d, text)
+    except ActionError as e:
+        return _render(d, request, "fragments/_httpd_conf.html", _status(e), text=text, level="error",
+                       message=e.reason, directive=e.directive)
     mpm, values, _ = current_config(d.sampler)
     return _render(d, request, "fragments/_httpd_conf.html", text=text, level="ok",
-                   message=f"applied {len(settings)} directive(s) for {mpm} by graceful restart: "
-                           f"generation {answer.get('generation')}",
-                   warnings=answer.get("warnings", []), settings=settings, rows=directive_rows(mpm, values),
+                   message=f"applied {len(result.settings)} directive(s) for {mpm} by graceful restart: "
+                           f"generation {result.generation}",
+                   warnings=result.warnings, settings=result.settings, rows=directive_rows(mpm, values),
                    mpm=mpm, refresh_form=True)
 
 
 @router.post("/ui/restart", response_class=HTMLResponse, dependencies=[Control])
 async def ui_restart(request: Request, d: Dashboard = Dash) -> Response:
-    form = await request.form()
-    graceful = form.get("kind", "graceful") != "hard"
+    graceful = (await _form(request)).get("kind", "graceful") != "hard"
     try:
-        answer = await (d.control.graceful() if graceful else d.control.restart())
-        msg, level = f"{'graceful ' if graceful else ''}restart: generation {answer.get('generation')}", "ok"
-    except (ControlError, CoreError) as e:
-        msg, level = str(e), "error"
-    await d.sampler.refresh_core_state()
+        change = await actions.restart(d, Restart.GRACEFUL if graceful else Restart.HARD)
+        msg, level = f"{'graceful ' if graceful else ''}restart: generation {change.generation}", "ok"
+    except ActionError as e:
+        msg, level = e.message, "error"
+        await d.sampler.refresh_core_state()
     return _render(d, request, "fragments/_flash.html", message=msg, level=level)
 
 
@@ -158,6 +154,17 @@ async def ui_traffic_form(request: Request, pattern: str = "steady", d: Dashboar
     return _render(d, request, "fragments/_traffic_form.html", pattern=cat[pattern], values={}, error=None)
 
 
+def _number(text: str) -> int | float | str:
+    """A number field's text as the number a JSON client would send, so that the generator checks
+    (and words its refusal of) the same value either way; text that is no number is passed on as it is."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _pattern_form(form: dict[str, str], pattern: str) -> dict[str, Any]:
     specs = {p["name"]: p for p in pattern_catalogue()[pattern]["params"]}
     out: dict[str, Any] = {}
@@ -166,7 +173,7 @@ def _pattern_form(form: dict[str, str], pattern: str) -> dict[str, Any]:
             if specs[k]["type"] == "bool":
                 out[k] = v in ("on", "true", "1")
             elif v.strip() != "":
-                out[k] = v.strip()
+                out[k] = _number(v.strip()) if specs[k]["type"] in ("int", "float") else v.strip()
     for k, s in specs.items():  # unchecked checkboxes are not sent
         if s["type"] == "bool" and k not in form and f"{k}__present" in form:
             out[k] = False
@@ -182,60 +189,62 @@ async def _traffic_panel(request: Request, d: Dashboard, status_code: int = 200,
                    catalogue=pattern_catalogue(), target_names=d.target_names(), **ctx)
 
 
+async def _traffic_refused(request: Request, d: Dashboard, e: ActionError) -> HTMLResponse:
+    return await _traffic_panel(request, d, _status(e), message=e.message, level="error")
+
+
 @router.post("/ui/traffic/start", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_start(request: Request, d: Dashboard = Dash) -> Response:
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    form = await _form(request)
     pattern = form.pop("pattern", "")
-    cat = pattern_catalogue()
-    if pattern not in cat:
+    if pattern not in pattern_catalogue():
         return await _traffic_panel(request, d, 422, message=f"unknown pattern {pattern!r}", level="error")
     source = form.pop("source", None)
-    params = _pattern_form(form, pattern)
     try:
-        src, url = d.traffic_target(source)
-        pid = await d.traffic.start_pattern(pattern, params, target=url)
-    except (ValueError, KeyError, TrafficError) as e:
-        return await _traffic_panel(request, d, 422, message=str(e).strip("'\""), level="error")
-    return await _traffic_panel(request, d, message=f"started {pid} → {src}", level="ok")
+        started = await actions.start_traffic(d, pattern, _pattern_form(form, pattern), source)
+    except ActionError as e:
+        return await _traffic_refused(request, d, e)
+    return await _traffic_panel(request, d, message=f"started {started.id} → {started.source}", level="ok")
 
 
 @router.post("/ui/traffic/preset/{name}", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_preset(request: Request, name: str, d: Dashboard = Dash) -> Response:
-    form = await request.form()
+    source = (await _form(request)).get("source") or None
     try:
-        src, url = d.traffic_target(str(form.get("source") or "") or None)
-        pid = await d.traffic.start_preset(name, target=url)
-    except (ValueError, KeyError, TrafficError) as e:
-        return await _traffic_panel(request, d, 422, message=str(e).strip("'\""), level="error")
-    return await _traffic_panel(request, d, message=f"started {pid} → {src}: {PRESETS[name].teaches}", level="ok")
+        started = await actions.start_preset(d, name, source)
+    except ActionError as e:
+        return await _traffic_refused(request, d, e)
+    return await _traffic_panel(request, d, message=f"started {started.id} → {started.source}: "
+                                                    f"{PRESETS[name].teaches}", level="ok")
 
 
 @router.post("/ui/traffic/{pattern_id}/update", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_update(request: Request, pattern_id: str, d: Dashboard = Dash) -> Response:
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    form = await _form(request)
     try:
-        info = await d.traffic.get(pattern_id)
-        live = {p["name"] for p in pattern_catalogue()[info["pattern"]]["params"] if p["live"]}
-        params = {k: v for k, v in _pattern_form(form, info["pattern"]).items() if k in live}
-        await d.traffic.update(pattern_id, params)
-    except (ValueError, KeyError, TrafficError) as e:
-        return await _traffic_panel(request, d, 422, message=str(e).strip("'\""), level="error")
+        pattern = (await actions.describe_pattern(d, pattern_id)).pattern
+        # the re-tune form shows the live parameters only; the rest of the pattern form is not sent
+        live = {p["name"] for p in pattern_catalogue()[pattern]["params"] if p["live"]}
+        params = {k: v for k, v in _pattern_form(form, pattern).items() if k in live}
+        await actions.retune_traffic(d, pattern_id, params)
+    except ActionError as e:
+        return await _traffic_refused(request, d, e)
     return await _traffic_panel(request, d, message=f"re-tuned {pattern_id}", level="ok")
 
 
 @router.post("/ui/traffic/{pattern_id}/stop", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_stop(request: Request, pattern_id: str, d: Dashboard = Dash) -> Response:
     try:
-        await d.traffic.stop(pattern_id)
-    except (ValueError, KeyError, TrafficError) as e:
-        return await _traffic_panel(request, d, 422, message=str(e).strip("'\""), level="error")
+        await actions.stop_traffic(d, pattern_id)
+    except ActionError as e:
+        return await _traffic_refused(request, d, e)
     return await _traffic_panel(request, d, message=f"stopped {pattern_id}", level="ok")
 
 
 @router.post("/ui/traffic/stop-all", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_stop_all(request: Request, d: Dashboard = Dash) -> Response:
     try:
-        stopped = await d.traffic.stop_all()
-    except TrafficError as e:
-        return await _traffic_panel(request, d, 503, message=str(e), level="error")
-    return await _traffic_panel(request, d, message=f"stopped {len(stopped)} pattern(s)", level="ok")
+        stopped = await actions.stop_all_traffic(d)
+    except ActionError as e:
+        return await _traffic_refused(request, d, e)
+    return await _traffic_panel(request, d, message=f"stopped {len(stopped.stopped)} pattern(s)", level="ok")

@@ -46,7 +46,7 @@ class EmbeddedCore:
         self.mpm = mpm
         self.settings = settings
         self.run_dir = run_dir_for(listen)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = (log_dir or self.run_dir.parent) / f"dashboard-core-{os.getpid()}.stderr"
 
     @property

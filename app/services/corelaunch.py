@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 
+from mpmcore.cli import main as mpmlab_main
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -29,7 +31,6 @@ def main(argv: list[str]) -> int:
         pass
     if os.getppid() != parent:  # the dashboard died before prctl took effect
         return 1
-    from mpmcore.cli import main as mpmlab_main
     return mpmlab_main(rest)
 
 

@@ -110,7 +110,7 @@ class TrafficService:
         self.patterns: list[dict[str, Any]] = []  # running patterns, from the last frame
         # per target (host, port), per label: the figures of the current second
         self._windows: dict[tuple[str, int] | None, dict[str, _Window]] = {}
-        self._listeners: list[Callable[[dict], None]] = []
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self.error: str | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -182,10 +182,10 @@ class TrafficService:
         return await self._need().get(pattern_id)
 
     # -- frames -------------------------------------------------------------------------------
-    def add_listener(self, cb: Callable[[dict], None]) -> None:
+    def add_listener(self, cb: Callable[[dict[str, Any]], None]) -> None:
         self._listeners.append(cb)
 
-    def _on_frame(self, frame: dict) -> None:
+    def _on_frame(self, frame: dict[str, Any]) -> None:
         self.patterns = [p for p in frame.get("patterns", []) if p.get("state") == "running"]
         for p in frame.get("patterns", []):
             live = p.get("live") or {}

@@ -1,0 +1,137 @@
+"""``Dashboard``: the container of the dashboard's services, created once per app by ``app.main.create_app``.
+
+It holds the settings, the templates, the embedded core (``app.services.core``), the traffic runner
+(``app.services.traffic``), the sampler and the attached sources, and starts and stops them in order.
+Routes reach it through ``app.routes.deps``; what a user can do with it is ``app.services.actions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.templating import Jinja2Templates
+
+from app import metrics
+from app.routes import views
+from app.services.core import CoreControl, EmbeddedCore
+from app.services.sampler import Sampler
+from app.services.sources import AttachedSource, SourceManager
+from app.services.traffic import TrafficService, pattern_catalogue, target_key
+from app.settings import CORE_SOURCE, TEMPLATES_DIR, DashboardSettings
+from mpmcore.sources.attach import SourceFrame
+
+#: Why an attached server off loopback is listed as a refused traffic target.
+NOT_LOOPBACK = ("not on loopback: the traffic generator never sends to another machine, even with "
+                "--allow-remote-attach")
+
+
+@dataclass(frozen=True)
+class TrafficTarget:
+    """One choice of the traffic panel: a source and the base URL traffic would go to (None, with
+    ``why``, when it is refused)."""
+
+    name: str
+    label: str
+    url: str | None
+    ok: bool
+    why: str | None
+
+
+class Dashboard:
+    """Everything the routes use, created once per app."""
+
+    def __init__(self, settings: DashboardSettings) -> None:
+        self.settings = settings
+        self.templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+        views.setup_templates(self.templates)
+        self.control = CoreControl(settings.core_listen)
+        self.core: EmbeddedCore | None = None
+        self.traffic = TrafficService(settings.core_url)
+        self.sampler = Sampler(settings, self.control, self.traffic, render_live=self.render_live)
+        self.traffic.add_listener(self._on_traffic_frame)
+        self._traffic_ids: tuple[str, ...] = ()
+        self.sources = SourceManager(settings, self.traffic, render_panel=self.render_source)
+        self.sources.live_hub = self.sampler.live_hub
+        # /metrics: the traffic runner's cumulative figures, kept from its 250 ms frames
+        self.traffic_totals = metrics.TrafficTotals()
+        self.traffic.add_listener(self.traffic_totals.update)
+        self.metrics_registry = metrics.build_registry(self.metric_frames, self.traffic_totals)
+
+    def render_live(self, ctx: dict[str, Any]) -> str:
+        return self.templates.get_template("live/_panels.html").render(**ctx)
+
+    def render_source(self, source: AttachedSource) -> str:
+        return self.templates.get_template("live/_source_oob.html").render(src=source)
+
+    # -- where the traffic panel may aim ----------------------------------------------------------
+    def traffic_targets(self) -> list[TrafficTarget]:
+        """The traffic panel's choices: the embedded core, then every attached server; one that is
+        not on loopback is listed as refused (the generator's loopback rule holds even when
+        --allow-remote-attach lets the dashboard *watch* a remote server)."""
+        out: list[TrafficTarget] = []
+        if self.settings.watch_core:
+            out.append(TrafficTarget(CORE_SOURCE, f"embedded core ({self.settings.core_listen})",
+                                     self.settings.core_url, True, None))
+        for src in self.sources.sources:
+            url = src.traffic_target()
+            out.append(TrafficTarget(src.name, f"{src.name} ({src.kind}, {src.url})", url, url is not None,
+                                     None if url else NOT_LOOPBACK))
+        return out
+
+    def target_names(self) -> dict[tuple[str, int] | None, str]:
+        """(host, port) of each permitted target -> source name, to label running patterns."""
+        return {target_key(t.url): t.name for t in self.traffic_targets() if t.url}
+
+    def metric_frames(self) -> list[SourceFrame]:
+        """Every source's latest frame, for /metrics: the embedded core's summary, then the attached."""
+        out: list[SourceFrame] = []
+        if self.settings.watch_core:
+            out.append(self.sampler.frame)
+        out.extend(self.sources.frames())
+        return out
+
+    def _on_traffic_frame(self, frame: dict[str, Any]) -> None:
+        hub = self.sampler.live_hub
+        if not hub.channels:
+            return
+        running = self.traffic.patterns
+        ids = tuple(p["id"] for p in running)
+        t = self.templates
+        changed = ids != self._traffic_ids
+        if changed:
+            self._traffic_ids = ids
+            hub.offer("traffic-list", t.get_template("live/_traffic_list_oob.html").render(
+                running=running, catalogue=pattern_catalogue(), target_names=self.target_names()))
+        if not running and not changed:
+            return  # nothing runs, and the empty stats went out when the last pattern stopped
+        hub.offer("traffic-stats", t.get_template("live/_traffic_stats.html").render(running=running))
+
+    # -- life cycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        s.check()
+        if s.start_core:
+            self.core = EmbeddedCore(s.core_listen, s.mpm, s.core_settings)
+            self.core.start()  # in the event loop's thread, on purpose: see app.services.corelaunch
+        try:
+            if s.watch_core:
+                await self.control.status()
+            if s.start_traffic:
+                await self.traffic.start()
+            if s.watch_core:
+                self.sampler.start()
+                await self.sampler.refresh_core_state()
+            self.sources.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await self.sources.stop()
+        await self.sampler.stop()
+        await self.traffic.close()
+        if self.core is not None:
+            await asyncio.to_thread(self.core.stop)
+            self.core = None
