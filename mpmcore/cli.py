@@ -20,7 +20,7 @@ def _settings(args) -> dict[str, str]:
 
 
 def cmd_serve(args) -> int:
-    from mpmcore.master.arbiter import Master
+    from mpmcore.master import Master
     try:
         master = Master(listen=args.listen, mpm=args.mpm, settings=_settings(args), tls_listen=args.tls,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level)
@@ -38,7 +38,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_ctl(args) -> int:
-    from mpmcore.master.arbiter import control_path, ctl_request
+    from mpmcore.master import control_path, ctl_request
     try:
         path = control_path(args.server)
         req: dict = {"cmd": args.action}

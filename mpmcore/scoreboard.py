@@ -186,7 +186,7 @@ class Scoreboard:
             fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         except FileExistsError:
             old_pid = _peek_master_pid(name)
-            if old_pid and _pid_alive(old_pid):
+            if old_pid and pid_alive(old_pid):
                 raise ScoreboardInUse(f"scoreboard {name} belongs to a running master (pid {old_pid})")
             if log:
                 log(f"removing stale scoreboard {name} left by a master that is gone (pid {old_pid or 'unknown'})")
@@ -400,7 +400,8 @@ def _peek_master_pid(name: str) -> int:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one we may not signal counts: it is alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -45,7 +45,7 @@ def wait_for_slot(env: ChildEnv, thread: int) -> bool:
     rec = env.scoreboard.worker(env.proc, thread)
     while not env.stopping.is_set():
         pid = rec.pid
-        if rec.status == sb.DEAD or pid == os.getpid() or not sb._pid_alive(pid):
+        if rec.status == sb.DEAD or pid == os.getpid() or not sb.pid_alive(pid):
             return True
         time.sleep(SQUAT_POLL_SECONDS)
     return False
