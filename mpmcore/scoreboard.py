@@ -21,6 +21,7 @@ import _posixshmem  # CPython's own shm_open/shm_unlink (what multiprocessing.sh
 import ctypes
 import mmap
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -286,7 +287,7 @@ class SlotWriter:
         self.rec, self.proc, self.thread = rec, proc, thread
         # Set by the MPM to its child's stop event: once the child is finishing gracefully, every
         # live state shows as G (Apache's SERVER_GRACEFUL) until the slot dies.
-        self.stopping = None
+        self.stopping: threading.Event | None = None
 
     def _eff(self, status: int) -> int:
         st = self.stopping
