@@ -17,14 +17,16 @@ it). The *effective* ServerLimit/ThreadLimit live in the global record, as Apach
 
 from __future__ import annotations
 
-import _posixshmem  # CPython's own shm_open/shm_unlink (what multiprocessing.shared_memory uses)
+# CPython's own shm_open/shm_unlink (what multiprocessing.shared_memory uses); a private module without stubs
+import _posixshmem  # type: ignore[import-not-found]
 import ctypes
 import mmap
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 MAGIC = 0x4D504D4C  # "MPML"
 LAYOUT_VERSION = 3
@@ -143,6 +145,17 @@ class WorkerRecord(ctypes.Structure):
 
 G_SIZE, P_SIZE, C_SIZE, W_SIZE = (ctypes.sizeof(GlobalRecord), ctypes.sizeof(ProcessRecord),
                                   ctypes.sizeof(ChildRecord), ctypes.sizeof(WorkerRecord))
+_Rec = TypeVar("_Rec", GlobalRecord, ProcessRecord, ChildRecord, WorkerRecord)
+_FIELDS: dict[type[ctypes.Structure], frozenset[str]] = {
+    cls: frozenset(name for name, *_ in cls._fields_) for cls in (GlobalRecord, ProcessRecord, ChildRecord)}
+
+
+def _check_fields(cls: type[ctypes.Structure], fields: dict[str, Any]) -> None:
+    """A misspelt field would only set a Python attribute on the ctypes view, never the shared
+    record: refuse it."""
+    unknown = fields.keys() - _FIELDS[cls]
+    if unknown:
+        raise AttributeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
 
 
 def segment_name(listen: str) -> str:
@@ -179,7 +192,7 @@ class Scoreboard:
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, procs: int, threads: int, log=None) -> Scoreboard:
+    def create(cls, name: str, procs: int, threads: int, log: Callable[[str], None] | None = None) -> Scoreboard:
         """Create the segment. A leftover segment from a crashed master is detected and replaced
         (never silently reused); one whose master still runs is an error."""
         size = _size(procs, threads)
@@ -222,7 +235,8 @@ class Scoreboard:
             pass
 
     # -- global -----------------------------------------------------------------------------
-    def update_global(self, **fields) -> None:
+    def update_global(self, **fields: Any) -> None:
+        _check_fields(GlobalRecord, fields)
         g = self.glob
         g.seq += 1
         for k, v in fields.items():
@@ -230,7 +244,8 @@ class Scoreboard:
         g.seq += 1
 
     # -- process records (written by the master; event children write their counters) ---------
-    def update_proc(self, slot: int, **fields) -> None:
+    def update_proc(self, slot: int, **fields: Any) -> None:
+        _check_fields(ProcessRecord, fields)
         p = self.procs[slot]
         p.seq += 1
         for k, v in fields.items():
@@ -244,8 +259,9 @@ class Scoreboard:
         ctypes.memset(ctypes.addressof(p), 0, P_SIZE)
         p.seq = seq + 1
 
-    def update_child(self, slot: int, **fields) -> None:
+    def update_child(self, slot: int, **fields: int) -> None:
         """Only the child in ``slot`` calls this (serialised by its own lock)."""
+        _check_fields(ChildRecord, fields)
         c = self.children[slot]
         c.seq += 1
         for k, v in fields.items():
@@ -418,9 +434,9 @@ class Snapshot:
 
     taken_at: float
     glob: GlobalRecord
-    procs: ctypes.Array  # of ProcessRecord, proc_capacity long
-    children: ctypes.Array  # of ChildRecord, proc_capacity long
-    workers: ctypes.Array  # of WorkerRecord, proc_capacity x thread_capacity
+    procs: ctypes.Array[ProcessRecord]  # proc_capacity long
+    children: ctypes.Array[ChildRecord]  # proc_capacity long
+    workers: ctypes.Array[WorkerRecord]  # proc_capacity x thread_capacity
     thread_capacity: int
 
     @property
@@ -447,7 +463,7 @@ class ScoreboardReader:
     MAX_RETRIES = 50  # a record changing 50 times during one copy means a writer is spinning
 
     def __init__(self, name: str):
-        self.name = name
+        self.name: str | None = name  # None: a reader over a mapping it was handed (from_mmap)
         self._attach()
 
     def _attach(self) -> None:
@@ -465,7 +481,8 @@ class ScoreboardReader:
     def from_mmap(cls, mm: mmap.mmap) -> ScoreboardReader:
         """A reader over an existing mapping (a child reading the scoreboard it writes to)."""
         self = cls.__new__(cls)
-        self.name, self.mm = None, mm
+        self.name = None
+        self.mm = mm
         self._layout()
         return self
 
@@ -482,7 +499,7 @@ class ScoreboardReader:
     def close(self) -> None:
         self.mm.close()
 
-    def _copy_region(self, cls, off: int, count: int, size: int) -> ctypes.Array:
+    def _copy_region(self, cls: type[_Rec], off: int, count: int, size: int) -> ctypes.Array[_Rec]:
         """Copy ``count`` records; a record is good when its sequence was even and the same just
         before and just after the copy (memcpy's internal order does not matter then)."""
         mm = self.mm
@@ -523,10 +540,10 @@ class ScoreboardReader:
             _mark_graceful(snap)
         return snap
 
-    def __enter__(self):
+    def __enter__(self) -> ScoreboardReader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -555,7 +572,7 @@ def graceful_indices(statuses: bytes, w_gens: list[int], w_pids: list[int], p_pi
     return out
 
 
-def _column(arr, field, record_size: int, fmt: str = "I") -> list[int]:
+def _column(arr: ctypes.Array[Any], field: Any, record_size: int, fmt: Literal["I", "i"] = "I") -> list[int]:
     """One field of every record of a ctypes array, read at C speed (records are 8-byte aligned)."""
     return memoryview(arr).cast("B").cast(fmt)[field.offset // 4::record_size // 4].tolist()
 

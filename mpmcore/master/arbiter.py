@@ -34,7 +34,7 @@ from typing import Any
 
 from mpmcore import __version__
 from mpmcore import scoreboard as sb
-from mpmcore.content.fcgi import run_pool_process
+from mpmcore.content.fcgi_pool import run_pool_process
 from mpmcore.content.handlers import warm_up
 from mpmcore.content.server import make_handler
 from mpmcore.directives import DIRECTIVES, MPMS, Config, DirectiveError, canonical, resolve
