@@ -1,6 +1,6 @@
 """The scoreboard: Apache's shared-memory picture of every process and thread slot.
 
-Layout (SPEC section 1): one global record, then ``proc_capacity`` process records, then
+Layout (docs/apache-behaviour.md section 1): one global record, then ``proc_capacity`` process records, then
 ``proc_capacity x thread_capacity`` worker records, in one named POSIX shared-memory segment that
 the master creates and every child inherits across fork(). Other processes (the dashboard) attach
 by name, read-only.
@@ -201,7 +201,7 @@ class Scoreboard:
         except FileExistsError:
             old_pid = _peek_master_pid(name)
             if old_pid and pid_alive(old_pid):
-                raise ScoreboardInUse(f"scoreboard {name} belongs to a running master (pid {old_pid})")
+                raise ScoreboardInUse(f"scoreboard {name} belongs to a running master (pid {old_pid})") from None
             if log:
                 log(f"removing stale scoreboard {name} left by a master that is gone (pid {old_pid or 'unknown'})")
             _posixshmem.shm_unlink(name)
@@ -561,10 +561,10 @@ def graceful_indices(statuses: bytes, w_gens: list[int], w_pids: list[int], p_pi
         if not seg.strip(b"\0") or p_kinds[p] == KIND_FCGI:
             continue
         q = p_quiescing[p]
-        if not q and all(g == run_gen for g, st in zip(w_gens[lo:lo + tc], seg) if st):
+        if not q and all(g == run_gen for g, st in zip(w_gens[lo:lo + tc], seg, strict=True) if st):
             continue
         for j, st in enumerate(seg):
-            if st == DEAD or st == GRACEFUL:
+            if st in (DEAD, GRACEFUL):
                 continue
             i = lo + j
             if w_gens[i] != run_gen or (q and p_pids[p] == w_pids[i]):

@@ -295,7 +295,7 @@ def test_content_length_always_and_handler_hop_headers_dropped():
     conn.receive_data(GET, 1.0)
     raw = conn.send_response(conn.next_event(), Response(
         200, [("Content-Length", "999"), ("Connection", "close"), ("X-Ok", "1")], b""))
-    _, h, body = parse_response(raw)
+    _, h, _ = parse_response(raw)
     assert h["content-length"] == "0" and h["x-ok"] == "1" and "connection" not in h
 
 
