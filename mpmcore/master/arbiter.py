@@ -34,7 +34,6 @@ from typing import Any
 
 from mpmcore import __version__
 from mpmcore import scoreboard as sb
-from mpmcore.content.fcgi_pool import run_pool_process
 from mpmcore.content.handlers import warm_up
 from mpmcore.content.server import make_handler
 from mpmcore.directives import DIRECTIVES, MPMS, Config, DirectiveError, canonical, resolve
@@ -49,6 +48,7 @@ from mpmcore.master.children import (
     signal_pid,
 )
 from mpmcore.master.control import ControlServer, parse_listen, run_dir_for
+from mpmcore.master.fcgi_pool import FastCGIPool
 from mpmcore.mpm import RUN_CHILD
 from mpmcore.mpm.common import ChildEnv, Listener
 from mpmcore.procs import MASTER_SIGNALS
@@ -99,11 +99,7 @@ class Master:
         self.spawn_rate = 1
         self.hold_off = 0
         self.maxclients_reported = False
-        # the FastCGI pool for /unsafe
-        self.pool: dict[int, int] = {}  # pid -> process slot
-        self.retiring_pool: dict[int, int] = {}  # pool processes told to go (pool made smaller)
-        self.fcgi_sock: socket.socket | None = None
-        self.fcgi_path = self.run_dir / "fcgi.sock"
+        self.pool = FastCGIPool(self.run_dir / "fcgi.sock", self._fork, self.log)  # for /unsafe
 
         self.SIGNAL_HANDLERS: dict[int, Callable[[int], None]] = {
             signal.SIGCHLD: self.handle_chld,
@@ -297,331 +293,10 @@ class Master:
             "scoreboard": board.name, "error_log": self.errorlog.path if self.errorlog else "",
             "capacity": {"ServerLimit": board.proc_capacity - POOL_SLOTS,
                          "ThreadLimit": board.thread_capacity},
-            "fastcgi_pool": sorted(self.pool),
+            "fastcgi_pool": self.pool.pids(),
             "children": [{"pid": c.pid, "slot": c.slot, "generation": c.generation, "mpm": c.mpm,
                           "quiescing": c.quiescing} for c in sorted(self.children.values(), key=lambda c: c.slot)],
         }
-
-    # ---------------------------------------------------------------------------------------
-    # set-up and tear-down
-    def setup(self) -> None:
-        raise_nofile()
-        warm_up()  # shared by every child through fork()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.errorlog = ErrorLog(str(self.run_dir / "error_log"), echo=self.echo_log, level=self.log_level)
-        pidfile = self.run_dir / "master.pid"
-        if pidfile.exists():
-            try:
-                old = int(pidfile.read_text().strip() or 0)
-            except ValueError:
-                old = 0
-            if old and old != os.getpid() and sb.pid_alive(old) and is_mpmlab(old):
-                raise RuntimeError(f"a master for {self.listen} already runs (pid {old})")
-        self.listeners = [Listener(self._bind(self.listen))]
-        if self.tls_listen:
-            self.listeners.append(self._tls_listener(self.tls_listen))
-        procs, threads = self.capacity()
-        self._scoreboard = sb.Scoreboard.create(sb.segment_name(self.listen), procs, threads,
-                                                log=lambda m: self.log("warn", m, "core"))
-        self._scoreboard.update_global(listen=self.listen, tls_listen=self.tls_listen or "")
-        pidfile.write_text(f"{os.getpid()}\n")
-        self.control_server.open()
-        (self.run_dir / "info.json").write_text(json.dumps({
-            "listen": self.listen, "tls_listen": self.tls_listen, "pid": os.getpid(),
-            "scoreboard": self._scoreboard.name, "error_log": str(self.run_dir / "error_log"),
-            "control": str(self.control_server.path), "version": __version__}))
-        # signals: handlers only queue the number; the loop acts (set_wakeup_fd wakes it)
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-        signal.set_wakeup_fd(self.wake_w)
-        for s in MASTER_SIGNALS:  # the same set fork_process blocks across fork
-            signal.signal(s, self._queue_signal)
-
-    def _bind(self, listen: str) -> socket.socket:
-        host, port = parse_listen(listen)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.config["SendBufferSize"]:  # accepted sockets inherit it, as in Apache
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config["SendBufferSize"])
-        s.bind((host, port))
-        s.listen(self.config["ListenBacklog"])
-        s.setblocking(False)
-        os.set_inheritable(s.fileno(), True)
-        return s
-
-    def _tls_listener(self, listen: str) -> Listener:
-        # cryptography is heavy to import: only a master with a TLS listener pays for it
-        from mpmcore import tls
-        cert, key = self.tls_cert, self.tls_key
-        if not cert:
-            cert, key = tls.make_self_signed(str(self.run_dir), parse_listen(listen)[0])
-            self.tls_cert, self.tls_key = cert, key
-            self.log("notice", f"made a self-signed certificate for the TLS listener: {cert}", "ssl")
-        return Listener(self._bind(listen), tls.server_context(cert, key))
-
-    def capacity(self) -> tuple[int, int]:
-        """The scoreboard is sized for the largest ServerLimit and ThreadLimit any MPM takes with
-        the user's settings, so a live switch fits without re-creating it."""
-        procs = threads = 1
-        for m in MPMS:
-            carried = {k: v for k, v in self.settings.items() if DIRECTIVES[k].applies_to(m)}
-            try:
-                c = resolve(m, carried)
-            except DirectiveError:
-                c = resolve(m, {})
-            procs = max(procs, c["ServerLimit"])
-            threads = max(threads, c["ThreadLimit"])
-        # plus room at the top for the largest FastCGI pool (UnsafeFastCGIPool) a restart may ask for
-        return procs + POOL_SLOTS, threads
-
-    def teardown(self) -> None:
-        signal.set_wakeup_fd(-1)
-        self.close_listeners()
-        self.control_server.close()
-        if self.fcgi_sock is not None:
-            self.fcgi_sock.close()
-            try:
-                self.fcgi_path.unlink()
-            except FileNotFoundError:
-                pass
-        if self._scoreboard is not None:
-            self._scoreboard.unlink()
-        for name in ("master.pid", "info.json"):
-            try:
-                (self.run_dir / name).unlink()
-            except FileNotFoundError:
-                pass
-
-    def close_listeners(self) -> None:
-        for lst in self.listeners:
-            try:
-                lst.sock.close()
-            except OSError:
-                pass
-
-    # ---------------------------------------------------------------------------------------
-    # children
-    def _fork(self, what: str, module: str, body: Callable[[], int]) -> int | None:
-        """fork() a child or pool process (children.fork_process); it drops the master's wake-up
-        pipe and control socket first."""
-        def child_body() -> int:
-            self.control_server.close_in_child()
-            return body()
-        assert self.errorlog is not None  # forks happen after setup()
-        return fork_process(what, module, child_body, self.errorlog, (self.wake_r, self.wake_w))
-
-    def spawn(self, slot: int) -> int | None:
-        """fork() a child of the current MPM into process slot ``slot``."""
-        cfg = self.config
-        threads = 1 if cfg.mpm == "prefork" else cfg["ThreadsPerChild"]
-        pid = self._fork("child", f"mpm_{cfg.mpm}", lambda: self._child_main(slot, cfg))
-        if pid is None:
-            return None
-        self.children[pid] = Child(pid, slot, self.generation, cfg.mpm, threads)
-        self.slot_owner[slot] = pid
-        self.scoreboard.update_proc(slot, pid=pid, generation=self.generation, mpm=sb.MPM_IDS[cfg.mpm],
-                                    kind=sb.KIND_CHILD, quiescing=0, threads=threads, start_time=time.time(),
-                                    pss_kb=0, rss_kb=0)
-        return pid
-
-    def _child_main(self, slot: int, cfg: Config) -> int:
-        # What the child inherited lives as long as it does: keep the collector from scanning it
-        # again and again (and from touching, so copying, the pages it shares with the master).
-        gc.freeze()
-        env = ChildEnv(scoreboard=self.scoreboard, proc=slot, generation=self.generation, config=cfg,
-                       listeners=self.listeners, log=self.write_log, make_handler=make_handler,
-                       vhost=self.listen,
-                       fcgi_socket=str(self.fcgi_path) if cfg["UnsafeFastCGIPool"] else None)
-        return RUN_CHILD[cfg.mpm](env)
-
-    def reap(self) -> None:
-        """Collect every exited child and pool process, and clean the slots they leave."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if pid in self.pool or pid in self.retiring_pool:
-                self._pool_reaped(pid, status)
-                continue
-            child = self.children.pop(pid, None)
-            if child is None:
-                continue
-            self.reaped_since_tick = True
-            if os.WIFSIGNALED(status):
-                sig = os.WTERMSIG(status)
-                if not (sig == signal.SIGTERM and child.quiescing):
-                    self.log("notice", f"child pid {pid} exit signal {signal.Signals(sig).name} ({sig})", "core")
-            elif os.WEXITSTATUS(status) != 0:
-                self.log("error", f"child pid {pid} exited with status {os.WEXITSTATUS(status)}", "core")
-            self._clean_slots(child)
-
-    def start_remaining(self) -> None:
-        """StartServers children that found no free slot at the last start (old children still
-        held them) take the slots that freed up (Apache's remaining_children_to_start)."""
-        if not self.remaining_to_start or self.stopping_gracefully or not self.running:
-            return
-        for slot in self.free_slots()[:self.remaining_to_start]:
-            self.spawn(slot)
-            self.remaining_to_start -= 1
-
-    def _clean_slots(self, child: Child) -> None:
-        """A dead child's thread slots may still say what it was doing (killed hard): clear them.
-        Only slots that still carry its pid: a squatter may own the others by now."""
-        s = self.scoreboard
-        for t in range(s.thread_capacity):
-            rec = s.worker(child.slot, t)
-            if rec.pid == child.pid and rec.status != sb.DEAD:
-                s.slot(child.slot, t).release(sb.DEAD)
-        if self.slot_owner.get(child.slot) == child.pid:
-            del self.slot_owner[child.slot]
-            s.clear_proc(child.slot)
-            s.clear_child(child.slot)
-
-    def quiesce(self, child: Child) -> None:
-        """Tell one child to finish gracefully (Apache's pod / AP_SIG_GRACEFUL)."""
-        if child.quiescing:
-            return
-        child.quiescing = True
-        if self.slot_owner.get(child.slot) == child.pid:
-            self.scoreboard.update_proc(child.slot, quiescing=1)
-        signal_pid(child.pid, signal.SIGUSR1)
-
-    def current_children(self) -> list[Child]:
-        return [c for c in self.children.values() if c.generation == self.generation and not c.quiescing]
-
-    def free_slots(self) -> list[int]:
-        cfg = self.config
-        return policy.free_slots(cfg.mpm, self.generation, cfg["ServerLimit"], cfg["MaxRequestWorkers"],
-                                 cfg.max_children, self.children.values(), self.pool.values())
-
-    # ---------------------------------------------------------------------------------------
-    # idle-server maintenance: a snapshot to policy.maintain, then its decision carried out
-    def maintenance(self) -> None:
-        self.ensure_pool()
-        decision = policy.maintain(self.pool_snapshot())
-        self.spawn_rate, self.hold_off = decision.spawn_rate, decision.hold_off
-        self.maxclients_reported = decision.maxclients_reported
-        if decision.stop is not None:
-            victim = self.children.get(decision.stop.pid)
-            if victim is not None:
-                self.quiesce(victim)
-        for line in decision.log:
-            self.log(line.level, line.message)
-        pids = [pid for pid in (self.spawn(slot) for slot in decision.spawn) if pid]
-        if pids:  # a failed fork has logged its own alert
-            self.log("info", f"maintenance: spawned {len(pids)} child{'ren' if len(pids) != 1 else ''} "
-                             f"(pid {', '.join(map(str, pids))}; {decision.spawn_reason})")
-
-    def pool_snapshot(self) -> policy.PoolSnapshot:
-        cfg = self.config
-        lo_name, hi_name, _ = policy.spare_directives(cfg.mpm)
-        current = self.current_children()
-        return policy.PoolSnapshot(
-            mpm=cfg.mpm, min_spare=cfg[lo_name], max_spare=cfg[hi_name],
-            children=tuple(self.child_idle(c) for c in current),
-            stopping_children=len(self.children) - len(current), free_slots=tuple(self.free_slots()),
-            spawn_rate=self.spawn_rate, hold_off=self.hold_off, maxclients_reported=self.maxclients_reported)
-
-    def child_idle(self, c: Child) -> policy.ChildIdle:
-        """Idle for maintenance: prefork counts children, worker/event threads, in S or _. Thread
-        slots a young child has not claimed yet count as S, as Apache's parent marks them. An event
-        child that stopped accepting has no spare threads (event.c counts ``!ps->not_accepting``
-        children only): no new client can reach them, so more children are started."""
-        s = self.scoreboard
-        first = s.worker(c.slot, 0)
-        ready = first.pid == c.pid and first.status == sb.READY
-        if c.mpm == "event":
-            rec = s.children[c.slot]
-            if rec.pid == c.pid and rec.not_accepting:
-                return policy.ChildIdle(c.pid, c.slot, 0, ready)
-        idle = 0
-        for t in range(c.threads):
-            w = s.worker(c.slot, t)
-            if w.pid != c.pid or w.status in (sb.STARTING, sb.READY):  # not claimed yet: STARTING
-                idle += 1
-        return policy.ChildIdle(c.pid, c.slot, idle, ready)
-
-    def sample_memory(self) -> None:
-        for c in list(self.children.values()):
-            pss, rss = read_smaps_rollup(c.pid)
-            if self.slot_owner.get(c.slot) == c.pid:
-                self.scoreboard.update_proc(c.slot, pss_kb=pss, rss_kb=rss, mem_time=time.time())
-        ru_self = os.times()
-        self.scoreboard.update_global(parent_cpu_user=ru_self.user, parent_cpu_system=ru_self.system,
-                                      children_cpu_user=ru_self.children_user,
-                                      children_cpu_system=ru_self.children_system)
-
-    # ---------------------------------------------------------------------------------------
-    # the FastCGI pool for /unsafe (UnsafeFastCGIPool N): N single-threaded processes, shown in
-    # the scoreboard as process slots of their own kind, taken from the top of the scoreboard
-    def ensure_pool(self) -> None:
-        want = self.config["UnsafeFastCGIPool"]
-        if want and self.fcgi_sock is None:
-            try:
-                self.fcgi_path.unlink()
-            except FileNotFoundError:
-                pass
-            self.fcgi_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.fcgi_sock.bind(str(self.fcgi_path))
-            os.chmod(self.fcgi_path, 0o600)
-            self.fcgi_sock.listen(128)
-        while len(self.pool) > want:
-            pid = max(self.pool, key=lambda p: self.pool[p])
-            signal_pid(pid, signal.SIGTERM)
-            self.retiring_pool[pid] = self.pool.pop(pid)
-        busy = {c.slot for c in self.children.values()} | set(self.pool.values())
-        slot = self.scoreboard.proc_capacity - 1
-        while len(self.pool) < want and slot >= 0:
-            if slot not in busy:
-                self._spawn_pool(slot)
-            slot -= 1
-
-    def _spawn_pool(self, slot: int) -> None:
-        fcgi_sock = self.fcgi_sock
-        assert fcgi_sock is not None  # ensure_pool() made it
-
-        def body() -> int:
-            for lst in self.listeners:
-                lst.sock.close()
-            return run_pool_process(self.scoreboard, slot, self.generation, fcgi_sock)
-        pid = self._fork("pool process", "proxy_fcgi", body)
-        if pid is None:
-            return
-        self.pool[pid] = slot
-        self.scoreboard.update_proc(slot, pid=pid, generation=self.generation, mpm=0, kind=sb.KIND_FCGI,
-                                    quiescing=0, threads=1, start_time=time.time(), pss_kb=0, rss_kb=0)
-
-    def _pool_reaped(self, pid: int, status: int) -> None:
-        slot = self.pool.pop(pid, None)
-        if slot is None:
-            slot = self.retiring_pool.pop(pid)
-        if os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGTERM:
-            self.log("notice", f"FastCGI pool process {pid} exit signal {signal.Signals(os.WTERMSIG(status)).name}",
-                     "proxy_fcgi")
-        rec = self.scoreboard.worker(slot, 0)
-        if rec.pid == pid:
-            self.scoreboard.slot(slot, 0).release(sb.DEAD)
-        self.scoreboard.clear_proc(slot)
-
-    def _stop_pool(self) -> None:
-        for pid, slot in list(self.pool.items()):
-            signal_pid(pid, signal.SIGTERM)
-            self.retiring_pool[pid] = slot
-            del self.pool[pid]
-        deadline = time.monotonic() + HARD_STOP_TERM_SECONDS
-        while self.retiring_pool and time.monotonic() < deadline:
-            self.reap()
-            time.sleep(REAP_POLL_SECONDS)
-        for pid in list(self.retiring_pool):
-            signal_pid(pid, signal.SIGKILL)
-        while self.retiring_pool and time.monotonic() < deadline + 5:
-            self.reap()
-            time.sleep(REAP_POLL_SECONDS)
 
     # ---------------------------------------------------------------------------------------
     # generations: start, graceful restart, hard restart, switch, stops
@@ -721,7 +396,7 @@ class Master:
         for c in list(self.children.values()):
             c.quiescing = True
             signal_pid(c.pid, signal.SIGTERM)
-        self._stop_pool()
+        self.stop_pool()
         deadline = time.monotonic() + HARD_STOP_TERM_SECONDS
         killed = False
         while self.children:
@@ -734,3 +409,270 @@ class Master:
                     signal_pid(c.pid, signal.SIGKILL)
                 killed = True
             time.sleep(REAP_POLL_SECONDS)
+
+    # ---------------------------------------------------------------------------------------
+    # children
+    def _fork(self, what: str, module: str, body: Callable[[], int]) -> int | None:
+        """fork() a child or pool process (children.fork_process); it drops the master's wake-up
+        pipe and control socket first."""
+        def child_body() -> int:
+            self.control_server.close_in_child()
+            return body()
+        assert self.errorlog is not None  # forks happen after setup()
+        return fork_process(what, module, child_body, self.errorlog, (self.wake_r, self.wake_w))
+
+    def spawn(self, slot: int) -> int | None:
+        """fork() a child of the current MPM into process slot ``slot``."""
+        cfg = self.config
+        threads = 1 if cfg.mpm == "prefork" else cfg["ThreadsPerChild"]
+        pid = self._fork("child", f"mpm_{cfg.mpm}", lambda: self._child_main(slot, cfg))
+        if pid is None:
+            return None
+        self.children[pid] = Child(pid, slot, self.generation, cfg.mpm, threads)
+        self.slot_owner[slot] = pid
+        self.scoreboard.update_proc(slot, pid=pid, generation=self.generation, mpm=sb.MPM_IDS[cfg.mpm],
+                                    kind=sb.KIND_CHILD, quiescing=0, threads=threads, start_time=time.time(),
+                                    pss_kb=0, rss_kb=0)
+        return pid
+
+    def _child_main(self, slot: int, cfg: Config) -> int:
+        # What the child inherited lives as long as it does: keep the collector from scanning it
+        # again and again (and from touching, so copying, the pages it shares with the master).
+        gc.freeze()
+        env = ChildEnv(scoreboard=self.scoreboard, proc=slot, generation=self.generation, config=cfg,
+                       listeners=self.listeners, log=self.write_log, make_handler=make_handler,
+                       vhost=self.listen,
+                       fcgi_socket=str(self.pool.path) if cfg["UnsafeFastCGIPool"] else None)
+        return RUN_CHILD[cfg.mpm](env)
+
+    def reap(self) -> None:
+        """Collect every exited child and pool process, and clean the slots they leave."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.pool:
+                self.pool.reaped(pid, status, self.scoreboard)
+                continue
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self.reaped_since_tick = True
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                if not (sig == signal.SIGTERM and child.quiescing):
+                    self.log("notice", f"child pid {pid} exit signal {signal.Signals(sig).name} ({sig})", "core")
+            elif os.WEXITSTATUS(status) != 0:
+                self.log("error", f"child pid {pid} exited with status {os.WEXITSTATUS(status)}", "core")
+            self._clean_slots(child)
+
+    def start_remaining(self) -> None:
+        """StartServers children that found no free slot at the last start (old children still
+        held them) take the slots that freed up (Apache's remaining_children_to_start)."""
+        if not self.remaining_to_start or self.stopping_gracefully or not self.running:
+            return
+        for slot in self.free_slots()[:self.remaining_to_start]:
+            self.spawn(slot)
+            self.remaining_to_start -= 1
+
+    def _clean_slots(self, child: Child) -> None:
+        """A dead child's thread slots may still say what it was doing (killed hard): clear them.
+        Only slots that still carry its pid: a squatter may own the others by now."""
+        s = self.scoreboard
+        for t in range(s.thread_capacity):
+            rec = s.worker(child.slot, t)
+            if rec.pid == child.pid and rec.status != sb.DEAD:
+                s.slot(child.slot, t).release(sb.DEAD)
+        if self.slot_owner.get(child.slot) == child.pid:
+            del self.slot_owner[child.slot]
+            s.clear_proc(child.slot)
+            s.clear_child(child.slot)
+
+    def quiesce(self, child: Child) -> None:
+        """Tell one child to finish gracefully (Apache's pod / AP_SIG_GRACEFUL)."""
+        if child.quiescing:
+            return
+        child.quiescing = True
+        if self.slot_owner.get(child.slot) == child.pid:
+            self.scoreboard.update_proc(child.slot, quiescing=1)
+        signal_pid(child.pid, signal.SIGUSR1)
+
+    def current_children(self) -> list[Child]:
+        return [c for c in self.children.values() if c.generation == self.generation and not c.quiescing]
+
+    def free_slots(self) -> list[int]:
+        cfg = self.config
+        return policy.free_slots(cfg.mpm, self.generation, cfg["ServerLimit"], cfg["MaxRequestWorkers"],
+                                 cfg.max_children, self.children.values(), self.pool.slots())
+
+    # ---------------------------------------------------------------------------------------
+    # idle-server maintenance: a snapshot to policy.maintain, then its decision carried out
+    def maintenance(self) -> None:
+        self.ensure_pool()
+        decision = policy.maintain(self.children_snapshot())
+        self.spawn_rate, self.hold_off = decision.spawn_rate, decision.hold_off
+        self.maxclients_reported = decision.maxclients_reported
+        if decision.stop is not None:
+            victim = self.children.get(decision.stop.pid)
+            if victim is not None:
+                self.quiesce(victim)
+        for line in decision.log:
+            self.log(line.level, line.message)
+        pids = [pid for pid in (self.spawn(slot) for slot in decision.spawn) if pid]
+        if pids:  # a failed fork has logged its own alert
+            self.log("info", f"maintenance: spawned {len(pids)} child{'ren' if len(pids) != 1 else ''} "
+                             f"(pid {', '.join(map(str, pids))}; {decision.spawn_reason})")
+
+    def children_snapshot(self) -> policy.ChildrenSnapshot:
+        cfg = self.config
+        lo_name, hi_name, _ = policy.spare_directives(cfg.mpm)
+        current = self.current_children()
+        return policy.ChildrenSnapshot(
+            mpm=cfg.mpm, min_spare=cfg[lo_name], max_spare=cfg[hi_name],
+            children=tuple(self.child_idle(c) for c in current),
+            stopping_children=len(self.children) - len(current), free_slots=tuple(self.free_slots()),
+            spawn_rate=self.spawn_rate, hold_off=self.hold_off, maxclients_reported=self.maxclients_reported)
+
+    def child_idle(self, c: Child) -> policy.ChildIdle:
+        """Idle for maintenance: prefork counts children, worker/event threads, in S or _. Thread
+        slots a young child has not claimed yet count as S, as Apache's parent marks them. An event
+        child that stopped accepting has no spare threads (event.c counts ``!ps->not_accepting``
+        children only): no new client can reach them, so more children are started."""
+        s = self.scoreboard
+        first = s.worker(c.slot, 0)
+        ready = first.pid == c.pid and first.status == sb.READY
+        if c.mpm == "event":
+            rec = s.children[c.slot]
+            if rec.pid == c.pid and rec.not_accepting:
+                return policy.ChildIdle(c.pid, c.slot, 0, ready)
+        idle = 0
+        for t in range(c.threads):
+            w = s.worker(c.slot, t)
+            if w.pid != c.pid or w.status in (sb.STARTING, sb.READY):  # not claimed yet: STARTING
+                idle += 1
+        return policy.ChildIdle(c.pid, c.slot, idle, ready)
+
+    def sample_memory(self) -> None:
+        for c in list(self.children.values()):
+            pss, rss = read_smaps_rollup(c.pid)
+            if self.slot_owner.get(c.slot) == c.pid:
+                self.scoreboard.update_proc(c.slot, pss_kb=pss, rss_kb=rss, mem_time=time.time())
+        ru_self = os.times()
+        self.scoreboard.update_global(parent_cpu_user=ru_self.user, parent_cpu_system=ru_self.system,
+                                      children_cpu_user=ru_self.children_user,
+                                      children_cpu_system=ru_self.children_system)
+
+    # ---------------------------------------------------------------------------------------
+    # the FastCGI pool for /unsafe (fcgi_pool.py)
+    def ensure_pool(self) -> None:
+        self.pool.ensure(self.config["UnsafeFastCGIPool"], self.scoreboard,
+                         (c.slot for c in self.children.values()), self.generation, self.listeners)
+
+    def stop_pool(self) -> None:
+        """TERM the pool, KILL what is left after HARD_STOP_TERM_SECONDS; reap it all."""
+        self.pool.terminate()
+        deadline = time.monotonic() + HARD_STOP_TERM_SECONDS
+        while self.pool.retiring and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(REAP_POLL_SECONDS)
+        self.pool.kill_retiring()
+        while self.pool.retiring and time.monotonic() < deadline + 5:
+            self.reap()
+            time.sleep(REAP_POLL_SECONDS)
+
+    # ---------------------------------------------------------------------------------------
+    # set-up and tear-down
+    def setup(self) -> None:
+        raise_nofile()
+        warm_up()  # shared by every child through fork()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.errorlog = ErrorLog(str(self.run_dir / "error_log"), echo=self.echo_log, level=self.log_level)
+        pidfile = self.run_dir / "master.pid"
+        if pidfile.exists():
+            try:
+                old = int(pidfile.read_text().strip() or 0)
+            except ValueError:
+                old = 0
+            if old and old != os.getpid() and sb.pid_alive(old) and is_mpmlab(old):
+                raise RuntimeError(f"a master for {self.listen} already runs (pid {old})")
+        self.listeners = [Listener(self._bind(self.listen))]
+        if self.tls_listen:
+            self.listeners.append(self._tls_listener(self.tls_listen))
+        procs, threads = self.capacity()
+        self._scoreboard = sb.Scoreboard.create(sb.segment_name(self.listen), procs, threads,
+                                                log=lambda m: self.log("warn", m, "core"))
+        self._scoreboard.update_global(listen=self.listen, tls_listen=self.tls_listen or "")
+        pidfile.write_text(f"{os.getpid()}\n")
+        self.control_server.open()
+        (self.run_dir / "info.json").write_text(json.dumps({
+            "listen": self.listen, "tls_listen": self.tls_listen, "pid": os.getpid(),
+            "scoreboard": self._scoreboard.name, "error_log": str(self.run_dir / "error_log"),
+            "control": str(self.control_server.path), "version": __version__}))
+        # signals: handlers only queue the number; the loop acts (set_wakeup_fd wakes it)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        for s in MASTER_SIGNALS:  # the same set fork_process blocks across fork
+            signal.signal(s, self._queue_signal)
+
+    def _bind(self, listen: str) -> socket.socket:
+        host, port = parse_listen(listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.config["SendBufferSize"]:  # accepted sockets inherit it, as in Apache
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config["SendBufferSize"])
+        s.bind((host, port))
+        s.listen(self.config["ListenBacklog"])
+        s.setblocking(False)
+        os.set_inheritable(s.fileno(), True)
+        return s
+
+    def _tls_listener(self, listen: str) -> Listener:
+        # cryptography is heavy to import: only a master with a TLS listener pays for it
+        from mpmcore import tls
+        cert, key = self.tls_cert, self.tls_key
+        if not cert:
+            cert, key = tls.make_self_signed(str(self.run_dir), parse_listen(listen)[0])
+            self.tls_cert, self.tls_key = cert, key
+            self.log("notice", f"made a self-signed certificate for the TLS listener: {cert}", "ssl")
+        return Listener(self._bind(listen), tls.server_context(cert, key))
+
+    def capacity(self) -> tuple[int, int]:
+        """The scoreboard is sized for the largest ServerLimit and ThreadLimit any MPM takes with
+        the user's settings, so a live switch fits without re-creating it."""
+        procs = threads = 1
+        for m in MPMS:
+            carried = {k: v for k, v in self.settings.items() if DIRECTIVES[k].applies_to(m)}
+            try:
+                c = resolve(m, carried)
+            except DirectiveError:
+                c = resolve(m, {})
+            procs = max(procs, c["ServerLimit"])
+            threads = max(threads, c["ThreadLimit"])
+        # plus room at the top for the largest FastCGI pool (UnsafeFastCGIPool) a restart may ask for
+        return procs + POOL_SLOTS, threads
+
+    def teardown(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self.close_listeners()
+        self.control_server.close()
+        self.pool.close()
+        if self._scoreboard is not None:
+            self._scoreboard.unlink()
+        for name in ("master.pid", "info.json"):
+            try:
+                (self.run_dir / name).unlink()
+            except FileNotFoundError:
+                pass
+
+    def close_listeners(self) -> None:
+        for lst in self.listeners:
+            try:
+                lst.sock.close()
+            except OSError:
+                pass

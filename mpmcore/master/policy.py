@@ -11,7 +11,7 @@ docs/apache-differences.md says where mpmcore differs):
   with no free slot, say once that MaxRequestWorkers is reached;
 * otherwise the rate falls back to 1.
 
-The master takes a snapshot of its pool (``PoolSnapshot``), asks ``maintain`` what to do, and
+The master takes a snapshot of its pool (``ChildrenSnapshot``), asks ``maintain`` what to do, and
 carries out the ``Maintenance`` it gets: no fork, clock or scoreboard here, so every branch is
 unit-tested (tests/unit/test_policy.py).
 """
@@ -64,7 +64,7 @@ class ChildIdle:
 
 
 @dataclass(frozen=True)
-class PoolSnapshot:
+class ChildrenSnapshot:
     """What maintenance looks at: the pool now, and the policy's state from the last tick."""
 
     mpm: str
@@ -117,7 +117,7 @@ def idle_child_to_stop(mpm: str, children: Iterable[ChildIdle]) -> ChildIdle | N
     return max(candidates, key=lambda c: c.slot, default=None)
 
 
-def maintain(s: PoolSnapshot) -> Maintenance:
+def maintain(s: ChildrenSnapshot) -> Maintenance:
     idle = s.idle
     lo_name, hi_name, unit = spare_directives(s.mpm)
     if idle > s.max_spare:

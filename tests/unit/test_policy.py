@@ -8,16 +8,16 @@ import pytest
 
 from mpmcore.master import policy
 from mpmcore.master.children import Child
-from mpmcore.master.policy import ChildIdle, LogLine, Maintenance, PoolSnapshot, TickStep
+from mpmcore.master.policy import ChildIdle, ChildrenSnapshot, LogLine, Maintenance, TickStep
 
 
 def snap(mpm: str = "prefork", idle: list[int] | None = None, free: tuple[int, ...] = (), lo: int = 5,
          hi: int = 10, rate: int = 1, hold_off: int = 0, reported: bool = False, stopping: int = 0,
-         ready: list[bool] | None = None) -> PoolSnapshot:
+         ready: list[bool] | None = None) -> ChildrenSnapshot:
     idle = idle or []
     ready = ready if ready is not None else [n > 0 for n in idle]
     children = tuple(ChildIdle(pid=1000 + i, slot=i, idle=n, ready=r) for i, (n, r) in enumerate(zip(idle, ready, strict=True)))
-    return PoolSnapshot(mpm=mpm, min_spare=lo, max_spare=hi, children=children, stopping_children=stopping,
+    return ChildrenSnapshot(mpm=mpm, min_spare=lo, max_spare=hi, children=children, stopping_children=stopping,
                         free_slots=free, spawn_rate=rate, hold_off=hold_off, maxclients_reported=reported)
 
 
