@@ -99,8 +99,6 @@ class Conn:
     http: HTTPConnection
     tls: bool = False
     out: list[Chunk] | None = None  # reply parts not yet written (event write completion)
-    out_request: Request | None = None
-    out_started: float = 0.0
     handshake_done: bool = True
     accepted_at: float = 0.0
 
@@ -329,7 +327,6 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 return CLOSE
             done = write_some(c)
             if done is Written.PARTIAL:
-                c.out_request = req
                 slot.request_finished(served, *_thread_cpu())
                 return PARK_WRITE
             slot.set(sb.BUSY_LOG)

@@ -66,6 +66,10 @@ CommandHandler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class Master:
+    """One server: its listeners, scoreboard, children of one MPM at a time, and the FastCGI pool.
+    ``run()`` is the whole life of the process; everything it uses is created here, empty, and
+    filled by ``setup()``."""
+
     def __init__(self, listen: str = "127.0.0.1:8080", mpm: str = "event", settings: dict[str, Any] | None = None,
                  tls_listen: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
                  echo_log: bool = True, log_level: str = "info"):
