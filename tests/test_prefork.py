@@ -230,7 +230,13 @@ def test_hard_restart_zeroes_counters_and_graceful_stop(server_factory):
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("r", http_get(srv.port, "/sleep?ms=1000")))
     t.start()
-    wait_for(lambda: srv.count_states()["W"] == 1, what="request in flight")
+
+    def sleep_in_flight() -> bool:
+        # the /sleep slot itself: the ?auto request's slot may still show W after its client has
+        # read the reply, and a stop before /sleep is accepted refuses it (the listeners close)
+        return any(w.status == sb.BUSY_WRITE and w.request.startswith(b"GET /sleep")
+                   for _, _, w in sb.live_workers(srv.snapshot()))
+    wait_for(sleep_in_flight, what="the /sleep request in flight")
     os.kill(srv.proc.pid, signal.SIGWINCH)
     t.join(10)
     assert result["r"][0] == 200
