@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from mpmcore import __version__
 from mpmcore.directives import MPMS, DirectiveError, parse_assignments, parse_httpd_conf
+from mpmcore.master import Master, control_path, ctl_request
+from mpmcore.traffic.cli import add_parser as add_traffic
+from mpmcore.traffic.cli import run as run_traffic
 
 
-def _settings(args) -> dict[str, str]:
+def _settings(args: argparse.Namespace) -> dict[str, str]:
     settings: dict[str, str] = {}
     if getattr(args, "config", None):
         with open(args.config, encoding="utf-8") as f:
@@ -19,8 +23,7 @@ def _settings(args) -> dict[str, str]:
     return settings
 
 
-def cmd_serve(args) -> int:
-    from mpmcore.master.arbiter import Master
+def cmd_serve(args: argparse.Namespace) -> int:
     try:
         master = Master(listen=args.listen, mpm=args.mpm, settings=_settings(args), tls_listen=args.tls,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level)
@@ -37,11 +40,10 @@ def cmd_serve(args) -> int:
         return 1
 
 
-def cmd_ctl(args) -> int:
-    from mpmcore.master.arbiter import control_path, ctl_request
+def cmd_ctl(args: argparse.Namespace) -> int:
     try:
         path = control_path(args.server)
-        req: dict = {"cmd": args.action}
+        req: dict[str, Any] = {"cmd": args.action}
         if args.action == "switch":
             if not args.mpm:
                 print("mpmlab ctl switch needs an MPM: prefork, worker or event", file=sys.stderr)
@@ -72,9 +74,10 @@ def cmd_ctl(args) -> int:
     return 0
 
 
-def cmd_dashboard(args) -> int:
+def cmd_dashboard(args: argparse.Namespace) -> int:
     """Fill what the command line left unsaid from MPMLAB_* variables and the TOML file
     (``--config-file``; precedence CLI > environment > file > default), then run the dashboard."""
+    # the dashboard (FastAPI, uvicorn, Jinja2) loads only for this command: serve and ctl stay light
     from app.config_file import ConfigError, apply_defaults, given_options
     from app.main import run_dashboard
 
@@ -91,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mpmlab {__version__}")
     sub = p.add_subparsers(dest="command")
 
-    def directive_opts(sp, mpm_default: str | None):
+    def directive_opts(sp: argparse.ArgumentParser, mpm_default: str | None) -> None:
         sp.add_argument("--mpm", choices=MPMS, default=mpm_default, help="the MPM to run")
         sp.add_argument("--config", metavar="FILE", help="an httpd.conf excerpt (MPM sections are read)")
         sp.add_argument("--set", action="append", metavar="Directive=value",
@@ -115,8 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the answer as JSON")
     c.set_defaults(func=cmd_ctl)
 
-    from mpmcore.traffic.cli import add_parser as add_traffic
-    from mpmcore.traffic.cli import run as run_traffic
     add_traffic(sub).set_defaults(func=run_traffic)
 
     d = sub.add_parser("dashboard", help="the dashboard with the embedded server core (the default)")
@@ -127,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_dashboard_options(d: argparse.ArgumentParser) -> None:
     """The dashboard's flags. Their argparse default is None ("not given"): the real defaults live
-    in ``settings_file.OPTIONS``, applied after MPMLAB_* variables and the TOML file had their say."""
-    from app.config_file import OPTIONS
+    in ``app.config_file.OPTIONS``, applied after MPMLAB_* variables and the TOML file had their say."""
+    from app.config_file import OPTIONS  # the dashboard's module: see cmd_dashboard
 
     def default(dest: str) -> str:
         v = OPTIONS[dest].default
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["dashboard", *argv]  # plain `mpmlab` is the dashboard
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    code: int | None = args.func(args)
+    return code or 0
 
 
 if __name__ == "__main__":

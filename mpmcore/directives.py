@@ -3,7 +3,7 @@
 ``resolve(mpm, values)`` turns what the user set (``--set``, a pasted httpd.conf section, the
 dashboard form) into a complete, adjusted configuration. An unknown directive or a value outside
 its range is a ``DirectiveError`` naming the directive and the allowed range; Apache's silent-ish
-corrections (SPEC section 6) are applied and returned as warnings, worded as Apache logs them.
+corrections (docs/apache-behaviour.md section 6) are applied and returned as warnings, worded as Apache logs them.
 """
 
 from __future__ import annotations
@@ -67,14 +67,15 @@ class Directive:
                 except ValueError as e:
                     raise DirectiveError(name, str(e)) from None
             return value
+        number: int | float
         try:
-            value = int(str(raw).strip()) if self.kind == "int" else float(str(raw).strip())
+            number = int(str(raw).strip()) if self.kind == "int" else float(str(raw).strip())
         except ValueError:
             raise DirectiveError(name, f"must be a{'n integer' if self.kind == 'int' else ' number'}"
                                        f"{self.range_text()}, not {raw!r}") from None
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            raise DirectiveError(name, f"{value} is out of range{self.range_text()}")
-        return value
+        if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
+            raise DirectiveError(name, f"{number} is out of range{self.range_text()}")
+        return number
 
     def range_text(self) -> str:
         if self.min is None and self.max is None:
@@ -92,8 +93,8 @@ def _check_reqtimeout(text: str) -> None:
     RequestReadTimeout.parse(text)
 
 
-def _all(v):
-    return {m: v for m in MPMS}
+def _all(v: Any) -> dict[str, Any]:
+    return dict.fromkeys(MPMS, v)
 
 
 _DIRECTIVES = [
@@ -168,9 +169,11 @@ class Config:
     @property
     def max_children(self) -> int:
         """How many child processes this configuration may run at once (Apache's max_daemons_limit)."""
+        workers: int = self.values["MaxRequestWorkers"]
         if self.mpm == "prefork":
-            return self.values["MaxRequestWorkers"]
-        return self.values["MaxRequestWorkers"] // self.values["ThreadsPerChild"]
+            return workers
+        threads: int = self.values["ThreadsPerChild"]
+        return workers // threads
 
     def to_dict(self) -> dict[str, Any]:
         return {"mpm": self.mpm, "directives": dict(self.values), "warnings": list(self.warnings),

@@ -6,6 +6,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 KILL_WAIT = 5.0  # after SIGKILL the kernel needs no more than this to let us reap it
 
@@ -17,7 +20,7 @@ MASTER_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGTERM, signal.SIGHUP, signa
                             signal.SIGCHLD})
 
 
-def install_child_signals(on_usr1=None) -> None:
+def install_child_signals(on_usr1: Callable[[int, FrameType | None], None] | None = None) -> None:
     """In a child forked by the master (an MPM child or a FastCGI pool process): its own signal
     handlers, then the master's signals unblocked (they were blocked across fork, see above). USR1
     calls ``on_usr1`` (None: ignored); TERM exits (default action); INT/HUP/WINCH are the master's
@@ -31,7 +34,7 @@ def install_child_signals(on_usr1=None) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
 
 
-def terminate(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTERM) -> bool:
+def terminate(proc: subprocess.Popen[Any], timeout: float, sig: int = signal.SIGTERM) -> bool:
     """Stop ``proc`` (one of ours) and reap it. Returns True when it had to be killed."""
     if proc.poll() is not None:
         return False

@@ -1,6 +1,6 @@
 """The scoreboard: Apache's shared-memory picture of every process and thread slot.
 
-Layout (SPEC section 1): one global record, then ``proc_capacity`` process records, then
+Layout (docs/apache-behaviour.md section 1): one global record, then ``proc_capacity`` process records, then
 ``proc_capacity x thread_capacity`` worker records, in one named POSIX shared-memory segment that
 the master creates and every child inherits across fork(). Other processes (the dashboard) attach
 by name, read-only.
@@ -17,13 +17,16 @@ it). The *effective* ServerLimit/ThreadLimit live in the global record, as Apach
 
 from __future__ import annotations
 
-import _posixshmem  # CPython's own shm_open/shm_unlink (what multiprocessing.shared_memory uses)
+# CPython's own shm_open/shm_unlink (what multiprocessing.shared_memory uses); a private module without stubs
+import _posixshmem  # type: ignore[import-not-found]
 import ctypes
 import mmap
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 MAGIC = 0x4D504D4C  # "MPML"
 LAYOUT_VERSION = 3
@@ -142,6 +145,17 @@ class WorkerRecord(ctypes.Structure):
 
 G_SIZE, P_SIZE, C_SIZE, W_SIZE = (ctypes.sizeof(GlobalRecord), ctypes.sizeof(ProcessRecord),
                                   ctypes.sizeof(ChildRecord), ctypes.sizeof(WorkerRecord))
+_Rec = TypeVar("_Rec", GlobalRecord, ProcessRecord, ChildRecord, WorkerRecord)
+_FIELDS: dict[type[ctypes.Structure], frozenset[str]] = {
+    cls: frozenset(name for name, *_ in cls._fields_) for cls in (GlobalRecord, ProcessRecord, ChildRecord)}
+
+
+def _check_fields(cls: type[ctypes.Structure], fields: dict[str, Any]) -> None:
+    """A misspelt field would only set a Python attribute on the ctypes view, never the shared
+    record: refuse it."""
+    unknown = fields.keys() - _FIELDS[cls]
+    if unknown:
+        raise AttributeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
 
 
 def segment_name(listen: str) -> str:
@@ -178,7 +192,7 @@ class Scoreboard:
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, procs: int, threads: int, log=None) -> Scoreboard:
+    def create(cls, name: str, procs: int, threads: int, log: Callable[[str], None] | None = None) -> Scoreboard:
         """Create the segment. A leftover segment from a crashed master is detected and replaced
         (never silently reused); one whose master still runs is an error."""
         size = _size(procs, threads)
@@ -186,8 +200,8 @@ class Scoreboard:
             fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         except FileExistsError:
             old_pid = _peek_master_pid(name)
-            if old_pid and _pid_alive(old_pid):
-                raise ScoreboardInUse(f"scoreboard {name} belongs to a running master (pid {old_pid})")
+            if old_pid and pid_alive(old_pid):
+                raise ScoreboardInUse(f"scoreboard {name} belongs to a running master (pid {old_pid})") from None
             if log:
                 log(f"removing stale scoreboard {name} left by a master that is gone (pid {old_pid or 'unknown'})")
             _posixshmem.shm_unlink(name)
@@ -221,7 +235,8 @@ class Scoreboard:
             pass
 
     # -- global -----------------------------------------------------------------------------
-    def update_global(self, **fields) -> None:
+    def update_global(self, **fields: Any) -> None:
+        _check_fields(GlobalRecord, fields)
         g = self.glob
         g.seq += 1
         for k, v in fields.items():
@@ -229,7 +244,8 @@ class Scoreboard:
         g.seq += 1
 
     # -- process records (written by the master; event children write their counters) ---------
-    def update_proc(self, slot: int, **fields) -> None:
+    def update_proc(self, slot: int, **fields: Any) -> None:
+        _check_fields(ProcessRecord, fields)
         p = self.procs[slot]
         p.seq += 1
         for k, v in fields.items():
@@ -243,8 +259,9 @@ class Scoreboard:
         ctypes.memset(ctypes.addressof(p), 0, P_SIZE)
         p.seq = seq + 1
 
-    def update_child(self, slot: int, **fields) -> None:
+    def update_child(self, slot: int, **fields: int) -> None:
         """Only the child in ``slot`` calls this (serialised by its own lock)."""
+        _check_fields(ChildRecord, fields)
         c = self.children[slot]
         c.seq += 1
         for k, v in fields.items():
@@ -286,7 +303,7 @@ class SlotWriter:
         self.rec, self.proc, self.thread = rec, proc, thread
         # Set by the MPM to its child's stop event: once the child is finishing gracefully, every
         # live state shows as G (Apache's SERVER_GRACEFUL) until the slot dies.
-        self.stopping = None
+        self.stopping: threading.Event | None = None
 
     def _eff(self, status: int) -> int:
         st = self.stopping
@@ -400,7 +417,8 @@ def _peek_master_pid(name: str) -> int:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one we may not signal counts: it is alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -416,9 +434,9 @@ class Snapshot:
 
     taken_at: float
     glob: GlobalRecord
-    procs: ctypes.Array  # of ProcessRecord, proc_capacity long
-    children: ctypes.Array  # of ChildRecord, proc_capacity long
-    workers: ctypes.Array  # of WorkerRecord, proc_capacity x thread_capacity
+    procs: ctypes.Array[ProcessRecord]  # proc_capacity long
+    children: ctypes.Array[ChildRecord]  # proc_capacity long
+    workers: ctypes.Array[WorkerRecord]  # proc_capacity x thread_capacity
     thread_capacity: int
 
     @property
@@ -445,7 +463,7 @@ class ScoreboardReader:
     MAX_RETRIES = 50  # a record changing 50 times during one copy means a writer is spinning
 
     def __init__(self, name: str):
-        self.name = name
+        self.name: str | None = name  # None: a reader over a mapping it was handed (from_mmap)
         self._attach()
 
     def _attach(self) -> None:
@@ -463,7 +481,8 @@ class ScoreboardReader:
     def from_mmap(cls, mm: mmap.mmap) -> ScoreboardReader:
         """A reader over an existing mapping (a child reading the scoreboard it writes to)."""
         self = cls.__new__(cls)
-        self.name, self.mm = None, mm
+        self.name = None
+        self.mm = mm
         self._layout()
         return self
 
@@ -480,7 +499,7 @@ class ScoreboardReader:
     def close(self) -> None:
         self.mm.close()
 
-    def _copy_region(self, cls, off: int, count: int, size: int) -> ctypes.Array:
+    def _copy_region(self, cls: type[_Rec], off: int, count: int, size: int) -> ctypes.Array[_Rec]:
         """Copy ``count`` records; a record is good when its sequence was even and the same just
         before and just after the copy (memcpy's internal order does not matter then)."""
         mm = self.mm
@@ -521,10 +540,10 @@ class ScoreboardReader:
             _mark_graceful(snap)
         return snap
 
-    def __enter__(self):
+    def __enter__(self) -> ScoreboardReader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -542,10 +561,10 @@ def graceful_indices(statuses: bytes, w_gens: list[int], w_pids: list[int], p_pi
         if not seg.strip(b"\0") or p_kinds[p] == KIND_FCGI:
             continue
         q = p_quiescing[p]
-        if not q and all(g == run_gen for g, st in zip(w_gens[lo:lo + tc], seg) if st):
+        if not q and all(g == run_gen for g, st in zip(w_gens[lo:lo + tc], seg, strict=True) if st):
             continue
         for j, st in enumerate(seg):
-            if st == DEAD or st == GRACEFUL:
+            if st in (DEAD, GRACEFUL):
                 continue
             i = lo + j
             if w_gens[i] != run_gen or (q and p_pids[p] == w_pids[i]):
@@ -553,7 +572,7 @@ def graceful_indices(statuses: bytes, w_gens: list[int], w_pids: list[int], p_pi
     return out
 
 
-def _column(arr, field, record_size: int, fmt: str = "I") -> list[int]:
+def _column(arr: ctypes.Array[Any], field: Any, record_size: int, fmt: Literal["I", "i"] = "I") -> list[int]:
     """One field of every record of a ctypes array, read at C speed (records are 8-byte aligned)."""
     return memoryview(arr).cast("B").cast(fmt)[field.offset // 4::record_size // 4].tolist()
 

@@ -44,7 +44,7 @@ def make_self_signed(directory: str, host: str = "127.0.0.1") -> tuple[str, str]
     return cert_path, key_path
 
 
-def server_context(cert: str, key: str) -> ssl.SSLContext:
+def server_context(cert: str, key: str | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from mpmcore import scoreboard as sb
-from mpmcore.master.arbiter import ctl_request, run_dir_for
+from mpmcore.master import ctl_request, run_dir_for
 from mpmcore.procs import terminate
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,6 +9,7 @@ from mpmcore.http.protocol import (
     NEED_DATA,
     HTTPConnection,
     Limits,
+    Phase,
     ProtocolError,
     Request,
     RequestReadTimeout,
@@ -98,10 +99,10 @@ def test_need_data_then_request():
     conn = HTTPConnection()
     conn.receive_data(b"GET / HTTP/1.1\r\nHo", 1.0)
     assert conn.next_event() is NEED_DATA
-    assert conn.phase == "header"
+    assert conn.phase is Phase.HEADER
     conn.receive_data(b"st: t\r\n\r\n", 1.5)
     assert isinstance(conn.next_event(), Request)
-    assert conn.phase == "idle"
+    assert conn.phase is Phase.IDLE
     assert conn.next_event() is NEED_DATA
 
 
@@ -122,7 +123,7 @@ def test_body_phase_and_split_body():
     conn = HTTPConnection()
     conn.receive_data(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc", 1.0)
     assert conn.next_event() is NEED_DATA
-    assert conn.phase == "body"
+    assert conn.phase is Phase.BODY
     conn.receive_data(b"defghij", 2.0)
     assert conn.next_event().body == b"abcdefghij"
 
@@ -294,7 +295,7 @@ def test_content_length_always_and_handler_hop_headers_dropped():
     conn.receive_data(GET, 1.0)
     raw = conn.send_response(conn.next_event(), Response(
         200, [("Content-Length", "999"), ("Connection", "close"), ("X-Ok", "1")], b""))
-    _, h, body = parse_response(raw)
+    _, h, _ = parse_response(raw)
     assert h["content-length"] == "0" and h["x-ok"] == "1" and "connection" not in h
 
 
@@ -624,7 +625,7 @@ def test_idle_deadline_is_timeout_after_last_activity():
     assert conn.read_deadline() == (160.0, None)
     conn.receive_data(GET, 110.0)
     conn.next_event()
-    assert conn.phase == "idle"
+    assert conn.phase is Phase.IDLE
     assert conn.read_deadline() == (170.0, None)
 
 
@@ -633,7 +634,7 @@ def test_header_deadline_initial_and_min_rate_extension_and_cap():
     conn = HTTPConnection(read_timeout=rt, timeout=1000, now=0.0)
     conn.receive_data(b"GET / HTTP/1.1\r\n", 100.0)  # header phase starts at 100
     n = len(b"GET / HTTP/1.1\r\n")
-    assert conn.phase == "header"
+    assert conn.phase is Phase.HEADER
     assert conn.read_deadline() == (pytest.approx(100 + 20 + n / 500), 408)
     conn.receive_data(b"X: " + b"a" * 997 + b"\r\n", 101.0)  # 1002 more bytes: +2.004 s
     deadline, status = conn.read_deadline()
@@ -653,7 +654,7 @@ def test_body_deadline():
     rt = RequestReadTimeout.parse("header=20-40,MinRate=500 body=10,MinRate=1000")
     conn = HTTPConnection(read_timeout=rt, timeout=1000)
     conn.receive_data(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n", 50.0)
-    assert conn.phase == "body"
+    assert conn.phase is Phase.BODY
     assert conn.read_deadline() == (pytest.approx(60.0), 408)
     conn.receive_data(b"x" * 2000, 55.0)
     assert conn.read_deadline() == (pytest.approx(62.0), 408)  # no max: keeps extending

@@ -87,19 +87,19 @@ def test_switch_prefork_worker_event_prefork_loses_nothing(server_factory):
         generation += 1
         assert srv.snapshot().mpm == mpm and srv.snapshot().glob.running_generation == generation
 
-        def settled():
+        def settled(generation: int = generation) -> bool:
             snap = srv.snapshot()
             procs = [p for p in snap.procs if p.pid and p.kind == 0]
-            return procs and all(p.generation == generation for p in procs)
+            return bool(procs) and all(p.generation == generation for p in procs)
         try:
             wait_for(settled, timeout=45, what=f"only {mpm} children left")
         except AssertionError:
             snap = srv.snapshot()
             procs = [(p.pid, p.generation, p.quiescing) for p in snap.procs if p.pid]
             raise AssertionError(f"old children remain: {procs}; letters {snap.letters()[:300]}; "
-                                 f"log: {srv.log_text()[-3000:]}")
+                                 f"log: {srv.log_text()[-3000:]}") from None
         before = total()
-        wait_for(lambda: total() > before + 50, what=f"traffic served by {mpm}")
+        wait_for(lambda before=before: total() > before + 50, what=f"traffic served by {mpm}")
         assert not any(c.failures for c in clients), [c.failures for c in clients]
     stop.set()
     for c in clients:

@@ -58,7 +58,7 @@ def test_worker_idle_keepalive_clients_hold_threads(server_factory):
 
 
 def test_event_parks_1000_idle_keepalive_connections(server_factory):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     # The accept rule allows ThreadsPerChild + idle x factor connections per child: with the
     # default factor 2 that is 75 per child here, so raise it to hold 1000 in 2 children.

@@ -17,7 +17,7 @@ from typing import Any
 
 from app.settings import ROOT
 from mpmcore import scoreboard as sb
-from mpmcore.master.arbiter import ctl_request, run_dir_for
+from mpmcore.master import ctl_request, run_dir_for
 from mpmcore.procs import terminate
 
 START_TIMEOUT = 30.0  # seconds for the master to bind, fork and answer

@@ -1,4 +1,4 @@
-"""A FastCGI responder pool for /unsafe ("consider FastCGI and php-fpm"), and its client.
+"""FastCGI for /unsafe's responder pool ("consider FastCGI and php-fpm"): the records, and the client.
 
 The pool is php-fpm's answer to thread-unsafe code: N single-threaded processes, each running one
 request at a time, behind a Unix socket. A threaded MPM's worker hands /unsafe to the pool over
@@ -7,19 +7,13 @@ STDIN, STDOUT, END_REQUEST), so the module's globals are never shared between co
 
 Written here rather than taken from flup: flup's FastCGI client does not run on Python 3
 (``types.StringTypes``), and the pool's accept loop must move its scoreboard slot through
-``_ R W _`` like any other worker.
+``_ R W _`` like any other worker. The pool process itself is fcgi_pool.py.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
-import threading
-import urllib.parse
-
-from mpmcore import scoreboard as sb
-from mpmcore.procs import install_child_signals
 
 FCGI_VERSION_1 = 1
 FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
@@ -114,49 +108,3 @@ def fcgi_call(path: str, params: dict[str, str], stdin: bytes = b"") -> tuple[in
         if line.lower().startswith(b"status:"):
             status = int(line.split()[1])
     return status, body
-
-
-# -- the pool process (forked by the master) ---------------------------------------------------------
-def run_pool_process(scoreboard: sb.Scoreboard, proc: int, generation: int, listen_sock: socket.socket) -> int:
-    """One single-threaded FastCGI responder: accept, read the request, run /unsafe, answer."""
-    import json
-
-    from mpmcore.content.unsafe import unsafe_work
-
-    install_child_signals()  # USR1 ignored: the pool is stopped with TERM
-    slot = scoreboard.slot(proc, 0)
-    slot.claim(os.getpid(), threading.get_native_id(), generation, sb.STARTING)
-    listen_sock.setblocking(True)
-    slot.set(sb.READY)
-    while True:
-        try:
-            conn, _ = listen_sock.accept()
-        except InterruptedError:
-            continue
-        with conn:
-            conn.settimeout(CALL_TIMEOUT)
-            slot.new_connection("fastcgi", sb.BUSY_READ)
-            try:
-                params: dict[str, str] = {}
-                raw_params = bytearray()
-                while True:
-                    rtype, rid, content = read_record(conn)
-                    if rtype == FCGI_PARAMS:
-                        if content:
-                            raw_params += content
-                        else:
-                            params = decode_params(bytes(raw_params))
-                    elif rtype == FCGI_STDIN and not content:
-                        break
-                q = urllib.parse.parse_qs(params.get("QUERY_STRING", ""))
-                rid_s = (q.get("id") or ["?"])[0]
-                ms = int((q.get("ms") or ["0"])[0])
-                slot.request_started(f"GET /unsafe?{params.get('QUERY_STRING', '')}", "fastcgi", "FastCGI/1.0", None)
-                body = json.dumps(unsafe_work(rid_s, ms)).encode()
-                reply = b"Status: 200 OK\r\nContent-Type: application/json\r\n\r\n" + body
-                conn.sendall(record(FCGI_STDOUT, reply, rid) + record(FCGI_STDOUT, b"", rid)
-                             + record(FCGI_END_REQUEST, struct.pack("!IB3x", 0, FCGI_REQUEST_COMPLETE), rid))
-                slot.request_finished(len(reply), 0.0, 0.0)
-            except (OSError, ValueError, ConnectionError):
-                pass
-            slot.set(sb.READY)

@@ -8,14 +8,18 @@ from collections.abc import Callable
 
 from mpmcore import __version__
 from mpmcore.content.handlers import Handlers
+from mpmcore.content.unsafe import make_unsafe_handler
 from mpmcore.http.protocol import Request, Response
+from mpmcore.mpm.common import ChildEnv
+from mpmcore.scoreboard import ScoreboardReader, Snapshot
+from mpmcore.status import modstatus as status
+from mpmcore.status.modstatus import ServerInfo
 
 SERVER_VERSION = f"mpmlab/{__version__} (Unix)"
 BUILT = datetime.datetime.fromtimestamp(os.path.getmtime(__file__)).strftime("%b %d %Y %H:%M:%S")
 
 
-def server_info(snap, server_name: str, extended: bool = True):
-    from mpmcore.status.modstatus import ServerInfo
+def server_info(snap: Snapshot, server_name: str, extended: bool = True) -> ServerInfo:
     g = snap.glob
     mpm = snap.mpm
     return ServerInfo(server_name=server_name, server_version=SERVER_VERSION, built=BUILT, mpm=mpm,
@@ -24,30 +28,27 @@ def server_info(snap, server_name: str, extended: bool = True):
                       server_limit=g.server_limit, extended_status=extended)
 
 
-def make_handler(env) -> Callable[[Request], Response]:
+def make_handler(env: ChildEnv) -> Callable[[Request], Response]:
     """Called once in each child after fork(): the handler its threads share."""
-    from mpmcore.scoreboard import ScoreboardReader
-
     reader = ScoreboardReader.from_mmap(env.scoreboard.mm)
     host = env.vhost.rpartition(":")[0].strip("[]") or "localhost"
     extended = bool(env.config["ExtendedStatus"])
-    cache: dict = {}
+    cache: dict[str, Snapshot] = {}
 
-    def snapshot():
+    def snapshot() -> Snapshot:
         snap = reader.snapshot()
         cache["snap"] = snap
         return snap
 
-    def info():
+    def info() -> ServerInfo:
         snap = cache.get("snap") or reader.snapshot()
         return server_info(snap, host, extended)
 
     def server_status(req: Request) -> Response:
-        from mpmcore.status import modstatus as status
-        return status.handle_status_request(req, snapshot, info)
+        resp: Response = status.handle_status_request(req, snapshot, info)
+        return resp
 
-    from mpmcore.content.unsafe import make_unsafe_handler
-    unsafe = make_unsafe_handler(env)
+    unsafe = make_unsafe_handler(env.config, env.fcgi_socket)
     handlers = Handlers(server_status=server_status)
 
     def handle(req: Request) -> Response:

@@ -7,7 +7,7 @@ reply carries another request's data. The reply says so (``X-Unsafe-Corrupted: 1
 body), so the traffic generator and the dashboard can count it.
 
 The way out Apache users took, "use FastCGI and php-fpm": with ``UnsafeFastCGIPool N`` the child
-forwards /unsafe over FastCGI to a pool of N single-threaded processes (see ``fcgi.py``), and the
+forwards /unsafe over FastCGI to a pool of N single-threaded processes (see ``fcgi_pool.py``), and the
 answers are right again under any MPM.
 """
 
@@ -18,7 +18,10 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
+from mpmcore.content.fcgi import fcgi_call
+from mpmcore.directives import Config
 from mpmcore.http.protocol import Request, Response
 
 # The "database call" the module blocks in while its globals are exposed.
@@ -42,7 +45,7 @@ def _params(req: Request) -> tuple[str, int]:
     return rid, ms
 
 
-def unsafe_work(rid: str, ms: int) -> dict:
+def unsafe_work(rid: str, ms: int) -> dict[str, Any]:
     """The thread-unsafe module itself: state in globals, a blocking call in the middle."""
     global _current_request_id, _current_user
     _current_request_id = rid
@@ -53,16 +56,17 @@ def unsafe_work(rid: str, ms: int) -> dict:
             "pid": os.getpid()}
 
 
-def _reply(result: dict, via: str) -> Response:
+def _reply(result: dict[str, Any], via: str) -> Response:
     result["served_by"] = via
     return Response(200, [("Content-Type", "application/json"),
                           ("X-Unsafe-Corrupted", "1" if result["corrupted"] else "0"),
                           ("Cache-Control", "no-store")], json.dumps(result).encode() + b"\n")
 
 
-def make_unsafe_handler(env) -> Callable[[Request], Response]:
-    pool = int(env.config.values.get("UnsafeFastCGIPool", 0) or 0)
-    sock_path = getattr(env, "fcgi_socket", None)
+def make_unsafe_handler(config: Config, fcgi_socket: str | None) -> Callable[[Request], Response]:
+    """/unsafe in this child: in-process, or forwarded to the FastCGI pool at ``fcgi_socket``."""
+    pool = int(config.values.get("UnsafeFastCGIPool", 0) or 0)
+    sock_path = fcgi_socket
 
     def handle(req: Request) -> Response:
         if req.method not in ("GET", "HEAD"):
@@ -72,10 +76,9 @@ def make_unsafe_handler(env) -> Callable[[Request], Response]:
         except ValueError as e:
             return Response(400, [("Content-Type", "text/plain")], f"{e}\n".encode())
         if pool and sock_path:
-            from mpmcore.content.fcgi import fcgi_call
             try:
-                status, body = fcgi_call(sock_path, {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/unsafe",
-                                                     "QUERY_STRING": urllib.parse.urlencode({"id": rid, "ms": ms})})
+                _, body = fcgi_call(sock_path, {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/unsafe",
+                                                "QUERY_STRING": urllib.parse.urlencode({"id": rid, "ms": ms})})
             except OSError as e:
                 return Response(503, [("Content-Type", "text/plain")], f"FastCGI pool unavailable: {e}\n".encode())
             return _reply(json.loads(body), "fastcgi")

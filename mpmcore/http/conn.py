@@ -12,6 +12,7 @@ transition. The MPMs differ only in who waits between requests:
 
 from __future__ import annotations
 
+import enum
 import errno
 import resource
 import select
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mpmcore import scoreboard as sb
 from mpmcore.http.protocol import (
@@ -28,11 +30,15 @@ from mpmcore.http.protocol import (
     NEED_DATA,
     HTTPConnection,
     Limits,
+    Phase,
     ProtocolError,
     Request,
     RequestReadTimeout,
     Response,
 )
+
+# A piece of a reply: the head and small bodies as bytes, a large body as a view of it (no copy)
+Chunk = bytes | memoryview
 
 RECV_SIZE = 65536
 # Lingering close (Apache's MAX_SECS_TO_LINGER and SECONDS_TO_LINGER): after our half-close, read
@@ -41,11 +47,32 @@ RECV_SIZE = 65536
 MAX_SECS_TO_LINGER = 30.0
 SECONDS_TO_LINGER = 2.0
 
-# What ``serve`` returns
-CLOSE = "close"  # connection finished: the caller does the lingering close
-PARK_KEEPALIVE = "keepalive"  # event: idle between requests, hand to the listener
-PARK_WRITE = "write"  # event: reply not fully written, hand to the listener (write completion)
-GONE = "gone"  # already closed (peer vanished, error): nothing left to do
+class Served(enum.Enum):
+    """What ``serve`` returns: what the caller does with the connection next."""
+
+    CLOSE = "close"  # connection finished: the caller does the lingering close
+    PARK_KEEPALIVE = "keepalive"  # event: idle between requests, hand to the listener
+    PARK_WRITE = "write"  # event: reply not fully written, hand to the listener (write completion)
+    GONE = "gone"  # already closed (peer vanished, error): nothing left to do
+
+
+class Written(enum.Enum):
+    """What ``write_some`` did."""
+
+    ALL = "all"  # the whole reply is out
+    PARTIAL = "partial"  # the socket took what it could: wait until it is writable again
+    FAILED = "failed"  # the connection failed: close it
+
+
+class Readiness(enum.Enum):
+    """Why a wait for a readable connection ended."""
+
+    DATA = "data"
+    TIMEOUT = "timeout"
+    WAKE = "wake"  # the child is told to stop
+
+
+CLOSE, PARK_KEEPALIVE, PARK_WRITE, GONE = Served.CLOSE, Served.PARK_KEEPALIVE, Served.PARK_WRITE, Served.GONE
 
 
 @dataclass
@@ -71,18 +98,21 @@ class Conn:
     client: str
     http: HTTPConnection
     tls: bool = False
-    out: list | None = None  # reply parts (memoryviews) not yet written (event write completion)
-    out_request: Request | None = None
-    out_started: float = 0.0
+    out: list[Chunk] | None = None  # reply parts not yet written (event write completion)
     handshake_done: bool = True
     accepted_at: float = 0.0
 
     @classmethod
-    def accept(cls, sock: socket.socket, addr, ctx: ServerContext, tls: bool = False) -> Conn:
+    def accept(cls, sock: socket.socket, addr: Any, ctx: ServerContext, tls: bool = False) -> Conn:
         client = addr[0] if isinstance(addr, tuple) else str(addr)
         http = HTTPConnection(ctx.limits, ctx.read_timeout, timeout=ctx.timeout, server=ctx.server_name,
                               now=time.monotonic())
         return cls(sock, client, http, tls=tls, handshake_done=not tls, accepted_at=time.monotonic())
+
+
+def _pending(sock: socket.socket) -> int:
+    """Decrypted bytes a TLS socket holds (select() does not see them); 0 for plain TCP."""
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
 def _thread_cpu() -> tuple[float, float]:
@@ -90,25 +120,24 @@ def _thread_cpu() -> tuple[float, float]:
     return ru.ru_utime, ru.ru_stime
 
 
-def _wait_readable(c: Conn, deadline: float, wake_fd: int | None) -> str:
-    """Wait until the connection has data ("data"), the deadline passes ("timeout") or the child is
-    told to stop ("wake")."""
-    if c.tls and c.sock.pending():
-        return "data"
-    fds = [c.sock] if wake_fd is None else [c.sock, wake_fd]
+def _wait_readable(c: Conn, deadline: float, wake_fd: int | None) -> Readiness:
+    """Wait until the connection has data, the deadline passes or the child is told to stop."""
+    if c.tls and _pending(c.sock):
+        return Readiness.DATA
+    fds: list[socket.socket | int] = [c.sock] if wake_fd is None else [c.sock, wake_fd]
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return "timeout"
+            return Readiness.TIMEOUT
         try:
             ready, _, _ = select.select(fds, [], [], remaining)
         except ValueError:  # socket closed under us
-            return "timeout"
+            return Readiness.TIMEOUT
         if not ready:
-            return "timeout"
+            return Readiness.TIMEOUT
         if c.sock in ready:
-            return "data"
-        return "wake"
+            return Readiness.DATA
+        return Readiness.WAKE
 
 
 def _recv(c: Conn, deadline: float) -> bytes | None:
@@ -130,15 +159,17 @@ def _recv(c: Conn, deadline: float) -> bytes | None:
 def handshake(c: Conn, ctx: ServerContext) -> bool:
     """TLS handshake in the serving thread, bounded by Timeout."""
     try:
-        c.sock.settimeout(ctx.timeout)
-        c.sock.do_handshake()
+        sock = c.sock
+        if isinstance(sock, ssl.SSLSocket):
+            sock.settimeout(ctx.timeout)
+            sock.do_handshake()
         c.handshake_done = True
         return True
     except (TimeoutError, OSError, ssl.SSLError):
         return False
 
 
-def write_all(c: Conn, data, timeout: float) -> bool:
+def write_all(c: Conn, data: Chunk, timeout: float) -> bool:
     try:
         c.sock.settimeout(timeout)
         c.sock.sendall(data)
@@ -147,25 +178,25 @@ def write_all(c: Conn, data, timeout: float) -> bool:
         return False
 
 
-def write_some(c: Conn) -> bool | None:
-    """Event's write completion: send what the socket takes now. True = all written, False = more
-    left, None = the connection failed."""
-    parts = c.out
+def write_some(c: Conn) -> Written:
+    """Event's write completion: send what the socket takes now."""
+    parts = c.out or []
     try:
         c.sock.setblocking(False)
         while parts:
-            n = c.sock.send(parts[0])
-            if n < len(parts[0]):
-                parts[0] = parts[0][n:]
+            head = memoryview(parts[0])
+            n = c.sock.send(head)
+            if n < len(head):
+                parts[0] = head[n:]
             else:
                 parts.pop(0)
     except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-        return False
+        return Written.PARTIAL
     except (OSError, ssl.SSLError):
         c.out = None
-        return None
+        return Written.FAILED
     c.out = None
-    return True
+    return Written.ALL
 
 
 # Below this, head and body go out in one send (one packet); above it, separately, without a copy.
@@ -177,15 +208,18 @@ COALESCE_BYTES = 65536
 WRITE_COMPLETION_THRESHOLD = 65536
 
 
-def _split_tail(parts: list, keep: int) -> tuple[list, list]:
+def _split_tail(parts: list[Chunk], keep: int) -> tuple[list[Chunk], list[Chunk]]:
     """Split reply parts into what must be written now and the last ``keep`` bytes."""
     total = sum(len(p) for p in parts)
     cut = total - keep
     if cut <= 0:
         return [], parts
-    head, tail, pos = [], [], 0
+    head: list[Chunk] = []
+    tail: list[Chunk] = []
+    pos = 0
     for p in parts:
-        if pos + len(p) <= cut:
+        size = len(p)
+        if pos + size <= cut:
             head.append(p)
         elif pos >= cut:
             tail.append(p)
@@ -193,11 +227,11 @@ def _split_tail(parts: list, keep: int) -> tuple[list, list]:
             mv = memoryview(p)
             head.append(mv[:cut - pos])
             tail.append(mv[cut - pos:])
-        pos += len(p)
+        pos += size
     return head, tail
 
 
-def _reply_parts(http: HTTPConnection, req: Request, resp: Response) -> tuple[list, int]:
+def _reply_parts(http: HTTPConnection, req: Request, resp: Response) -> tuple[list[Chunk], int]:
     """(the buffers to write, the body's length: what Apache counts as bytes served, r->bytes_sent,
     headers not included)."""
     head, body = http.send_response_parts(req, resp)
@@ -208,7 +242,7 @@ def _reply_parts(http: HTTPConnection, req: Request, resp: Response) -> tuple[li
     return [head, memoryview(body)], len(body)
 
 
-def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable: bool = False) -> str:
+def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable: bool = False) -> Served:
     """Serve requests on ``c`` until it must close, or (``hold=False``) until it would wait.
 
     The slot is in R on entry (a new connection, or, with ``readable``, a parked one the listener
@@ -225,18 +259,18 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
             interim = http.take_interim()
             if interim and not write_all(c, interim, ctx.timeout):
                 return CLOSE
-            if http.phase == "idle" and http.requests_completed > 0:
+            if http.phase is Phase.IDLE and http.requests_completed > 0:
                 # Between requests on a kept-alive connection.
                 if ctx.stopping.is_set():
                     return CLOSE
                 if readable:
                     readable = False
-                elif not hold and not (c.tls and c.sock.pending()):  # decrypted bytes waiting: read now
+                elif not hold and not (c.tls and _pending(c.sock)):  # decrypted bytes waiting: read now
                     return PARK_KEEPALIVE
                 else:
                     slot.set(sb.BUSY_KEEPALIVE)
                     why = _wait_readable(c, time.monotonic() + ctx.keep_alive_timeout, ctx.wake_fd)
-                    if why != "data":
+                    if why is not Readiness.DATA:
                         return CLOSE  # keep-alive timeout, or a graceful stop: close after the last reply
                     slot.set(sb.BUSY_READ)
                 if shown_pattern is not None:  # the previous request's pattern is not this one's
@@ -245,7 +279,7 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 data = _recv(c, time.monotonic() + ctx.timeout)
             else:
                 deadline, status = http.read_deadline()
-                if http.requests_completed == 0 and http.phase == "idle":
+                if http.requests_completed == 0 and http.phase is Phase.IDLE:
                     # A fresh connection: mod_reqtimeout's header timeout runs from the accept.
                     rt = ctx.read_timeout.header_timeout
                     if rt > 0:
@@ -292,13 +326,12 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 slot.request_finished(0, *_thread_cpu())
                 return CLOSE
             done = write_some(c)
-            if done is False:
-                c.out_request = req
+            if done is Written.PARTIAL:
                 slot.request_finished(served, *_thread_cpu())
                 return PARK_WRITE
             slot.set(sb.BUSY_LOG)
-            slot.request_finished(served if done else 0, *_thread_cpu())
-            if done is None:
+            slot.request_finished(served if done is Written.ALL else 0, *_thread_cpu())
+            if done is Written.FAILED:
                 return CLOSE
         if not http.keep_alive:
             return CLOSE
@@ -311,7 +344,7 @@ def lingering_close(c: Conn, slot: sb.SlotWriter | None, total: float = MAX_SECS
         slot.set(sb.CLOSING)
     sock = c.sock
     try:
-        if c.tls:
+        if isinstance(sock, ssl.SSLSocket):
             try:
                 sock.settimeout(0.5)
                 sock = sock.unwrap()

@@ -31,6 +31,7 @@ Deliberate choices (each also commented where it is made):
 
 from __future__ import annotations
 
+import enum
 import html
 import re
 import time
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from types import SimpleNamespace
+from typing import Final, NoReturn
 
 import httptools
 
@@ -47,28 +49,32 @@ __all__ = [
     "NEED_DATA",
     "HTTPConnection",
     "Limits",
+    "Phase",
     "ProtocolError",
     "Request",
     "RequestReadTimeout",
     "Response",
+    "Wait",
 ]
 
 
-class _Sentinel:
-    __slots__ = ("_name",)
+class Wait(enum.Enum):
+    """What ``next_event`` returns when it has no request or error to give."""
 
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-    def __reduce__(self) -> str:  # pickles to the same object
-        return self._name
+    NEED_DATA = "need_data"  # feed more bytes
+    CLOSED = "closed"  # peer closed (or the connection is finished): stop reading
 
 
-NEED_DATA = _Sentinel("NEED_DATA")  # feed more bytes
-CLOSED = _Sentinel("CLOSED")  # peer closed (or the connection is finished): stop reading
+NEED_DATA: Final = Wait.NEED_DATA
+CLOSED: Final = Wait.CLOSED
+
+
+class Phase(enum.Enum):
+    """Where a connection is in reading a request (finished or failed connections are IDLE)."""
+
+    IDLE = "idle"
+    HEADER = "header"
+    BODY = "body"
 
 # ---------------------------------------------------------------------------------------------------
 # Named constants
@@ -330,14 +336,27 @@ def _http_date(now: float) -> str:
 # ---------------------------------------------------------------------------------------------------
 # The connection
 
-_IDLE, _HEADER, _BODY, _DONE, _ERROR, _CLOSED = "idle", "header", "body", "done", "error", "closed"
-# llhttp refused the method at its first unknown byte; more bytes are read (up to METHOD_PROBE_BYTES)
-# to tell an unknown method (501) from garbage (400). Counts as the header phase.
-_PROBING = "probing"
+class _State(enum.Enum):
+    IDLE = "idle"
+    HEADER = "header"
+    BODY = "body"
+    DONE = "done"  # the last request was announced (Connection: close, or an upgrade)
+    ERROR = "error"
+    CLOSED = "closed"
+    # llhttp refused the method at its first unknown byte; more bytes are read (up to
+    # METHOD_PROBE_BYTES) to tell an unknown method (501) from garbage (400). Counts as the header phase.
+    PROBING = "probing"
+
+
+_IDLE, _HEADER, _BODY, _DONE, _ERROR, _CLOSED, _PROBING = (
+    _State.IDLE, _State.HEADER, _State.BODY, _State.DONE, _State.ERROR, _State.CLOSED, _State.PROBING)
+_PHASES = {_HEADER: Phase.HEADER, _PROBING: Phase.HEADER, _BODY: Phase.BODY}
 
 
 class HTTPConnection:
     """The server side of one HTTP/1.1 connection."""
+
+    _continue_pending: bool  # set by _reset_message, which __init__ calls
 
     def __init__(
         self,
@@ -355,7 +374,7 @@ class HTTPConnection:
         self.requests_completed = 0
         self.bytes_received_total = 0
 
-        self._events: deque = deque()
+        self._events: deque[Request | ProtocolError | Wait] = deque()
         self._state = _IDLE
         self._pending_error: ProtocolError | None = None
         self._backlog = bytearray()  # input held while max_pipelined requests wait
@@ -376,12 +395,9 @@ class HTTPConnection:
     # -- public API ---------------------------------------------------------------------------------
 
     @property
-    def phase(self) -> str:
-        """"idle", "header" or "body" (finished or failed connections report "idle")."""
-        st = self._state
-        if st == _PROBING:
-            return _HEADER
-        return st if st in (_HEADER, _BODY) else _IDLE
+    def phase(self) -> Phase:
+        """IDLE, HEADER or BODY (finished or failed connections report IDLE)."""
+        return _PHASES.get(self._state, Phase.IDLE)
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed bytes from the peer; b"" means EOF."""
@@ -414,7 +430,7 @@ class HTTPConnection:
             return
         self._feed(data)
 
-    def next_event(self):
+    def next_event(self) -> Request | ProtocolError | Wait:
         """The next Request or ProtocolError in arrival order, else NEED_DATA or CLOSED."""
         events = self._events
         if not events and self._backlog:
@@ -430,7 +446,7 @@ class HTTPConnection:
         idle_deadline = self._last_activity + self.timeout
         st = self._state
         rt = self.read_timeout
-        if st == _HEADER or st == _PROBING:
+        if st in (_HEADER, _PROBING):
             initial, maximum, rate = rt.header_timeout, rt.header_max, rt.header_min_rate
         elif st == _BODY:
             initial, maximum, rate = rt.body_timeout, rt.body_max, rt.body_min_rate
@@ -670,7 +686,8 @@ class HTTPConnection:
 
     def _classify_method(self) -> None:
         head = self._head
-        end = _TOKEN_RUN.match(head).end()
+        m = _TOKEN_RUN.match(head)  # always matches (a run of zero or more token bytes)
+        end = m.end() if m else 0
         if end == len(head) and end < METHOD_PROBE_BYTES:
             return  # only token characters so far: wait for the byte that ends the method
         if 0 < end < len(head) and head[end] == 0x20:
@@ -678,7 +695,7 @@ class HTTPConnection:
         else:
             self._fail(400, "malformed request line (not an HTTP request)")
 
-    def _abort(self, status: int, reason: str):
+    def _abort(self, status: int, reason: str) -> NoReturn:
         self._pending_error = ProtocolError(status, reason)
         raise _Abort(reason)
 
@@ -809,6 +826,7 @@ class HTTPConnection:
             self._upgrading = False
             return
         request = self._request
+        assert request is not None  # _on_headers_complete made it before llhttp completes a message
         parts = self._body_parts
         if parts:
             request.body = parts[0] if len(parts) == 1 else b"".join(parts)

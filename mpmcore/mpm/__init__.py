@@ -1,6 +1,11 @@
 """The three MPMs. Each module's ``run_child(env)`` is what a forked child does; they differ only in
 scheduling (who waits on which socket, who owns a connection between requests)."""
 
-from mpmcore.mpm import event, prefork, worker
+from collections.abc import Callable
 
-MPM_MODULES = {"prefork": prefork, "worker": worker, "event": event}
+from mpmcore.mpm import event, prefork, worker
+from mpmcore.mpm.common import ChildEnv
+
+#: MPM name -> what a child of that MPM runs after fork() (its exit status)
+RUN_CHILD: dict[str, Callable[[ChildEnv], int]] = {
+    "prefork": prefork.run_child, "worker": worker.run_child, "event": event.run_child}

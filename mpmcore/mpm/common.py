@@ -9,11 +9,14 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 from mpmcore import scoreboard as sb
 from mpmcore.directives import Config
+from mpmcore.http import conn as cn
 from mpmcore.http.conn import ServerContext
-from mpmcore.http.protocol import Limits, RequestReadTimeout
+from mpmcore.http.protocol import Limits, Request, RequestReadTimeout, Response
 from mpmcore.procs import install_child_signals
 
 
@@ -22,7 +25,7 @@ class Listener:
     sock: socket.socket  # bound, listening, non-blocking; shared by every child
     tls: ssl.SSLContext | None = None
 
-    def accept(self):
+    def accept(self) -> tuple[socket.socket, Any] | None:
         """Accept one connection or return None when another child/thread won the race."""
         try:
             s, addr = self.sock.accept()
@@ -44,7 +47,7 @@ class ChildEnv:
     config: Config
     listeners: list[Listener]
     log: Callable[[str, str, str], None]  # (module, level, message)
-    make_handler: Callable[[ChildEnv], Callable]
+    make_handler: Callable[[ChildEnv], Callable[[Request], Response]]
     vhost: str
     fcgi_socket: str | None = None  # the FastCGI pool's socket when UnsafeFastCGIPool > 0
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -70,7 +73,7 @@ class ChildEnv:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
 
-        def graceful(signum, frame):
+        def graceful(signum: int, frame: FrameType | None) -> None:
             if self.stop() and on_graceful:
                 on_graceful()
 
@@ -88,7 +91,7 @@ class ChildEnv:
             pass
         return True
 
-    def listener_poll(self):
+    def listener_poll(self) -> tuple[select.epoll, dict[int, Listener]]:
         """An epoll on the listening sockets (level-triggered; see prefork.py for why not
         EPOLLEXCLUSIVE) and the wake pipe; returns it and fd -> Listener."""
         ep = select.epoll()
@@ -98,10 +101,9 @@ class ChildEnv:
         ep.register(self.wake_r, select.EPOLLIN)
         return ep, by_fd
 
-    def accept(self, lst: Listener, ctx: ServerContext):
+    def accept(self, lst: Listener, ctx: ServerContext) -> cn.Conn | None:
         """One connection from ``lst`` as a ``conn.Conn``, or None (another child or thread won
         the race, or a transient error); other errors are logged, as Apache does, and skipped."""
-        from mpmcore.http import conn as cn
         try:
             got = lst.accept()
         except OSError as e:

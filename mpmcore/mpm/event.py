@@ -1,4 +1,4 @@
-"""event: worker plus a listener that parks idle connections (SPEC section 5).
+"""event: worker plus a listener that parks idle connections (docs/apache-behaviour.md section 5).
 
 Threads are busy only while a request is in flight. After a reply, the worker gives the connection
 back to the listener thread, which keeps it in one of three timeout queues and polls it with the
@@ -16,24 +16,107 @@ and (connections - lingering) < ThreadsPerChild + idle_workers x floor(AsyncRequ
 from __future__ import annotations
 
 import collections
+import enum
 import math
 import os
 import queue
 import select
 import threading
 import time
+from collections.abc import Callable
 
 from mpmcore import scoreboard as sb
 from mpmcore.http import conn as cn
 from mpmcore.mpm.common import ChildEnv
 from mpmcore.mpm.worker import start_slot
 
-KA, WRITE, LINGER = "keepalive", "write", "linger"
+
+class Queue(enum.Enum):
+    """The listener's timeout queues (Apache's keepalive_q, write_completion_q, linger_q)."""
+
+    KEEPALIVE = "keepalive"
+    WRITE = "write"
+    LINGER = "linger"
+
+
+KA, WRITE, LINGER = Queue.KEEPALIVE, Queue.WRITE, Queue.LINGER
 # Lingering close under event: the listener drains for at most this long (Apache's
 # SECONDS_TO_LINGER for the async path).
 ASYNC_LINGER_SECONDS = 2.0
 # The listener's longest sleep: timeouts are checked at least this often.
 POLL_CEILING = 0.1
+
+
+class Counters:
+    """A child's idle workers and connection counts, under one lock. Every change is one named
+    operation that publishes the result (``publish`` writes the child's scoreboard record), so a
+    caller cannot move a counter the listener and the workers do not agree on."""
+
+    def __init__(self, publish: Callable[[Counters], None]):
+        self._publish = publish
+        self.lock = threading.Lock()
+        self.idle = 0  # workers waiting for a task
+        self.connections = 0  # every connection this child owns, parked or in a worker
+        self.queued = dict.fromkeys(Queue, 0)  # parked, per timeout queue
+        self.not_accepting = False
+
+    def publish(self) -> None:
+        with self.lock:
+            self._publish(self)
+
+    def worker_idle(self) -> None:
+        with self.lock:
+            self.idle += 1
+            self._publish(self)
+
+    def take_idle_worker(self) -> bool:
+        """Reserve an idle worker for a task; False when there is none."""
+        with self.lock:
+            if self.idle <= 0:
+                return False
+            self.idle -= 1
+            self._publish(self)
+            return True
+
+    def connection_opened(self) -> None:
+        with self.lock:
+            self.connections += 1
+            self._publish(self)
+
+    def connection_closed(self) -> None:
+        with self.lock:
+            self.connections -= 1
+            self._publish(self)
+
+    def parked(self, q: Queue) -> None:
+        with self.lock:
+            self.queued[q] += 1
+            self._publish(self)
+
+    def unparked(self, q: Queue) -> None:
+        with self.lock:
+            self.queued[q] -= 1
+            self._publish(self)
+
+    def closed_from_queue(self, q: Queue, n: int) -> None:
+        """``n`` connections parked in ``q`` closed at once: one publish for all of them."""
+        with self.lock:
+            self.queued[q] -= n
+            self.connections -= n
+            self._publish(self)
+
+    def set_accepting(self, accepting: bool) -> None:
+        with self.lock:
+            self.not_accepting = not accepting
+            self._publish(self)
+
+    def accepting_allowed(self, threads_per_child: int, factor: int) -> bool:
+        """Apache's connections_above_limit, negated: an idle worker, and fewer connections (not
+        counting lingering ones) than ThreadsPerChild + idle workers x AsyncRequestWorkerFactor."""
+        with self.lock:
+            if self.idle <= 0:
+                return False
+            return (self.connections - self.queued[LINGER]) < threads_per_child + self.idle * factor
 
 
 class EventChild:
@@ -42,51 +125,38 @@ class EventChild:
         self.pid = os.getpid()  # this child's: published with every counter change
         self.ctx = env.server_context()
         self.tpc = env.config["ThreadsPerChild"]
-        self.factor = int(math.floor(env.config["AsyncRequestWorkerFactor"]))
+        self.factor = math.floor(env.config["AsyncRequestWorkerFactor"])
         self.sync_tls = bool(env.config.values.get("SSLSyncEventMPM", False))
-        self.tasks: queue.Queue = queue.Queue()
-        self.returns: collections.deque = collections.deque()  # (Conn, outcome) from workers
-        self.lock = threading.Lock()  # guards the counters below and their record
-        self.idle = 0
-        self.connections = 0  # every connection this child owns, parked or in a worker
-        self.counts = {KA: 0, WRITE: 0, LINGER: 0}
-        self.not_accepting = False
+        self.tasks: queue.Queue[tuple[cn.Conn, bool] | None] = queue.Queue()  # None: exit
+        self.returns: collections.deque[tuple[cn.Conn, cn.Served]] = collections.deque()  # from workers
+        self.counters = Counters(self._publish)
         self.ret_r, self.ret_w = os.pipe()
         os.set_blocking(self.ret_r, False)
         os.set_blocking(self.ret_w, False)
         self.workers_were_busy = False
         # The pollset and the timeout queues. Workers park kept-alive connections themselves, as
         # Apache's do (no wake-up of the listener per request); the listener does the rest.
-        # qlock guards ``parked`` and ``queues``; lock order: qlock, then lock.
+        # qlock guards ``parked`` and ``queues``; lock order: qlock, then counters.lock.
         self.ep = select.epoll()
         self.qlock = threading.Lock()
-        self.parked: dict[int, tuple[cn.Conn, str]] = {}  # fd -> (conn, queue); deadlines in self.queues
+        self.parked: dict[int, tuple[cn.Conn, Queue]] = {}  # fd -> (conn, queue); deadlines in self.queues
         # One ordered queue per kind (fd -> deadline): every entry of a queue has the same timeout,
         # so deadlines come out in insertion order and expiry looks only at the head. Leaving a
         # queue early removes the entry at once: no stale entries pile up (they would keep
         # connections alive and feed the garbage collector hundreds of thousands of objects).
-        self.queues: dict[str, collections.OrderedDict] = {KA: collections.OrderedDict(),
-                                                           WRITE: collections.OrderedDict(),
-                                                           LINGER: collections.OrderedDict()}
+        self.queues: dict[Queue, collections.OrderedDict[int, float]] = {
+            q: collections.OrderedDict() for q in Queue}
 
     # -- counters (published on every change: current, unlike Apache's lagging ones) --------------
-    def _publish(self) -> None:
+    def _publish(self, c: Counters) -> None:
+        """Counters' publish (its lock held): the child's record in the scoreboard."""
         self.env.scoreboard.update_child(
-            self.env.proc, pid=self.pid, connections=self.connections, keep_alive=self.counts[KA],
-            write_completion=self.counts[WRITE], lingering_close=self.counts[LINGER],
-            not_accepting=1 if self.not_accepting else 0)
-
-    def _change(self, idle: int = 0, conns: int = 0, kind: str | None = None, d: int = 0) -> None:
-        """Move the counters (``kind``: the queue KA, WRITE or LINGER, by ``d``) and publish them."""
-        with self.lock:
-            self.idle += idle
-            self.connections += conns
-            if kind is not None:
-                self.counts[kind] += d
-            self._publish()
+            self.env.proc, pid=self.pid, connections=c.connections, keep_alive=c.queued[KA],
+            write_completion=c.queued[WRITE], lingering_close=c.queued[LINGER],
+            not_accepting=1 if c.not_accepting else 0)
 
     # -- the timeout queues (callers hold qlock) --------------------------------------------------
-    def _park(self, c: cn.Conn, kind: str) -> None:
+    def _park(self, c: cn.Conn, kind: Queue) -> None:
         """Into a queue and the pollset. EPOLLONESHOT: an event disarms the fd, so handing it on
         needs no epoll call; the next park re-arms it with one. Closing the socket removes it."""
         fd = c.sock.fileno()
@@ -105,27 +175,27 @@ class EventChild:
                 self.ep.register(fd, mask | select.EPOLLONESHOT)
         except (OSError, ValueError):
             del self.parked[fd]
-            self._change(conns=-1)
+            self.counters.connection_closed()
             cn.close_quietly(c)
             return
         self.queues[kind][fd] = deadline
-        self._change(kind=kind, d=1)
+        self.counters.parked(kind)
 
-    def _unpark(self, fd: int) -> tuple[cn.Conn, str]:
+    def _unpark(self, fd: int) -> tuple[cn.Conn, Queue]:
         c, kind = self.parked.pop(fd)
         del self.queues[kind][fd]
-        self._change(kind=kind, d=-1)
+        self.counters.unparked(kind)
         return c, kind
 
     def _close(self, c: cn.Conn) -> None:
         cn.close_quietly(c)  # also takes it out of the pollset
-        self._change(conns=-1)
+        self.counters.connection_closed()
 
     def _to_linger(self, c: cn.Conn) -> None:
         if cn.start_lingering(c):
             self._park(c, LINGER)
         else:
-            self._change(conns=-1)
+            self.counters.connection_closed()
 
     def _close_keepalive_queue(self) -> None:
         """Close every parked keep-alive connection (the caller holds qlock); the counters move
@@ -136,14 +206,14 @@ class EventChild:
         for fd in fds:
             cn.close_quietly(self.parked.pop(fd)[0])
         if fds:
-            self._change(conns=-len(fds), kind=KA, d=-len(fds))
+            self.counters.closed_from_queue(KA, len(fds))
 
     # -- workers ------------------------------------------------------------------------------
     def worker(self, thread: int) -> None:
         slot = start_slot(self.env, thread)
         if slot is None:
             return
-        self._change(idle=1)
+        self.counters.worker_idle()
         try:
             while True:
                 task = self.tasks.get()  # dispatch() already counted this thread as taken
@@ -157,14 +227,14 @@ class EventChild:
                     slot.set_pattern(None)  # this slot's last request was another connection's
                 hold = c.tls and self.sync_tls  # Apache before 2.4.7: TLS behaves as under worker
                 outcome = cn.serve(c, slot, self.ctx, hold=hold, readable=not fresh)
-                if hold and outcome == cn.CLOSE:
+                if hold and outcome is cn.Served.CLOSE:
                     cn.lingering_close(c, slot)
-                    outcome = cn.GONE
+                    outcome = cn.Served.GONE
                 slot.set(sb.READY)
                 # Count ourselves idle before the connection can be seen again: it may be readable
                 # at once (a pipelining or fast client) and must find a free worker.
-                self._change(idle=1)
-                if outcome == cn.PARK_KEEPALIVE:
+                self.counters.worker_idle()
+                if outcome is cn.Served.PARK_KEEPALIVE:
                     with self.qlock:
                         if not self.env.stopping.is_set():
                             self._park(c, KA)
@@ -173,7 +243,7 @@ class EventChild:
         finally:
             slot.release(sb.DEAD)
 
-    def _give_back(self, c: cn.Conn, outcome: str) -> None:
+    def _give_back(self, c: cn.Conn, outcome: cn.Served) -> None:
         self.returns.append((c, outcome))
         try:
             os.write(self.ret_w, b"x")
@@ -182,17 +252,12 @@ class EventChild:
 
     # -- listener -----------------------------------------------------------------------------
     def accepting_allowed(self) -> bool:
-        with self.lock:
-            if self.idle <= 0:
-                return False
-            return (self.connections - self.counts[LINGER]) < self.tpc + self.idle * self.factor
+        return self.counters.accepting_allowed(self.tpc, self.factor)
 
     def dispatch(self, c: cn.Conn, fresh: bool) -> bool:
-        with self.lock:
-            if self.idle <= 0:
-                return False
-            self.idle -= 1  # reserve the worker before anything else looks at the count
-            self._publish()
+        # reserve the worker before anything else looks at the count
+        if not self.counters.take_idle_worker():
+            return False
         self.tasks.put((c, fresh))
         return True
 
@@ -216,10 +281,8 @@ class EventChild:
                         else:
                             ep.unregister(fd)
                     listening = want
-                    with self.lock:
-                        self.not_accepting = not want
-                        self._publish()
-                if (dying or env.stopping.is_set()) and self.connections == 0:
+                    self.counters.set_accepting(want)
+                if (dying or env.stopping.is_set()) and self.counters.connections == 0:
                     break
                 now = time.monotonic()
                 with qlock:
@@ -229,14 +292,14 @@ class EventChild:
                     events = ep.poll(timeout)
                 except InterruptedError:
                     continue
-                for fd, ev in events:
+                for fd, _ in events:
                     if fd in lfds:
                         if not listening:
                             continue
                         c = env.accept(lfds[fd], self.ctx)
                         if c is None:
                             continue
-                        self._change(conns=1)
+                        self.counters.connection_opened()
                         accepted += 1
                         if not self.dispatch(c, True):
                             self._close(c)  # cannot happen while the accept rule holds; never leak it
@@ -266,14 +329,17 @@ class EventChild:
                 while self.returns:
                     c, outcome = self.returns.popleft()
                     with qlock:
-                        if outcome == cn.PARK_KEEPALIVE:
-                            self._park(c, KA) if not (dying or env.stopping.is_set()) else self._to_linger(c)
-                        elif outcome == cn.PARK_WRITE:
+                        if outcome is cn.Served.PARK_KEEPALIVE:
+                            if dying or env.stopping.is_set():
+                                self._to_linger(c)
+                            else:
+                                self._park(c, KA)
+                        elif outcome is cn.Served.PARK_WRITE:
                             self._park(c, WRITE)
-                        elif outcome == cn.CLOSE:
+                        elif outcome is cn.Served.CLOSE:
                             self._to_linger(c)
                         else:  # GONE: closed by the worker
-                            self._change(conns=-1)
+                            self.counters.connection_closed()
                 with qlock:
                     if self.workers_were_busy:
                         self.workers_were_busy = False
@@ -302,9 +368,9 @@ class EventChild:
         elif kind == WRITE:
             done = cn.write_some(c)
             self._unpark(fd)
-            if done is False:
+            if done is cn.Written.PARTIAL:
                 self._park(c, WRITE)  # re-arm (one-shot), with a fresh Timeout: it made progress
-            elif done is None:
+            elif done is cn.Written.FAILED:
                 self._close(c)
             elif c.http.keep_alive and not dying:
                 self._park(c, KA)

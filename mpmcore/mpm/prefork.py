@@ -1,4 +1,4 @@
-"""prefork: one process, one connection at a time (SPEC section 3).
+"""prefork: one process, one connection at a time (docs/apache-behaviour.md section 3).
 
 The child waits on the shared listening socket itself; whoever's accept() wins serves that client
 through its whole life, keep-alive wait and lingering close included. Every idle child polls the
@@ -45,7 +45,7 @@ def run_child(env: ChildEnv) -> int:
                     continue  # another child took it
                 slot.new_connection(c.client, sb.BUSY_READ, tls=c.tls)
                 served += 1
-                if cn.serve(c, slot, ctx, hold=True) == cn.CLOSE:
+                if cn.serve(c, slot, ctx, hold=True) is cn.Served.CLOSE:
                     cn.lingering_close(c, slot)
                 slot.set(sb.READY)
                 if max_conns and served >= max_conns:

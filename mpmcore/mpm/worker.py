@@ -1,4 +1,5 @@
-"""worker: ThreadsPerChild threads per child, each owning its connection for life (SPEC section 4).
+"""worker: ThreadsPerChild threads per child, each owning its connection for life
+(docs/apache-behaviour.md section 4).
 
 A listener thread accepts only when a worker is idle and hands the socket over a queue; the worker
 then serves the connection to its end, keep-alive wait (K) and lingering close (C) included. That
@@ -18,6 +19,9 @@ from mpmcore.mpm.common import ChildEnv
 
 # How often a thread whose slot an old child still holds (squatting) looks again.
 SQUAT_POLL_SECONDS = 0.1
+
+# accepted connections from the listener to the workers; None tells a worker to exit
+ConnQueue = queue.Queue[cn.Conn | None]
 
 
 class IdleCount:
@@ -45,7 +49,7 @@ def wait_for_slot(env: ChildEnv, thread: int) -> bool:
     rec = env.scoreboard.worker(env.proc, thread)
     while not env.stopping.is_set():
         pid = rec.pid
-        if rec.status == sb.DEAD or pid == os.getpid() or not sb._pid_alive(pid):
+        if rec.status == sb.DEAD or pid == os.getpid() or not sb.pid_alive(pid):
             return True
         time.sleep(SQUAT_POLL_SECONDS)
     return False
@@ -62,7 +66,7 @@ def start_slot(env: ChildEnv, thread: int) -> sb.SlotWriter | None:
     return slot
 
 
-def worker_thread(env: ChildEnv, ctx: cn.ServerContext, thread: int, q: queue.Queue, idle: IdleCount) -> None:
+def worker_thread(env: ChildEnv, ctx: cn.ServerContext, thread: int, q: ConnQueue, idle: IdleCount) -> None:
     slot = start_slot(env, thread)
     if slot is None:
         return
@@ -73,7 +77,7 @@ def worker_thread(env: ChildEnv, ctx: cn.ServerContext, thread: int, q: queue.Qu
             if c is None:
                 break
             slot.new_connection(c.client, sb.BUSY_READ, tls=c.tls)
-            if cn.serve(c, slot, ctx, hold=True) == cn.CLOSE:
+            if cn.serve(c, slot, ctx, hold=True) is cn.Served.CLOSE:
                 cn.lingering_close(c, slot)
             slot.set(sb.READY)
             idle.add(1)
@@ -81,7 +85,7 @@ def worker_thread(env: ChildEnv, ctx: cn.ServerContext, thread: int, q: queue.Qu
         slot.release(sb.DEAD)
 
 
-def listener_thread(env: ChildEnv, ctx: cn.ServerContext, q: queue.Queue, idle: IdleCount) -> None:
+def listener_thread(env: ChildEnv, ctx: cn.ServerContext, q: ConnQueue, idle: IdleCount) -> None:
     ep, by_fd = env.listener_poll()
     max_conns = env.config["MaxConnectionsPerChild"]
     accepted = 0
@@ -111,7 +115,7 @@ def run_child(env: ChildEnv) -> int:
     tpc = env.config["ThreadsPerChild"]
     env.install_signals()
     ctx = env.server_context()
-    q: queue.Queue = queue.Queue()
+    q: ConnQueue = queue.Queue()
     idle = IdleCount()
     threads = [threading.Thread(target=worker_thread, args=(env, ctx, t, q, idle), name=f"worker-{t}", daemon=True)
                for t in range(tpc)]
