@@ -42,7 +42,7 @@ APACHE_SCRIPT = str(ROOT.parent / "shared" / "tools" / "real-apache.sh")
 
 # -- sink server (run as a subprocess: bench_traffic.py --sink PORT) ---------------------------
 def sink_main(port: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     class Hold(asyncio.Protocol):
@@ -180,7 +180,7 @@ async def hold(runner: TrafficRunner, url: str, n: int) -> None:
 
 
 def bench_capacity(n: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < n + 200:
         print(f"skipping capacity: RLIMIT_NOFILE hard limit {hard} < {n + 200}")
         return

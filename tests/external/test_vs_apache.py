@@ -111,7 +111,7 @@ def test_event_starts_a_child_beside_one_that_stopped_accepting(real_apache, ser
             except (OSError, AssertionError):
                 return None
         for port, who in ((apache_port, "real Apache"), (ours.port, "mpmcore")):
-            wait_for(lambda: processes(port) == "2", timeout=15, what=f"{who}: a second child")
+            wait_for(lambda port=port: processes(port) == "2", timeout=15, what=f"{who}: a second child")
             extra = socket.create_connection(("127.0.0.1", port), timeout=10)
             socks.append(extra)
             extra.sendall(b"GET " + page[port] + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
