@@ -32,7 +32,7 @@ from app.settings import CORE_SOURCE, STATIC_DIR, TEMPLATES_DIR, DashboardSettin
 from mpmcore import __version__
 from mpmcore.directives import DirectiveError, parse_assignments
 from mpmcore.sources.attach import SourceFrame
-from mpmcore.traffic import TrafficError
+from mpmcore.traffic import StatsFrame, TrafficError
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -115,12 +115,12 @@ class Dashboard:
         out.extend(self.sources.frames())
         return out
 
-    def _on_traffic_frame(self, frame: dict) -> None:
+    def _on_traffic_frame(self, frame: StatsFrame) -> None:
         hub = self.sampler.live_hub
         if not hub.channels:
             return
         running = self.traffic.patterns
-        ids = tuple(p["id"] for p in running)
+        ids = tuple(p.id for p in running)
         t = self.templates
         changed = ids != self._traffic_ids
         if changed:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from common import free_port  # noqa: E402  (bench/ is the script's directory)
 
 from mpmcore.procs import stop_pid, terminate  # noqa: E402
-from mpmcore.traffic import TrafficRunner  # noqa: E402
+from mpmcore.traffic import RunInfo, TrafficRunner  # noqa: E402
 
 # shared/ lies beside the checkout (as in CI), not inside it
 APACHE_SCRIPT = str(ROOT.parent / "shared" / "tools" / "real-apache.sh")
@@ -74,12 +74,12 @@ def sink_main(port: int) -> None:
 
 
 # -- throughput --------------------------------------------------------------------------------
-async def generator_rps(runner: TrafficRunner, url: str, seconds: float, connections: int) -> dict:
+async def generator_rps(runner: TrafficRunner, url: str, seconds: float, connections: int) -> RunInfo:
     async with await runner.client() as tc:
         pid = await tc.start("steady", target=url, path="/index.html", clients=connections,
                              duration=seconds)
         async for f in tc.frames():
-            if any(p["id"] == pid and p["state"] == "finished" for p in f["patterns"]):
+            if any(p.id == pid and p.state == "finished" for p in f.patterns):
                 break
         return await tc.get(pid)
 
@@ -114,11 +114,11 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
             gens, wrks = [], []
             for i in range(rounds):
                 s = asyncio.run(generator_rps(runner, f"http://127.0.0.1:{port}/", seconds, connections))
-                t = s["total"]
-                gens.append(t["rps"])
-                print(f"  round {i + 1}: mpmcore.traffic {t['rps']:10.0f} req/s  (errors {t['errors_total']}, "
-                      f"reconnects {t['reconnects']}, p50 {t['latency_ms']['p50']:.2f} ms, "
-                      f"p99 {t['latency_ms']['p99']:.2f} ms)")
+                t = s.total
+                gens.append(t.rps)
+                print(f"  round {i + 1}: mpmcore.traffic {t.rps:10.0f} req/s  (errors {t.errors_total}, "
+                      f"reconnects {t.reconnects}, p50 {t.latency_ms.p50:.2f} ms, "
+                      f"p99 {t.latency_ms.p99:.2f} ms)")
                 w = wrk_rps(url, seconds, connections)
                 wrks.append(w)
                 print(f"  round {i + 1}: wrk -t1           {w:10.0f} req/s")
@@ -159,24 +159,24 @@ async def hold(runner: TrafficRunner, url: str, n: int) -> None:
         info = None
         while time.monotonic() < deadline:
             info = await tc.get(pid)
-            if info["active_connections"] >= n:
+            if info.active_connections >= n:
                 break
             await asyncio.sleep(0.25)
         ramp = time.monotonic() - t0
-        assert info and info["active_connections"] >= n, info and info["active_connections"]
+        assert info and info.active_connections >= n, info and info.active_connections
         await asyncio.sleep(11)  # one header line per connection sent meanwhile
         info = await tc.get(pid)
         mem = proc.memory_full_info()
         cpu = proc.cpu_percent(interval=2.0)
-        print(f"capacity: {info['active_connections']} slowloris connections held "
-              f"(opened in {ramp:.1f}s, errors {info['total']['errors_total']}, "
-              f"reconnects {info['total']['reconnects']}, bytes out {info['total']['bytes_out']})")
+        print(f"capacity: {info.active_connections} slowloris connections held "
+              f"(opened in {ramp:.1f}s, errors {info.total.errors_total}, "
+              f"reconnects {info.total.reconnects}, bytes out {info.total.bytes_out})")
         print(f"  runner RSS {mem.rss / 2**20:.0f} MiB, PSS {mem.pss / 2**20:.0f} MiB "
               f"(idle runner: RSS {base.rss / 2**20:.0f} MiB, PSS {base.pss / 2**20:.0f} MiB); "
               f"{(mem.pss - base.pss) / n / 1024:.1f} KiB per connection; CPU while holding {cpu:.1f}%; "
               f"target < 1024 MiB: {'ok' if mem.pss < 2**30 and mem.rss < 2**30 else 'FAILED'}")
         summary = await tc.stop(pid)
-        print(f"  stopped: active connections {summary['active_connections']}")
+        print(f"  stopped: active connections {summary.active_connections}")
 
 
 def bench_capacity(n: int) -> None:

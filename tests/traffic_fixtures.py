@@ -148,8 +148,8 @@ async def frames_until(tc: TrafficClient, pid: str, pred, timeout: float):
 
     async def collect():
         async for f in tc.frames():
-            for p in f["patterns"]:
-                if p["id"] == pid:
+            for p in f.patterns:
+                if p.id == pid:
                     got.append(p)
                     if pred(p):
                         return

@@ -276,9 +276,11 @@ async def traffic_presets() -> dict[str, Any]:
 @router.get("/traffic", summary="Running and recently finished patterns, and where traffic may be aimed")
 async def traffic_list(d: Dashboard = Dash) -> dict[str, Any]:
     names = d.target_names()
-    patterns = await d.traffic.list()
-    for p in patterns:
-        p["source"] = names.get(target_key(p.get("target")))
+    patterns = []
+    for run in await d.traffic.list():
+        p = run.to_json()
+        p["source"] = names.get(target_key(run.target))
+        patterns.append(p)
     return {"target": d.settings.core_url if d.settings.watch_core else None,
             "targets": d.traffic_targets(), "patterns": patterns}
 
@@ -314,7 +316,7 @@ async def traffic_preset(name: str, source: str | None = Query(None, description
 @router.get("/traffic/{pattern_id}", summary="One pattern with its cumulative figures")
 async def traffic_get(pattern_id: str, d: Dashboard = Dash) -> dict[str, Any]:
     try:
-        return await d.traffic.get(pattern_id)
+        return (await d.traffic.get(pattern_id)).to_json()
     except (ValueError, KeyError) as e:
         raise _traffic_errors(e) from None
 
@@ -323,7 +325,7 @@ async def traffic_get(pattern_id: str, d: Dashboard = Dash) -> dict[str, Any]:
               dependencies=[Control])
 async def traffic_update(pattern_id: str, body: TrafficUpdate, d: Dashboard = Dash) -> dict[str, Any]:
     try:
-        return await d.traffic.update(pattern_id, body.params)
+        return (await d.traffic.update(pattern_id, body.params)).to_json()
     except (ValueError, KeyError) as e:
         raise _traffic_errors(e) from None
 
@@ -331,14 +333,14 @@ async def traffic_update(pattern_id: str, body: TrafficUpdate, d: Dashboard = Da
 @router.delete("/traffic/{pattern_id}", summary="Stop a pattern", dependencies=[Control])
 async def traffic_stop(pattern_id: str, d: Dashboard = Dash) -> dict[str, Any]:
     try:
-        return await d.traffic.stop(pattern_id)
+        return (await d.traffic.stop(pattern_id)).to_json()
     except (ValueError, KeyError) as e:
         raise _traffic_errors(e) from None
 
 
 @router.post("/traffic/stop-all", summary="Stop every pattern", dependencies=[Control])
 async def traffic_stop_all(d: Dashboard = Dash) -> dict[str, Any]:
-    return {"stopped": [p["id"] for p in await d.traffic.stop_all()]}
+    return {"stopped": [p.id for p in await d.traffic.stop_all()]}
 
 
 # -- the embedded server's own mod_status ---------------------------------------------------------------

@@ -175,7 +175,7 @@ def _pattern_form(form: dict[str, str], pattern: str) -> dict[str, Any]:
 
 async def _traffic_panel(request: Request, d: Dashboard, status_code: int = 200, **ctx: Any) -> HTMLResponse:
     try:
-        running = [p for p in await d.traffic.list() if p.get("state") == "running"]
+        running = [p for p in await d.traffic.list() if p.running]
     except TrafficError:
         running = []
     return _render(d, request, "fragments/_traffic_running.html", status_code, running=running,
@@ -215,8 +215,8 @@ async def ui_traffic_update(request: Request, pattern_id: str, d: Dashboard = Da
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
         info = await d.traffic.get(pattern_id)
-        live = {p["name"] for p in pattern_catalogue()[info["pattern"]]["params"] if p["live"]}
-        params = {k: v for k, v in _pattern_form(form, info["pattern"]).items() if k in live}
+        live = {p["name"] for p in pattern_catalogue()[info.pattern]["params"] if p["live"]}
+        params = {k: v for k, v in _pattern_form(form, info.pattern).items() if k in live}
         await d.traffic.update(pattern_id, params)
     except (ValueError, KeyError, TrafficError) as e:
         return await _traffic_panel(request, d, 422, message=str(e).strip("'\""), level="error")

@@ -29,10 +29,13 @@ import resource
 import signal
 import sys
 import traceback
+from typing import Any
 
 from mpmcore.traffic.catalogue import catalogue_json
 from mpmcore.traffic.engine import Engine
 from mpmcore.traffic.limits import FRAME_INTERVAL, MAX_CONNECTIONS
+from mpmcore.traffic.runstats import Json
+from mpmcore.traffic.scenarios import SCENARIOS
 
 #: A subscriber whose socket buffer holds more than this is behind; frames are skipped for it
 #: rather than buffered without bound.
@@ -54,7 +57,7 @@ class RunnerServer:
         self.socket_path = socket_path
         self.parent_pid = parent_pid
         self.watch_fd = watch_fd
-        self.engine = Engine()
+        self.engine = Engine(SCENARIOS)
         self.subscribers: set[asyncio.StreamWriter] = set()
         self.done = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
@@ -86,6 +89,8 @@ class RunnerServer:
                 pass
 
     def _watch_readable(self) -> None:
+        if self.watch_fd is None:  # pragma: no cover (only registered with a watch fd)
+            return
         try:
             data = os.read(self.watch_fd, 64)
         except BlockingIOError:
@@ -118,7 +123,7 @@ class RunnerServer:
                 continue
             if not self.subscribers:
                 continue
-            line = (json.dumps(frame, separators=(",", ":")) + "\n").encode()
+            line = (json.dumps(frame.to_json(), separators=(",", ":")) + "\n").encode()
             for w in list(self.subscribers):
                 if w.is_closing():
                     self.subscribers.discard(w)
@@ -150,14 +155,15 @@ class RunnerServer:
             self.subscribers.discard(writer)
             writer.close()
 
-    def _send(self, writer: asyncio.StreamWriter, obj: dict) -> None:
+    def _send(self, writer: asyncio.StreamWriter, obj: Json) -> None:
         if not writer.is_closing():
             writer.write((json.dumps(obj, separators=(",", ":")) + "\n").encode())
 
-    async def _handle(self, msg: dict, writer: asyncio.StreamWriter) -> dict:
+    async def _handle(self, msg: Json, writer: asyncio.StreamWriter) -> Json:
         mid = msg.get("id")
         op = msg.get("op")
         e = self.engine
+        result: Any
         try:
             params = msg.get("params") or {}
             if not isinstance(params, dict):
@@ -169,15 +175,15 @@ class RunnerServer:
             elif op == "start":
                 result = await e.start(str(msg.get("pattern")), params)
             elif op == "update":
-                result = e.update(str(msg.get("pattern_id")), params)
+                result = e.update(str(msg.get("pattern_id")), params).to_json()
             elif op == "stop":
-                result = await e.stop(str(msg.get("pattern_id")))
+                result = (await e.stop(str(msg.get("pattern_id")))).to_json()
             elif op == "stop_all":
-                result = await e.stop_all()
+                result = [r.to_json() for r in await e.stop_all()]
             elif op == "list":
-                result = e.list()
+                result = [r.to_json() for r in e.list()]
             elif op == "get":
-                result = e.get(str(msg.get("pattern_id")))
+                result = e.get(str(msg.get("pattern_id"))).to_json()
             elif op == "subscribe":
                 self.subscribers.add(writer)
                 result = True
@@ -208,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile()
     server = RunnerServer(args.socket, args.parent_pid, args.watch_fd)
     try:
+        # optional: a dependency on Linux and macOS only (pyproject.toml), the runner works without it
         import uvloop
     except ImportError:
-        uvloop = None
+        uvloop = None  # type: ignore[assignment]  # (the module is absent: fall back to asyncio's loop)
     if uvloop is not None and not args.no_uvloop:
         uvloop.run(server.serve())
     else:

@@ -34,11 +34,11 @@ def test_header_and_steady_closed_think_time(tiny, runner):
         async with await runner.client() as tc:
             pid = await tc.start("steady", target=f"http://localhost:{tiny.port}/", clients=4,
                                  think_time=0.1, duration=1)
-            frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 5)
-            total = frames[-1]["total"]
+            frames = await frames_until(tc, pid, lambda p: p.state == "finished", 5)
+            total = frames[-1].total
             # 4 clients, one request per ~0.1 s each, for 1 s: about 40.
-            assert 25 <= total["responses"] <= 44, total["responses"]
-            assert tiny.patterns["steady"] == total["requests"]
+            assert 25 <= total.responses <= 44, total.responses
+            assert tiny.patterns["steady"] == total.requests
             assert tiny.accepted == 4  # keep-alive: one connection per client
     run_coro(go())
 
@@ -49,14 +49,14 @@ def test_open_model_keeps_its_rate_when_the_server_is_slow(tiny, runner):
             pid = await tc.start("steady", target=f"http://127.0.0.1:{tiny.port}/sleep?ms=100",
                                  path="/sleep?ms=100", model="open", rate=40, arrivals="uniform",
                                  connections=20, duration=2.5)
-            frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 8)
-            t = frames[-1]["total"]
+            frames = await frames_until(tc, pid, lambda p: p.state == "finished", 8)
+            t = frames[-1].total
             # 40/s evenly spaced for 2.5 s = 100 arrivals, answered ~100 ms later each (a closed model with the
             # same 20 connections and no think time would also be server-bound; this one is not).
-            assert 80 <= t["arrivals"] <= 120, t["arrivals"]
-            assert t["dropped"] == 0
-            assert t["responses"] >= 0.85 * t["arrivals"] - 5
-            assert 95 <= t["latency_ms"]["p50"] <= 160
+            assert 80 <= t.arrivals <= 120, t.arrivals
+            assert t.dropped == 0
+            assert t.responses >= 0.85 * t.arrivals - 5
+            assert 95 <= t.latency_ms.p50 <= 160
     run_coro(go())
 
 
@@ -68,10 +68,10 @@ def test_open_model_poisson_arrivals_average_the_rate(tiny, runner):
         async with await runner.client() as tc:
             pid = await tc.start("steady", target=f"http://127.0.0.1:{tiny.port}/", model="open",
                                  rate=200, connections=20, duration=2)
-            frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 8)
-            t = frames[-1]["total"]
-            assert 300 <= t["arrivals"] <= 500, t["arrivals"]
-            assert t["dropped"] == 0 and t["responses"] >= 0.9 * t["arrivals"], t
+            frames = await frames_until(tc, pid, lambda p: p.state == "finished", 8)
+            t = frames[-1].total
+            assert 300 <= t.arrivals <= 500, t.arrivals
+            assert t.dropped == 0 and t.responses >= 0.9 * t.arrivals, t
     run_coro(go())
 
 
@@ -84,13 +84,13 @@ def test_open_model_corrected_latency_exceeds_uncorrected(tiny, runner):
             pid = await tc.start("steady", target=f"http://127.0.0.1:{tiny.port}/",
                                  path="/sleep?ms=100", model="open", rate=50, arrivals="uniform",
                                  connections=2, max_pending=20, duration=2.5)
-            frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 8)
-            t = frames[-1]["total"]
-            assert 110 <= t["arrivals"] <= 140, t["arrivals"]  # the rate was kept: 50/s
-            assert t["dropped"] > 20 and t["late"] > 10
-            unc, cor = t["latency_ms"], t["corrected_latency_ms"]
-            assert unc["p50"] < 160
-            assert cor["p50"] > 2 * unc["p50"] and cor["p99"] > 3 * unc["p99"], (unc, cor)
+            frames = await frames_until(tc, pid, lambda p: p.state == "finished", 8)
+            t = frames[-1].total
+            assert 110 <= t.arrivals <= 140, t.arrivals  # the rate was kept: 50/s
+            assert t.dropped > 20 and t.late > 10
+            unc, cor = t.latency_ms, t.corrected_latency_ms
+            assert unc.p50 < 160
+            assert cor.p50 > 2 * unc.p50 and cor.p99 > 3 * unc.p99, (unc, cor)
     run_coro(go())
 
 
@@ -99,12 +99,12 @@ def test_burst_sends_m_at_once_every_t(tiny, runner):
         async with await runner.client() as tc:
             pid = await tc.start("burst", target=f"http://127.0.0.1:{tiny.port}/", size=20, every=0.5,
                                  duration=1.2)
-            frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 6)
-            t = frames[-1]["total"]
-            assert t["arrivals"] in (40, 60) and t["responses"] == t["arrivals"], t
-            assert tiny.accepted == t["responses"]  # new connections for every burst by default
+            frames = await frames_until(tc, pid, lambda p: p.state == "finished", 6)
+            t = frames[-1].total
+            assert t.arrivals in (40, 60) and t.responses == t.arrivals, t
+            assert tiny.accepted == t.responses  # new connections for every burst by default
             # Each burst lands within one frame: per-frame responses are multiples of ~20.
-            per_frame = [p["live"]["responses"] for p in frames if p["live"]["responses"]]
+            per_frame = [p.live.responses for p in frames if p.live.responses]
             assert max(per_frame) >= 20, per_frame
     run_coro(go())
 
@@ -114,12 +114,12 @@ def test_ajax_polls_over_one_connection_each(tiny, runner):
         async with await runner.client() as tc:
             pid = await tc.start("ajax", target=f"http://127.0.0.1:{tiny.port}/", path="/poll",
                                  clients=5, interval="200ms", duration=2)
-            frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 6)
-            t = frames[-1]["total"]
-            assert 35 <= t["responses"] <= 55, t["responses"]
+            frames = await frames_until(tc, pid, lambda p: p.state == "finished", 6)
+            t = frames[-1].total
+            assert 35 <= t.responses <= 55, t.responses
             # (a poll sent just before the end may be unanswered: compare what was sent)
-            assert tiny.accepted == 5 and tiny.paths["/poll"] == t["requests"]
-            assert tiny.patterns["ajax"] == t["requests"]
+            assert tiny.accepted == 5 and tiny.paths["/poll"] == t.requests
+            assert tiny.patterns["ajax"] == t.requests
     run_coro(go())
 
 
@@ -146,14 +146,14 @@ def test_slow_read_reads_slowly_through_a_small_window(tiny, runner):
                                  size="8MiB", rcvbuf=4096, read_bytes=8192, interval=0.5, duration=30)
             await async_wait_for(lambda: tiny.open == 2, 5, "2 connections")
             await asyncio.sleep(2.0)
-            info = next(p for p in await tc.list() if p["id"] == pid)
+            info = next(p for p in await tc.list() if p.id == pid)
             await tc.stop(pid)
             # Read: 16 KiB/s per connection for ~2 s (plus the first receive buffer), far below
             # the 8 MiB asked for; the server is stuck with the rest (its kernel send buffer
             # absorbs a few MiB on loopback, but the response cannot be finished).
             assert tiny.paths["/bytes/8388608"] == 2
-            assert 2 * 16_384 <= info["total"]["bytes_in"] <= 2 * (3 * 16_384 + 65_536), info["total"]
-            assert info["total"]["responses"] == 0
+            assert 2 * 16_384 <= info.total.bytes_in <= 2 * (3 * 16_384 + 65_536), info.total
+            assert info.total.responses == 0
             assert tiny.bytes_sent < 2 * (8 << 20)
             await async_wait_for(lambda: tiny.open == 0, 5, "connections closed")
     run_coro(go())
@@ -169,12 +169,12 @@ def test_slow_read_keeps_reading_slowly_on_a_reopened_connection(tiny, runner):
                                  read_bytes=8192, interval=0.5, duration=30)
             await async_wait_for(lambda: tiny.paths["/drop-then/bytes/8388608"] >= 3, 5, "the retried request")
             await asyncio.sleep(2.0)  # the window the reading rate is measured over
-            info = next(p for p in await tc.list() if p["id"] == pid)
+            info = next(p for p in await tc.list() if p.id == pid)
             await tc.stop(pid)
-            t = info["total"]
-            assert t["reconnects"] >= 1 and t["errors_total"] == 0, t
+            t = info.total
+            assert t.reconnects >= 1 and t.errors_total == 0, t
             # 16 KiB/s for ~2 s plus the first window, not the 8 MiB a full-speed reader would have
-            assert t["responses"] == 1 and t["bytes_in"] <= 3 * 16_384 + 65_536, t
+            assert t.responses == 1 and t.bytes_in <= 3 * 16_384 + 65_536, t
             await async_wait_for(lambda: tiny.open == 0, 5, "connections closed")
     run_coro(go())
 
@@ -188,8 +188,8 @@ def test_io_and_cpu_use_their_routes(tiny, runner):
                                arrivals="uniform", duration=1)
 
             async def both_done():
-                runs = {p["id"]: p for p in await tc.list()}
-                return runs[a]["state"] == runs[b]["state"] == "finished"
+                runs = {p.id: p for p in await tc.list()}
+                return runs[a].state == runs[b].state == "finished"
             await async_wait_for(both_done, 6, "both finished")
             # 20/s evenly spaced for 1 s: about 20 each.
             assert 14 <= tiny.paths["/sleep?ms=30"] <= 26 and tiny.patterns["io"] == tiny.paths["/sleep?ms=30"]
@@ -212,13 +212,13 @@ def test_max_requests_and_bad_params_leave_others_running(tiny, runner):
                 await tc.stop("nope-1")
             pid = await tc.start("steady", target=f"http://127.0.0.1:{tiny.port}/", clients=4,
                                  max_requests=100, duration=20)
-            frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 10)
-            assert frames[-1]["stop_reason"] == "max_requests"
-            assert frames[-1]["total"]["responses"] == 100 == tiny.patterns["steady"]
-            running = {p["id"]: p["state"] for p in await tc.list()}
+            frames = await frames_until(tc, pid, lambda p: p.state == "finished", 10)
+            assert frames[-1].stop_reason == "max_requests"
+            assert frames[-1].total.responses == 100 == tiny.patterns["steady"]
+            running = {p.id: p.state for p in await tc.list()}
             assert running[keep] == "running"
             await tc.stop_all()
-            assert {p["id"]: p["state"] for p in await tc.list()}[keep] == "finished"
+            assert {p.id: p.state for p in await tc.list()}[keep] == "finished"
     run_coro(go())
 
 
@@ -252,15 +252,15 @@ def test_tls_target(tmp_path, runner):
             async with await runner.client() as tc:
                 url = f"https://127.0.0.1:{server.port}/"
                 pid = await tc.start("steady", target=url, clients=2, duration=0.8)
-                frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 5)
-                t = frames[-1]["total"]
-                assert t["status"]["2xx"] > 10 and t["errors_total"] == 0
-                assert t["connect_ms"]["count"] == 2
+                frames = await frames_until(tc, pid, lambda p: p.state == "finished", 5)
+                t = frames[-1].total
+                assert t.status["2xx"] > 10 and t.errors_total == 0
+                assert t.connect_ms.count == 2
                 # tls_verify on: the self-signed certificate is rejected, counted as a tls error.
                 pid = await tc.start("steady", target=url, clients=1, duration=0.5, tls_verify=True)
-                frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 5)
-                t = frames[-1]["total"]
-                assert t["errors"]["tls"] >= 1 and t["responses"] == 0
+                frames = await frames_until(tc, pid, lambda p: p.state == "finished", 5)
+                t = frames[-1].total
+                assert t.errors["tls"] >= 1 and t.responses == 0
         run_coro(go())
     finally:
         server.stop()
@@ -272,10 +272,10 @@ def test_refused_is_counted_with_bounded_retries(runner):
     async def go():
         async with await runner.client() as tc:
             pid = await tc.start("steady", target=f"http://127.0.0.1:{port}/", clients=3, duration=1)
-            frames = await frames_until(tc, pid, lambda p: p["state"] == "finished", 5)
-            t = frames[-1]["total"]
+            frames = await frames_until(tc, pid, lambda p: p.state == "finished", 5)
+            t = frames[-1].total
             # Exponential backoff from 10 ms to 1 s: a handful of attempts per client, not a spin.
-            assert 3 <= t["errors"]["refused"] <= 3 * 10, t["errors"]
+            assert 3 <= t.errors["refused"] <= 3 * 10, t.errors
     run_coro(go())
 
 
@@ -323,7 +323,7 @@ def test_cli_help_lists_every_pattern_and_option():
     out = _cli("--help").stdout
     for name, pat in PATTERNS.items():
         assert f"\n  {name}\n" in out
-        for p in pat["params"]:
+        for p in pat.params:
             assert "--" + p.replace("_", "-") in out
 
 
