@@ -1,7 +1,7 @@
 """``mpmlab traffic PATTERN --target URL [options]``: run one pattern from the command line.
 
-The lead wires ``add_parser``/``run`` into the ``mpmlab`` command; until then:
-``python -m mpmcore.traffic.cli PATTERN --target URL ...``.
+``mpmcore/cli.py`` wires ``add_parser``/``run`` into the ``mpmlab`` command; this module also runs
+alone: ``python -m mpmcore.traffic.cli PATTERN --target URL ...``.
 
 Like the dashboard, the CLI drives a runner subprocess through the control API (TrafficRunner +
 TrafficClient). A progress line goes to stderr once a second; the summary table (or ``--json``)
