@@ -266,6 +266,33 @@ def test_tls_target(tmp_path, runner):
         server.stop()
 
 
+def test_control_socket_answers_bad_messages_with_typed_errors(runner):
+    """Raw newline-delimited JSON on the runner's socket: every bad message gets an error reply naming
+    the problem (the exception type TrafficClient re-raises), and the connection keeps serving."""
+    async def go():
+        reader, writer = await asyncio.open_unix_connection(runner.socket_path)
+        try:
+            async def ask(line: bytes) -> dict:
+                writer.write(line + b"\n")
+                await writer.drain()
+                return json.loads(await asyncio.wait_for(reader.readline(), 10))
+
+            assert await ask(b"not json") == {"id": None, "ok": False, "error": {
+                "type": "ValueError", "message": "bad message: Expecting value: line 1 column 1 (char 0)"}}
+            assert (await ask(b'{"id": 1, "op": "bogus"}'))["error"] == {"type": "ValueError",
+                                                                         "message": "unknown op 'bogus'"}
+            assert (await ask(b'{"id": 2, "op": ["ping"]}'))["error"]["message"] == "unknown op ['ping']"
+            assert (await ask(b'{"id": 3, "op": "start", "params": [1]}'))["error"] == {
+                "type": "ValueError", "message": "params must be a JSON object"}
+            assert (await ask(b'{"id": 4, "op": "get", "pattern_id": "nope"}')) == {
+                "id": 4, "ok": False, "error": {"type": "KeyError", "message": "no pattern with id 'nope'"}}
+            assert await ask(b'{"id": 5, "op": "ping"}') == {"id": 5, "ok": True, "result": {"pid": runner.pid}}
+        finally:
+            writer.close()
+
+    run_coro(go())
+
+
 def test_refused_is_counted_with_bounded_retries(runner):
     port = free_port()  # nothing listens there
 
