@@ -1,7 +1,7 @@
 """Benchmark of the traffic generator (mpmcore.traffic), against peers measured in the same run.
 
 1. Throughput: requests/s the generator drives alone against real Apache (event MPM, started by
-   shared/tools/real-apache.sh on a free loopback port): steady closed model, keep-alive,
+   tests/apache_launcher.py on a free loopback port): steady closed model, keep-alive,
    64 connections, /index.html; then wrk (1 thread, 64 connections) on the same server. Prints
    the ratio (target >= 0.5x wrk: the generator is one Python process on one core).
 2. Capacity: 10,000 concurrent slowloris connections held against a sink server (a uvloop
@@ -30,14 +30,13 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # apache_launcher.py, the launcher the tests use too
 
+import apache_launcher  # noqa: E402
 from common import free_port  # noqa: E402  (bench/ is the script's directory)
 
 from mpmcore.procs import stop_pid, terminate  # noqa: E402
 from mpmcore.traffic import RunInfo, TrafficRunner  # noqa: E402
-
-# shared/ lies beside the checkout (as in CI), not inside it
-APACHE_SCRIPT = str(ROOT.parent / "shared" / "tools" / "real-apache.sh")
 
 
 # -- sink server (run as a subprocess: bench_traffic.py --sink PORT) ---------------------------
@@ -102,8 +101,7 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/index.html"
     try:
-        subprocess.run(["bash", APACHE_SCRIPT, "start", "event", str(port)], check=True,
-                       stdout=subprocess.DEVNULL, timeout=60)
+        apache_launcher.start("event", port, timeout=60)
         with urllib.request.urlopen(url, timeout=5) as r:
             assert r.status == 200
         wrk_rps(url, 2, connections)  # warm-up: Apache spawns its children
@@ -134,12 +132,11 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
 def stop_apache(port: int) -> None:
     """Stop the Apache on ``port`` by the pid in its pid file (SIGTERM; after 15 s SIGKILL of its
     process group: `-k start` makes the master a session leader), and remove its files in /tmp."""
-    run_dir = Path(f"/tmp/real-apache-{port}")
+    run_dir = apache_launcher.apache_dir(port)
     try:
-        try:
-            apache_pid = int((run_dir / "httpd.pid").read_text())
-        except (OSError, ValueError):
-            subprocess.run(["bash", APACHE_SCRIPT, "stop", str(port)], capture_output=True, timeout=60)
+        apache_pid = apache_launcher.read_pid(port)
+        if apache_pid is None:
+            apache_launcher.signal_stop(port)
         else:
             if stop_pid(apache_pid, 15):
                 print(f"Apache {apache_pid} on :{port} did not stop within 15s: killed its process group",
