@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # mpmlab's one entry point for people and CI. Sets up everything it needs on first use:
 #   ./dev.sh run [mpmlab options]   start the dashboard with the embedded server core
-#   ./dev.sh test [pytest options]  run the whole test suite
+#   ./dev.sh test [pytest options]  lint (ruff), type-check (mypy, strict), then run the test suite
+#                                   (tests/unit alone, or -m unit, is the fast layer: seconds)
 #   ./dev.sh bench NAME             run a benchmark from bench/
 #   ./dev.sh setup                  only install (Python venv, npm packages, Debian test packages)
 set -euo pipefail
@@ -63,7 +64,12 @@ cmd=${1:-run}; shift || true
 case "$cmd" in
   setup) setup_python; setup_npm; setup_system ;;
   run) setup_python; setup_npm; exec "$VENV/bin/mpmlab" "$@" ;;
-  test) setup_python; setup_npm; setup_system; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)
+    setup_python; setup_npm; setup_system
+    # Any finding fails the run before a test starts (configuration in pyproject.toml).
+    "$VENV/bin/ruff" check mpmcore app tests bench
+    "$VENV/bin/mypy"
+    exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) setup_python; setup_npm; setup_system; name=${1:?benchmark name}; shift; exec "$VENV/bin/python" "bench/bench_$name.py" "$@" ;;
-  *) sed -n '2,6p' "$0"; exit 2 ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

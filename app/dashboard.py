@@ -21,6 +21,7 @@ from app.services.sources import AttachedSource, SourceManager
 from app.services.traffic import TrafficService, pattern_catalogue, target_key
 from app.settings import CORE_SOURCE, TEMPLATES_DIR, DashboardSettings
 from mpmcore.sources.attach import SourceFrame
+from mpmcore.traffic import StatsFrame
 
 #: Why an attached server off loopback is listed as a refused traffic target.
 NOT_LOOPBACK = ("not on loopback: the traffic generator never sends to another machine, even with "
@@ -92,12 +93,12 @@ class Dashboard:
         out.extend(self.sources.frames())
         return out
 
-    def _on_traffic_frame(self, frame: dict[str, Any]) -> None:
+    def _on_traffic_frame(self, frame: StatsFrame) -> None:
         hub = self.sampler.live_hub
         if not hub.channels:
             return
         running = self.traffic.patterns
-        ids = tuple(p["id"] for p in running)
+        ids = tuple(p.id for p in running)
         t = self.templates
         changed = ids != self._traffic_ids
         if changed:

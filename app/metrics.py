@@ -60,6 +60,7 @@ from prometheus_client.registry import Collector
 
 from mpmcore.sources.attach import SourceFrame, frame_from_summary
 from mpmcore.traffic.limits import FINISHED_HISTORY
+from mpmcore.traffic.runstats import LatencySummary, RunInfo, StatsFrame
 
 __all__ = [
     "FAMILIES",
@@ -74,7 +75,7 @@ __all__ = [
 SCOREBOARD_STATES = {"_": "idle", "S": "startup", "R": "read", "W": "reply", "K": "keepalive", "D": "dns",
                      "C": "closing", "L": "logging", "G": "graceful_stop", "I": "idle_cleanup", ".": "open_slot"}
 TRAFFIC_LABELS = ("id", "pattern", "label")
-QUANTILES = (("p50", "0.5"), ("p90", "0.9"), ("p99", "0.99"), ("p99.9", "0.999"))
+QUANTILES = (("p50", "0.5"), ("p90", "0.9"), ("p99", "0.99"), ("p99_9", "0.999"))  # LatencySummary fields
 #: Finished patterns whose last totals stay exported (the runner keeps as many).
 FINISHED_KEPT = FINISHED_HISTORY  # as many as the runner itself keeps
 
@@ -115,24 +116,24 @@ class TrafficTotals:
 
     def __init__(self, keep: int = FINISHED_KEPT) -> None:
         self._lock = threading.Lock()
-        self._runs: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._runs: collections.OrderedDict[str, RunInfo] = collections.OrderedDict()
         self.keep = keep
 
-    def update(self, frame: dict[str, Any] | None) -> None:
+    def update(self, frame: StatsFrame | None) -> None:
         if not frame:
             return
         with self._lock:
-            for p in frame.get("patterns") or []:
-                rid = p.get("id") or p.get("pattern")
-                if not rid or "total" not in p:
+            for p in frame.patterns:
+                rid = p.id or p.pattern
+                if not rid or p.total is None:
                     continue
                 self._runs[rid] = p
                 self._runs.move_to_end(rid)
-            finished = [k for k, v in self._runs.items() if v.get("state") != "running"]
+            finished = [k for k, v in self._runs.items() if not v.running]
             for k in finished[: max(0, len(finished) - self.keep)]:
                 del self._runs[k]
 
-    def patterns(self) -> list[dict[str, Any]]:
+    def patterns(self) -> list[RunInfo]:
         with self._lock:
             return list(self._runs.values())
 
@@ -162,7 +163,7 @@ class MpmlabCollector(Collector):
     every scrape. A failing callable costs its families, never the scrape."""
 
     def __init__(self, sources: Callable[[], Iterable[Any]],
-                 traffic: TrafficTotals | Callable[[], dict[str, Any] | None] | None = None) -> None:
+                 traffic: TrafficTotals | Callable[[], StatsFrame | None] | None = None) -> None:
         self.sources = sources
         self.traffic = traffic
 
@@ -240,33 +241,34 @@ class MpmlabCollector(Collector):
                 fam["mpmlab_memory_rss_bytes"].add_metric([src, m], rss[m])
 
     # -- traffic --------------------------------------------------------------------------------
-    def _traffic_runs(self) -> list[dict[str, Any]]:
+    def _traffic_runs(self) -> list[RunInfo]:
         t = self.traffic
         if t is None:
             return []
         if isinstance(t, TrafficTotals):
             return t.patterns()
         frame = t()
-        return [p for p in (frame or {}).get("patterns") or [] if "total" in p]
+        return [p for p in (frame.patterns if frame else []) if p.total is not None]
 
-    def _pattern(self, fam: dict[str, Metric], run: dict[str, Any]) -> None:
-        labels = [str(run.get("id") or run.get("pattern")), str(run.get("pattern") or ""),
-                  str(run.get("label") or run.get("pattern") or "")]
-        tot = run.get("total") or {}
-        fam["mpmlab_traffic_requests"].add_metric(labels, float(tot.get("requests") or 0))
-        for cls, n in (tot.get("status") or {}).items():
+    def _pattern(self, fam: dict[str, Metric], run: RunInfo) -> None:
+        labels = [str(run.id or run.pattern), str(run.pattern or ""), str(run.label or run.pattern or "")]
+        tot = run.total
+        if tot is None:
+            return
+        fam["mpmlab_traffic_requests"].add_metric(labels, float(tot.requests or 0))
+        for cls, n in tot.status.items():
             fam["mpmlab_traffic_responses"].add_metric(labels + [cls], float(n or 0))
-        for kind, n in (tot.get("errors") or {}).items():
+        for kind, n in tot.errors.items():
             fam["mpmlab_traffic_errors"].add_metric(labels + [kind], float(n or 0))
-        fam["mpmlab_traffic_bytes"].add_metric(labels + ["in"], float(tot.get("bytes_in") or 0))
-        fam["mpmlab_traffic_bytes"].add_metric(labels + ["out"], float(tot.get("bytes_out") or 0))
-        if run.get("state") == "running":
-            fam["mpmlab_traffic_active_connections"].add_metric(labels, float(run.get("active_connections") or 0))
-        for key, name in (("latency_ms", "mpmlab_traffic_latency_seconds"), ("ttfb_ms", "mpmlab_traffic_ttfb_seconds")):
-            _summary(fam[name], labels, tot.get(key))
-        lat = tot.get("latency_ms")
-        if lat and lat.get("max") is not None:
-            fam["mpmlab_traffic_latency_max_seconds"].add_metric(labels, lat["max"] / 1000.0)
+        fam["mpmlab_traffic_bytes"].add_metric(labels + ["in"], float(tot.bytes_in or 0))
+        fam["mpmlab_traffic_bytes"].add_metric(labels + ["out"], float(tot.bytes_out or 0))
+        if run.running:
+            fam["mpmlab_traffic_active_connections"].add_metric(labels, float(run.active_connections or 0))
+        _summary(fam["mpmlab_traffic_latency_seconds"], labels, tot.latency_ms)
+        _summary(fam["mpmlab_traffic_ttfb_seconds"], labels, tot.ttfb_ms)
+        lat = tot.latency_ms
+        if lat:
+            fam["mpmlab_traffic_latency_max_seconds"].add_metric(labels, lat.max / 1000.0)
 
 
 def _family(name: str) -> Metric:
@@ -288,21 +290,20 @@ def _family(name: str) -> Metric:
     return m
 
 
-def _summary(m: Metric, labels: list[str], s: dict[str, Any] | None) -> None:
+def _summary(m: Metric, labels: list[str], s: LatencySummary | None) -> None:
     """HDR percentiles (ms) as a Prometheus summary (seconds)."""
-    if not s or not s.get("count"):
+    if not s or not s.count:
         return
     names = m._mpmlab_labels  # type: ignore[attr-defined]
     base = dict(zip(names, labels))
     for key, q in QUANTILES:
-        if s.get(key) is not None:
-            m.add_sample(m.name, dict(base, quantile=q), s[key] / 1000.0)
-    m.add_sample(m.name + "_count", dict(base), float(s["count"]))
-    m.add_sample(m.name + "_sum", dict(base), float(s.get("mean") or 0.0) * s["count"] / 1000.0)
+        m.add_sample(m.name, dict(base, quantile=q), getattr(s, key) / 1000.0)
+    m.add_sample(m.name + "_count", dict(base), float(s.count))
+    m.add_sample(m.name + "_sum", dict(base), float(s.mean or 0.0) * s.count / 1000.0)
 
 
 def build_registry(sources: Callable[[], Iterable[Any]],
-                   traffic: TrafficTotals | Callable[[], dict[str, Any] | None] | None = None) -> CollectorRegistry:
+                   traffic: TrafficTotals | Callable[[], StatsFrame | None] | None = None) -> CollectorRegistry:
     """A fresh registry (never the global one) with the mpmlab collector in it."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(MpmlabCollector(sources, traffic))

@@ -111,7 +111,7 @@ def open_idle(port: int, n: int, wait: float = 10.0) -> tuple[list[socket.socket
                 except OSError:
                     data = b""
                 buf = pending[key.data] = pending[key.data] + data
-                head, sep, body = buf.partition(b"\r\n\r\n")
+                _head, sep, body = buf.partition(b"\r\n\r\n")
                 if not data or (sep and len(body) >= 16):
                     sel.unregister(s)
                     answered += 1 if data else 0
@@ -137,7 +137,7 @@ def idle_capacity(duration: int, rounds: int) -> dict:
     close them and wait until none is parked), so that the machine's drift between runs falls on both
     sides; the ratios are per pair, the figure is their median. worker: one pair (it answers nothing
     with the idle connections open, whatever the noise)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     out = {}
     print(f"\n== Idle keep-alive capacity: {IDLE_CONNECTIONS} idle keep-alive connections + wrk -c64, "
@@ -163,7 +163,7 @@ def idle_capacity(duration: int, rounds: int) -> dict:
                 for s in socks:
                     s.close()
                 if mpm == "event":  # the next "alone" starts with none parked
-                    wait_until(lambda: _parked(port) <= 0, 30, "parked connections to drain")
+                    wait_until(lambda port=port: _parked(port) <= 0, 30, "parked connections to drain")
                 print(fmt_row(f"mpmcore {mpm} alone, round {r + 1}", base))
                 print(fmt_row(f"mpmcore {mpm} + {answered} idle, round {r + 1}", loaded))
                 pairs.append({"alone": base, "with_idle": loaded, "idle_answered": answered,

@@ -151,7 +151,7 @@ def main() -> int:
             f1 = [pg.evaluate("[window.mpmlab.frames, Date.now()]") for pg in pages]
             cpu = ((c1.user - c0.user) + (c1.system - c0.system)) / (t1 - t0)
             sampler_share = (after["work_seconds"] - before["work_seconds"]) / (t1 - t0)
-            fps = [(b[0] - a[0]) * 1000 / (b[1] - a[1]) for a, b in zip(f0, f1)]
+            fps = [(b[0] - a[0]) * 1000 / (b[1] - a[1]) for a, b in zip(f0, f1, strict=True)]
             load = psutil.cpu_percent(interval=None)
             print(f"dashboard process CPU with {args.pages} pages, traffic running: {cpu * 100:.1f}% of one core "
                   f"(sampler+encoder alone, thread CPU time: {sampler_share * 100:.1f}%, {after['tick_ms_avg']:.2f} ms per tick)")
@@ -196,7 +196,7 @@ def main() -> int:
             finally:  # its threads and sockets, also when a trial failed
                 ws_fps = readers.stop()
             lat.sort()
-            p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+            p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
             print(f"meanwhile {len(ws_fps)} websocket clients received {statistics.mean(ws_fps):.1f} frames/s each "
                   f"(min {min(ws_fps):.1f})" if ws_fps else "no other websocket clients")
             print(f"state change -> browser (W cell seen), 1 page + {len(ws_fps)} websocket clients, {len(lat)} trials: "

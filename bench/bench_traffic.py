@@ -1,7 +1,7 @@
 """Benchmark of the traffic generator (mpmcore.traffic), against peers measured in the same run.
 
 1. Throughput: requests/s the generator drives alone against real Apache (event MPM, started by
-   shared/tools/real-apache.sh on a free loopback port): steady closed model, keep-alive,
+   tests/apache_launcher.py on a free loopback port): steady closed model, keep-alive,
    64 connections, /index.html; then wrk (1 thread, 64 connections) on the same server. Prints
    the ratio (target >= 0.5x wrk: the generator is one Python process on one core).
 2. Capacity: 10,000 concurrent slowloris connections held against a sink server (a uvloop
@@ -30,19 +30,18 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # apache_launcher.py, the launcher the tests use too
 
+import apache_launcher  # noqa: E402
 from common import free_port  # noqa: E402  (bench/ is the script's directory)
 
 from mpmcore.procs import stop_pid, terminate  # noqa: E402
-from mpmcore.traffic import TrafficRunner  # noqa: E402
-
-# shared/ lies beside the checkout (as in CI), not inside it
-APACHE_SCRIPT = str(ROOT.parent / "shared" / "tools" / "real-apache.sh")
+from mpmcore.traffic import RunInfo, TrafficRunner  # noqa: E402
 
 
 # -- sink server (run as a subprocess: bench_traffic.py --sink PORT) ---------------------------
 def sink_main(port: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     class Hold(asyncio.Protocol):
@@ -74,12 +73,12 @@ def sink_main(port: int) -> None:
 
 
 # -- throughput --------------------------------------------------------------------------------
-async def generator_rps(runner: TrafficRunner, url: str, seconds: float, connections: int) -> dict:
+async def generator_rps(runner: TrafficRunner, url: str, seconds: float, connections: int) -> RunInfo:
     async with await runner.client() as tc:
         pid = await tc.start("steady", target=url, path="/index.html", clients=connections,
                              duration=seconds)
         async for f in tc.frames():
-            if any(p["id"] == pid and p["state"] == "finished" for p in f["patterns"]):
+            if any(p.id == pid and p.state == "finished" for p in f.patterns):
                 break
         return await tc.get(pid)
 
@@ -102,8 +101,7 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/index.html"
     try:
-        subprocess.run(["bash", APACHE_SCRIPT, "start", "event", str(port)], check=True,
-                       stdout=subprocess.DEVNULL, timeout=60)
+        apache_launcher.start("event", port, timeout=60)
         with urllib.request.urlopen(url, timeout=5) as r:
             assert r.status == 200
         wrk_rps(url, 2, connections)  # warm-up: Apache spawns its children
@@ -114,11 +112,11 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
             gens, wrks = [], []
             for i in range(rounds):
                 s = asyncio.run(generator_rps(runner, f"http://127.0.0.1:{port}/", seconds, connections))
-                t = s["total"]
-                gens.append(t["rps"])
-                print(f"  round {i + 1}: mpmcore.traffic {t['rps']:10.0f} req/s  (errors {t['errors_total']}, "
-                      f"reconnects {t['reconnects']}, p50 {t['latency_ms']['p50']:.2f} ms, "
-                      f"p99 {t['latency_ms']['p99']:.2f} ms)")
+                t = s.total
+                gens.append(t.rps)
+                print(f"  round {i + 1}: mpmcore.traffic {t.rps:10.0f} req/s  (errors {t.errors_total}, "
+                      f"reconnects {t.reconnects}, p50 {t.latency_ms.p50:.2f} ms, "
+                      f"p99 {t.latency_ms.p99:.2f} ms)")
                 w = wrk_rps(url, seconds, connections)
                 wrks.append(w)
                 print(f"  round {i + 1}: wrk -t1           {w:10.0f} req/s")
@@ -134,12 +132,11 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
 def stop_apache(port: int) -> None:
     """Stop the Apache on ``port`` by the pid in its pid file (SIGTERM; after 15 s SIGKILL of its
     process group: `-k start` makes the master a session leader), and remove its files in /tmp."""
-    run_dir = Path(f"/tmp/real-apache-{port}")
+    run_dir = apache_launcher.apache_dir(port)
     try:
-        try:
-            apache_pid = int((run_dir / "httpd.pid").read_text())
-        except (OSError, ValueError):
-            subprocess.run(["bash", APACHE_SCRIPT, "stop", str(port)], capture_output=True, timeout=60)
+        apache_pid = apache_launcher.read_pid(port)
+        if apache_pid is None:
+            apache_launcher.signal_stop(port)
         else:
             if stop_pid(apache_pid, 15):
                 print(f"Apache {apache_pid} on :{port} did not stop within 15s: killed its process group",
@@ -159,28 +156,28 @@ async def hold(runner: TrafficRunner, url: str, n: int) -> None:
         info = None
         while time.monotonic() < deadline:
             info = await tc.get(pid)
-            if info["active_connections"] >= n:
+            if info.active_connections >= n:
                 break
             await asyncio.sleep(0.25)
         ramp = time.monotonic() - t0
-        assert info and info["active_connections"] >= n, info and info["active_connections"]
+        assert info and info.active_connections >= n, info and info.active_connections
         await asyncio.sleep(11)  # one header line per connection sent meanwhile
         info = await tc.get(pid)
         mem = proc.memory_full_info()
         cpu = proc.cpu_percent(interval=2.0)
-        print(f"capacity: {info['active_connections']} slowloris connections held "
-              f"(opened in {ramp:.1f}s, errors {info['total']['errors_total']}, "
-              f"reconnects {info['total']['reconnects']}, bytes out {info['total']['bytes_out']})")
+        print(f"capacity: {info.active_connections} slowloris connections held "
+              f"(opened in {ramp:.1f}s, errors {info.total.errors_total}, "
+              f"reconnects {info.total.reconnects}, bytes out {info.total.bytes_out})")
         print(f"  runner RSS {mem.rss / 2**20:.0f} MiB, PSS {mem.pss / 2**20:.0f} MiB "
               f"(idle runner: RSS {base.rss / 2**20:.0f} MiB, PSS {base.pss / 2**20:.0f} MiB); "
               f"{(mem.pss - base.pss) / n / 1024:.1f} KiB per connection; CPU while holding {cpu:.1f}%; "
               f"target < 1024 MiB: {'ok' if mem.pss < 2**30 and mem.rss < 2**30 else 'FAILED'}")
         summary = await tc.stop(pid)
-        print(f"  stopped: active connections {summary['active_connections']}")
+        print(f"  stopped: active connections {summary.active_connections}")
 
 
 def bench_capacity(n: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < n + 200:
         print(f"skipping capacity: RLIMIT_NOFILE hard limit {hard} < {n + 200}")
         return

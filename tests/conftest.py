@@ -35,6 +35,33 @@ os.environ["TMPDIR"] = SESSION_TMP
 tempfile.tempdir = None
 
 
+# The suite is laid out by cost: tests/unit (pure code, seconds), tests/integration (real processes
+# of ours: the core, the dashboard, the traffic runner), tests/external (a real Apache, nginx,
+# apache_exporter, Chromium, docker-compose). Each test carries its directory's marker, so
+# `-m unit` (or `./dev.sh test tests/unit`) runs the fast layer alone.
+# Files are moved whole, so a file can hold a test costlier than its directory (test_status.py's
+# exporter test): a test that uses a costlier layer's fixture carries that layer's marker instead.
+LAYERS = ("unit", "integration", "external")
+LAYER_FIXTURES = {"integration": {"server_factory", "runner"},
+                  "external": {"real_apache", "event_apache", "real_nginx", "exporter"}}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        try:
+            layer = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:  # a test outside tests/ (given on the command line): no layer
+            continue
+        if layer not in LAYERS:
+            continue
+        used = set(getattr(item, "fixturenames", ()))
+        for costlier in LAYERS[LAYERS.index(layer) + 1:]:
+            if used & LAYER_FIXTURES[costlier]:
+                layer = costlier
+        item.add_marker(getattr(pytest.mark, layer))
+
+
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 0:
         shutil.rmtree(SESSION_TMP, ignore_errors=True)
@@ -183,7 +210,7 @@ class MpmServer:
             wait_for(self._ready, timeout=20, what=f"mpmlab serve on {self.listen}")
         except AssertionError:
             self.stop()
-            raise AssertionError(f"server did not start: {self.log_path.read_text()[-2000:]}")
+            raise AssertionError(f"server did not start: {self.log_path.read_text()[-2000:]}") from None
         self.reader = sb.ScoreboardReader(self.shm_name)
 
     def _ready(self) -> bool:
@@ -274,3 +301,4 @@ def artifact_path(name: str) -> Path:
 from exporter_fixtures import exporter  # noqa: E402,F401
 from real_apache_fixtures import event_apache, real_apache  # noqa: E402,F401
 from real_nginx_fixtures import real_nginx  # noqa: E402,F401
+from traffic_fixtures import runner, tiny  # noqa: E402,F401

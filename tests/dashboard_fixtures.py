@@ -79,7 +79,7 @@ class DashboardProcess:
             info = wait_for(self._ready, timeout=start_timeout, interval=0.1, what="the dashboard")
         except AssertionError:
             self.stop()
-            raise AssertionError(f"dashboard did not start: {self.log_path.read_text()[-3000:]}")
+            raise AssertionError(f"dashboard did not start: {self.log_path.read_text()[-3000:]}") from None
         self.core_pid, self.runner_pid = info["core_pid"], info["traffic_runner_pid"]
         self.master_pid = self.api("/api/status")["core"]["pid"]
 

@@ -1,18 +1,16 @@
-"""A real Apache httpd 2.4 on a free loopback port, through shared/tools/real-apache.sh (which
-stops it by its pid file). Shared by every test that compares with, or attaches to, real Apache."""
+"""A real Apache httpd 2.4 on a free loopback port (apache_launcher.py), stopped by its pid. Shared by
+every test that compares with, or attaches to, real Apache."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
+import apache_launcher
 import pytest
-from conftest import ROOT, answers_200, free_port, need, wait_for
+from conftest import answers_200, free_port, need, wait_for
 
 from mpmcore.procs import stop_pid
-
-REAL_APACHE = ROOT.parent / "shared" / "tools" / "real-apache.sh"
 
 #: event with 4 children x 10 threads: small enough to saturate, and a per-process table.
 EVENT_DIRECTIVES = {"ServerLimit": 4, "ThreadsPerChild": 10, "MaxRequestWorkers": 40, "StartServers": 2,
@@ -20,13 +18,8 @@ EVENT_DIRECTIVES = {"ServerLimit": 4, "ThreadsPerChild": 10, "MaxRequestWorkers"
 
 
 def _apache_dir(port: int) -> Path:
-    """The script's files for ``port`` (configuration, pid file, logs, document root); it always
-    puts them in /tmp, whatever TMPDIR says."""
-    return Path(f"/tmp/real-apache-{port}")
-
-
-def _pidfile(port: int) -> Path:
-    return _apache_dir(port) / "httpd.pid"
+    """Apache's files for ``port`` (configuration, pid file, logs, document root), always in /tmp."""
+    return apache_launcher.apache_dir(port)
 
 
 def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
@@ -34,12 +27,11 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
     """(port, master pid) of a real Apache, polled until its ?auto answers. ``files`` are put in
     its document root first (name -> content)."""
     need("apache2")
-    assert REAL_APACHE.exists(), f"{REAL_APACHE} is missing: shared/ must lie beside the checkout"
     port = free_port()
     # a directory left by an earlier run on the same port (a pid file, a document root) would be
     # taken for this Apache's
     shutil.rmtree(_apache_dir(port), ignore_errors=True)
-    conf = tmp / f"apache-{port}.conf"
+    conf = tmp / f"apache-{port}.conf"  # kept beside the test's files, for reading after a failure
     conf.write_text("".join(f"{k} {v}\n" for k, v in (EVENT_DIRECTIVES if directives is None else directives).items()))
     try:
         if files:
@@ -47,20 +39,18 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
             htdocs.mkdir(parents=True, exist_ok=True)
             for name, content in files.items():
                 (htdocs / name).write_bytes(content)
-        subprocess.run(["bash", str(REAL_APACHE), "start", mpm, str(port), str(conf)], check=True,
-                       capture_output=True, timeout=120)
+        apache_launcher.start(mpm, port, conf.read_text())
         wait_for(lambda: answers_200(port, "/server-status?auto"), timeout=20,
                  what=f"real Apache ({mpm}) on {port}")
-        return port, int(_pidfile(port).read_text().strip())
+        pid = apache_launcher.read_pid(port)
+        assert pid is not None, f"real Apache on {port} answers but wrote no pid file"
+        return port, pid
     except BaseException as e:
         # whatever failed, an Apache that did start is stopped (by its pid file) before the error goes on
-        try:
-            pid = int(_pidfile(port).read_text().strip())
-        except (OSError, ValueError):
-            pid = None
+        pid = apache_launcher.read_pid(port)
         try:
             if pid is None:
-                subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
+                apache_launcher.signal_stop(port)
             else:
                 stop_apache(port, pid)
         except Exception as stop_error:  # the start's error is the one to report; this one is noted
@@ -81,7 +71,7 @@ def stop_apache(port: int, pid: int) -> None:
     """Stop a real Apache by its pid file (SIGTERM to its master), then ``kill_apache`` it. Its
     files (configuration, logs, document root) are removed whatever happened: nothing left in /tmp."""
     try:
-        subprocess.run(["bash", str(REAL_APACHE), "stop", str(port)], capture_output=True, timeout=60)
+        apache_launcher.signal_stop(port)
         kill_apache(pid, 20)
     finally:
         shutil.rmtree(_apache_dir(port), ignore_errors=True)

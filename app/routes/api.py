@@ -260,9 +260,11 @@ async def traffic_presets() -> dict[str, Any]:
 @router.get("/traffic", summary="Running and recently finished patterns, and where traffic may be aimed")
 async def traffic_list(d: Dashboard = Dash) -> dict[str, Any]:
     names = d.target_names()
-    patterns = await d.traffic.list()
-    for p in patterns:
-        p["source"] = names.get(target_key(p.get("target")))
+    patterns = []
+    for run in await d.traffic.list():
+        p = run.to_json()
+        p["source"] = names.get(target_key(run.target))
+        patterns.append(p)
     return {"target": d.settings.core_url if d.settings.watch_core else None,
             "targets": d.traffic_targets(), "patterns": patterns}
 
@@ -290,7 +292,7 @@ async def traffic_preset(name: str, source: str | None = Query(None, description
 @router.get("/traffic/{pattern_id}", summary="One pattern with its cumulative figures")
 async def traffic_get(pattern_id: str, d: Dashboard = Dash) -> dict[str, Any]:
     try:
-        return await d.traffic.get(pattern_id)
+        return (await d.traffic.get(pattern_id)).to_json()
     except (ValueError, KeyError) as e:
         raise _traffic_errors(e) from None
 

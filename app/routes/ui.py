@@ -182,7 +182,7 @@ def _pattern_form(form: dict[str, str], pattern: str) -> dict[str, Any]:
 
 async def _traffic_panel(request: Request, d: Dashboard, status_code: int = 200, **ctx: Any) -> HTMLResponse:
     try:
-        running = [p for p in await d.traffic.list() if p.get("state") == "running"]
+        running = [p for p in await d.traffic.list() if p.running]
     except TrafficError:
         running = []
     return _render(d, request, "fragments/_traffic_running.html", status_code, running=running,

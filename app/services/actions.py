@@ -327,21 +327,21 @@ async def start_preset(d: Dashboard, preset: str, source: str | None = None) -> 
 
 async def describe_pattern(d: Dashboard, pattern_id: str) -> PatternInfo:
     async with _translated():
-        return PatternInfo.model_validate(await d.traffic.get(pattern_id))
+        return PatternInfo.model_validate((await d.traffic.get(pattern_id)).to_json())
 
 
 async def retune_traffic(d: Dashboard, pattern_id: str, params: Mapping[str, Any]) -> PatternInfo:
     """Change live parameters of a running pattern (a parameter that is not live is refused, 422)."""
     async with _translated():
-        return PatternInfo.model_validate(await d.traffic.update(pattern_id, dict(params)))
+        return PatternInfo.model_validate((await d.traffic.update(pattern_id, dict(params))).to_json())
 
 
 async def stop_traffic(d: Dashboard, pattern_id: str) -> PatternInfo:
     """Stop one pattern: its final description, with its cumulative figures."""
     async with _translated():
-        return PatternInfo.model_validate(await d.traffic.stop(pattern_id))
+        return PatternInfo.model_validate((await d.traffic.stop(pattern_id)).to_json())
 
 
 async def stop_all_traffic(d: Dashboard) -> TrafficStopped:
     async with _translated():
-        return TrafficStopped([p["id"] for p in await d.traffic.stop_all()])
+        return TrafficStopped([p.id for p in await d.traffic.stop_all()])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpmcore.traffic import PATTERNS, TrafficClient, TrafficError, TrafficRunner, catalogue_json, validate_params
+from mpmcore.traffic.runstats import RunInfo, StatsFrame
 from mpmcore.traffic.target import TargetError, parse_url
 
 log = logging.getLogger("mpmlab.dashboard")
@@ -107,10 +108,10 @@ class TrafficService:
         self.target_url = target_url
         self.runner: TrafficRunner | None = None
         self.client: TrafficClient | None = None
-        self.patterns: list[dict[str, Any]] = []  # running patterns, from the last frame
+        self.patterns: list[RunInfo] = []  # running patterns, from the last frame
         # per target (host, port), per label: the figures of the current second
         self._windows: dict[tuple[str, int] | None, dict[str, _Window]] = {}
-        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._listeners: list[Callable[[StatsFrame], None]] = []
         self.error: str | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -164,41 +165,43 @@ class TrafficService:
         params.update(overrides or {})
         return await self.start_pattern(pr.pattern, params, target)
 
-    async def update(self, pattern_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def update(self, pattern_id: str, params: dict[str, Any]) -> RunInfo:
         info = await self._need().get(pattern_id)
-        p = clean_params(info["pattern"], params, partial=True)
+        p = clean_params(info.pattern, params, partial=True)
         return await self._need().update(pattern_id, **p)
 
-    async def stop(self, pattern_id: str) -> dict[str, Any]:
+    async def stop(self, pattern_id: str) -> RunInfo:
         return await self._need().stop(pattern_id)
 
-    async def stop_all(self) -> list[dict[str, Any]]:
+    async def stop_all(self) -> list[RunInfo]:
         return await self._need().stop_all()
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self) -> list[RunInfo]:
         return await self._need().list()
 
-    async def get(self, pattern_id: str) -> dict[str, Any]:
+    async def get(self, pattern_id: str) -> RunInfo:
         return await self._need().get(pattern_id)
 
     # -- frames -------------------------------------------------------------------------------
-    def add_listener(self, cb: Callable[[dict[str, Any]], None]) -> None:
+    def add_listener(self, cb: Callable[[StatsFrame], None]) -> None:
         self._listeners.append(cb)
 
-    def _on_frame(self, frame: dict[str, Any]) -> None:
-        self.patterns = [p for p in frame.get("patterns", []) if p.get("state") == "running"]
-        for p in frame.get("patterns", []):
-            live = p.get("live") or {}
-            per_target = self._windows.setdefault(target_key(p.get("target")), {})
-            wdw = per_target.setdefault(p.get("label") or p["pattern"], _Window())
-            wdw.responses += live.get("responses", 0)
-            wdw.errors += live.get("errors_total", 0)
-            wdw.server_errors += (live.get("status") or {}).get("5xx", 0)
-            lat = live.get("latency_ms")
+    def _on_frame(self, frame: StatsFrame) -> None:
+        self.patterns = [p for p in frame.patterns if p.running]
+        for p in frame.patterns:
+            per_target = self._windows.setdefault(target_key(p.target), {})
+            wdw = per_target.setdefault(p.label or p.pattern, _Window())
+            live = p.live
+            if live is None:
+                continue
+            wdw.responses += live.responses
+            wdw.errors += live.errors_total
+            wdw.server_errors += live.status.get("5xx", 0)
+            lat = live.latency_ms
             if lat:
-                wdw.p50_weighted += lat["p50"] * lat["count"]
-                wdw.p50_count += lat["count"]
-                wdw.p99 = lat["p99"] if wdw.p99 is None else max(wdw.p99, lat["p99"])
+                wdw.p50_weighted += lat.p50 * lat.count
+                wdw.p50_count += lat.count
+                wdw.p99 = lat.p99 if wdw.p99 is None else max(wdw.p99, lat.p99)
         for cb in list(self._listeners):
             cb(frame)
 
@@ -206,9 +209,9 @@ class TrafficService:
         """Per label of the patterns aimed at ``target`` (default: the embedded server) since the
         last call for that target: p50 (count-weighted mean of the frames' p50), p99 (worst frame),
         responses/s, errors/s (client-side errors plus 5xx)."""
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         key = target_key(target or self.target_url)
-        running = {p.get("label") or p["pattern"] for p in self.patterns if target_key(p.get("target")) == key}
+        running = {p.label or p.pattern for p in self.patterns if target_key(p.target) == key}
         for label, w in self._windows.get(key, {}).items():
             out[label] = {
                 "p50": round(w.p50_weighted / w.p50_count, 3) if w.p50_count else None,

@@ -24,6 +24,7 @@ from mpmcore.traffic.limits import (
 __all__ = [
     "PATTERNS",
     "ParamSpec",
+    "Pattern",
     "catalogue_json",
     "declared_connections",
     "declared_rate",
@@ -42,11 +43,11 @@ class ParamSpec:
     min: float | None = None
     max: float | None = None
     unit: str | None = None
-    choices: tuple | None = None
+    choices: tuple[str, ...] | None = None
     live: bool = False  # may be changed while the pattern runs (update())
     required: bool = False
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["choices"] is not None:
             d["choices"] = list(d["choices"])
@@ -60,7 +61,7 @@ _SIZE_MULT = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024, "m"
 _LABEL = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
 
 
-def parse_duration(value) -> float:
+def parse_duration(value: object) -> float:
     """Seconds from 30, 2.5, "30s", "500ms", "2m", "1h"."""
     if isinstance(value, bool):
         raise ValueError("not a duration")
@@ -73,7 +74,7 @@ def parse_duration(value) -> float:
     return n * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-def parse_size(value) -> int:
+def parse_size(value: object) -> int:
     """Bytes from 1024, "4k", "10MiB"."""
     if isinstance(value, bool):
         raise ValueError("not a size")
@@ -125,11 +126,18 @@ def _open_model(rate: float, connections: int) -> list[ParamSpec]:
     ]
 
 
-_P: dict[str, dict] = {}
+@dataclass(frozen=True)
+class Pattern:
+    name: str
+    description: str
+    params: dict[str, ParamSpec]  # by name, in form order
+
+
+_P: dict[str, Pattern] = {}
 
 
 def _pattern(name: str, description: str, params: list[ParamSpec]) -> None:
-    _P[name] = {"name": name, "description": description, "params": {p.name: p for p in params}}
+    _P[name] = Pattern(name, description, {p.name: p for p in params})
 
 
 _pattern("steady", "Steady load. Closed model: N clients each send a request, wait for the answer, "
@@ -217,14 +225,14 @@ _pattern("io", "I/O-bound requests (/sleep?ms=) at a rate (open model): the serv
          _common("/sleep") + [ParamSpec("ms", "int", 200, "time the server sleeps per request", 0,
                                         600_000, "ms", live=True)] + _open_model(20.0, 256))
 
-#: name -> {"name", "description", "params": {param name -> ParamSpec}}
-PATTERNS = _P
+#: pattern name -> its description and parameter specs
+PATTERNS: dict[str, Pattern] = _P
 
 
-def catalogue_json() -> dict:
+def catalogue_json() -> dict[str, Any]:
     """PATTERNS as plain JSON-able data (for the dashboard's forms and the control API)."""
-    return {n: {"name": n, "description": p["description"],
-                "params": [s.as_dict() for s in p["params"].values()]} for n, p in PATTERNS.items()}
+    return {n: {"name": n, "description": p.description,
+                "params": [s.as_dict() for s in p.params.values()]} for n, p in PATTERNS.items()}
 
 
 def _fmt_range(spec: ParamSpec) -> str:
@@ -234,17 +242,20 @@ def _fmt_range(spec: ParamSpec) -> str:
     return f"between {_num(spec.min)} and {_num(spec.max)}{unit}"
 
 
-def _num(x) -> str:
+def _num(x: float | None) -> str:
+    if x is None:
+        return "none"
     return str(int(x)) if float(x) == int(x) else f"{x:g}"
 
 
-def _coerce(pattern: str, spec: ParamSpec, value):
+def _coerce(pattern: str, spec: ParamSpec, value: object) -> Any:
     where = f"{pattern}: parameter {spec.name!r}"
     if value is None:
         if spec.required:
             raise ValueError(f"{where} is required")
         return None if spec.default is None else spec.default
     t = spec.type
+    v: Any
     try:
         if t == "bool":
             if isinstance(value, bool):
@@ -256,14 +267,14 @@ def _coerce(pattern: str, spec: ParamSpec, value):
             else:
                 raise ValueError
         elif t == "int":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise ValueError
             f = float(value)
             if f != int(f):
                 raise ValueError
             v = int(f)
         elif t == "float":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise ValueError
             v = float(value)
             if v != v or v in (float("inf"), float("-inf")):
@@ -285,9 +296,9 @@ def _coerce(pattern: str, spec: ParamSpec, value):
         raise ValueError(f"{where} must be {expect}, got {value!r}") from None
     if spec.choices is not None and v not in spec.choices:
         raise ValueError(f"{where} must be {_fmt_range(spec)}, got {v!r}")
-    if spec.min is not None and t in ("int", "float", "duration", "size"):
-        if not (spec.min <= v <= spec.max):
-            raise ValueError(f"{where} must be {_fmt_range(spec)}, got {value!r}")
+    if (spec.min is not None and spec.max is not None and t in ("int", "float", "duration", "size")
+            and not (spec.min <= v <= spec.max)):
+        raise ValueError(f"{where} must be {_fmt_range(spec)}, got {value!r}")
     # a request target goes on the wire as it is: printable ASCII, no space (RFC 9112 request-line)
     if spec.name in ("path", "asset_path") and not (v.startswith("/") and v.isascii() and v.isprintable()
                                                      and " " not in v):
@@ -298,7 +309,7 @@ def _coerce(pattern: str, spec: ParamSpec, value):
     return v
 
 
-def validate_params(pattern: str, params: dict, *, partial: bool = False) -> dict:
+def validate_params(pattern: str, params: dict[str, Any], *, partial: bool = False) -> dict[str, Any]:
     """Check ``params`` for ``pattern``.
 
     ``partial=False`` (start): returns the full dict, defaults filled in.
@@ -307,13 +318,13 @@ def validate_params(pattern: str, params: dict, *, partial: bool = False) -> dic
     """
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; known: {', '.join(PATTERNS)}")
-    specs = PATTERNS[pattern]["params"]
+    specs = PATTERNS[pattern].params
     unknown = [k for k in params if k not in specs]
     if unknown:
         raise ValueError(f"{pattern}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
                          f"allowed: {', '.join(specs)}")
     if partial:
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in params.items():
             if not specs[k].live:
                 raise ValueError(f"{pattern}: parameter {k!r} cannot be changed while the pattern "
@@ -326,25 +337,25 @@ def validate_params(pattern: str, params: dict, *, partial: bool = False) -> dic
     return {name: _coerce(pattern, spec, params.get(name)) for name, spec in specs.items()}
 
 
-def declared_connections(pattern: str, p: dict) -> int:
+def declared_connections(pattern: str, p: dict[str, Any]) -> int:
     """Most connections a pattern with these parameters opens (for the MAX_CONNECTIONS check)."""
     if pattern == "steady":
-        return p["clients"] if p["model"] == "closed" else p["connections"]
+        return int(p["clients"] if p["model"] == "closed" else p["connections"])
     if pattern in ("burst",):
-        return p["size"]
+        return int(p["size"])
     if pattern == "browsers":
-        return p["clients"] * p["connections_per_browser"]
+        return int(p["clients"] * p["connections_per_browser"])
     if pattern == "ajax":
-        return p["clients"]
-    return p["connections"]
+        return int(p["clients"])
+    return int(p["connections"])
 
 
-def declared_rate(pattern: str, p: dict) -> float:
+def declared_rate(pattern: str, p: dict[str, Any]) -> float:
     """Requests per second a pattern asks for, 0 when the rate is closed-loop (for MAX_RATE)."""
     if pattern in ("cpu", "io") or (pattern == "steady" and p["model"] == "open"):
-        return p["rate"]
+        return float(p["rate"])
     if pattern == "burst":
-        return p["size"] / p["every"]
+        return float(p["size"] / p["every"])
     if pattern == "ajax":
-        return p["clients"] / p["interval"]
+        return float(p["clients"] / p["interval"])
     return 0.0

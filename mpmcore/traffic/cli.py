@@ -1,7 +1,7 @@
 """``mpmlab traffic PATTERN --target URL [options]``: run one pattern from the command line.
 
-The lead wires ``add_parser``/``run`` into the ``mpmlab`` command; until then:
-``python -m mpmcore.traffic.cli PATTERN --target URL ...``.
+``mpmcore/cli.py`` wires ``add_parser``/``run`` into the ``mpmlab`` command; this module also runs
+alone: ``python -m mpmcore.traffic.cli PATTERN --target URL ...``.
 
 Like the dashboard, the CLI drives a runner subprocess through the control API (TrafficRunner +
 TrafficClient). A progress line goes to stderr once a second; the summary table (or ``--json``)
@@ -16,10 +16,12 @@ import json
 import signal
 import sys
 import textwrap
+from typing import Any
 
-from mpmcore.traffic.catalogue import PATTERNS, _num, validate_params
+from mpmcore.traffic.catalogue import PATTERNS, ParamSpec, _num, validate_params
 from mpmcore.traffic.control import TrafficClient, TrafficError, TrafficRunner
 from mpmcore.traffic.limits import MAX_CONNECTIONS, MAX_DURATION, MAX_RATE, MAX_TOTAL_REQUESTS
+from mpmcore.traffic.runstats import LatencySummary, RunInfo, RunState
 from mpmcore.traffic.target import TargetError, resolve_target_sync
 
 __all__ = ["add_parser", "main", "run"]
@@ -27,12 +29,12 @@ __all__ = ["add_parser", "main", "run"]
 _CLI_ONLY = ("pattern", "json", "quiet")
 
 
-def _all_options() -> dict[str, tuple]:
+def _all_options() -> dict[str, tuple[ParamSpec, list[str], str]]:
     """param name -> (first spec seen, [patterns using it], help text covering every use)"""
-    out: dict[str, list] = {}
+    out: dict[str, tuple[ParamSpec, list[str], list[tuple[str, ParamSpec]]]] = {}
     for pname, pat in PATTERNS.items():
-        for name, spec in pat["params"].items():
-            out.setdefault(name, [spec, [], []])
+        for name, spec in pat.params.items():
+            out.setdefault(name, (spec, [], []))
             out[name][1].append(pname)
             out[name][2].append((pname, spec))
     result = {}
@@ -47,7 +49,7 @@ def _all_options() -> dict[str, tuple]:
     return result
 
 
-def _range(spec) -> str:
+def _range(spec: ParamSpec) -> str:
     if spec.choices:
         return f" ({'|'.join(spec.choices)})"
     if spec.min is not None:
@@ -60,9 +62,9 @@ def _epilog() -> str:
     lines = ["patterns:"]
     for name, pat in PATTERNS.items():
         lines.append(f"  {name}")
-        lines.extend(textwrap.wrap(pat["description"], 92, initial_indent="      ",
+        lines.extend(textwrap.wrap(pat.description, 92, initial_indent="      ",
                                    subsequent_indent="      "))
-        own = [s for s in pat["params"].values()
+        own = [s for s in pat.params.values()
                if s.name not in ("target", "duration", "max_requests", "timeout", "allow_remote",
                                  "tls_verify", "tls_cafile", "label")]
         opts = ", ".join(f"--{s.name.replace('_', '-')}={s.default}" for s in own)
@@ -76,9 +78,9 @@ def _epilog() -> str:
     return "\n".join(lines)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the ``traffic`` sub-command to an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "traffic", help="generate HTTP traffic against a (loopback) server",
         description="Generate HTTP traffic with one pattern against a server (loopback only unless "
                     "--allow-remote). Every request carries X-Traffic-Pattern: <pattern>.",
@@ -90,7 +92,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", choices=list(PATTERNS), metavar="PATTERN",
                    help="one of: " + ", ".join(PATTERNS))
-    for name, (spec, users, text) in _all_options().items():
+    for name, (spec, _users, text) in _all_options().items():
         flag = "--" + name.replace("_", "-")
         text = text.replace("%", "%%")
         if spec.type == "bool":
@@ -107,8 +109,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
 
 
-def _params(args) -> dict:
-    pat = PATTERNS[args.pattern]["params"]
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    pat = PATTERNS[args.pattern].params
     params, wrong = {}, []
     for name in _all_options():
         value = getattr(args, name, None)
@@ -124,55 +126,58 @@ def _params(args) -> dict:
     return params
 
 
-def _ms(d: dict | None, key: str) -> str:
-    return "-" if not d else f"{d[key]:.2f}ms"
+def _ms(d: LatencySummary | None, key: str) -> str:
+    return "-" if d is None else f"{getattr(d, key):.2f}ms"
 
 
-def _progress(p: dict) -> str:
-    live, tot = p["live"], p["total"]
-    lat = live["latency_ms"] or tot["latency_ms"]
-    cor = live.get("corrected_latency_ms")
-    s = (f"[{p['elapsed']:6.1f}s] {p['id']}  {live['rps']:9.1f} resp/s  conns {p['active_connections']:5d}"
+def _progress(p: RunInfo) -> str:
+    live, tot = p.live, p.total
+    if live is None or tot is None:  # a frame's entries carry both
+        return f"[{p.elapsed:6.1f}s] {p.id}"
+    lat = live.latency_ms or tot.latency_ms
+    cor = live.corrected_latency_ms
+    s = (f"[{p.elapsed:6.1f}s] {p.id}  {live.rps:9.1f} resp/s  conns {p.active_connections:5d}"
          f"  p50 {_ms(lat, 'p50')} p99 {_ms(lat, 'p99')}")
     if cor:
         s += f"  corrected p99 {_ms(cor, 'p99')}"
-    st = tot["status"]
-    s += f"  2xx {st['2xx']} 3xx {st['3xx']} 4xx {st['4xx']} 5xx {st['5xx']}  errors {tot['errors_total']}"
-    if tot["dropped"]:
-        s += f"  dropped {tot['dropped']}"
-    if tot["reconnects"]:
-        s += f"  reconnects {tot['reconnects']}"
+    st = tot.status
+    s += f"  2xx {st['2xx']} 3xx {st['3xx']} 4xx {st['4xx']} 5xx {st['5xx']}  errors {tot.errors_total}"
+    if tot.dropped:
+        s += f"  dropped {tot.dropped}"
+    if tot.reconnects:
+        s += f"  reconnects {tot.reconnects}"
     return s
 
 
-def format_summary(s: dict) -> str:
-    t = s["total"]
+def format_summary(s: RunInfo) -> str:
+    t = s.total
+    if t is None:  # stop() and get() answers carry the totals
+        raise TrafficError(f"{s.id}: the runner sent no figures")
     rows = [
-        ("pattern", f"{s['pattern']} ({s['id']}, X-Traffic-Pattern: {s['label']})"),
-        ("target", f"{s['target']} -> {s['address']}"),
-        ("ended", f"{s['stop_reason']} after {s['elapsed']:.2f}s" + (f" ({s['error']})" if s.get("error") else "")),
-        ("requests", f"{t['requests']}  ({t['requests_per_s']:.1f}/s)"),
-        ("responses", f"{t['responses']}  ({t['rps']:.1f}/s)"),
-        ("status", "  ".join(f"{k} {v}" for k, v in t["status"].items())),
-        ("errors", f"{t['errors_total']}  " + "  ".join(f"{k} {v}" for k, v in t["errors"].items() if v)),
-        ("connections", f"opened {t['connections_opened']}  peak {s['peak_connections']}  "
-                        f"reconnects {t['reconnects']}"),
-        ("bytes", f"in {t['bytes_in']}  out {t['bytes_out']}"),
+        ("pattern", f"{s.pattern} ({s.id}, X-Traffic-Pattern: {s.label})"),
+        ("target", f"{s.target} -> {s.address}"),
+        ("ended", f"{s.stop_reason} after {s.elapsed:.2f}s" + (f" ({s.error})" if s.error else "")),
+        ("requests", f"{t.requests}  ({t.requests_per_s:.1f}/s)"),
+        ("responses", f"{t.responses}  ({t.rps:.1f}/s)"),
+        ("status", "  ".join(f"{k} {v}" for k, v in t.status.items())),
+        ("errors", f"{t.errors_total}  " + "  ".join(f"{k} {v}" for k, v in t.errors.items() if v)),
+        ("connections", f"opened {t.connections_opened}  peak {s.peak_connections}  "
+                        f"reconnects {t.reconnects}"),
+        ("bytes", f"in {t.bytes_in}  out {t.bytes_out}"),
     ]
-    if t["arrivals"]:
-        rows.append(("arrivals", f"{t['arrivals']}  dropped {t['dropped']}  late {t['late']}"))
+    if t.arrivals:
+        rows.append(("arrivals", f"{t.arrivals}  dropped {t.dropped}  late {t.late}"))
     out = [f"{k:<12} {v}" for k, v in rows]
     out.append("")
     out.append(f"{'latency':<22}{'p50':>10}{'p90':>10}{'p99':>10}{'p99.9':>10}{'max':>10}{'mean':>10}")
-    for label, key in (("total", "latency_ms"), ("corrected (open)", "corrected_latency_ms"),
-                       ("time to first byte", "ttfb_ms"), ("connect", "connect_ms")):
-        d = t.get(key)
+    for label, d in (("total", t.latency_ms), ("corrected (open)", t.corrected_latency_ms),
+                     ("time to first byte", t.ttfb_ms), ("connect", t.connect_ms)):
         if d:
-            out.append(f"{label:<22}" + "".join(f"{d[k]:>8.2f}ms" for k in ("p50", "p90", "p99", "p99.9", "max", "mean")))
+            out.append(f"{label:<22}" + "".join(f"{v:>8.2f}ms" for v in (d.p50, d.p90, d.p99, d.p99_9, d.max, d.mean)))
     return "\n".join(out)
 
 
-async def _drive(runner: TrafficRunner, args, params: dict) -> dict:
+async def _drive(runner: TrafficRunner, args: argparse.Namespace, params: dict[str, Any]) -> RunInfo:
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
@@ -196,15 +201,15 @@ async def _drive(runner: TrafficRunner, args, params: dict) -> dict:
                         frame = nxt.result()
                     except StopAsyncIteration:
                         raise TrafficError("the runner closed the connection") from None
-                    for p in frame["patterns"]:
-                        if p["id"] != pid:
+                    for p in frame.patterns:
+                        if p.id != pid:
                             continue
-                        if p["state"] == "finished":
+                        if p.state is RunState.FINISHED:
                             if not args.quiet:
                                 print(file=sys.stderr)
                             return await tc.get(pid)
-                        if not args.quiet and p["elapsed"] - last_progress >= 1.0:
-                            last_progress = p["elapsed"]
+                        if not args.quiet and p.elapsed - last_progress >= 1.0:
+                            last_progress = p.elapsed
                             end = "\r" if sys.stderr.isatty() else "\n"
                             print(_progress(p), end=end, file=sys.stderr, flush=True)
             finally:
@@ -214,7 +219,7 @@ async def _drive(runner: TrafficRunner, args, params: dict) -> dict:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the pattern described by parsed ``args``; returns the exit status."""
     try:
         params = _params(args)
@@ -236,7 +241,7 @@ def run(args) -> int:
     finally:
         runner.close()
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary.to_json(), indent=2))
     else:
         print(format_summary(summary))
     return 0

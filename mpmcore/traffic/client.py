@@ -20,16 +20,14 @@ import socket
 import ssl
 from collections.abc import Callable
 from time import perf_counter
+from typing import cast
 
 import httptools
 
+from mpmcore.traffic.runstats import ERROR_KINDS
 from mpmcore.traffic.target import Target
 
 __all__ = ["ERROR_KINDS", "ClientConnection", "ConnectionClosed", "ProtocolError", "error_kind", "open_connection"]
-
-#: Every error is counted under one of these kinds.
-ERROR_KINDS = ("refused", "reset", "timeout", "closed", "tls", "protocol", "cap", "other")
-
 
 class ConnectionClosed(ConnectionError):
     """The server closed the connection before the response was complete."""
@@ -68,10 +66,10 @@ class ClientConnection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future | None = None
+        self.waiter: asyncio.Future[int] | None = None
         self.closed = False
         self.close_exc: BaseException | None = None
-        self.closed_waiter: asyncio.Future | None = None
+        self.closed_waiter: asyncio.Future[None] | None = None
         self.t_sent = 0.0
         self.t_first = 0.0
         self.status = 0
@@ -87,11 +85,12 @@ class ClientConnection(asyncio.Protocol):
         #: Called once when the connection is gone (accounting in the pattern run).
         self.on_lost: Callable[[ClientConnection], None] | None = None
         #: The pattern's live counters (bytes_in is counted as bytes arrive, so slow reads show).
-        self.counts: dict | None = None
+        self.counts: dict[str, int] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream connection's transport (TCP or TLS) is a Transport, under uvloop too
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if not self.t_first:
@@ -110,7 +109,7 @@ class ClientConnection(asyncio.Protocol):
             self._fail(ProtocolError(f"bad response: {exc}"))
             self.abort()
             return
-        if self.read_rate and not self.closed:
+        if self.read_rate and not self.closed and self.transport is not None:
             # Consume at read_rate: stop reading for as long as these bytes "take" to read.
             # With a small SO_RCVBUF the server sees a full window and must wait (slow read).
             self.transport.pause_reading()
@@ -118,13 +117,13 @@ class ClientConnection(asyncio.Protocol):
 
     def _resume(self) -> None:
         self._resume_handle = None
-        if not self.closed:
+        if not self.closed and self.transport is not None:
             self.transport.resume_reading()
 
-    def eof_received(self):
+    def eof_received(self) -> bool:
         return False  # close our side too
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.close_exc = exc
         if self._resume_handle is not None:
@@ -180,13 +179,13 @@ class ClientConnection(asyncio.Protocol):
             self.waiter = None
             w.set_exception(exc)
 
-    def _timeout(self, fut: asyncio.Future) -> None:
+    def _timeout(self, fut: asyncio.Future[int]) -> None:
         if not fut.done():
             self._fail(TimeoutError("no complete response within the timeout"))
             self.abort()
 
     def write(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.transport is None:
             raise ConnectionClosed("connection already closed")
         self.transport.write(data)
 
@@ -195,9 +194,9 @@ class ClientConnection(asyncio.Protocol):
 
         Afterwards ``t_sent``, ``t_first`` and ``nbytes`` describe this exchange.
         """
-        if self.closed:
+        if self.closed or self.transport is None:
             raise ConnectionClosed("connection already closed")
-        fut = self.loop.create_future()
+        fut: asyncio.Future[int] = self.loop.create_future()
         self.waiter = fut
         self.t_first = 0.0
         self.nbytes = 0
@@ -214,7 +213,7 @@ class ClientConnection(asyncio.Protocol):
         """Wait for a response to bytes already written (slow-post after its body)."""
         if self.closed:
             raise ConnectionClosed("connection already closed")
-        fut = self.loop.create_future()
+        fut: asyncio.Future[int] = self.loop.create_future()
         self.waiter = fut
         handle = self.loop.call_later(timeout, self._timeout, fut)
         try:
@@ -229,7 +228,11 @@ class ClientConnection(asyncio.Protocol):
         if self.closed_waiter is None or self.closed_waiter.done():
             self.closed_waiter = self.loop.create_future()
         fut = self.closed_waiter
-        handle = self.loop.call_later(timeout, lambda: fut.done() or fut.set_result(None))
+
+        def expire() -> None:
+            if not fut.done():
+                fut.set_result(None)
+        handle = self.loop.call_later(timeout, expire)
         try:
             await fut
         finally:
@@ -257,10 +260,12 @@ async def open_connection(target: Target, ssl_ctx: ssl.SSLContext | None, timeou
             # Must be set before connect so the advertised window is small from the start.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         await asyncio.wait_for(loop.sock_connect(sock, target.sockaddr), timeout)
-        kwargs = {}
         if ssl_ctx is not None:
-            kwargs = dict(ssl=ssl_ctx, server_hostname=target.host, ssl_handshake_timeout=timeout)
-        _transport, proto = await loop.create_connection(lambda: ClientConnection(loop), sock=sock, **kwargs)
+            _transport, proto = await loop.create_connection(
+                lambda: ClientConnection(loop), sock=sock, ssl=ssl_ctx, server_hostname=target.host,
+                ssl_handshake_timeout=timeout)
+        else:
+            _transport, proto = await loop.create_connection(lambda: ClientConnection(loop), sock=sock)
         return proto
     except BaseException:
         sock.close()

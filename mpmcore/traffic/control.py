@@ -9,7 +9,7 @@ socket::
     async with await TrafficClient.connect(runner.socket_path) as tc:
         pid = await tc.start("steady", target="http://127.0.0.1:8080/", clients=20)
         await tc.update(pid, clients=50)
-        async for frame in tc.frames():   # one dict every 250 ms
+        async for frame in tc.frames():   # one StatsFrame every 250 ms
             ...
         await tc.stop(pid)
     runner.close()                      # TERM by pid, KILL after the deadline, reaped
@@ -32,11 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import IO, Any
 
 from mpmcore.procs import terminate
 from mpmcore.traffic.catalogue import PATTERNS
+from mpmcore.traffic.runstats import Json, RunInfo, StatsFrame
 from mpmcore.traffic.target import TargetError
 
 __all__ = ["PATTERNS", "TrafficClient", "TrafficError", "TrafficRunner"]
@@ -56,9 +58,9 @@ class TrafficClient:
         self._reader = reader
         self._writer = writer
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future] = {}
-        self._queues: dict[int, tuple[collections.deque, asyncio.Event]] = {}
-        self._callbacks: list[Callable[[dict], Any]] = []
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._queues: dict[int, tuple[collections.deque[StatsFrame], asyncio.Event]] = {}
+        self._callbacks: list[Callable[[StatsFrame], object]] = []
         self._subscribed = False
         self._closed = False
         self._read_task = asyncio.ensure_future(self._read_loop())
@@ -72,7 +74,7 @@ class TrafficClient:
     async def __aenter__(self) -> TrafficClient:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -84,10 +86,10 @@ class TrafficClient:
                 if not line:
                     break
                 msg = json.loads(line)
-                if msg.get("type") == "stats":
-                    self._dispatch_frame(msg)
+                if msg.get("type") == StatsFrame.TYPE:
+                    self._dispatch_frame(StatsFrame.from_json(msg))
                     continue
-                fut = self._pending.pop(msg.get("id"), None)
+                fut = self._pending.pop(msg.get("id", -1), None)
                 if fut is None or fut.done():
                     continue
                 if msg.get("ok"):
@@ -95,7 +97,7 @@ class TrafficClient:
                 else:
                     e = msg.get("error") or {}
                     etype = {"ValueError": ValueError, "TargetError": TargetError,
-                             "KeyError": KeyError}.get(e.get("type"), TrafficError)
+                             "KeyError": KeyError}.get(str(e.get("type")), TrafficError)
                     fut.set_exception(etype(e.get("message", "unknown error")))
         except asyncio.CancelledError:
             err = TrafficError("control client closed")
@@ -111,7 +113,7 @@ class TrafficClient:
             for _q, ev in self._queues.values():
                 ev.set()
 
-    def _dispatch_frame(self, frame: dict) -> None:
+    def _dispatch_frame(self, frame: StatsFrame) -> None:
         for q, ev in self._queues.values():
             q.append(frame)
             ev.set()
@@ -119,10 +121,9 @@ class TrafficClient:
             try:
                 cb(frame)
             except Exception:  # a consumer's bug must not kill the control connection
-                import traceback
                 traceback.print_exc()
 
-    async def _call(self, op: str, **fields) -> Any:
+    async def _call(self, op: str, **fields: object) -> Any:
         if self._closed:
             raise TrafficError("control connection is closed")
         mid = next(self._ids)
@@ -138,42 +139,45 @@ class TrafficClient:
             await self._call("subscribe")
 
     # -- API ----------------------------------------------------------------------------------
-    async def ping(self) -> dict:
-        return await self._call("ping")
+    async def ping(self) -> Json:
+        """{"pid": the runner's pid}"""
+        result: Json = await self._call("ping")
+        return result
 
-    async def catalogue(self) -> dict:
+    async def catalogue(self) -> Json:
         """The pattern catalogue (same data as catalogue_json())."""
-        return await self._call("catalogue")
+        result: Json = await self._call("catalogue")
+        return result
 
-    async def start(self, pattern: str, **params) -> str:
+    async def start(self, pattern: str, **params: object) -> str:
         """Start a pattern; returns its id (e.g. "steady-1"). ValueError on bad parameters."""
-        return await self._call("start", pattern=pattern, params=params)
+        return str(await self._call("start", pattern=pattern, params=params))
 
-    async def update(self, pattern_id: str, **params) -> dict:
-        """Change live parameters of a running pattern; returns its description."""
-        return await self._call("update", pattern_id=pattern_id, params=params)
+    async def update(self, pattern_id: str, **params: object) -> RunInfo:
+        """Change live parameters of a running pattern; returns its description (no figures)."""
+        return RunInfo.from_json(await self._call("update", pattern_id=pattern_id, params=params))
 
-    async def stop(self, pattern_id: str) -> dict:
+    async def stop(self, pattern_id: str) -> RunInfo:
         """Stop a pattern (closing its connections); returns its final summary."""
-        return await self._call("stop", pattern_id=pattern_id)
+        return RunInfo.from_json(await self._call("stop", pattern_id=pattern_id))
 
-    async def stop_all(self) -> list[dict]:
-        return await self._call("stop_all")
+    async def stop_all(self) -> list[RunInfo]:
+        return [RunInfo.from_json(r) for r in await self._call("stop_all")]
 
-    async def list(self) -> list[dict]:
+    async def list(self) -> list[RunInfo]:
         """Running patterns and the most recent finished ones, with cumulative figures."""
-        return await self._call("list")
+        return [RunInfo.from_json(r) for r in await self._call("list")]
 
-    async def get(self, pattern_id: str) -> dict:
-        return await self._call("get", pattern_id=pattern_id)
+    async def get(self, pattern_id: str) -> RunInfo:
+        return RunInfo.from_json(await self._call("get", pattern_id=pattern_id))
 
     async def shutdown(self) -> None:
         await self._call("shutdown")
 
-    async def frames(self) -> AsyncIterator[dict]:
+    async def frames(self) -> AsyncIterator[StatsFrame]:
         """Yield stats frames (every 250 ms) until the connection closes. A slow consumer
         loses the oldest frames beyond FRAME_QUEUE, never blocks the runner."""
-        q: collections.deque = collections.deque(maxlen=FRAME_QUEUE)
+        q: collections.deque[StatsFrame] = collections.deque(maxlen=FRAME_QUEUE)
         ev = asyncio.Event()
         self._queues[id(q)] = (q, ev)
         try:
@@ -188,12 +192,16 @@ class TrafficClient:
         finally:
             self._queues.pop(id(q), None)
 
-    async def on_frame(self, callback: Callable[[dict], Any]) -> Callable[[], None]:
+    async def on_frame(self, callback: Callable[[StatsFrame], object]) -> Callable[[], None]:
         """Call ``callback(frame)`` (in the event loop) for every frame; returns an
         unsubscribe function."""
         self._callbacks.append(callback)
         await self._ensure_subscribed()
-        return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
+
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+        return unsubscribe
 
     async def close(self) -> None:
         if not self._writer.is_closing():
@@ -212,8 +220,8 @@ class TrafficRunner:
     """
 
     def __init__(self, socket_path: str | None = None, *, python: str = sys.executable,
-                 stderr=None, env: dict | None = None) -> None:
-        self._tmpdir = None
+                 stderr: int | IO[Any] | None = None, env: dict[str, str] | None = None) -> None:
+        self._tmpdir: str | None = None
         if socket_path is None:
             self._tmpdir = tempfile.mkdtemp(prefix="mpmlab-traffic-")
             socket_path = os.path.join(self._tmpdir, "runner.sock")
@@ -221,7 +229,7 @@ class TrafficRunner:
         self.python = python
         self.stderr = stderr
         self.env = env
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self._watch_w: int | None = None
 
     @property
@@ -287,7 +295,7 @@ class TrafficRunner:
     def __enter__(self) -> TrafficRunner:
         return self.start() if self.proc is None else self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:  # last resort; close() is the contract

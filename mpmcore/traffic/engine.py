@@ -14,8 +14,9 @@ import itertools
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from time import perf_counter
+from typing import Any
 
 from mpmcore.traffic import catalogue
 from mpmcore.traffic.client import ClientConnection, ConnectionCapReached, ConnectionClosed, error_kind, open_connection
@@ -28,10 +29,11 @@ from mpmcore.traffic.limits import (
     MAX_RATE,
     MAX_TOTAL_REQUESTS,
 )
+from mpmcore.traffic.runstats import Figures, FrameTotals, RunInfo, RunState, StatsFrame, StopReason
 from mpmcore.traffic.stats import PatternStats
 from mpmcore.traffic.target import Target, make_ssl_context, resolve_target
 
-__all__ = ["Engine", "PatternRun", "RunFinished", "Slot"]
+__all__ = ["Engine", "PatternRun", "RunFinished", "Scenario", "Slot"]
 
 USER_AGENT = "mpmlab-traffic/0.1"
 #: Connect-failure backoff for a client: first retry after this, doubling up to the max, so a
@@ -61,8 +63,12 @@ class Slot:
             self.conn = None
 
 
+#: A pattern's behaviour: a coroutine that drives one run through its helpers until it is stopped.
+Scenario = Callable[["PatternRun"], Awaitable[None]]
+
+
 class PatternRun:
-    def __init__(self, engine: Engine, rid: str, pattern: str, params: dict, target: Target) -> None:
+    def __init__(self, engine: Engine, rid: str, pattern: str, params: dict[str, Any], target: Target) -> None:
         self.engine = engine
         self.loop = asyncio.get_running_loop()
         self.id = rid
@@ -73,8 +79,8 @@ class PatternRun:
         self.label = params["label"] or pattern
         self.stats = PatternStats()
         self.conns: set[ClientConnection] = set()
-        self.state = "running"
-        self.stop_reason: str | None = None
+        self.state = RunState.RUNNING
+        self.stop_reason: StopReason | None = None
         self.error: str | None = None
         self.started_wall = time.time()
         self.started = time.monotonic()
@@ -85,23 +91,26 @@ class PatternRun:
         self.version = 0  # bumped by every update()
         self.changed = asyncio.Event()
         self.stop_event = asyncio.Event()
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.deadline = 0.0
+        self.max_requests = 0
+        self.timeout = 0.0
         self._apply_limits()
 
     # -- parameters ---------------------------------------------------------------------------
     def _apply_limits(self) -> None:
-        self.deadline = self.started + self.p["duration"]
-        self.max_requests = min(self.p["max_requests"], MAX_TOTAL_REQUESTS)
-        self.timeout = self.p["timeout"]
+        self.deadline = self.started + float(self.p["duration"])
+        self.max_requests = min(int(self.p["max_requests"]), MAX_TOTAL_REQUESTS)
+        self.timeout = float(self.p["timeout"])
 
-    def update(self, new: dict) -> None:
+    def update(self, new: dict[str, Any]) -> None:
         self.p.update(new)
         self._apply_limits()
         self.version += 1
         self.changed.set()
         self.budget_used = self.issued >= self.max_requests
 
-    def finish(self, reason: str) -> None:
+    def finish(self, reason: StopReason) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
         self.stop_event.set()
@@ -266,7 +275,7 @@ class PatternRun:
     async def scale(self, count: Callable[[], int], client: Callable[[int], Awaitable[None]]) -> None:
         """Keep ``count()`` client coroutines running (re-read after every update()); cancel the
         highest-numbered ones when the count drops. Returns when every client has ended."""
-        tasks: list[asyncio.Task] = []
+        tasks: list[asyncio.Task[None]] = []
         try:
             while True:
                 n = count()
@@ -288,29 +297,29 @@ class PatternRun:
                 await asyncio.wait(tasks, timeout=STOP_GRACE)
 
     # -- life cycle ---------------------------------------------------------------------------
-    async def supervise(self, scenario: Callable[[PatternRun], Awaitable[None]]) -> None:
+    async def supervise(self, scenario: Scenario) -> None:
         scen = asyncio.ensure_future(scenario(self))
         stop_wait = asyncio.ensure_future(self.stop_event.wait())
         try:
             while not scen.done():
                 remaining = self.deadline - time.monotonic()
                 if remaining <= 0:
-                    self.finish("duration")
+                    self.finish(StopReason.DURATION)
                     break
                 if self.stop_event.is_set():
                     break
                 if self.budget_used and self.in_flight == 0:
-                    self.finish("max_requests")
+                    self.finish(StopReason.MAX_REQUESTS)
                     break
                 await asyncio.wait({scen, stop_wait}, timeout=min(remaining, 0.25),
                                    return_when=asyncio.FIRST_COMPLETED)
-            if scen.done() and not scen.cancelled() and scen.exception() is not None:
-                exc = scen.exception()
+            exc = scen.exception() if scen.done() and not scen.cancelled() else None
+            if exc is not None:
                 self.error = f"{type(exc).__name__}: {exc}"
-                self.finish("error")
+                self.finish(StopReason.ERROR)
                 print(f"traffic[{self.id}]: scenario failed: {self.error}", file=sys.stderr)
             elif self.stop_reason is None:
-                self.finish("max_requests" if self.budget_used else "completed")
+                self.finish(StopReason.MAX_REQUESTS if self.budget_used else StopReason.COMPLETED)
         finally:
             stop_wait.cancel()
             if not scen.done():
@@ -325,32 +334,31 @@ class PatternRun:
                 await asyncio.sleep(0.01)
             self.ended = time.monotonic()
             self.stats.fold(self.ended)
-            self.state = "finished"
+            self.state = RunState.FINISHED
             self.engine._finished(self)
 
     # -- reporting ----------------------------------------------------------------------------
     def elapsed(self) -> float:
         return (self.ended or time.monotonic()) - self.started
 
-    def describe(self) -> dict:
-        p = {k: v for k, v in self.p.items()}
-        return {
-            "id": self.id, "pattern": self.pattern, "label": self.label, "state": self.state,
-            "stop_reason": self.stop_reason, "error": self.error, "target": self.target.url,
-            "address": self.target.address, "started_at": self.started_wall,
-            "elapsed": round(self.elapsed(), 3), "params": p,
-            "active_connections": self.stats.active_connections,
-            "peak_connections": self.stats.peak_connections,
-        }
+    def describe(self, live: Figures | None = None, total: Figures | None = None) -> RunInfo:
+        return RunInfo(
+            id=self.id, pattern=self.pattern, label=self.label, state=self.state, stop_reason=self.stop_reason,
+            error=self.error, target=self.target.url, address=self.target.address, started_at=self.started_wall,
+            elapsed=round(self.elapsed(), 3), params=dict(self.p),
+            active_connections=self.stats.active_connections, peak_connections=self.stats.peak_connections,
+            live=live, total=total)
 
-    def summary(self) -> dict:
-        d = self.describe()
-        d["total"] = self.stats.total(elapsed=self.elapsed())
-        return d
+    def summary(self) -> RunInfo:
+        return self.describe(total=self.stats.total(elapsed=self.elapsed()))
 
 
 class Engine:
-    def __init__(self) -> None:
+    """The runner's pattern runs. ``scenarios`` maps each pattern name to its scenario (the runner
+    passes scenarios.SCENARIOS; the engine knows only the Scenario signature)."""
+
+    def __init__(self, scenarios: Mapping[str, Scenario]) -> None:
+        self.scenarios = scenarios
         self.runs: dict[str, PatternRun] = {}
         self.finished: collections.OrderedDict[str, PatternRun] = collections.OrderedDict()
         self.open_connections = 0
@@ -362,7 +370,7 @@ class Engine:
         self._final_frames: list[PatternRun] = []
 
     # -- control ------------------------------------------------------------------------------
-    def _check_caps(self, pattern: str, params: dict, exclude: str | None = None) -> None:
+    def _check_caps(self, pattern: str, params: dict[str, Any], exclude: str | None = None) -> None:
         running = [r for r in self.runs.values() if r.id != exclude]
         conns = catalogue.declared_connections(pattern, params)
         used = sum(catalogue.declared_connections(r.pattern, r.p) for r in running)
@@ -375,9 +383,7 @@ class Engine:
             raise ValueError(f"{pattern}: {rate:g} requests/s would exceed MAX_RATE={MAX_RATE} "
                              f"across running patterns ({used_rate:g} already asked for)")
 
-    async def start(self, pattern: str, params: dict) -> str:
-        from mpmcore.traffic.scenarios import SCENARIOS
-
+    async def start(self, pattern: str, params: dict[str, Any]) -> str:
         p = catalogue.validate_params(pattern, params)
         if pattern == "slow-read":
             # The path template gets the size filled in; check the result like a path.
@@ -392,7 +398,7 @@ class Engine:
         rid = f"{pattern}-{next(self._ids)}"
         run = PatternRun(self, rid, pattern, p, target)
         self.runs[rid] = run
-        run.task = asyncio.ensure_future(run.supervise(SCENARIOS[pattern]))
+        run.task = asyncio.ensure_future(run.supervise(self.scenarios[pattern]))
         return rid
 
     def _get(self, rid: str) -> PatternRun:
@@ -401,9 +407,9 @@ class Engine:
             raise KeyError(f"no pattern with id {rid!r}")
         return run
 
-    def update(self, rid: str, params: dict) -> dict:
+    def update(self, rid: str, params: dict[str, Any]) -> RunInfo:
         run = self._get(rid)
-        if run.state != "running":
+        if run.state is not RunState.RUNNING:
             raise ValueError(f"pattern {rid} has finished ({run.stop_reason}); start a new one")
         new = catalogue.validate_params(run.pattern, params, partial=True)
         merged = dict(run.p, **new)
@@ -411,27 +417,27 @@ class Engine:
         run.update(new)
         return run.describe()
 
-    async def stop(self, rid: str) -> dict:
+    async def stop(self, rid: str) -> RunInfo:
         run = self._get(rid)
-        if run.state == "running":
-            run.finish("stopped")
+        if run.state is RunState.RUNNING:
+            run.finish(StopReason.STOPPED)
             if run.task is not None:
                 await asyncio.wait({run.task}, timeout=STOP_GRACE + 2)
         return run.summary()
 
-    async def stop_all(self) -> list[dict]:
+    async def stop_all(self) -> list[RunInfo]:
         runs = list(self.runs.values())
         for r in runs:
-            r.finish("stopped")
+            r.finish(StopReason.STOPPED)
         tasks = {r.task for r in runs if r.task is not None}
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE + 2)
         return [r.summary() for r in runs]
 
-    def list(self) -> list[dict]:
+    def list(self) -> list[RunInfo]:
         return [r.summary() for r in itertools.chain(self.runs.values(), self.finished.values())]
 
-    def get(self, rid: str) -> dict:
+    def get(self, rid: str) -> RunInfo:
         return self._get(rid).summary()
 
     def _finished(self, run: PatternRun) -> None:
@@ -442,29 +448,19 @@ class Engine:
         self._final_frames.append(run)
 
     # -- frames -------------------------------------------------------------------------------
-    def frame(self) -> dict:
+    def frame(self) -> StatsFrame:
         """Fold every running pattern's interval and build one stats frame."""
         now = time.monotonic()
         self._seq += 1
-        out = []
+        out: list[RunInfo] = []
+        running_rps = 0.0
         for run in list(self.runs.values()):
             live = run.stats.fold(now)
-            d = run.describe()
-            d["live"] = live
-            d["total"] = run.stats.total(now, elapsed=run.elapsed(), cached=True)
-            out.append(d)
+            running_rps += live.rps
+            out.append(run.describe(live, run.stats.total(now, elapsed=run.elapsed(), cached=True)))
         for run in self._final_frames:
-            d = run.describe()
-            d["live"] = run.stats.live
-            d["total"] = run.stats.total(elapsed=run.elapsed())
-            out.append(d)
+            out.append(run.describe(run.stats.live, run.stats.total(elapsed=run.elapsed())))
         self._final_frames = []
-        return {
-            "type": "stats", "seq": self._seq, "time": time.time(), "interval": FRAME_INTERVAL,
-            "patterns": out,
-            "totals": {
-                "running": len(self.runs),
-                "active_connections": self.open_connections,
-                "rps": round(sum(d["live"]["rps"] for d in out if d["state"] == "running"), 2),
-            },
-        }
+        return StatsFrame(seq=self._seq, time=time.time(), interval=FRAME_INTERVAL, patterns=out,
+                          totals=FrameTotals(running=len(self.runs), active_connections=self.open_connections,
+                                             rps=round(running_rps, 2)))

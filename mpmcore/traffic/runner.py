@@ -29,10 +29,13 @@ import resource
 import signal
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 
 from mpmcore.traffic.catalogue import catalogue_json
 from mpmcore.traffic.engine import Engine
 from mpmcore.traffic.limits import FRAME_INTERVAL, MAX_CONNECTIONS
+from mpmcore.traffic.runstats import Json
+from mpmcore.traffic.scenarios import SCENARIOS
 
 #: A subscriber whose socket buffer holds more than this is behind; frames are skipped for it
 #: rather than buffered without bound.
@@ -54,10 +57,17 @@ class RunnerServer:
         self.socket_path = socket_path
         self.parent_pid = parent_pid
         self.watch_fd = watch_fd
-        self.engine = Engine()
+        self.engine = Engine(SCENARIOS)
         self.subscribers: set[asyncio.StreamWriter] = set()
         self.done = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
+        #: the control ops (the module docstring lists them) and their handlers
+        self.ops: dict[str, Callable[[Json, Json, asyncio.StreamWriter], Awaitable[object]]] = {
+            "ping": self.op_ping, "catalogue": self.op_catalogue, "start": self.op_start,
+            "update": self.op_update, "stop": self.op_stop, "stop_all": self.op_stop_all, "list": self.op_list,
+            "get": self.op_get, "subscribe": self.op_subscribe, "unsubscribe": self.op_unsubscribe,
+            "shutdown": self.op_shutdown,
+        }
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -86,6 +96,8 @@ class RunnerServer:
                 pass
 
     def _watch_readable(self) -> None:
+        if self.watch_fd is None:  # pragma: no cover (only registered with a watch fd)
+            return
         try:
             data = os.read(self.watch_fd, 64)
         except BlockingIOError:
@@ -118,7 +130,7 @@ class RunnerServer:
                 continue
             if not self.subscribers:
                 continue
-            line = (json.dumps(frame, separators=(",", ":")) + "\n").encode()
+            line = (json.dumps(frame.to_json(), separators=(",", ":")) + "\n").encode()
             for w in list(self.subscribers):
                 if w.is_closing():
                     self.subscribers.discard(w)
@@ -150,45 +162,21 @@ class RunnerServer:
             self.subscribers.discard(writer)
             writer.close()
 
-    def _send(self, writer: asyncio.StreamWriter, obj: dict) -> None:
+    def _send(self, writer: asyncio.StreamWriter, obj: Json) -> None:
         if not writer.is_closing():
             writer.write((json.dumps(obj, separators=(",", ":")) + "\n").encode())
 
-    async def _handle(self, msg: dict, writer: asyncio.StreamWriter) -> dict:
+    async def _handle(self, msg: Json, writer: asyncio.StreamWriter) -> Json:
         mid = msg.get("id")
         op = msg.get("op")
-        e = self.engine
         try:
             params = msg.get("params") or {}
             if not isinstance(params, dict):
                 raise ValueError("params must be a JSON object")
-            if op == "ping":
-                result = {"pid": os.getpid()}
-            elif op == "catalogue":
-                result = catalogue_json()
-            elif op == "start":
-                result = await e.start(str(msg.get("pattern")), params)
-            elif op == "update":
-                result = e.update(str(msg.get("pattern_id")), params)
-            elif op == "stop":
-                result = await e.stop(str(msg.get("pattern_id")))
-            elif op == "stop_all":
-                result = await e.stop_all()
-            elif op == "list":
-                result = e.list()
-            elif op == "get":
-                result = e.get(str(msg.get("pattern_id")))
-            elif op == "subscribe":
-                self.subscribers.add(writer)
-                result = True
-            elif op == "unsubscribe":
-                self.subscribers.discard(writer)
-                result = True
-            elif op == "shutdown":
-                self.done.set()
-                result = True
-            else:
+            handler = self.ops.get(op) if isinstance(op, str) else None
+            if handler is None:
                 raise ValueError(f"unknown op {op!r}")
+            result = await handler(msg, params, writer)
             return {"id": mid, "ok": True, "result": result}
         except (ValueError, KeyError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -196,6 +184,43 @@ class RunnerServer:
         except Exception as exc:  # a bug: report it, keep serving
             traceback.print_exc()
             return {"id": mid, "ok": False, "error": {"type": "RuntimeError", "message": f"{type(exc).__name__}: {exc}"}}
+
+    # -- one handler per op: (the message, its params, the client's writer) -> the reply's result --
+    async def op_ping(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> Json:
+        return {"pid": os.getpid()}
+
+    async def op_catalogue(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> Json:
+        return catalogue_json()
+
+    async def op_start(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> str:
+        return await self.engine.start(str(msg.get("pattern")), params)
+
+    async def op_update(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> Json:
+        return self.engine.update(str(msg.get("pattern_id")), params).to_json()
+
+    async def op_stop(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> Json:
+        return (await self.engine.stop(str(msg.get("pattern_id")))).to_json()
+
+    async def op_stop_all(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> list[Json]:
+        return [r.to_json() for r in await self.engine.stop_all()]
+
+    async def op_list(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> list[Json]:
+        return [r.to_json() for r in self.engine.list()]
+
+    async def op_get(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> Json:
+        return self.engine.get(str(msg.get("pattern_id"))).to_json()
+
+    async def op_subscribe(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> bool:
+        self.subscribers.add(writer)
+        return True
+
+    async def op_unsubscribe(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> bool:
+        self.subscribers.discard(writer)
+        return True
+
+    async def op_shutdown(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> bool:
+        self.done.set()
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile()
     server = RunnerServer(args.socket, args.parent_pid, args.watch_fd)
     try:
+        # optional: a dependency on Linux and macOS only (pyproject.toml), the runner works without it
         import uvloop
     except ImportError:
-        uvloop = None
+        uvloop = None  # type: ignore[assignment]  # (the module is absent: fall back to asyncio's loop)
     if uvloop is not None and not args.no_uvloop:
         uvloop.run(server.serve())
     else:

@@ -11,29 +11,32 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from time import perf_counter
+from typing import Any
 
 from mpmcore.traffic.client import ConnectionClosed
-from mpmcore.traffic.engine import PatternRun, RunFinished, Slot
+from mpmcore.traffic.engine import PatternRun, RunFinished, Scenario, Slot
 
 __all__ = ["SCENARIOS"]
 
 
-async def _gather_or_cancel(coros) -> None:
+async def _gather_or_cancel(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
     """Run coroutines concurrently; on the first exception cancel the others and re-raise it."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for t in done:
-            if not t.cancelled() and t.exception() is not None:
-                raise t.exception()
+            exc = None if t.cancelled() else t.exception()
+            if exc is not None:
+                raise exc
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _with_query(path: str, key: str, value) -> str:
+def _with_query(path: str, key: str, value: object) -> str:
     return f"{path}{'&' if '?' in path else '?'}{key}={value}"
 
 
@@ -57,7 +60,7 @@ async def _closed_client(run: PatternRun, index: int) -> None:
 
 
 # -- open model (steady open, cpu, io) ---------------------------------------------------------
-async def _open_model(run: PatternRun, path_of) -> None:
+async def _open_model(run: PatternRun, path_of: Callable[[], str]) -> None:
     """Arrivals at ``rate`` per second, independent of the responses (wrk2's model).
 
     Each arrival has an intended send time. Connections (``connections`` of them, one worker
@@ -65,7 +68,7 @@ async def _open_model(run: PatternRun, path_of) -> None:
     uncorrected from the actual write. The queue is bounded by ``max_pending`` beyond the idle
     workers; an arrival that finds it full is counted dropped, never silently lost.
     """
-    queue: asyncio.Queue = asyncio.Queue()
+    queue: asyncio.Queue[float] = asyncio.Queue()  # intended send times (perf_counter)
     stats = run.stats
     idle = [0]
 
@@ -140,7 +143,7 @@ async def cpu_or_io(run: PatternRun) -> None:
 async def burst(run: PatternRun) -> None:
     slots: list[Slot] = []
     busy: set[int] = set()
-    tasks: set[asyncio.Task] = set()
+    tasks: set[asyncio.Task[None]] = set()
     stats = run.stats
 
     async def one(i: int, data: bytes, keepalive: bool) -> None:
@@ -200,14 +203,14 @@ async def _browser(run: PatternRun, index: int) -> None:
             asset = run.request_bytes(p["asset_path"])
             await run.fetch(slots[0], page)
             if assets:
-                remaining = [assets]
+                remaining = [assets]  # shared by the page view's connections: each takes the next asset
 
-                async def fetch_assets(slot: Slot) -> None:
-                    while remaining[0] > 0:
-                        remaining[0] -= 1
-                        await run.fetch(slot, asset)
+                async def fetch_assets(slot: Slot, data: bytes, left: list[int]) -> None:
+                    while left[0] > 0:
+                        left[0] -= 1
+                        await run.fetch(slot, data)
 
-                await _gather_or_cancel(fetch_assets(slots[k]) for k in range(min(cpb, assets)))
+                await _gather_or_cancel(fetch_assets(slots[k], asset, remaining) for k in range(min(cpb, assets)))
             # Think: idle with the connections open (the server sees them in keep-alive).
             await asyncio.sleep(run.p["think_time"])
     finally:
@@ -337,7 +340,8 @@ async def slow_read(run: PatternRun) -> None:
     await run.scale(lambda: run.p["connections"], lambda i: _slow_reader(run, i))
 
 
-SCENARIOS = {
+#: pattern name -> scenario (the catalogue's names; the runner hands this to its Engine)
+SCENARIOS: Mapping[str, Scenario] = {
     "steady": steady, "burst": burst, "browsers": browsers, "ajax": ajax, "slowloris": slowloris,
     "slow-post": slow_post, "slow-read": slow_read, "cpu": cpu_or_io, "io": cpu_or_io,
 }

@@ -11,18 +11,13 @@ import time
 
 from hdrh.histogram import HdrHistogram
 
-from mpmcore.traffic.client import ERROR_KINDS
 from mpmcore.traffic.limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
+from mpmcore.traffic.runstats import COUNTERS, ERROR_KINDS, STATUS_CLASSES, Figures, LatencySummary
 
 __all__ = ["PERCENTILES", "PatternStats"]
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
-_PCT_KEYS = ("p50", "p90", "p99", "p99.9")
-STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 HISTOGRAMS = ("latency", "corrected", "ttfb", "connect")
-# Counters that are summed per interval and in total.
-COUNTERS = ("requests", "responses", "bytes_in", "bytes_out", "arrivals", "dropped", "late",
-            "reconnects", "connections_opened", "throttled")
 
 
 def _hist() -> HdrHistogram:
@@ -47,23 +42,22 @@ def _quantize(us: int) -> int:
     return us if shift <= 0 else (us >> shift) << shift
 
 
-def _summary(h: HdrHistogram, total_us: float) -> dict | None:
+def _summary(h: HdrHistogram, total_us: float) -> LatencySummary | None:
     # (HdrHistogram.get_mean_value() walks every bucket in Python: ~70 ms. The mean comes from
     # a running sum instead.)
-    count = h.get_total_count()
+    count: int = h.get_total_count()
     if count == 0:
         return None
     pct = h.get_percentile_to_value_dict(list(PERCENTILES))
-    out = {k: round(pct[p] / 1000.0, 3) for k, p in zip(_PCT_KEYS, PERCENTILES)}
-    out["max"] = round(h.get_max_value() / 1000.0, 3)
-    out["mean"] = round(total_us / count / 1000.0, 3)
-    out["count"] = count
-    return out
+    p50, p90, p99, p99_9 = (round(pct[p] / 1000.0, 3) for p in PERCENTILES)
+    return LatencySummary(p50=p50, p90=p90, p99=p99, p99_9=p99_9, max=round(h.get_max_value() / 1000.0, 3),
+                          mean=round(total_us / count / 1000.0, 3), count=count)
 
 
-#: (key in the figures, histogram) for the four latency summaries
-_SUMMARY_OF = (("latency_ms", "latency"), ("corrected_latency_ms", "corrected"), ("ttfb_ms", "ttfb"),
-               ("connect_ms", "connect"))
+#: the four latency summaries of a window, as Figures' fields
+Summaries = tuple[LatencySummary | None, LatencySummary | None, LatencySummary | None, LatencySummary | None]
+
+
 #: how old total()'s cached percentiles may be
 TOTAL_SUMMARY_EVERY = 1.0
 
@@ -72,12 +66,12 @@ class _Window:
     __slots__ = ("counts", "errors", "hists", "pending", "status", "sums")
 
     def __init__(self) -> None:
-        self.counts = dict.fromkeys(COUNTERS, 0)
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.status = [0] * 6  # index = status // 100 (0 unused)
-        self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self.hists = {name: _hist() for name in HISTOGRAMS}
-        self.sums = dict.fromkeys(HISTOGRAMS, 0)  # microseconds, for the means
-        self.pending = {name: {} for name in HISTOGRAMS}  # quantized value -> count
+        self.sums: dict[str, int] = dict.fromkeys(HISTOGRAMS, 0)  # microseconds, for the means
+        self.pending: dict[str, dict[int, int]] = {name: {} for name in HISTOGRAMS}  # quantized value -> count
 
     def flush(self) -> None:
         for name, pend in self.pending.items():
@@ -96,8 +90,8 @@ class PatternStats:
         self._iv_started = self.started
         self.active_connections = 0
         self.peak_connections = 0
-        self.live: dict = self._figures(self._iv, 0.0)
-        self._tot_summaries: dict | None = None  # total()'s percentiles, and when they were computed
+        self.live: Figures = self._figures(self._iv, 0.0)
+        self._tot_summaries: Summaries | None = None  # total()'s percentiles, and when they were computed
         self._tot_summaries_at = 0.0
         self._tot_stale = True  # a fold added latencies since total()'s percentiles were computed
         # Hot-path aliases into the interval window (swapped by fold()).
@@ -166,23 +160,26 @@ class PatternStats:
         self.active_connections -= 1
 
     # -- once per frame ---------------------------------------------------------------------
-    def _figures(self, w: _Window, seconds: float, summaries: dict | None = None) -> dict:
+    def _figures(self, w: _Window, seconds: float, summaries: Summaries | None = None) -> Figures:
         c = w.counts
-        out = dict(c)
-        out["status"] = {STATUS_CLASSES[i - 1]: w.status[i] for i in range(1, 6)}
-        out["errors"] = dict(w.errors)
-        out["errors_total"] = sum(w.errors.values())
-        out["seconds"] = round(seconds, 3)
-        out["rps"] = round(c["responses"] / seconds, 2) if seconds > 0 else 0.0
-        out["requests_per_s"] = round(c["requests"] / seconds, 2) if seconds > 0 else 0.0
-        out.update(summaries if summaries is not None else self._summaries(w))
-        return out
+        lat, cor, ttfb, conn = summaries if summaries is not None else self._summaries(w)
+        return Figures(
+            requests=c["requests"], responses=c["responses"], bytes_in=c["bytes_in"], bytes_out=c["bytes_out"],
+            arrivals=c["arrivals"], dropped=c["dropped"], late=c["late"], reconnects=c["reconnects"],
+            connections_opened=c["connections_opened"], throttled=c["throttled"],
+            status={STATUS_CLASSES[i - 1]: w.status[i] for i in range(1, 6)},
+            errors=dict(w.errors), errors_total=sum(w.errors.values()), seconds=round(seconds, 3),
+            rps=round(c["responses"] / seconds, 2) if seconds > 0 else 0.0,
+            requests_per_s=round(c["requests"] / seconds, 2) if seconds > 0 else 0.0,
+            latency_ms=lat, corrected_latency_ms=cor, ttfb_ms=ttfb, connect_ms=conn)
 
     @staticmethod
-    def _summaries(w: _Window) -> dict:
-        return {key: _summary(w.hists[name], w.sums[name]) for key, name in _SUMMARY_OF}
+    def _summaries(w: _Window) -> Summaries:
+        h, s = w.hists, w.sums
+        return (_summary(h["latency"], s["latency"]), _summary(h["corrected"], s["corrected"]),
+                _summary(h["ttfb"], s["ttfb"]), _summary(h["connect"], s["connect"]))
 
-    def fold(self, now: float | None = None) -> dict:
+    def fold(self, now: float | None = None) -> Figures:
         """Close the current interval: return its figures, add it to the totals."""
         now = time.monotonic() if now is None else now
         iv, tot = self._iv, self._tot
@@ -210,7 +207,7 @@ class PatternStats:
         self.live = live
         return live
 
-    def total(self, now: float | None = None, elapsed: float | None = None, cached: bool = False) -> dict:
+    def total(self, now: float | None = None, elapsed: float | None = None, cached: bool = False) -> Figures:
         """Cumulative figures up to the last fold. ``cached`` (the running frames, 4 a second):
         the counts are exact, the percentiles may be up to TOTAL_SUMMARY_EVERY old; a percentile
         walk of a full histogram costs ~1 ms, four of them per pattern per frame would take a

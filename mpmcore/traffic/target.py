@@ -14,6 +14,7 @@ import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["Target", "TargetError", "make_ssl_context", "parse_url", "resolve_target", "resolve_target_sync"]
@@ -44,7 +45,7 @@ class Target:
         return host if self.port == default else f"{host}:{self.port}"
 
     @property
-    def sockaddr(self) -> tuple:
+    def sockaddr(self) -> tuple[str, int]:
         return (self.address, self.port)
 
 
@@ -80,7 +81,7 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
-def _check(target: Target, infos: list, allow_remote: bool) -> Target:
+def _check(target: Target, infos: list[tuple[Any, ...]], allow_remote: bool) -> Target:
     addrs = []
     for family, _type, _proto, _canon, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):

@@ -15,7 +15,7 @@ from app.metrics import FAMILIES, SCOREBOARD_STATES, TrafficTotals, build_regist
 from mpmcore.content.server import server_info
 from mpmcore.sources.attach import SUMMARY_KEYS, ApacheSource, NginxSource, frame_from_summary
 from mpmcore.status.modstatus import summarize
-from mpmcore.traffic import TrafficRunner
+from mpmcore.traffic import RunInfo, StatsFrame, TrafficRunner
 
 TRAFFIC_SECONDS = 1.5
 
@@ -29,11 +29,11 @@ def _embedded_frame(server) -> tuple:
 async def _steady_traffic(url: str) -> TrafficTotals:
     """A short steady pattern through the real runner; every stats frame goes into TrafficTotals."""
     totals = TrafficTotals()
-    seen: list[dict] = []
+    seen: list[RunInfo] = []
 
-    def on_frame(frame: dict) -> None:
+    def on_frame(frame: StatsFrame) -> None:
         totals.update(frame)
-        seen.extend(p for p in frame.get("patterns", []) if p.get("state") != "running")
+        seen.extend(p for p in frame.patterns if not p.running)
 
     runner = TrafficRunner()
     await asyncio.to_thread(runner.start)
@@ -42,7 +42,7 @@ async def _steady_traffic(url: str) -> TrafficTotals:
         try:
             await client.on_frame(on_frame)
             rid = await client.start("steady", target=url, clients=4, duration=TRAFFIC_SECONDS)
-            await async_wait_for(lambda: any(p.get("id") == rid for p in seen), TRAFFIC_SECONDS + 10,
+            await async_wait_for(lambda: any(p.id == rid for p in seen), TRAFFIC_SECONDS + 10,
                                  "the pattern to finish")
         finally:
             await client.close()
@@ -65,13 +65,13 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
                                                    "StartServers": 2})
     totals = asyncio.run(_steady_traffic(f"http://{server.listen}/"))
     runs = totals.patterns()
-    assert len(runs) == 1 and runs[0]["state"] != "running"
-    done = runs[0]["total"]
-    assert done["responses"] > 0 and done["status"]["2xx"] > 0
+    assert len(runs) == 1 and runs[0].state != "running"
+    done = runs[0].total
+    assert done.responses > 0 and done.status["2xx"] > 0
 
     # wait until the last response of the pattern is counted by the server (counted after logging)
     wait_for(lambda: (summarize(server.snapshot(), server_info(server.snapshot(), "127.0.0.1"))["totals"]["accesses"]
-                      >= done["status"]["2xx"]), timeout=10, what="server counted the traffic")
+                      >= done.status["2xx"]), timeout=10, what="server counted the traffic")
     # the same server read two ways (shared memory, and its ?auto as an attached Apache); taken
     # again until no child came or went between the two reads (maintenance may still adjust)
     source = ApacheSource(f"http://{server.listen}/server-status", "embedded-auto")
@@ -115,7 +115,7 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
         asyncs = {s.labels["state"]: s.value for s in _samples(fams["mpmlab_async_connections"], source=src)}
         assert set(asyncs) == {"keepalive", "writing", "closing"} and all(v >= 0 for v in asyncs.values())
         (acc,) = _samples(fams["mpmlab_accesses"], "mpmlab_accesses_total", source=src)
-        assert acc.value >= done["status"]["2xx"]
+        assert acc.value >= done.status["2xx"]
         (nbytes,) = _samples(fams["mpmlab_bytes"], "mpmlab_bytes_total", source=src)
         assert nbytes.value > 0
         (gen,) = _samples(fams["mpmlab_generation"], source=src)
@@ -143,11 +143,11 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
                 and s.name != "mpmlab_source_up"]
 
     # traffic: per pattern run, cumulative
-    labels = {"id": runs[0]["id"], "pattern": "steady", "label": "steady"}
+    labels = {"id": runs[0].id, "pattern": "steady", "label": "steady"}
     (req,) = _samples(fams["mpmlab_traffic_requests"], "mpmlab_traffic_requests_total", **labels)
-    assert req.value == done["requests"] > 0
+    assert req.value == done.requests > 0
     resp = {s.labels["class"]: s.value for s in _samples(fams["mpmlab_traffic_responses"], **labels)}
-    assert resp["2xx"] == done["status"]["2xx"] and set(resp) == {"1xx", "2xx", "3xx", "4xx", "5xx"}
+    assert resp["2xx"] == done.status["2xx"] and set(resp) == {"1xx", "2xx", "3xx", "4xx", "5xx"}
     errs = {s.labels["kind"]: s.value for s in _samples(fams["mpmlab_traffic_errors"], **labels)}
     assert set(errs) >= {"refused", "reset", "timeout"} and all(v >= 0 for v in errs.values())
     byts = {s.labels["direction"]: s.value for s in _samples(fams["mpmlab_traffic_bytes"], **labels)}
@@ -159,7 +159,7 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
     assert 0 < q["0.5"] <= q["0.9"] <= q["0.99"] <= q["0.999"] < 10
     (count,) = _samples(lat, "mpmlab_traffic_latency_seconds_count", **labels)
     (total,) = _samples(lat, "mpmlab_traffic_latency_seconds_sum", **labels)
-    assert count.value == done["latency_ms"]["count"] > 0
+    assert count.value == done.latency_ms.count > 0
     assert 0 < total.value / count.value < 10
     (mx,) = _samples(fams["mpmlab_traffic_latency_max_seconds"], **labels)
     assert mx.value >= q["0.999"]
@@ -170,10 +170,10 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
     assert not any(n.startswith("mpmlab_") for n in (m.name for m in prometheus_client.REGISTRY.collect()))
     body2, _ = make_metrics_response(build_registry(broken, lambda: {"patterns": "garbage"}))
     assert set(FAMILIES) <= set(_families(body2.decode()))
-    # a raw runner frame works as the traffic input too
+    # a runner frame works as the traffic input too
     body3, _ = make_metrics_response(build_registry(lambda: [("embedded", summary)],
-                                                    lambda: {"patterns": runs}))
-    assert 'mpmlab_traffic_requests_total{id="%s"' % runs[0]["id"] in body3.decode()
+                                                    lambda: StatsFrame(seq=1, time=0.0, interval=0.25, patterns=runs)))
+    assert 'mpmlab_traffic_requests_total{id="%s"' % runs[0].id in body3.decode()
 
 
 def test_apache_exporter_and_metrics_read_the_embedded_core_alike(server_factory, exporter):

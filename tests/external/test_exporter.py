@@ -45,7 +45,7 @@ def test_apache_exporter_reads_a_live_mpmcore(server_factory, exporter):
         return (values, auto) if ok else None
     try:
         try:
-            values, auto = wait_for(settled, timeout=15, interval=0.2, what="the exporter's figures and ?auto")
+            values, _auto = wait_for(settled, timeout=15, interval=0.2, what="the exporter's figures and ?auto")
         except AssertionError as e:
             raise AssertionError(f"{e}; last scrape and ?auto: {last}") from None
         assert values['apache_processes{state="all"}'] == 2
