@@ -49,6 +49,20 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, p
 
 
+
+def listen_unix(path: Path, backlog: int) -> socket.socket:
+    """A listening Unix socket at ``path`` that only its owner may connect to (mode 0600); a socket
+    file left there by a master that died is replaced."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    os.chmod(path, 0o600)
+    s.listen(backlog)
+    return s
+
 class ControlServer:
     """The master's end of the control socket. Non-blocking: the master's loop selects on
     ``fileno()`` and calls ``serve()`` when it is readable."""
@@ -58,14 +72,7 @@ class ControlServer:
         self.sock: socket.socket | None = None
 
     def open(self) -> None:
-        try:
-            self.path.unlink()  # left by a master that died
-        except FileNotFoundError:
-            pass
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(str(self.path))
-        os.chmod(self.path, 0o600)
-        s.listen(CTL_BACKLOG)
+        s = listen_unix(self.path, CTL_BACKLOG)
         s.setblocking(False)
         self.sock = s
 

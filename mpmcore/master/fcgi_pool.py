@@ -18,6 +18,7 @@ from pathlib import Path
 from mpmcore import scoreboard as sb
 from mpmcore.content.fcgi_pool import run_pool_process
 from mpmcore.master.children import signal_pid
+from mpmcore.master.control import listen_unix
 from mpmcore.mpm.common import Listener
 
 FCGI_BACKLOG = 128
@@ -64,15 +65,7 @@ class FastCGIPool:
             slot -= 1
 
     def _open(self) -> None:
-        try:
-            self.path.unlink()  # left by a master that died
-        except FileNotFoundError:
-            pass
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(str(self.path))
-        os.chmod(self.path, 0o600)
-        s.listen(FCGI_BACKLOG)
-        self.sock = s
+        self.sock = listen_unix(self.path, FCGI_BACKLOG)
 
     def _spawn(self, slot: int, board: sb.Scoreboard, generation: int, listeners: list[Listener]) -> None:
         sock = self.sock
