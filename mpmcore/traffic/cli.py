@@ -6,6 +6,11 @@ alone: ``python -m mpmcore.traffic.cli PATTERN --target URL ...``.
 Like the dashboard, the CLI drives a runner subprocess through the control API (TrafficRunner +
 TrafficClient). A progress line goes to stderr once a second; the summary table (or ``--json``)
 to stdout at the end. Ctrl-C stops the pattern and still prints the summary.
+
+Exit status: 0 when the run ended and no ``--fail-on`` threshold failed; 99 when one did (k6's
+code, see ``thresholds.py``); 130 after Ctrl-C (SIGINT) and 143 after SIGTERM, as shells report
+them (the summary and the thresholds are still printed); 2 for a usage error; 1 when the runner
+failed.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from mpmcore.traffic.control import TrafficClient, TrafficError, TrafficRunner
 from mpmcore.traffic.limits import MAX_CONNECTIONS, MAX_DURATION, MAX_RATE, MAX_TOTAL_REQUESTS
 from mpmcore.traffic.runstats import LatencySummary, RunInfo, RunState
 from mpmcore.traffic.target import TargetError, resolve_target_sync
+from mpmcore.traffic.thresholds import EXIT_THRESHOLDS, Threshold, ThresholdError, check_all, parse_thresholds
 
 __all__ = ["add_parser", "main", "run"]
 
-_CLI_ONLY = ("pattern", "json", "quiet")
+_CLI_ONLY = ("pattern", "json", "quiet", "fail_on")
 
 
 def _all_options() -> dict[str, tuple[ParamSpec, list[str], str]]:
@@ -75,6 +81,9 @@ def _epilog() -> str:
                  f"MAX_TOTAL_REQUESTS={MAX_TOTAL_REQUESTS}, MAX_DURATION={MAX_DURATION:g}s")
     lines.append("durations accept 30, 30s, 500ms, 2m; sizes accept 4096, 4k, 10MiB")
     lines.append("example: mpmlab traffic steady --target http://127.0.0.1:8080/ --clients 50 --duration 10s")
+    lines.append("         mpmlab traffic steady --target http://127.0.0.1:8080/ --fail-on 'p99>200ms,errors>1%'")
+    lines.append("exit status: 0 ok, 99 a --fail-on threshold failed, 130 interrupted (Ctrl-C), 143 SIGTERM,")
+    lines.append("             2 usage error, 1 the runner failed")
     return "\n".join(lines)
 
 
@@ -107,6 +116,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
                            required=spec.required, help=text)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    p.add_argument("--fail-on", dest="fail_on", metavar="CONDITIONS", default=None,
+                   help="comma-separated conditions that fail the run (exit 99), e.g. "
+                        "'p99>200ms,errors>1%%,rps<100'; metrics: p50 p90 p99 p99.9 max mean, "
+                        "corrected_p99, ttfb_p99, ..., errors, 5xx, 4xx, non_2xx (count or %%), rps, responses")
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,11 +190,19 @@ def format_summary(s: RunInfo) -> str:
     return "\n".join(out)
 
 
-async def _drive(runner: TrafficRunner, args: argparse.Namespace, params: dict[str, Any]) -> RunInfo:
+async def _drive(runner: TrafficRunner, args: argparse.Namespace,
+                 params: dict[str, Any]) -> tuple[RunInfo, signal.Signals | None]:
+    """Run the pattern to its end; also returns the signal that stopped it early, if one did."""
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, interrupted.set)
-    loop.add_signal_handler(signal.SIGTERM, interrupted.set)
+    got: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        got.append(sig)
+        interrupted.set()
+
+    loop.add_signal_handler(signal.SIGINT, on_signal, signal.SIGINT)
+    loop.add_signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
     try:
         async with await TrafficClient.connect(runner.socket_path) as tc:
             pid = await tc.start(args.pattern, **params)
@@ -196,7 +217,7 @@ async def _drive(runner: TrafficRunner, args: argparse.Namespace, params: dict[s
                         nxt.cancel()
                         if not args.quiet:
                             print("\ninterrupted: stopping", file=sys.stderr)
-                        return await tc.stop(pid)
+                        return await tc.stop(pid), got[0]
                     try:
                         frame = nxt.result()
                     except StopAsyncIteration:
@@ -207,7 +228,7 @@ async def _drive(runner: TrafficRunner, args: argparse.Namespace, params: dict[s
                         if p.state is RunState.FINISHED:
                             if not args.quiet:
                                 print(file=sys.stderr)
-                            return await tc.get(pid)
+                            return await tc.get(pid), None
                         if not args.quiet and p.elapsed - last_progress >= 1.0:
                             last_progress = p.elapsed
                             end = "\r" if sys.stderr.isatty() else "\n"
@@ -225,13 +246,14 @@ def run(args: argparse.Namespace) -> int:
         params = _params(args)
         checked = validate_params(args.pattern, params)  # fail fast, before spawning anything
         resolve_target_sync(checked["target"], allow_remote=checked["allow_remote"])
-    except (ValueError, TargetError) as exc:
+        thresholds: list[Threshold] = [] if args.fail_on is None else parse_thresholds(args.fail_on)
+    except (ValueError, TargetError, ThresholdError) as exc:
         print(f"mpmlab traffic: error: {exc}", file=sys.stderr)
         return 2
     runner = TrafficRunner()
     try:
         runner.start()
-        summary = asyncio.run(_drive(runner, args, params))
+        summary, stopped_by = asyncio.run(_drive(runner, args, params))
     except ValueError as exc:
         print(f"mpmlab traffic: error: {exc}", file=sys.stderr)
         return 2
@@ -240,11 +262,23 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         runner.close()
+    outcomes = check_all(thresholds, summary) if thresholds else []
     if args.json:
-        print(json.dumps(summary.to_json(), indent=2))
+        doc = summary.to_json()
+        if outcomes:
+            doc["thresholds"] = [{"condition": o.threshold.text, "measured": o.measured, "failed": o.failed}
+                                 for o in outcomes]
+        print(json.dumps(doc, indent=2))
     else:
         print(format_summary(summary))
-    return 0
+        if outcomes:
+            print()
+            print("thresholds (--fail-on)")
+            for o in outcomes:
+                print(o.line())
+    if stopped_by is not None:
+        return 128 + int(stopped_by)
+    return EXIT_THRESHOLDS if any(o.failed for o in outcomes) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
