@@ -14,11 +14,31 @@ from mpmcore.traffic.cli import add_parser as add_traffic
 from mpmcore.traffic.cli import run as run_traffic
 
 
+class UsageError(Exception):
+    """A bad path, file or value on the command line: one line on stderr, exit status 2."""
+
+
+def _read_config(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise UsageError(f"--config {path}: not a text file (UTF-8 expected)") from None
+    except OSError as e:
+        raise UsageError(f"--config {path}: {e.strerror or e}") from None
+
+
+def _conf(path: str, mpm: str) -> dict[str, str]:
+    try:
+        return parse_httpd_conf(_read_config(path), mpm)
+    except DirectiveError as e:
+        raise UsageError(f"--config {path}: {e}") from None
+
+
 def _settings(args: argparse.Namespace) -> dict[str, str]:
     settings: dict[str, str] = {}
     if getattr(args, "config", None):
-        with open(args.config, encoding="utf-8") as f:
-            settings.update(parse_httpd_conf(f.read(), args.mpm))
+        settings.update(_conf(args.config, args.mpm))
     settings.update(parse_assignments(getattr(args, "set", None) or []))
     return settings
 
@@ -27,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         master = Master(listen=args.listen, mpm=args.mpm, settings=_settings(args), tls_listen=args.tls,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, log_level=args.log_level)
-    except (DirectiveError, ValueError) as e:
+    except (DirectiveError, ValueError, UsageError) as e:
         print(f"mpmlab: {e}", file=sys.stderr)
         return 2
     print(f"mpmlab serve: {args.mpm} on http://{args.listen}/"
@@ -42,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_ctl(args: argparse.Namespace) -> int:
     try:
+        if args.config:
+            _read_config(args.config)  # a bad path is a usage error before the server is looked for
         path = control_path(args.server)
         req: dict[str, Any] = {"cmd": args.action}
         if args.action == "switch":
@@ -53,12 +75,14 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             req["mpm"] = args.mpm
         settings = {}
         if args.config:
-            with open(args.config, encoding="utf-8") as f:
-                settings.update(parse_httpd_conf(f.read(), args.mpm or ctl_request(path, {"cmd": "status"})["mpm"]))
+            settings.update(_conf(args.config, args.mpm or ctl_request(path, {"cmd": "status"})["mpm"]))
         settings.update(parse_assignments(args.set or []))
         if settings:
             req["set"] = settings
         answer = ctl_request(path, req)
+    except UsageError as e:
+        print(f"mpmlab ctl: {e}", file=sys.stderr)
+        return 2
     except (DirectiveError, RuntimeError, OSError) as e:
         print(f"mpmlab ctl: {e}", file=sys.stderr)
         return 1
@@ -67,7 +91,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     elif answer.get("ok"):
         print(f"ok: {args.action}" + (f", generation {answer['generation']} runs {answer['mpm']}" if "generation" in answer else ""))
         for w in answer.get("warnings", []):
-            print(f"warning: {w}")
+            print(f"warning: {w}", file=sys.stderr)
     if not answer.get("ok"):
         print(f"mpmlab ctl: {answer.get('error')}", file=sys.stderr)
         return 1
@@ -123,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dashboard", help="the dashboard with the embedded server core (the default)")
     add_dashboard_options(d)
     d.set_defaults(func=cmd_dashboard)
+    # Bare flags start the dashboard (`mpmlab --port 9000` is `mpmlab dashboard --port 9000`), so
+    # `mpmlab --help` lists its flags too.
+    flags = "\n".join(line for line in d.format_help().split("options:", 1)[-1].splitlines()
+                      if not line.lstrip().startswith("-h, --help"))
+    p.epilog = ("With no command, or with only the dashboard's flags, mpmlab starts the dashboard.\n"
+                "dashboard options (mpmlab [options] = mpmlab dashboard [options]):" + flags)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
 
 
