@@ -28,7 +28,7 @@ setup_python() {
   fi
   # Reinstall when pyproject.toml changed since the last install.
   if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
     touch "$VENV/.installed"
   fi
 }
