@@ -406,11 +406,11 @@ def test_prometheus_apache_exporter_reads_our_auto(board, auto_server, exporter)
     port = exporter(f"http://127.0.0.1:{auto_server['port']}/server-status?auto")
     values = wait_for(lambda: scrape(port), timeout=10, what="the exporter's metrics")
     s = status.summarize(snap_of(b), info)
-    assert values.apache_up == 1
+    assert values["apache_up"] == 1
     assert values['apache_workers{state="busy"}'] == s.busy == 3
     assert values['apache_workers{state="idle"}'] == s.idle == 2
-    assert values.apache_accesses_total == 9
-    assert values.apache_sent_kilobytes_total == (6 * 1500 + 3 * 700) >> 10
+    assert values["apache_accesses_total"] == 9
+    assert values["apache_sent_kilobytes_total"] == (6 * 1500 + 3 * 700) >> 10
     letters = s.scoreboard
     for state, letter in (("idle", "_"), ("startup", "S"), ("read", "R"), ("reply", "W"), ("keepalive", "K"),
                           ("graceful_stop", "G"), ("open_slot", "."), ("closing", "C")):
