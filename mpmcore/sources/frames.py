@@ -49,9 +49,14 @@ class Source(Protocol):
     raises, and is called for one source at a time (sources keep a little state: AutoSource's
     detection); different sources may be polled in parallel."""
 
-    name: str
-    url: str
-    kind: SourceKind
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def kind(self) -> SourceKind: ...
 
     def poll(self) -> SourceFrame: ...
 

@@ -25,6 +25,7 @@ from mpmcore.scoreboard import STATE_LETTERS
 from mpmcore.sources import attach
 from mpmcore.sources.attach import (
     SUMMARY_KEYS,
+    SourceFrame,
     ApacheSource,
     AutoSource,
     NginxSource,
@@ -361,9 +362,11 @@ def test_attach_over_https_to_a_tls_core(server_factory):
     srv = server_factory(mpm="worker", tls=True)
     url = f"https://127.0.0.1:{srv.tls_port}/server-status"
     for src in (ApacheSource(url), AutoSource(url)):
-        f = wait_for(lambda: (lambda fr: fr if fr.ok else None)(src.poll()), timeout=15, interval=0.2,
-                     what=f"a good poll of {url} by {type(src).__name__}")
-        assert f.summary["mpm"] == "worker" and f.summary["state_counts"]["_"] >= 1, f.summary
+        def good(src: ApacheSource | AutoSource = src) -> SourceFrame | None:
+            fr = src.poll()
+            return fr if fr.ok else None
+        f = wait_for(good, timeout=15, interval=0.2, what=f"a good poll of {url} by {type(src).__name__}")
+        assert f.summary is not None and f.summary.mpm == "worker" and f.summary.count("_") >= 1, f.summary
         src.close()
     info = attach._tls_context.cache_info()
     assert info.misses == 1 and info.hits >= 1, info  # made once, by the first poll; reused by every other

@@ -73,7 +73,7 @@ def test_sources_lists_the_core_and_apache(dash, event_apache):
 
 
 def test_slowloris_at_apache_matches_apaches_own_auto(dash, event_apache):
-    client, d = dash
+    client, _ = dash
     # the target is chosen as a source, never as a URL in the parameters
     r = client.post("/api/traffic", json={"pattern": "slowloris", "params": {"target": f"http://127.0.0.1:{event_apache}/"}})
     assert r.status_code == 422

@@ -5,7 +5,6 @@ the same bytes."""
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
 from mpmcore import scoreboard as sb

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from status_scenarios import GEN, NOW, SCENARIOS, event_busy, prefork_idle, wide_old_gen, worker_off  # noqa: E402
+from status_scenarios import GEN, NOW, SCENARIOS, event_busy, prefork_idle, wide_old_gen, worker_off
 
-from mpmcore.model import (  # noqa: E402
+from mpmcore.model import (
     BUSY_WORKERS_SHOWN,
     NginxCounts,
     SourceFrame,
@@ -25,9 +25,9 @@ from mpmcore.model import (  # noqa: E402
     count_states,
     to_jsonable,
 )
-from mpmcore.sources import attach  # noqa: E402
-from mpmcore.sources.frames import with_workers  # noqa: E402
-from mpmcore.status import modstatus as status  # noqa: E402
+from mpmcore.sources import attach
+from mpmcore.sources.frames import with_workers
+from mpmcore.status import modstatus as status
 
 GOLDEN = Path(__file__).parent / "data" / "status_golden"
 ATTACH_GOLDEN = Path(__file__).parent / "data" / "attach_golden"
@@ -127,7 +127,7 @@ def test_busy_workers_are_cut_at_the_shown_number() -> None:
 
 
 def test_not_a_status_page_is_an_error_frame() -> None:
-    name, fields = attach.parse_auto("<html>hello</html>")
+    _, fields = attach.parse_auto("<html>hello</html>")
     assert "Scoreboard" not in fields and "BusyWorkers" not in fields
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from status_scenarios import LOAD, NOW, SCENARIOS, Scenario  # noqa: E402
+from status_scenarios import LOAD, NOW, SCENARIOS, Scenario
 
-from mpmcore.status import modstatus as status  # noqa: E402
+from mpmcore.status import modstatus as status
 
 DATA = Path(__file__).parent / "data" / "status_golden"
 
