@@ -25,10 +25,10 @@ from mpmcore.scoreboard import STATE_LETTERS
 from mpmcore.sources import attach
 from mpmcore.sources.attach import (
     SUMMARY_KEYS,
-    SourceFrame,
     ApacheSource,
     AutoSource,
     NginxSource,
+    SourceFrame,
     grid_frame,
     make_source,
     parse_auto,

@@ -4,7 +4,6 @@ real embedded core on a free port, and the real traffic runner (targets: the cor
 from __future__ import annotations
 
 import json
-import re
 import socket
 import struct
 import subprocess
@@ -217,7 +216,7 @@ def test_graceful_tile_counts_the_G_the_grid_shows(dash):
             conns = tile(st, "tile-connections")
             assert int(conns["value"]) >= 3 and "held by stopping event children" in conns["note"], conns
             # and the page shows the same tile
-            assert f'id="tile-graceful"><span>graceful</span><b>' in client.get("/").text
+            assert 'id="tile-graceful"><span>graceful</span><b>' in client.get("/").text
             point = wait_for(lambda: [p for p in client.get("/api/history?seconds=3").json()["points"]
                                       if p["graceful"] >= 3], timeout=5, what="a chart point with the G slots")
             assert point[-1]["busy"] is not None
