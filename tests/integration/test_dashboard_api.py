@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from app.main import create_app
-from app.services.insights import describe
 from app.settings import DashboardSettings
 
 EVIL = {"Origin": "http://evil.example"}
@@ -291,25 +290,3 @@ def test_traffic_start_retune_stop(dash):
     assert r.status_code == 200 and "ajax-" in r.text and "stop" in r.text
     r = client.post("/ui/traffic/stop-all")
     assert r.status_code == 200 and "stopped" in r.text
-
-
-def test_insight_rules_read_the_numbers():
-    base = {"mpm": "worker", "busy": 400, "idle": 0, "graceful": 0, "max_request_workers": 400,
-            "state_counts": {"K": 390, "R": 0, "W": 10, "C": 0, "G": 0, "S": 0},
-            "procs": [{"kind": "child", "old_gen": False, "stopping": False, "accepting": True, "mpm": "worker"}]}
-    i = describe(base, {"directives": {"KeepAliveTimeout": 5.0}})
-    assert i.level == "crit" and "all 400 threads hold idle keep-alive connections (K)" in i.headline
-    assert "event would park them" in i.headline
-    slow = dict(base, state_counts={"K": 0, "R": 380, "W": 20, "C": 0, "G": 0, "S": 0})
-    assert "slowloris" in describe(slow).headline
-    idle = dict(base, busy=0, idle=75, state_counts={})
-    assert describe(idle).level == "ok"
-    assert "no child process" in describe(dict(base, procs=[])).headline
-    # event: every child full of parked connections; the words say what the master does about it
-    full = [{"kind": "child", "old_gen": False, "stopping": False, "accepting": False, "mpm": "event"}]
-    ev = dict(base, mpm="event", busy=10, idle=115, state_counts={"R": 10}, procs=full * 5)
-    i = describe(ev, {"directives": {"ServerLimit": 16}})
-    assert "every child stopped accepting" in i.headline and "although 115 workers are idle" in i.headline
-    assert "the master starts more children (5 of ServerLimit 16)" in i.headline, i.headline
-    assert "ServerLimit 16 reached" in describe(dict(ev, procs=full * 16), {"directives": {"ServerLimit": 16}}).headline
-    assert "ServerLimit" not in describe(ev).headline  # an attached Apache: mod_status does not print it
