@@ -5,6 +5,7 @@ Waits are polls with deadlines."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -208,7 +209,9 @@ def test_nginx_beside_the_core_under_slowloris(real_nginx):
                     frame = client.get("/api/sources/nginx").json()["frame"]
                     status, _, body = http_get(real_nginx, "/nginx_status")
                     assert status == 200
-                    ref = parse_stub_status(body.decode())
+                    counts = parse_stub_status(body.decode())
+                    assert counts is not None
+                    ref = dataclasses.asdict(counts)
                     if not frame["ok"] or ref["reading"] < SLOW:
                         return None
                     c = frame["connections"]
