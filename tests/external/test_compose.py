@@ -145,7 +145,7 @@ def test_deploy_apache_conf_runs_and_attaches(apache_dir):
             # polled until the children are all up: the HTML tables come from a second request
             frames.append(source.poll())
             f = frames[-1]
-            return f.ok and f.workers is not None and f.layout["cols"] == 25 and f  # ThreadsPerChild 25
+            return f.ok and f.workers is not None and f.layout is not None and f.layout.cols == 25 and f  # ThreadsPerChild 25
         try:
             frame = wait_for(attached, timeout=15, interval=0.2, what="the deploy Apache attached")
         except AssertionError:
