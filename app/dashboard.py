@@ -20,7 +20,7 @@ from app.services.sampler import Sampler
 from app.services.sources import AttachedSource, SourceManager
 from app.services.traffic import TrafficService, pattern_catalogue, target_key
 from app.settings import CORE_SOURCE, TEMPLATES_DIR, DashboardSettings
-from mpmcore.sources.attach import SourceFrame
+from mpmcore.model import SourceFrame
 from mpmcore.traffic import StatsFrame
 
 #: Why an attached server off loopback is listed as a refused traffic target.
@@ -61,10 +61,10 @@ class Dashboard:
         self.metrics_registry = metrics.build_registry(self.metric_frames, self.traffic_totals)
 
     def render_live(self, ctx: dict[str, Any]) -> str:
-        return self.templates.get_template("live/_panels.html").render(**ctx)
+        return str(self.templates.get_template("live/_panels.html").render(**ctx))
 
     def render_source(self, source: AttachedSource) -> str:
-        return self.templates.get_template("live/_source_oob.html").render(src=source)
+        return str(self.templates.get_template("live/_source_oob.html").render(src=source))
 
     # -- where the traffic panel may aim ----------------------------------------------------------
     def traffic_targets(self) -> list[TrafficTarget]:

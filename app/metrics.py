@@ -1,7 +1,7 @@
 """``/metrics``: the dashboard's figures in the Prometheus text format (prometheus-client).
 
 One custom collector reads, at scrape time, the latest frame of every source (the embedded core's
-summary, attached Apache/nginx servers: ``mpmcore.sources.attach.SourceFrame``) and the traffic
+summary, attached Apache/nginx servers: ``mpmcore.model.SourceFrame``) and the traffic
 generator's latest cumulative figures. Nothing is registered in prometheus-client's global default
 registry: ``build_registry()`` makes a ``CollectorRegistry`` per app, so two apps in one process
 (tests) never see each other's series.
@@ -51,14 +51,15 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TypeAlias
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mpmcore.sources.attach import SourceFrame, frame_from_summary
+from mpmcore.model import SourceFrame, StateLetter, Summary
+from mpmcore.sources.frames import frame_from_summary
 from mpmcore.traffic.limits import FINISHED_HISTORY
 from mpmcore.traffic.runstats import LatencySummary, RunInfo, StatsFrame
 
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 #: Scoreboard letter -> state label, the names Prometheus' apache_exporter uses.
-SCOREBOARD_STATES = {"_": "idle", "S": "startup", "R": "read", "W": "reply", "K": "keepalive", "D": "dns",
+SCOREBOARD_STATES: dict[StateLetter, str] = {"_": "idle", "S": "startup", "R": "read", "W": "reply", "K": "keepalive", "D": "dns",
                      "C": "closing", "L": "logging", "G": "graceful_stop", "I": "idle_cleanup", ".": "open_slot"}
 TRAFFIC_LABELS = ("id", "pattern", "label")
 QUANTILES = (("p50", "0.5"), ("p90", "0.9"), ("p99", "0.99"), ("p99_9", "0.999"))  # LatencySummary fields
@@ -138,23 +139,26 @@ class TrafficTotals:
             return list(self._runs.values())
 
 
-def _as_frames(items: Iterable[Any]) -> list[SourceFrame]:
+Source: TypeAlias = SourceFrame | tuple[str, Summary]
+
+
+def _as_frames(items: Iterable[Source]) -> list[SourceFrame]:
     out = []
     for it in items or []:
         if isinstance(it, SourceFrame):
             out.append(it)
-        elif isinstance(it, tuple) and len(it) == 2:  # (name, summarize() dict) of the embedded core
+        else:  # (name, summary) of the embedded core
             out.append(frame_from_summary(it[0], it[1]))
     return out
 
 
-def _f(x: Any) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
+def _add(fam: dict[str, Metric], name: str, labels: list[str], value: float | None) -> None:
+    """One sample of a gauge or counter family; a figure the source cannot show (None) has none."""
+    if value is None:
+        return
+    m = fam[name]
+    assert isinstance(m, (GaugeMetricFamily, CounterMetricFamily)), name
+    m.add_metric(labels, float(value))
 
 
 class MpmlabCollector(Collector):
@@ -162,7 +166,7 @@ class MpmlabCollector(Collector):
     ``traffic`` (a TrafficTotals, or a callable returning the runner's latest stats frame) at
     every scrape. A failing callable costs its families, never the scrape."""
 
-    def __init__(self, sources: Callable[[], Iterable[Any]],
+    def __init__(self, sources: Callable[[], Iterable[Source]],
                  traffic: TrafficTotals | Callable[[], StatsFrame | None] | None = None) -> None:
         self.sources = sources
         self.traffic = traffic
@@ -189,56 +193,45 @@ class MpmlabCollector(Collector):
     # -- sources --------------------------------------------------------------------------------
     def _source(self, fam: dict[str, Metric], fr: SourceFrame) -> None:
         src = fr.source
-        fam["mpmlab_source_up"].add_metric([src, fr.kind], 1.0 if fr.ok else 0.0)
-        if not fr.ok or fr.summary is None:
-            return
+        _add(fam, "mpmlab_source_up", [src, fr.kind], 1.0 if fr.ok else 0.0)
         s = fr.summary
-        counts = s.get("state_counts")
-        if counts:
+        if not fr.ok or s is None:
+            return
+        if s.state_counts:
             for letter, state in SCOREBOARD_STATES.items():
-                fam["mpmlab_scoreboard_slots"].add_metric([src, state], float(counts.get(letter, 0)))
-        for state in ("busy", "idle", "graceful"):
-            v = _f(s.get(state))
-            if v is not None:
-                fam["mpmlab_workers"].add_metric([src, state], v)
-        for key, name in (("processes", "mpmlab_processes"), ("stopping", "mpmlab_processes_stopping"),
-                          ("mpm_generation", "mpmlab_generation"), ("uptime", "mpmlab_uptime_seconds")):
-            v = _f(s.get(key))
-            if v is not None:
-                fam[name].add_metric([src], v)
-        event = s.get("mpm") == "event"  # connection counters exist for event (and nginx) only
-        v = _f(s.get("conns_total"))
-        if v is not None and (event or fr.connections):
-            fam["mpmlab_connections"].add_metric([src, "total"], v)
-        if fr.connections:
-            for state in ("reading", "writing", "waiting"):
-                fam["mpmlab_connections"].add_metric([src, state], float(fr.connections[state]))
-            for event in ("accepted", "handled"):
-                key = "accepts" if event == "accepted" else "handled"
-                fam["mpmlab_nginx_connections"].add_metric([src, event], float(fr.connections[key]))
+                _add(fam, "mpmlab_scoreboard_slots", [src, state], s.count(letter))
+        for state, v in (("busy", s.busy), ("idle", s.idle), ("graceful", s.graceful)):
+            _add(fam, "mpmlab_workers", [src, state], v)
+        for name, v in (("mpmlab_processes", s.processes), ("mpmlab_processes_stopping", s.stopping),
+                        ("mpmlab_generation", s.mpm_generation), ("mpmlab_uptime_seconds", s.uptime)):
+            _add(fam, name, [src], v)
+        event = s.mpm == "event"  # connection counters exist for event (and nginx) only
+        if event or fr.connections:
+            _add(fam, "mpmlab_connections", [src, "total"], s.conns_total)
+        c = fr.connections
+        if c is not None:
+            for state, n in (("reading", c.reading), ("writing", c.writing), ("waiting", c.waiting)):
+                _add(fam, "mpmlab_connections", [src, state], n)
+            _add(fam, "mpmlab_nginx_connections", [src, "accepted"], c.accepts)
+            _add(fam, "mpmlab_nginx_connections", [src, "handled"], c.handled)
         elif event:  # Apache's or the embedded core's event: the parked connections
-            for key, state in (("conns_async_keep_alive", "keepalive"), ("conns_async_writing", "writing"),
-                               ("conns_async_closing", "closing")):
-                v = _f(s.get(key))
-                if v is not None:
-                    fam["mpmlab_async_connections"].add_metric([src, state], v)
-        t = s.get("totals") or {}
-        for key, name in (("accesses", "mpmlab_accesses"), ("bytes", "mpmlab_bytes")):
-            v = _f(t.get(key))
-            if v is not None:
-                fam[name].add_metric([src], v)
-        if fr.capabilities.get("memory"):
+            for state, v in (("keepalive", s.conns_async_keep_alive), ("writing", s.conns_async_writing),
+                             ("closing", s.conns_async_closing)):
+                _add(fam, "mpmlab_async_connections", [src, state], v)
+        if s.totals is not None:
+            _add(fam, "mpmlab_accesses", [src], s.totals.accesses)
+            _add(fam, "mpmlab_bytes", [src], s.totals.bytes)
+        if fr.capabilities.memory:
             pss: dict[str, float] = {}
             rss: dict[str, float] = {}
-            for p in s.get("procs") or []:
-                if p.get("kind") != "child" or p.get("pss_kb") is None:
+            for p in s.children:
+                if p.pss_kb is None:
                     continue
-                m = p.get("mpm") or "?"
-                pss[m] = pss.get(m, 0.0) + p["pss_kb"] * 1024.0
-                rss[m] = rss.get(m, 0.0) + (p.get("rss_kb") or 0) * 1024.0
+                pss[p.mpm] = pss.get(p.mpm, 0.0) + p.pss_kb * 1024.0
+                rss[p.mpm] = rss.get(p.mpm, 0.0) + (p.rss_kb or 0) * 1024.0
             for m in sorted(pss):
-                fam["mpmlab_memory_pss_bytes"].add_metric([src, m], pss[m])
-                fam["mpmlab_memory_rss_bytes"].add_metric([src, m], rss[m])
+                _add(fam, "mpmlab_memory_pss_bytes", [src, m], pss[m])
+                _add(fam, "mpmlab_memory_rss_bytes", [src, m], rss[m])
 
     # -- traffic --------------------------------------------------------------------------------
     def _traffic_runs(self) -> list[RunInfo]:
@@ -255,20 +248,20 @@ class MpmlabCollector(Collector):
         tot = run.total
         if tot is None:
             return
-        fam["mpmlab_traffic_requests"].add_metric(labels, float(tot.requests or 0))
+        _add(fam, "mpmlab_traffic_requests", labels, tot.requests or 0)
         for cls, n in tot.status.items():
-            fam["mpmlab_traffic_responses"].add_metric(labels + [cls], float(n or 0))
+            _add(fam, "mpmlab_traffic_responses", labels + [cls], n or 0)
         for kind, n in tot.errors.items():
-            fam["mpmlab_traffic_errors"].add_metric(labels + [kind], float(n or 0))
-        fam["mpmlab_traffic_bytes"].add_metric(labels + ["in"], float(tot.bytes_in or 0))
-        fam["mpmlab_traffic_bytes"].add_metric(labels + ["out"], float(tot.bytes_out or 0))
+            _add(fam, "mpmlab_traffic_errors", labels + [kind], n or 0)
+        _add(fam, "mpmlab_traffic_bytes", labels + ["in"], tot.bytes_in or 0)
+        _add(fam, "mpmlab_traffic_bytes", labels + ["out"], tot.bytes_out or 0)
         if run.running:
-            fam["mpmlab_traffic_active_connections"].add_metric(labels, float(run.active_connections or 0))
+            _add(fam, "mpmlab_traffic_active_connections", labels, run.active_connections or 0)
         _summary(fam["mpmlab_traffic_latency_seconds"], labels, tot.latency_ms)
         _summary(fam["mpmlab_traffic_ttfb_seconds"], labels, tot.ttfb_ms)
         lat = tot.latency_ms
         if lat:
-            fam["mpmlab_traffic_latency_max_seconds"].add_metric(labels, lat.max / 1000.0)
+            _add(fam, "mpmlab_traffic_latency_max_seconds", labels, lat.max / 1000.0)
 
 
 def _family(name: str) -> Metric:
@@ -285,24 +278,21 @@ def _family(name: str) -> Metric:
         return CounterMetricFamily(name, doc, labels=labels)
     if mtype == "gauge":
         return GaugeMetricFamily(name, doc, labels=labels)
-    m = Metric(name, doc, "summary")
-    m._mpmlab_labels = labels  # type: ignore[attr-defined]
-    return m
+    return Metric(name, doc, "summary")
 
 
 def _summary(m: Metric, labels: list[str], s: LatencySummary | None) -> None:
     """HDR percentiles (ms) as a Prometheus summary (seconds)."""
     if not s or not s.count:
         return
-    names = m._mpmlab_labels  # type: ignore[attr-defined]
-    base = dict(zip(names, labels))
+    base = dict(zip(TRAFFIC_LABELS, labels, strict=True))  # summaries are the traffic families
     for key, q in QUANTILES:
         m.add_sample(m.name, dict(base, quantile=q), getattr(s, key) / 1000.0)
     m.add_sample(m.name + "_count", dict(base), float(s.count))
     m.add_sample(m.name + "_sum", dict(base), float(s.mean or 0.0) * s.count / 1000.0)
 
 
-def build_registry(sources: Callable[[], Iterable[Any]],
+def build_registry(sources: Callable[[], Iterable[Source]],
                    traffic: TrafficTotals | Callable[[], StatsFrame | None] | None = None) -> CollectorRegistry:
     """A fresh registry (never the global one) with the mpmlab collector in it."""
     registry = CollectorRegistry(auto_describe=True)

@@ -522,6 +522,16 @@ class ScoreboardReader:
                         break
         return arr
 
+    def read_slot(self, proc: int, thread: int) -> tuple[WorkerRecord, ProcessRecord]:
+        """One worker record and its process record, each a verified copy (read under its sequence
+        counter), without copying the whole scoreboard. IndexError outside the capacity."""
+        if not (0 <= proc < self.proc_capacity and 0 <= thread < self.thread_capacity):
+            raise IndexError(f"no slot {proc}/{thread} in a {self.proc_capacity} x {self.thread_capacity} scoreboard")
+        idx = proc * self.thread_capacity + thread
+        w = self._copy_region(WorkerRecord, self._w_off + idx * W_SIZE, 1, W_SIZE)[0]
+        p = self._copy_region(ProcessRecord, self._p_off + proc * P_SIZE, 1, P_SIZE)[0]
+        return w, p
+
     def snapshot(self, graceful_view: bool = True) -> Snapshot:
         """A consistent copy. With ``graceful_view`` (the default), live slots of old-generation or
         quiescing children show G, as Apache's parent marks them; without it, the states as their

@@ -8,7 +8,6 @@ error body is ``app.routes.errors.ErrorBody``; a refused directive comes back as
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -19,6 +18,23 @@ from app.dashboard import Dashboard
 from app.routes.deps import Control, Dash
 from app.routes.errors import error_responses
 from app.routes.views import attached_slot_detail, current_config, slot_detail
+from app.schemas import (
+    CoreInfo,
+    DashboardPids,
+    DashboardStats,
+    DirectivesResponse,
+    HistoryResponse,
+    LogResponse,
+    MpmResponse,
+    PresetInfo,
+    ProcessesResponse,
+    ScoreboardResponse,
+    SourcesResponse,
+    StatusResponse,
+    TrafficListResponse,
+    TrafficRun,
+    TrafficTargetInfo,
+)
 from app.services import actions
 from app.services.actions import (
     Change,
@@ -31,9 +47,13 @@ from app.services.actions import (
     TrafficStarted,
     TrafficStopped,
 )
+from app.services.sources import AttachedSource, SourceEntry
 from app.services.traffic import PRESETS, pattern_catalogue, target_key
 from app.settings import CORE_SOURCE
 from mpmcore.directives import MPMS, catalogue
+from mpmcore.model import AttachedSlotDetail, Insight, SlotDetail, Summary
+from mpmcore.netloc import TargetError, resolve_target_sync
+from mpmcore.sources import client
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -79,84 +99,97 @@ class TrafficUpdate(BaseModel):
     params: dict[str, Any]
 
 
-def _need_summary(d: Dashboard) -> dict[str, Any]:
+def _need_summary(d: Dashboard) -> Summary:
     s = d.sampler.summary
     if s is None:
         raise HTTPException(503, "no scoreboard yet: the embedded server is not running")
     return s
 
 
+#: What a read of the embedded core may answer besides its result.
+CORE_ERRORS = error_responses(503)
+
+
 # -- reading ----------------------------------------------------------------------------------------
-@router.get("/status", summary="The server now: core, counts by state, processes, what is happening")
-async def status(d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/status", summary="The server now: core, counts by state, processes, tiles, what is happening",
+            response_model=StatusResponse, responses=CORE_ERRORS)
+async def status(d: Dashboard = Dash) -> StatusResponse:
     s = _need_summary(d)
     core = d.sampler.core_state or {}
-    return {"core": {k: core.get(k) for k in ("pid", "listen", "mpm", "generation", "config", "capacity")},
-            "dashboard_pids": {"core": d.core.pid if d.core else None, "traffic_runner": d.traffic.pid},
-            "insight": d.sampler.insight, "summary": s}
+    return StatusResponse(
+        core=CoreInfo(**{k: core.get(k) for k in ("pid", "listen", "mpm", "generation", "config", "capacity")}),
+        dashboard_pids=DashboardPids(core=d.core.pid if d.core else None, traffic_runner=d.traffic.pid),
+        insight=d.sampler.insight, tiles=list(d.sampler.tiles), summary=s)
 
 
-@router.get("/scoreboard", summary="Apache's scoreboard letters and counts by state")
-async def scoreboard(d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/scoreboard", summary="Apache's scoreboard letters and counts by state",
+            response_model=ScoreboardResponse, responses=CORE_ERRORS)
+async def scoreboard(d: Dashboard = Dash) -> ScoreboardResponse:
     s = _need_summary(d)
-    return {"mpm": s["mpm"], "generation": s["mpm_generation"], "scoreboard": s["scoreboard"],
-            "state_counts": s["state_counts"], "busy": s["busy"], "idle": s["idle"], "graceful": s["graceful"],
-            "max_request_workers": s["max_request_workers"], "threads_per_child": s["threads_per_child"]}
+    return ScoreboardResponse(mpm=s.mpm, generation=s.mpm_generation, scoreboard=s.scoreboard,
+                              state_counts=s.state_counts, busy=s.busy, idle=s.idle, graceful=s.graceful,
+                              max_request_workers=s.max_request_workers, threads_per_child=s.threads_per_child)
 
 
-@router.get("/processes", summary="Per child process: pid, generation, threads by state, connections, PSS")
-async def processes(d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/processes", summary="Per child process: pid, generation, threads by state, connections, PSS",
+            response_model=ProcessesResponse, responses=CORE_ERRORS)
+async def processes(d: Dashboard = Dash) -> ProcessesResponse:
     s = _need_summary(d)
-    return {"processes": s["procs"], "sum": s["proc_sum"], "fcgi": s["fcgi_procs"]}
+    return ProcessesResponse(processes=list(s.procs), sum=s.proc_sum, fcgi=list(s.fcgi_procs))
 
 
-@router.get("/slots/{proc}/{thread}", summary="One worker slot: pid, generation, request, client, time in state")
-async def slot(proc: int, thread: int, d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/slots/{proc}/{thread}", summary="One worker slot: pid, generation, request, client, pattern, "
+            "time in state", response_model=SlotDetail, responses=error_responses(404))
+async def slot(proc: int, thread: int, d: Dashboard = Dash) -> SlotDetail:
     row = slot_detail(d.sampler, proc, thread)
     if row is None:
         raise HTTPException(404, f"no slot {proc}/{thread} in the scoreboard")
     return row
 
 
-@router.get("/insight", summary='"What is happening", in words')
-async def insight(d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/insight", summary='"What is happening", in words', response_model=Insight, responses=CORE_ERRORS)
+async def insight(d: Dashboard = Dash) -> Insight:
     _need_summary(d)
+    if d.sampler.insight is None:
+        raise HTTPException(503, "no scoreboard yet: the embedded server is not running")
     return d.sampler.insight
 
 
-@router.get("/history", summary="Chart points, one a second (requests/s, workers, connections, latency, memory)")
-async def history(seconds: float | None = Query(None, gt=0, le=3600), d: Dashboard = Dash) -> dict[str, Any]:
-    return {"interval": 1.0, "points": d.sampler.history.since(seconds)}
+@router.get("/history", summary="Chart points, one a second (requests/s, workers, connections, latency, memory)",
+            response_model=HistoryResponse)
+async def history(seconds: float | None = Query(None, gt=0, le=3600), d: Dashboard = Dash) -> HistoryResponse:
+    return HistoryResponse(interval=1.0, points=d.sampler.history.since(seconds))
 
 
-@router.get("/log", summary="The master's error log, last lines")
-async def error_log(lines: int = Query(200, ge=1, le=2000), d: Dashboard = Dash) -> dict[str, Any]:
-    return {"path": d.control.error_log, "lines": list(d.sampler.log_lines)[-lines:]}
+@router.get("/log", summary="The master's error log, last lines", response_model=LogResponse)
+async def error_log(lines: int = Query(200, ge=1, le=2000), d: Dashboard = Dash) -> LogResponse:
+    return LogResponse(path=d.control.error_log, lines=list(d.sampler.log_lines)[-lines:])
 
 
-@router.get("/dashboard", summary="The dashboard itself: sampler cost, clients, dropped frames, pids")
-async def dashboard_stats(d: Dashboard = Dash) -> dict[str, Any]:
-    return {"sampler": d.sampler.stats(), "grid_hz": d.settings.grid_hz, "summary_hz": d.settings.summary_hz,
-            "core_pid": d.core.pid if d.core else None, "traffic_runner_pid": d.traffic.pid,
-            "core_listen": d.settings.core_listen, "attached": d.sources.stats()}
+@router.get("/dashboard", summary="The dashboard itself: sampler cost, clients, dropped frames, pids",
+            response_model=DashboardStats)
+async def dashboard_stats(d: Dashboard = Dash) -> DashboardStats:
+    return DashboardStats(sampler=d.sampler.stats(), grid_hz=d.settings.grid_hz, summary_hz=d.settings.summary_hz,
+                          core_pid=d.core.pid if d.core else None, traffic_runner_pid=d.traffic.pid,
+                          core_listen=d.settings.core_listen, attached=d.sources.stats())
 
 
 # -- sources: the embedded core and the attached servers -----------------------------------------------
-def _core_entry(d: Dashboard) -> dict[str, Any]:
-    return {"name": CORE_SOURCE, "key": CORE_SOURCE, "kind": "mpmlab", "url": d.settings.core_url,
-            "embedded": True, "traffic_target": d.settings.core_url, "insight": d.sampler.insight,
-            "frame": d.sampler.frame.to_dict()}
+def _core_entry(d: Dashboard) -> SourceEntry:
+    return SourceEntry(name=CORE_SOURCE, key=CORE_SOURCE, kind="mpmlab", url=d.settings.core_url, embedded=True,
+                       traffic_target=d.settings.core_url, insight=d.sampler.insight, frame=d.sampler.frame)
 
 
-@router.get("/sources", summary="Every source watched (embedded core, attached Apache/nginx) with its latest frame")
-async def sources(d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/sources", summary="Every source watched (embedded core, attached Apache/nginx) with its latest frame",
+            response_model=SourcesResponse)
+async def sources(d: Dashboard = Dash) -> SourcesResponse:
     out = [_core_entry(d)] if d.settings.watch_core else []
-    out += [s.to_dict() for s in d.sources.sources]
-    return {"interval": d.settings.attach_interval, "allow_remote_attach": d.settings.allow_remote_attach,
-            "sources": out}
+    out += [s.entry() for s in d.sources.sources]
+    return SourcesResponse(interval=d.settings.attach_interval, allow_remote_attach=d.settings.allow_remote_attach,
+                           sources=out)
 
 
-def _source(d: Dashboard, name: str):
+def _source(d: Dashboard, name: str) -> AttachedSource:
     src = d.sources.get(name)
     if src is None:
         known = ([CORE_SOURCE] if d.settings.watch_core else []) + [s.name for s in d.sources.sources]
@@ -165,16 +198,18 @@ def _source(d: Dashboard, name: str):
 
 
 @router.get("/sources/{name}", summary="One source: its latest frame (summary, letters, layout, workers, "
-                                       "what it cannot show)")
-async def source(name: str, d: Dashboard = Dash) -> dict[str, Any]:
+                                       "what it cannot show)", response_model=SourceEntry,
+            responses=error_responses(404))
+async def source(name: str, d: Dashboard = Dash) -> SourceEntry:
     if name == CORE_SOURCE and d.settings.watch_core:
         return _core_entry(d)
-    return _source(d, name).to_dict()
+    return _source(d, name).entry()
 
 
 @router.get("/sources/{name}/slots/{proc}/{thread}",
-            summary="One grid cell of a source: for an attached Apache, its ExtendedStatus row when its place is certain")
-async def source_slot(name: str, proc: int, thread: int, d: Dashboard = Dash) -> dict[str, Any]:
+            summary="One grid cell of a source: for an attached Apache, its ExtendedStatus row when its place is certain",
+            response_model=SlotDetail | AttachedSlotDetail, responses=error_responses(404))
+async def source_slot(name: str, proc: int, thread: int, d: Dashboard = Dash) -> SlotDetail | AttachedSlotDetail:
     if name == CORE_SOURCE and d.settings.watch_core:
         return await slot(proc, thread, d)
     src = _source(d, name)
@@ -187,19 +222,20 @@ async def source_slot(name: str, proc: int, thread: int, d: Dashboard = Dash) ->
     return row
 
 
-@router.get("/sources/{name}/history", summary="One source's chart points, one a second")
+@router.get("/sources/{name}/history", summary="One source's chart points, one a second",
+            response_model=HistoryResponse, responses=error_responses(404))
 async def source_history(name: str, seconds: float | None = Query(None, gt=0, le=3600),
-                         d: Dashboard = Dash) -> dict[str, Any]:
+                         d: Dashboard = Dash) -> HistoryResponse:
     if name == CORE_SOURCE and d.settings.watch_core:
-        return {"interval": 1.0, "points": d.sampler.history.since(seconds)}
-    return {"interval": 1.0, "points": _source(d, name).history.since(seconds)}
+        return HistoryResponse(interval=1.0, points=d.sampler.history.since(seconds))
+    return HistoryResponse(interval=1.0, points=_source(d, name).history.since(seconds))
 
 
 # -- MPM and directives --------------------------------------------------------------------------------
-@router.get("/mpm", summary="The running MPM and generation")
-async def get_mpm(d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/mpm", summary="The running MPM and generation", response_model=MpmResponse)
+async def get_mpm(d: Dashboard = Dash) -> MpmResponse:
     st = await d.sampler.refresh_core_state() or {}
-    return {"mpm": st.get("mpm"), "generation": st.get("generation"), "available": list(MPMS)}
+    return MpmResponse(mpm=st.get("mpm"), generation=st.get("generation"), available=list(MPMS))
 
 
 @router.post("/mpm", summary="Switch MPM live (a graceful restart into a new generation)", dependencies=[Control],
@@ -208,14 +244,16 @@ async def switch_mpm(body: SwitchBody, d: Dashboard = Dash) -> Change:
     return await actions.switch_mpm(d, body.mpm, body.settings)
 
 
-@router.get("/directives", summary="Directives of an MPM with Apache's names, defaults, ranges and current values")
-async def get_directives(mpm: Literal["prefork", "worker", "event"] | None = None, d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/directives", summary="Directives of an MPM with Apache's names, defaults, ranges and current values",
+            response_model=DirectivesResponse)
+async def get_directives(mpm: Literal["prefork", "worker", "event"] | None = None,
+                         d: Dashboard = Dash) -> DirectivesResponse:
     cur_mpm, values, explicit = current_config(d.sampler)
-    mpm = mpm or cur_mpm
-    rows = catalogue(mpm)
+    which: str = mpm or cur_mpm
+    rows = catalogue(which)
     for r in rows:
-        r["value"] = values.get(r["name"]) if mpm == cur_mpm else r["default"]
-    return {"mpm": mpm, "running": mpm == cur_mpm, "directives": rows, "explicit": explicit}
+        r["value"] = values.get(r["name"]) if which == cur_mpm else r["default"]
+    return DirectivesResponse(mpm=which, running=which == cur_mpm, directives=rows, explicit=explicit)
 
 
 @router.post("/directives", summary="Set directives of the running MPM; graceful (or hard) restart",
@@ -246,27 +284,31 @@ async def restart(body: RestartBody, d: Dashboard = Dash) -> Change:
 
 
 # -- traffic --------------------------------------------------------------------------------------------
-@router.get("/traffic/patterns", summary="The generator's patterns and their parameters (for forms)")
-async def traffic_patterns() -> dict[str, Any]:
+@router.get("/traffic/patterns", summary="The generator's patterns and their parameters (for forms)",
+            response_model=dict[str, dict[str, Any]])
+async def traffic_patterns() -> dict[str, dict[str, Any]]:
     return pattern_catalogue()
 
 
-@router.get("/traffic/presets", summary="Ready-made traffic: browsers, slowloris, AJAX polling, one at a time")
-async def traffic_presets() -> dict[str, Any]:
-    return {n: {"title": p.title, "pattern": p.pattern, "params": p.params, "teaches": p.teaches}
+@router.get("/traffic/presets", summary="Ready-made traffic: browsers, slowloris, AJAX polling, one at a time",
+            response_model=dict[str, PresetInfo])
+async def traffic_presets() -> dict[str, PresetInfo]:
+    return {n: PresetInfo(title=p.title, pattern=p.pattern, params=p.params, teaches=p.teaches)
             for n, p in PRESETS.items()}
 
 
-@router.get("/traffic", summary="Running and recently finished patterns, and where traffic may be aimed")
-async def traffic_list(d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/traffic", summary="Running and recently finished patterns, and where traffic may be aimed",
+            response_model=TrafficListResponse, responses=error_responses(503))
+async def traffic_list(d: Dashboard = Dash) -> TrafficListResponse:
     names = d.target_names()
     patterns = []
     for run in await d.traffic.list():
         p = run.to_json()
         p["source"] = names.get(target_key(run.target))
-        patterns.append(p)
-    return {"target": d.settings.core_url if d.settings.watch_core else None,
-            "targets": d.traffic_targets(), "patterns": patterns}
+        patterns.append(TrafficRun(**p))
+    return TrafficListResponse(target=d.settings.core_url if d.settings.watch_core else None,
+                               targets=[TrafficTargetInfo.model_validate(t) for t in d.traffic_targets()],
+                               patterns=patterns)
 
 
 def _traffic_errors(e: Exception) -> HTTPException:
@@ -289,10 +331,11 @@ async def traffic_preset(name: str, source: str | None = Query(None, description
     return await actions.start_preset(d, name, source)
 
 
-@router.get("/traffic/{pattern_id}", summary="One pattern with its cumulative figures")
-async def traffic_get(pattern_id: str, d: Dashboard = Dash) -> dict[str, Any]:
+@router.get("/traffic/{pattern_id}", summary="One pattern with its cumulative figures", response_model=PatternInfo,
+            responses=TRAFFIC_ERRORS)
+async def traffic_get(pattern_id: str, d: Dashboard = Dash) -> PatternInfo:
     try:
-        return (await d.traffic.get(pattern_id)).to_json()
+        return PatternInfo(**(await d.traffic.get(pattern_id)).to_json())
     except (ValueError, KeyError) as e:
         raise _traffic_errors(e) from None
 
@@ -319,31 +362,13 @@ async def traffic_stop_all(d: Dashboard = Dash) -> TrafficStopped:
 
 
 # -- the embedded server's own mod_status ---------------------------------------------------------------
-async def fetch_core(listen: str, path: str, timeout: float = 5.0) -> tuple[int, str, bytes]:
-    """One GET to the embedded server (no extra HTTP client dependency): status, content type, body."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(-1), timeout)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    ctype = next((ln.split(":", 1)[1].strip() for ln in lines[1:] if ln.lower().startswith("content-type:")),
-                 "text/plain")
-    return status, ctype, body
-
-
 @router.get("/core/server-status", summary="The embedded server's /server-status (query passed on: ?auto, ?json)",
-            response_class=PlainTextResponse)
+            response_class=PlainTextResponse, responses=error_responses(502))
 async def core_server_status(request: Request, d: Dashboard = Dash) -> Response:
     q = request.url.query
     try:
-        status_code, ctype, body = await fetch_core(d.settings.core_listen, "/server-status" + (f"?{q}" if q else ""))
-    except (TimeoutError, OSError, ValueError, IndexError) as e:
+        target = resolve_target_sync(d.settings.core_url, allow_remote=True)  # the dashboard's own core
+        ans = await client.get_async(target, "/server-status" + (f"?{q}" if q else ""), timeout=5.0, accept="*/*")
+    except (TargetError, client.SourceError) as e:
         raise HTTPException(502, f"the embedded server did not answer: {e}") from None
-    return Response(body, status_code=status_code, media_type=ctype)
+    return Response(ans.body, status_code=ans.status, media_type=ans.content_type)

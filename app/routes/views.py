@@ -8,22 +8,16 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 
 from app.services.sampler import Sampler
+from app.services.tiles import kb
 from mpmcore import scoreboard as sb
 from mpmcore.directives import DIRECTIVES, MPMS, DirectiveError, catalogue
-from mpmcore.sources.attach import worker_at
+from mpmcore.model import NO_REQUEST_LETTERS, AttachedSlotDetail, SlotDetail, SourceFrame
 
 STATE_CSS = {".": "dead", "S": "starting", "_": "ready", "R": "read", "W": "write", "K": "keepalive",
              "L": "log", "D": "dns", "C": "closing", "G": "graceful", "I": "idle-kill"}
 LEGEND = [(sb.LETTERS[i], sb.STATE_NAMES[i], STATE_CSS[sb.LETTERS[i]]) for i in
           (sb.READY, sb.STARTING, sb.BUSY_READ, sb.BUSY_WRITE, sb.BUSY_KEEPALIVE, sb.BUSY_LOG, sb.BUSY_DNS,
            sb.CLOSING, sb.GRACEFUL, sb.IDLE_KILL, sb.DEAD)]
-
-
-def _kb(kb: int | float | None) -> str:
-    if not kb:
-        return "–"
-    mb = kb / 1024
-    return f"{mb:.1f} MB" if mb < 1024 else f"{mb / 1024:.2f} GB"
 
 
 def _num(v: Any) -> str:
@@ -48,7 +42,7 @@ def setup_templates(t: Jinja2Templates) -> None:
     from app.services.traffic import target_key
     t.env.filters["tkey"] = target_key
     t.env.filters["loglevel"] = _loglevel
-    t.env.filters["kb"] = _kb
+    t.env.filters["kb"] = kb
     t.env.filters["num"] = _num
     t.env.globals.update(legend=LEGEND, state_css=STATE_CSS, mpms=MPMS)
 
@@ -92,14 +86,15 @@ def changed_settings(mpm: str, values: dict[str, Any], form: dict[str, str]) -> 
     return settings, errors
 
 
-def slot_detail(sampler: Sampler, proc: int, thread: int) -> dict[str, Any] | None:
+def slot_detail(sampler: Sampler, proc: int, thread: int) -> SlotDetail | None:
     """One worker slot, read under its sequence counter (not a whole snapshot)."""
     r = sampler.reader
-    if r is None or not (0 <= proc < r.proc_capacity and 0 <= thread < r.thread_capacity):
+    if r is None:
         return None
-    idx = proc * r.thread_capacity + thread
-    w = r._copy_region(sb.WorkerRecord, r._w_off + idx * sb.W_SIZE, 1, sb.W_SIZE)[0]
-    p = r._copy_region(sb.ProcessRecord, r._p_off + proc * sb.P_SIZE, 1, sb.P_SIZE)[0]
+    try:
+        w, p = r.read_slot(proc, thread)
+    except IndexError:
+        return None
     now = time.time()
     pid, gen = (w.pid, w.generation) if w.pid else (p.pid, p.generation)
     busy = w.status not in (sb.DEAD, sb.READY, sb.STARTING)
@@ -107,45 +102,41 @@ def slot_detail(sampler: Sampler, proc: int, thread: int) -> dict[str, Any] | No
     def text(raw: bytes) -> str:
         return raw.decode("utf-8", "replace")
 
-    return {
-        "proc": proc, "thread": thread, "pid": pid, "tid": w.tid, "generation": gen,
-        "mpm": sb.MPM_NAMES[p.mpm] if p.pid and p.mpm < len(sb.MPM_NAMES) else None,
-        "status": sb.LETTERS.get(w.status, "?"), "state": sb.STATE_NAMES.get(w.status, "?"),
-        "seconds_in_state": round(now - w.state_since, 1) if w.state_since else None,
-        "client": text(w.client) if busy else "", "request": text(w.request) if busy else "",
-        "pattern": text(w.pattern) if busy else "", "vhost": text(w.vhost), "protocol": text(w.protocol),
-        "tls": bool(w.tls), "conn_count": w.conn_count, "access_count": w.access_count,
-        "my_access_count": w.my_access_count, "bytes_served": w.bytes_served,
-        "last_request_ms": w.last_req_us // 1000, "last_request": text(w.request),
-        "process_stopping": bool(p.quiescing),
-    }
+    return SlotDetail(
+        proc=proc, thread=thread, pid=pid, tid=w.tid, generation=gen,
+        mpm=sb.MPM_NAMES[p.mpm] if p.pid and p.mpm < len(sb.MPM_NAMES) else None,
+        status=sb.LETTERS.get(w.status, "?"), state=sb.STATE_NAMES.get(w.status, "?"),
+        seconds_in_state=round(now - w.state_since, 1) if w.state_since else None,
+        client=text(w.client) if busy else "", request=text(w.request) if busy else "",
+        # the X-Traffic-Pattern the record holds (the tooltip's "pattern" line)
+        pattern=text(w.pattern) if busy else "", vhost=text(w.vhost), protocol=text(w.protocol),
+        tls=bool(w.tls), conn_count=w.conn_count, access_count=w.access_count,
+        my_access_count=w.my_access_count, bytes_served=w.bytes_served,
+        last_request_ms=w.last_req_us // 1000, last_request=text(w.request),
+        process_stopping=bool(p.quiescing),
+    )
 
 
-def attached_slot_detail(frame, proc: int, thread: int) -> dict[str, Any] | None:
+def attached_slot_detail(frame: SourceFrame, proc: int, thread: int) -> AttachedSlotDetail | None:
     """A grid cell of an attached Apache: its letter, and its ExtendedStatus row when
-    ``mpmcore.sources.attach.assign_threads`` could place it (``detail`` says which)."""
-    layout = frame.layout or {}
-    cols = layout.get("cols") or 0
-    if not (0 <= proc < (layout.get("rows") or 0) and 0 <= thread < cols):
+    ``mpmcore.sources.apache.assign_threads`` could place it (``detail`` says which)."""
+    layout, letters = frame.layout, frame.letters
+    if layout is None or letters is None or not (0 <= proc < layout.rows and 0 <= thread < layout.cols):
         return None
-    idx = proc * cols + thread
-    if idx >= len(frame.letters):
+    idx = proc * layout.cols + thread
+    if idx >= len(letters):
         return None
-    letter = frame.letters[idx]
-    out: dict[str, Any] = {"proc": proc, "thread": thread, "status": letter, "detail": False}
-    w = worker_at(frame, proc, thread)
+    w = frame.worker_at(proc, thread)
     if w is None:
-        return out
-    letter = w.get("status") or letter  # the row's own letter: read with it, from the HTML page
-    busy = letter not in "_.SI"
-    out.update({
-        "detail": True, "status": letter, "pid": w.get("pid"), "generation": w.get("generation"),
+        return AttachedSlotDetail(proc=proc, thread=thread, status=letters[idx])
+    letter = w.status or letters[idx]  # the row's own letter: read with it, from the HTML page
+    busy = letter not in NO_REQUEST_LETTERS
+    return AttachedSlotDetail(
+        proc=proc, thread=thread, status=letter, detail=True, pid=w.pid, generation=w.generation,
         # mod_status' SS: seconds since the slot's most recent request began
-        "since_request_s": w.get("ss"),
-        "client": w.get("client") if busy else "", "request": w.get("request") if busy else "",
-        "vhost": w.get("vhost"), "protocol": w.get("protocol"),
-        "conn_count": w.get("conn_count"), "access_count": w.get("access_count"),
-        "my_access_count": w.get("my_access_count"),
-        "last_request": "" if busy else (w.get("request") or ""), "last_request_ms": w.get("req_ms"),
-    })
-    return out
+        since_request_s=w.ss,
+        client=w.client if busy else "", request=w.request if busy else "",
+        vhost=w.vhost, protocol=w.protocol,
+        conn_count=w.conn_count, access_count=w.access_count, my_access_count=w.my_access_count,
+        last_request="" if busy else (w.request or ""), last_request_ms=w.req_ms,
+    )

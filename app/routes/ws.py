@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
+from app.dashboard import Dashboard
 from app.security import check_websocket
 from app.services.hub import Channel, Hub
 from app.settings import LOG_BACKLOG
@@ -32,10 +33,10 @@ SEND_TIMEOUT = 10.0
 POLICY_VIOLATION = 1008
 
 
-async def _open(ws: WebSocket):
+async def _open(ws: WebSocket) -> Dashboard | None:
     """The dashboard, with the websocket accepted; None when its Origin was refused (before
     accept(): Starlette answers the handshake with HTTP 403)."""
-    d = ws.app.state.dashboard
+    d: Dashboard = ws.app.state.dashboard
     why = check_websocket(ws, d.settings)
     if why:
         await ws.close(code=POLICY_VIOLATION, reason=why[:120])
@@ -95,8 +96,8 @@ async def _pump(ws: WebSocket, hub: Hub, first: list[Any]) -> None:
 
 
 def _log_fragment(ws: WebSocket, lines: list[str], swap: str = "beforeend") -> str:
-    t = ws.app.state.dashboard.templates
-    return t.get_template("live/_log_lines.html").render(lines=lines, swap=swap)
+    d: Dashboard = ws.app.state.dashboard
+    return str(d.templates.get_template("live/_log_lines.html").render(lines=lines, swap=swap))
 
 
 @router.websocket("/ws/scoreboard")

@@ -166,7 +166,7 @@ class GridReader:
             pats = b"".join(bytes(cache_pat[p * tc: p * tc + cols]) for p in range(rows))
         # a slot that holds no request shows no pattern, whatever it held last
         if pats.count(0) != len(pats):
-            pats = bytes(0 if st in _NO_REQUEST else pt for st, pt in zip(region, pats))
+            pats = bytes(0 if st in _NO_REQUEST else pt for st, pt in zip(region, pats, strict=True))
 
         flags = bytearray(rows)
         run_gen = g.running_generation

@@ -1,72 +1,66 @@
 """"What is happening": the scoreboard read in words, by rules, from a status summary.
 
-Each rule looks at the numbers mod_status shows (``mpmcore.status.modstatus.summarize``) and, when it
+Each rule looks at the numbers mod_status shows (a ``mpmcore.model.Summary``, of the embedded core or of
+an attached Apache) and, when it
 applies, says what the server is doing and why, in the terms of Apache's documentation. The first
 rule that applies gives the headline; the others that apply follow as details.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-OK, INFO, WARN, CRIT = "ok", "info", "warn", "crit"
+from mpmcore.model import Insight, Level, NginxCounts, Summary
 
+OK: Level = "ok"
+INFO: Level = "info"
+WARN: Level = "warn"
+CRIT: Level = "crit"
 
-@dataclass
-class Insight:
-    level: str
-    headline: str
-    details: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "headline": self.headline, "details": self.details}
+__all__ = ["CRIT", "INFO", "OK", "WARN", "Insight", "describe", "describe_nginx"]
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else (plural or word + 's')}"
 
 
-def describe_nginx(connections: dict[str, int]) -> Insight:
+def describe_nginx(c: NginxCounts) -> Insight:
     """nginx has no scoreboard: its stub_status counts, said as they are, and nothing inferred."""
-    c = connections
-    return Insight(INFO, f"{_plural(c['active'], 'connection')}: {c['reading']} reading a request, "
-                         f"{c['writing']} writing a reply, {c['waiting']} idle keep-alive (waiting)",
-                   ["nginx has no scoreboard: the words the dashboard reads from Apache's numbers do not "
-                    "apply; these are stub_status' own counts"])
+    return Insight(INFO, f"{_plural(c.active, 'connection')}: {c.reading} reading a request, "
+                         f"{c.writing} writing a reply, {c.waiting} idle keep-alive (waiting)",
+                   ("nginx has no scoreboard: the words the dashboard reads from Apache's numbers do not "
+                    "apply; these are stub_status' own counts",))
 
 
-def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight:
+def describe(s: Summary, config: dict[str, Any] | None = None) -> Insight:
     """``s``: a status summary; ``config``: the master's current directives (or None)."""
-    d = (config or {}).get("directives", {}) if config else {}
-    mpm = s.get("mpm", "?")
-    counts = s.get("state_counts", {})
-    k, r, w, c, g = (counts.get(x, 0) for x in "KRWCG")
-    starting = counts.get("S", 0)
-    busy, idle, graceful = s.get("busy", 0), s.get("idle", 0), s.get("graceful", 0)
-    mrw = s.get("max_request_workers", 0)  # None for an attached Apache: mod_status does not print it
+    d: dict[str, Any] = (config or {}).get("directives", {}) if config else {}
+    mpm = s.mpm
+    k, r, w, c, g = (s.count(x) for x in ("K", "R", "W", "C", "G"))
+    starting = s.count("S")
+    busy, idle, graceful = s.busy or 0, s.idle or 0, s.graceful or 0
+    mrw = s.max_request_workers or 0  # None for an attached Apache: mod_status does not print it
     of_mrw = f" of MaxRequestWorkers {mrw}" if mrw else ""
-    procs = s.get("procs") or []
-    live = [p for p in procs if p.get("kind") == "child"]
+    live = s.children
     unit = "processes" if mpm == "prefork" else "threads"
     kat = d.get("KeepAliveTimeout")
-    found: list[tuple[str, str]] = []
+    found: list[tuple[Level, str]] = []
 
-    def add(level: str, text: str) -> None:
+    def add(level: Level, text: str) -> None:
         found.append((level, text))
 
     if not live:
         return Insight(WARN, "no child process is running: the server is starting, stopping, or was stopped")
 
-    old = [p for p in live if p.get("old_gen") or p.get("stopping")]
+    old = [p for p in live if p.old_gen or p.stopping]
     if old and (g or graceful):
-        new_gen = s.get("mpm_generation")
-        old_mpms = sorted({p["mpm"] for p in old})
+        new_gen = s.mpm_generation
+        old_mpms = sorted({p.mpm for p in old})
         switch = f" (switch from {', '.join(old_mpms)} to {mpm})" if old_mpms != [mpm] else ""
         add(INFO, f"graceful restart in progress{switch}: {_plural(len(old), 'old child', 'old children')} "
                   f"finish their requests in {_plural(g, 'G slot')} while generation {new_gen} takes new clients")
 
-    saturated = mrw and idle == 0 and busy >= mrw
+    saturated = bool(mrw) and idle == 0 and busy >= mrw
     if saturated or (idle == 0 and busy and not starting):
         total = busy
         if k >= 0.5 * total and mpm != "event":
@@ -87,9 +81,9 @@ def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight
         add(WARN, f"{busy} of {mrw} {unit} busy ({100 * busy // mrw}% of MaxRequestWorkers): close to saturation")
 
     if mpm == "event":
-        current = [p for p in live if not p.get("stopping")]
+        current = [p for p in live if not p.stopping]
         # None: not known (an attached Apache whose process table could not be read), not "no"
-        not_acc = [p for p in current if p.get("accepting") is False]
+        not_acc = [p for p in current if p.accepting is False]
         if not_acc and len(not_acc) == len(current) and not saturated:
             limit = d.get("ServerLimit")
             why = ""
@@ -104,11 +98,11 @@ def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight
             add(WARN, f"{_plural(len(not_acc), 'child', 'children')} stopped accepting new connections "
                       "(not_accepting): each holds more connections than ThreadsPerChild + idle workers x "
                       "AsyncRequestWorkerFactor")
-        ka = s.get("conns_async_keep_alive", 0)
+        ka = s.conns_async_keep_alive or 0
         if ka:
             add(OK, f"{_plural(ka, 'keep-alive connection')} parked in the listener (ConnsAsyncKeepAlive): "
                     "they cost no worker thread until the next request arrives")
-        wr = s.get("conns_async_writing", 0)
+        wr = s.conns_async_writing or 0
         if wr:
             add(INFO, f"{_plural(wr, 'connection')} in write completion: the listener finishes sending "
                       "replies the client reads slowly")
@@ -131,4 +125,4 @@ def describe(s: dict[str, Any], config: dict[str, Any] | None = None) -> Insight
     order = {CRIT: 0, WARN: 1, INFO: 2, OK: 3}
     found.sort(key=lambda x: order[x[0]])
     level, headline = found[0]
-    return Insight(level, headline, [t for _, t in found[1:]])
+    return Insight(level, headline, tuple(t for _, t in found[1:]))

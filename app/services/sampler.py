@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -23,13 +24,15 @@ from app.services.core import ControlError, CoreControl, CoreError
 from app.services.grid import GridReader, core_down_frame
 from app.services.hub import Hub
 from app.services.insights import describe
+from app.services.tiles import core_tiles
 from app.services.traffic import TrafficService
 from app.settings import CORE_SOURCE, LOG_LINES, DashboardSettings
 from mpmcore import scoreboard as sb
 from mpmcore.content.server import server_info
 from mpmcore.errorlog import read_from, tail
-from mpmcore.sources.attach import chart_point, frame_from_summary, summary_message
-from mpmcore.status.modstatus import summarize
+from mpmcore.model import ChartPoint, Insight, SourceFrame, Summary, Tile, to_jsonable
+from mpmcore.sources.frames import chart_point, frame_from_summary, summary_message
+from mpmcore.status.summary import summarize
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -43,16 +46,16 @@ class History:
     """The last ``seconds`` of chart points, one a second."""
 
     def __init__(self, seconds: int) -> None:
-        self.points: collections.deque[dict[str, Any]] = collections.deque(maxlen=seconds)
+        self.points: collections.deque[ChartPoint] = collections.deque(maxlen=seconds)
 
-    def add(self, point: dict[str, Any]) -> None:
+    def add(self, point: ChartPoint) -> None:
         self.points.append(point)
 
-    def since(self, seconds: float | None = None) -> list[dict[str, Any]]:
+    def since(self, seconds: float | None = None) -> list[ChartPoint]:
         if seconds is None or not self.points:
             return list(self.points)
-        cut = self.points[-1]["t"] - seconds
-        return [p for p in self.points if p["t"] >= cut]
+        cut = self.points[-1].t - seconds
+        return [p for p in self.points if p.t >= cut]
 
 
 class Sampler:
@@ -67,10 +70,11 @@ class Sampler:
         self.history = History(settings.history_seconds)
         self.reader: sb.ScoreboardReader | None = None
         self.grid: GridReader | None = None
-        self.summary: dict[str, Any] | None = None
+        self.summary: Summary | None = None
         # the same summary as a source frame (for /api/sources and /metrics), made once per summary
-        self.frame = frame_from_summary(CORE_SOURCE, None, url=settings.core_url)
-        self.insight: dict[str, Any] | None = None
+        self.frame: SourceFrame = frame_from_summary(CORE_SOURCE, None, url=settings.core_url)
+        self.insight: Insight | None = None
+        self.tiles: tuple[Tile, ...] = ()
         self.core_state: dict[str, Any] | None = None  # the master's `status` answer
         self.log_lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
         self._log_offset = 0
@@ -80,13 +84,13 @@ class Sampler:
         self._last_point_t = 0.0  # when the last chart point was taken
         self._last_acc: tuple[float, int] | None = None  # (time, accesses) for chart_point's rps
         self._last_attach_try = 0.0
-        self._state_task: asyncio.Task | None = None
+        self._state_task: asyncio.Task[None] | None = None
         self._known_generation: int | None = None
         self.ticks = 0
         self.work_seconds = 0.0  # CPU time spent in ticks (for /api/dashboard)
         self.frames_sent = 0
         self.started = time.monotonic()
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task[None]] = []
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,7 +156,7 @@ class Sampler:
 
     def tick(self, summary: bool) -> None:
         now = time.time()
-        if not self._attach():
+        if not self._attach() or self.grid is None:
             if now - self._last_grid_sent >= 1.0:
                 self.grid_hub.offer("grid", core_down_frame(0, now * 1000))
                 self._last_grid_sent = now
@@ -171,6 +175,8 @@ class Sampler:
             self._summarize(now)
 
     def _summarize(self, now: float) -> None:
+        if self.reader is None:
+            return
         try:
             snap = self.reader.snapshot()
         except (FileNotFoundError, ValueError, sb.StaleScoreboard, OSError):
@@ -178,28 +184,30 @@ class Sampler:
             return
         host = self.control.listen.rpartition(":")[0].strip("[]") or "localhost"
         s = summarize(snap, server_info(snap, host), now)
-        insight = describe(s, (self.core_state or {}).get("config"))
-        self.summary, self.insight = s, insight.to_dict()
+        self.summary, self.insight = s, describe(s, (self.core_state or {}).get("config"))
+        self.tiles = core_tiles(s)
         # the same frame, message and chart point as an attached server's (mpmcore.sources.attach)
         frame = self.frame = frame_from_summary(CORE_SOURCE, s, url=self.settings.core_url)
         point = None
         if now - self._last_point_t >= HISTORY_INTERVAL:
             point = self._point(frame, now)
-        gen = s.get("mpm_generation")
+        gen = s.mpm_generation
         if gen != self._known_generation and (self._state_task is None or self._state_task.done()):
             self._known_generation = gen
             self._state_task = asyncio.create_task(self._refresh_for_generation())
-        msg = summary_message(frame)
-        msg.update(patterns=self.grid.patterns if self.grid else [], insight=self.insight, point=point)
-        self.grid_hub.offer("summary", json.dumps(msg, separators=(",", ":")))
+        msg = dataclasses.replace(summary_message(frame, patterns=tuple(self.grid.patterns) if self.grid else ()),
+                                  insight=self.insight, point=point)
+        self.grid_hub.offer("summary", json.dumps(to_jsonable(msg), separators=(",", ":")))
         if self.render_live is not None and self.live_hub.channels:
             self.live_hub.offer("panels", self.render_live(self.live_context()))
 
-    def _point(self, frame, now: float) -> dict[str, Any]:
+    def _point(self, frame: SourceFrame, now: float) -> ChartPoint | None:
         seconds = now - self._last_point_t if self._last_point_t else HISTORY_INTERVAL
         self._last_point_t = now
         point, self._last_acc = chart_point(frame, self._last_acc)  # rps: None at the first point
-        point["traffic"] = self.traffic.take_second(seconds)
+        if point is None:
+            return None
+        point = dataclasses.replace(point, traffic=self.traffic.take_second(seconds))
         self.history.add(point)
         return point
 
@@ -224,7 +232,7 @@ class Sampler:
             self._known_generation = None
 
     def live_context(self) -> dict[str, Any]:
-        return {"summary": self.summary, "insight": self.insight, "core": self.core_state,
+        return {"summary": self.summary, "insight": self.insight, "tiles": self.tiles, "core": self.core_state,
                 "traffic": self.traffic.patterns}
 
     # -- the error log --------------------------------------------------------------------------

@@ -16,28 +16,26 @@ binary grid frames come in an envelope, ``0x53 ('S')``, one byte N, N bytes of t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from app.services.hub import Hub
 from app.services.insights import describe, describe_nginx
 from app.services.sampler import HISTORY_INTERVAL, History
+from app.services.tiles import source_tiles
 from app.services.traffic import TrafficService
 from app.settings import DashboardSettings, is_loopback_host
-from mpmcore.sources.attach import (
-    SourceFrame,
-    base_url,
-    chart_point,
-    grid_frame,
-    make_source,
-    poll_loop,
-    summary_message,
-)
-from mpmcore.traffic.target import TargetError, parse_url
+from mpmcore.model import ChartPoint, Insight, SourceFrame, SourceKind, Tile, to_jsonable
+from mpmcore.netloc import TargetError, base_url, parse_url
+from mpmcore.sources.attach import make_source
+from mpmcore.sources.frames import chart_point, poll_loop, summary_message
+from mpmcore.sources.grid import grid_frame
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -54,6 +52,23 @@ def _slug(name: str, i: int) -> str:
     return f"s{i}-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "source")
 
 
+@dataclass(frozen=True, slots=True)
+class SourceEntry:
+    """A source the dashboard watches (the embedded core or an attached server) and its last frame."""
+
+    name: str
+    key: str
+    kind: SourceKind
+    url: str
+    embedded: bool
+    traffic_target: str | None
+    insight: Insight | None
+    spec: str | None = None
+    polls: int | None = None
+    errors: int | None = None
+    frame: SourceFrame | None = None
+
+
 class AttachedSource:
     """One watched server: its poller task, its latest frame and what was derived from it."""
 
@@ -66,16 +81,17 @@ class AttachedSource:
         self.last_ok: SourceFrame | None = None  # the last frame with figures (a failed poll keeps them on show)
         self.grid: bytes | None = None  # the last grid frame in its envelope
         self.message: str | None = None  # the last summary message, JSON
-        self.insight: dict[str, Any] | None = None
+        self.insight: Insight | None = None
+        self.tiles: tuple[Tile, ...] = ()  # of the shown frame
         self.history = History(settings.history_seconds)
         self.polls = 0
         self.errors = 0
         self._last: tuple[float, int] | None = None
         self._last_point_t = 0.0
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> SourceKind:
         return self.frame.kind if self.frame is not None else self.source.kind
 
     @property
@@ -90,6 +106,13 @@ class AttachedSource:
             return self.last_ok
         return self.frame
 
+    @property
+    def last_ok_age_s(self) -> float | None:
+        """How old the figures on show are when the last poll failed (None otherwise)."""
+        if self.frame is None or self.last_ok is None:
+            return None
+        return self.frame.t - self.last_ok.t
+
     def traffic_target(self) -> str | None:
         """The base URL the traffic panel may aim at: only a loopback server (from the last poll,
         which checked the address it connected to; before the first poll, a literal loopback host)."""
@@ -101,39 +124,38 @@ class AttachedSource:
             return None
         return base_url(t) if is_loopback_host(t.host) else None  # the form of the polls' answer
 
+    def entry(self) -> SourceEntry:
+        return SourceEntry(name=self.name, key=self.key, kind=self.kind, url=self.url, spec=self.spec,
+                           embedded=False, polls=self.polls, errors=self.errors,
+                           traffic_target=self.traffic_target(), insight=self.insight, frame=self.frame)
+
     def to_dict(self, frame: bool = True) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "name": self.name, "key": self.key, "kind": self.kind, "url": self.url, "spec": self.spec,
-            "embedded": False, "polls": self.polls, "errors": self.errors,
-            "traffic_target": self.traffic_target(), "insight": self.insight,
-        }
-        if frame:
-            d["frame"] = self.frame.to_dict() if self.frame is not None else None
+        d: dict[str, Any] = to_jsonable(self.entry())
+        if not frame:
+            del d["frame"]
         return d
 
 
-def _down_insight(frame: SourceFrame, last_ok: SourceFrame | None) -> dict[str, Any]:
+def _down_insight(frame: SourceFrame, last_ok: SourceFrame | None) -> Insight:
     """Why a server stopped answering its status page, when its last figures say."""
-    last = (last_ok.summary or {}) if last_ok is not None else {}
-    if frame.error_kind == "timeout" and last.get("idle") == 0 and last.get("busy"):
-        counts = last.get("state_counts") or {}
-        held = max((k for k in "RWK" if counts.get(k)), key=lambda k: counts[k], default=None)
+    last = last_ok.summary if last_ok is not None else None
+    if frame.error_kind == "timeout" and last is not None and last.idle == 0 and last.busy:
+        counts = last.state_counts or {}
+        held = max((k for k in ("R", "W", "K") if counts.get(k)), key=lambda k: counts[k], default=None)
         why = {"R": "reading requests that never finish (R)", "W": "sending replies (W)",
-               "K": "holding idle keep-alive connections (K)"}.get(held, "busy")
-        return {"level": "crit",
-                "headline": f"{frame.source} does not answer its own status page: at the last answer all "
-                            f"{last['busy']} workers were {why}",
-                "details": ["the status page is a request like any other: it waits in the listen backlog for a "
-                            "free worker, so the figures shown are from the last poll that got an answer",
-                            frame.error or ""]}
+               "K": "holding idle keep-alive connections (K)"}.get(held or "", "busy")
+        return Insight("crit", f"{frame.source} does not answer its own status page: at the last answer all "
+                               f"{last.busy} workers were {why}",
+                       ("the status page is a request like any other: it waits in the listen backlog for a "
+                        "free worker, so the figures shown are from the last poll that got an answer",
+                        frame.error or ""))
     if frame.error_kind == "timeout" and frame.kind == "apache":
-        return {"level": "crit",
-                "headline": f"{frame.source} does not answer its own status page within the poll's timeout: "
-                            "every worker is probably busy",
-                "details": ["Apache serves /server-status with a worker like any request: when none is free, the "
-                            "poll waits in the listen backlog; the figures shown are from the last answer",
-                            frame.error or ""]}
-    return {"level": "warn", "headline": f"{frame.source}: {frame.error}", "details": []}
+        return Insight("crit", f"{frame.source} does not answer its own status page within the poll's timeout: "
+                               "every worker is probably busy",
+                       ("Apache serves /server-status with a worker like any request: when none is free, the "
+                        "poll waits in the listen backlog; the figures shown are from the last answer",
+                        frame.error or ""))
+    return Insight("warn", f"{frame.source}: {frame.error}")
 
 
 class SourceManager:
@@ -160,8 +182,10 @@ class SourceManager:
     def start(self) -> None:
         interval = self.settings.attach_interval
         for s in self.sources:
-            s.task = asyncio.create_task(poll_loop(s.source, interval, lambda f, s=s: self.on_frame(s, f)),
-                                         name=f"attach-{s.name}")
+            s.task = asyncio.create_task(poll_loop(s.source, interval, self._handler(s)), name=f"attach-{s.name}")
+
+    def _handler(self, s: AttachedSource) -> Callable[[SourceFrame], None]:
+        return lambda f: self.on_frame(s, f)
 
     async def stop(self) -> None:
         tasks = [s.task for s in self.sources if s.task is not None]
@@ -187,19 +211,18 @@ class SourceManager:
         if g is not None:
             s.grid = envelope(s.name, g)  # a failed poll keeps the last grid on show
         # "what is happening" reads a scoreboard: Apache's; nginx has none, its counts are said as they are
-        if frame.ok and frame.kind == "apache" and frame.summary and frame.summary.get("state_counts") is not None:
-            s.insight = describe(frame.summary).to_dict()
+        if frame.ok and frame.kind == "apache" and frame.summary and frame.summary.state_counts is not None:
+            s.insight = describe(frame.summary)
         elif frame.ok and frame.kind == "nginx" and frame.connections:
-            s.insight = describe_nginx(frame.connections).to_dict()
+            s.insight = describe_nginx(frame.connections)
         elif not frame.ok:
             s.insight = _down_insight(frame, s.last_ok)
         else:
             s.insight = None
         if frame.ok:
             s.last_ok = frame
-        msg = summary_message(frame)  # the words and tables go to /ws/live as fragments, not here
-        msg["layout"] = frame.layout
-        point = None
+        s.tiles = source_tiles(s.shown)
+        point: ChartPoint | None = None
         # 0.9: polls at a 1 s (or 0.5 s) interval land a few ms early or late; a strict >= would
         # drop every other point whenever one lands early
         if frame.ok and frame.t - s._last_point_t >= HISTORY_INTERVAL * 0.9:
@@ -208,10 +231,11 @@ class SourceManager:
                 seconds = frame.t - s._last_point_t if s._last_point_t else HISTORY_INTERVAL
                 s._last_point_t = frame.t
                 target = frame.traffic_target
-                point["traffic"] = self.traffic.take_second(seconds, target) if target else {}
+                point = dataclasses.replace(point, traffic=self.traffic.take_second(seconds, target) if target else {})
                 s.history.add(point)
-        msg["point"] = point
-        s.message = json.dumps(msg, separators=(",", ":"))  # encoded once: for the hub and new clients
+        # the words and tables go to /ws/live as fragments, not here
+        msg = dataclasses.replace(summary_message(frame, layout=True), point=point)
+        s.message = json.dumps(to_jsonable(msg), separators=(",", ":"))  # encoded once: for the hub and new clients
         if s.grid is not None:
             self.hub.offer(f"grid:{s.key}", s.grid)
         self.hub.offer(f"summary:{s.key}", s.message)

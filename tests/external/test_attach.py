@@ -11,6 +11,7 @@ request when it starts, so the reference sees one more request and one more acce
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import struct
 import subprocess
@@ -20,14 +21,16 @@ import time
 import pytest
 from conftest import ROOT, async_wait_for, free_port, http_get, pid_alive, status_auto, wait_for
 
+from mpmcore.model import NginxCounts, ProcessRow, WorkerRow
 from mpmcore.procs import terminate
 from mpmcore.scoreboard import STATE_LETTERS
-from mpmcore.sources import attach
+from mpmcore.sources import apache, attach
 from mpmcore.sources.attach import (
     SUMMARY_KEYS,
     ApacheSource,
     AutoSource,
     NginxSource,
+    SourceFrame,
     grid_frame,
     make_source,
     parse_auto,
@@ -92,14 +95,14 @@ def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
         if not frame.ok:
             return None
         s = frame.summary
-        same = (s["busy"] == int(ref["BusyWorkers"]) and s["idle"] == int(ref["IdleWorkers"])
-                and s["graceful"] == int(ref["GracefulWorkers"])
-                and s["state_counts"] == _counts(ref["Scoreboard"])
-                and s["mpm_generation"] == int(ref["ParentServerMPMGeneration"])
+        same = (s.busy == int(ref["BusyWorkers"]) and s.idle == int(ref["IdleWorkers"])
+                and s.graceful == int(ref["GracefulWorkers"])
+                and s.state_counts == _counts(ref["Scoreboard"])
+                and s.mpm_generation == int(ref["ParentServerMPMGeneration"])
                 # the reference sees the source's two requests counted, nothing else
-                and int(ref["Total Accesses"]) - s["totals"]["accesses"] == 2)
+                and s.totals is not None and int(ref["Total Accesses"]) - (s.totals.accesses or 0) == 2)
         if mpm == "event":
-            same = same and all(s[k] == int(ref[a]) for k, a in (
+            same = same and all(getattr(s, k) == int(ref[a]) for k, a in (
                 ("processes", "Processes"), ("stopping", "Stopping"), ("conns_total", "ConnsTotal"),
                 ("conns_async_keep_alive", "ConnsAsyncKeepAlive"), ("conns_async_writing", "ConnsAsyncWriting"),
                 ("conns_async_closing", "ConnsAsyncClosing")))
@@ -107,38 +110,38 @@ def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
 
     frame = wait_for(agree, timeout=AGREE_DEADLINE, interval=0.05, what="source and ?auto agree")
     s = frame.summary
-    assert s["mpm"] == mpm and set(s) >= set(SUMMARY_KEYS)
-    assert s["state_counts"]["R"] >= SLOW
-    assert frame.letters == s["scoreboard"] and len(frame.letters) > 0
+    assert s.mpm == mpm and {f.name for f in dataclasses.fields(s)} >= set(SUMMARY_KEYS)
+    assert s.count("R") >= SLOW
+    assert frame.letters == s.scoreboard and len(frame.letters) > 0
 
     # the HTML page: per-worker rows (ExtendedStatus On) with the slowloris slots and live PIDs
-    assert frame.capabilities["workers"] and frame.workers
-    readers = [w for w in frame.workers if w["status"] == "R"]
+    assert frame.capabilities.workers and frame.workers
+    readers = [w for w in frame.workers if w.status == "R"]
     assert len(readers) >= SLOW
-    assert all(w["pid"] and pid_alive(w["pid"]) for w in readers)
-    assert all(w["proc"] is not None and w["generation"] == s["mpm_generation"] for w in readers)
-    assert any(w["request"] and "/server-status" in w["request"] for w in frame.workers)
+    assert all(w.pid and pid_alive(w.pid) for w in readers)
+    assert all(w.proc is not None and w.generation == s.mpm_generation for w in readers)
+    assert any(w.request and "/server-status" in w.request for w in frame.workers)
     # each reader is placed in its own grid cell (mod_status lists every busy slot, in slot order),
     # one the scoreboard shows in R (the slowloris slots stay R between ?auto and the page)
-    cols = frame.layout["cols"]
-    cells = [(w["proc"], w["thread"]) for w in readers]
+    cols = frame.layout.cols
+    cells = [(w.proc, w.thread) for w in readers]
     assert all(t is not None for _, t in cells) and len(set(cells)) == len(cells), cells
-    assert all(frame.letters[p * cols + t] == "R" and attach.worker_at(frame, p, t)["status"] == "R"
+    assert all(frame.letters[p * cols + t] == "R" and frame.worker_at(p, t).status == "R"
                for p, t in cells), (cells, frame.letters)
 
     lay = frame.layout
     if mpm == "prefork":
-        assert lay["cols"] == 1 and not lay["inferred"]
-        assert s["processes"] == len(frame.letters) - frame.letters.count(".")
+        assert lay.cols == 1 and not lay.inferred
+        assert s.processes == len(frame.letters) - frame.letters.count(".")
     elif mpm == "worker":
-        assert lay["cols"] == 25 and lay["inferred"]  # Apache's default, inferred from the scoreboard
+        assert lay.cols == 25 and lay.inferred  # Apache's default, inferred from the scoreboard
         assert any("ThreadsPerChild" in c and "inferred" in c for c in frame.cannot_show)
     else:
         # event's per-process table: the real ThreadsPerChild, one row per child, live PIDs
-        assert lay["cols"] == 10 and not lay["inferred"] and s["threads_per_child"] == 10
-        assert frame.capabilities["process_table"] and len(s["procs"]) == s["processes"]
-        assert all(pid_alive(p["pid"]) for p in s["procs"])
-        assert sum(p["busy"] for p in s["procs"]) >= SLOW
+        assert lay.cols == 10 and not lay.inferred and s.threads_per_child == 10
+        assert frame.capabilities.process_table and len(s.procs) == s.processes
+        assert all(pid_alive(p.pid) for p in s.procs)
+        assert sum(p.busy for p in s.procs) >= SLOW
         assert any("lag" in c for c in frame.cannot_show)
     assert any("memory" in c for c in frame.cannot_show)
     assert frame.traffic_target == f"http://127.0.0.1:{port}/"
@@ -148,11 +151,11 @@ def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
     head = attach.GRID_HEADER.unpack_from(g)
     assert head[0] == attach.GRID_MAGIC and head[4] == 7
     rows, cols = head[7], head[8]
-    assert (rows, cols) == (lay["rows"], lay["cols"])
+    assert (rows, cols) == (lay.rows, lay.cols)
     statuses = g[attach.GRID_HEADER.size: attach.GRID_HEADER.size + rows * cols]
     assert "".join(STATE_LETTERS[b] for b in statuses).rstrip(".") == frame.letters[: rows * cols].rstrip(".")
     msg = summary_message(frame)
-    assert msg["busy"] == s["busy"] and msg["counts"] == s["state_counts"] and msg["source"] == frame.source
+    assert msg.busy == s.busy and msg.counts == s.state_counts and msg.source == frame.source
     from app.services.insights import describe  # the dashboard's reading, on an attached Apache's summary
     insight = describe(s)
     assert "no child process" not in insight.headline
@@ -166,12 +169,14 @@ def test_nginx_source_matches_stub_status(real_nginx, slowloris):
     assert isinstance(source, NginxSource)
     slowloris(port)
 
-    def own() -> dict[str, int]:
+    def own() -> NginxCounts:
         status, _, body = http_get(port, "/nginx_status")
         assert status == 200
-        return parse_stub_status(body.decode())
+        counts = parse_stub_status(body.decode())
+        assert counts is not None
+        return counts
 
-    wait_for(lambda: own()["reading"] >= SLOW, timeout=15, what="slowloris connections reading")
+    wait_for(lambda: own().reading >= SLOW, timeout=15, what="slowloris connections reading")
 
     def agree():
         frame = source.poll()
@@ -179,23 +184,24 @@ def test_nginx_source_matches_stub_status(real_nginx, slowloris):
         if not frame.ok:
             return None
         c = frame.connections
-        same = (all(c[k] == ref[k] for k in ("active", "reading", "writing", "waiting"))
+        same = (c is not None and all(getattr(c, k) == getattr(ref, k) for k in ("active", "reading", "writing",
+                                                                                   "waiting"))
                 # the reference's own connection and request are counted in its own answer
-                and all(ref[k] - c[k] == 1 for k in ("accepts", "handled", "requests")))
+                and all(getattr(ref, k) - getattr(c, k) == 1 for k in ("accepts", "handled", "requests")))
         return frame if same else None
 
     frame = wait_for(agree, timeout=AGREE_DEADLINE, interval=0.05, what="source and stub_status agree")
     s = frame.summary
-    assert frame.kind == "nginx" and s["mpm"] == "nginx" and set(s) >= set(SUMMARY_KEYS)
-    assert frame.connections["reading"] >= SLOW
-    assert s["conns_total"] == frame.connections["active"]
-    assert s["conns_async_keep_alive"] == frame.connections["waiting"]
-    assert s["totals"]["accesses"] == frame.connections["requests"]
-    assert s["state_counts"] is None and s["busy"] is None and frame.letters is None
+    assert frame.kind == "nginx" and s.mpm == "nginx" and {f.name for f in dataclasses.fields(s)} >= set(SUMMARY_KEYS)
+    assert frame.connections.reading >= SLOW
+    assert s.conns_total == frame.connections.active
+    assert s.conns_async_keep_alive == frame.connections.waiting
+    assert s.totals is not None and s.totals.accesses == frame.connections.requests
+    assert s.state_counts is None and s.busy is None and frame.letters is None
     assert grid_frame(frame) is None
-    assert not frame.capabilities["scoreboard"]
+    assert not frame.capabilities.scoreboard
     assert any("nginx has no scoreboard" in c for c in frame.cannot_show)
-    assert s["server_version"].startswith("nginx")
+    assert s.server_version.startswith("nginx")
 
 
 def test_attach_detects_nginx_and_refuses_a_non_status_page(real_nginx):
@@ -279,12 +285,12 @@ def test_spec_and_options():
 
 # -- the HTML page parser on its own (hostile and odd input) -------------------------------------------
 def test_status_html_parser_is_robust():
-    none = {"procs": None, "workers": None, "letters": None}
+    none = attach.StatusTables()
     assert parse_status_html("") == none
     assert parse_status_html("<html><table><tr><td>x") == none
     assert parse_status_html("<<<>>></table></tr><td>") == none
     assert parse_status_html("<pre>not a scoreboard</pre>") == none
-    assert parse_status_html("<pre>__W_\n_R..\n</pre>")["letters"] == "__W__R.."
+    assert parse_status_html("<pre>__W_\n_R..\n</pre>").letters == "__W__R.."
     # an older Apache (no Slot, no graceful, no wait-io columns), unclosed cells, entities
     old = ("<table><tr><th rowspan=2>PID</th><th rowspan=2>Stopping</th><th colspan=2>Connections</th>"
            "<th colspan=2>Threads</th><th colspan=3>Async connections</th></tr>"
@@ -296,47 +302,47 @@ def test_status_html_parser_is_robust():
            "<tr><td><b>0-2</b></td><td>123</td><td>1/2/3</td><td><b>R</b></td><td>::1</td>"
            "<td nowrap>a&amp;b:80</td><td nowrap>GET /&lt;script&gt; HTTP/1.1</td></tr></table>")
     t = parse_status_html(old)
-    assert t["procs"] == [{"pid": 123, "stopping": True, "old_gen": True, "connections": 4, "accepting": False,
-                           "busy": 2, "idle": 23, "writing": 0, "keep_alive": 3, "closing": 1}]
-    (w,) = t["workers"]
-    assert (w["proc"], w["generation"], w["pid"], w["status"]) == (0, 2, 123, "R")
-    assert (w["conn_count"], w["my_access_count"], w["access_count"]) == (1, 2, 3)
-    assert w["vhost"] == "a&b:80" and w["request"] == "GET /<script> HTTP/1.1" and w["client"] == "::1"
+    assert t.procs == (ProcessRow(slot=None, pid=123, generation=None, mpm="?", stopping=True, old_gen=True,
+                                  connections=4, accepting=False, busy=2, idle=23, writing=0, keep_alive=3,
+                                  closing=1),)
+    assert t.workers is not None
+    (w,) = t.workers
+    assert (w.proc, w.generation, w.pid, w.status) == (0, 2, 123, "R")
+    assert (w.conn_count, w.my_access_count, w.access_count) == (1, 2, 3)
+    assert w.vhost == "a&b:80" and w.request == "GET /<script> HTTP/1.1" and w.client == "::1"
 
 
-def _rows(*spec: str) -> list[dict]:
+def _rows(*spec: str) -> tuple[WorkerRow, ...]:
     """Worker-table rows from "proc:letter" strings, in the page's order."""
-    return [{"proc": int(p), "status": ch} for p, ch in (x.split(":") for x in spec)]
+    return tuple(WorkerRow(proc=int(p), thread=None, pid=None, status=ch) for p, ch in (x.split(":") for x in spec))
+
+
+def _place(letters: str, tpc: int, rows: tuple[WorkerRow, ...]) -> tuple[int, list[int | None]]:
+    """(how many were placed, the thread of each row) by assign_threads."""
+    placed_rows, n = attach.assign_threads(letters, tpc, rows)
+    assert placed_rows is not None
+    return n, [w.thread for w in placed_rows]
 
 
 def test_worker_rows_are_placed_only_where_certain():
     # every slot listed (all served before): placed one to one
-    rows = _rows("0:_", "0:R", "0:_", "0:W")
-    assert attach.assign_threads("_R_W", 4, rows) == 4 and [w["thread"] for w in rows] == [0, 1, 2, 3]
+    assert _place("_R_W", 4, _rows("0:_", "0:R", "0:_", "0:W")) == (4, [0, 1, 2, 3])
     # busy slots anchor; a gap with as many idle rows as idle slots is placed, a gap with fewer is
     # not (which idle slot served before is unknown), a gap with none has nothing to place
-    rows = _rows("0:R", "0:_", "0:_", "0:K", "0:_", "0:W")
-    assert attach.assign_threads("R__K___W", 8, rows) == 5
-    assert [w["thread"] for w in rows] == [0, 1, 2, 3, None, 7]
+    assert _place("R__K___W", 8, _rows("0:R", "0:_", "0:_", "0:K", "0:_", "0:W")) == (5, [0, 1, 2, 3, None, 7])
     # a dead slot that served ('.') is listed too; alone in its gap it is placed, among never-used
     # idle and dead slots it is not
-    rows = _rows("0:W", "1:.", "1:R")
-    assert attach.assign_threads("W_..R.", 3, rows) == 3 and [w["thread"] for w in rows] == [0, 0, 1]
-    rows = _rows("0:W", "1:.", "1:R")
-    assert attach.assign_threads("W_.._._R", 4, rows) == 2 and [w["thread"] for w in rows] == [0, None, 3]
+    assert _place("W_..R.", 3, _rows("0:W", "1:.", "1:R")) == (3, [0, 0, 1])
+    assert _place("W_.._._R", 4, _rows("0:W", "1:.", "1:R")) == (2, [0, None, 3])
     # the page and the scoreboard disagree about process 1 (a request ended in between): it is
     # left alone, process 0 is not
-    rows = _rows("0:R", "1:W", "1:K")
-    assert attach.assign_threads("R___WW", 3, rows) == 1 and [w["thread"] for w in rows] == [0, None, None]
-    rows = _rows("0:R", "1:W")
-    assert attach.assign_threads("R_K_", 2, rows) == 1 and [w["thread"] for w in rows] == [0, None]
+    assert _place("R___WW", 3, _rows("0:R", "1:W", "1:K")) == (1, [0, None, None])
+    assert _place("R_K_", 2, _rows("0:R", "1:W")) == (1, [0, None])
     # prefork: one slot a process
-    rows = _rows("0:_", "2:R")
-    assert attach.assign_threads("_.R", 1, rows) == 2 and [w["thread"] for w in rows] == [0, 0]
+    assert _place("_.R", 1, _rows("0:_", "2:R")) == (2, [0, 0])
     # a process beyond the scoreboard, no rows, no letters: nothing placed, nothing raised
-    rows = _rows("9:R")
-    assert attach.assign_threads("R", 1, rows) == 0 and rows[0]["thread"] is None
-    assert attach.assign_threads("", 4, []) == 0 and attach.assign_threads("R", 1, None) == 0
+    assert _place("R", 1, _rows("9:R")) == (0, [None])
+    assert attach.assign_threads("", 4, ()) == ((), 0) and attach.assign_threads("R", 1, None) == (None, 0)
 
 
 def test_auto_parser_reads_like_apache_exporter():
@@ -344,7 +350,7 @@ def test_auto_parser_reads_like_apache_exporter():
                          "Scoreboard: __W..\nWeird Key:: x\n")
     assert name == "::1" and f["ServerMPM"] == "event" and f["Scoreboard"] == "__W.."
     assert f["Weird Key"] == ": x" and "not a field" not in f
-    assert attach._num(f, "CPULoad", float) == 0.5
+    assert apache._float_field(f, "CPULoad") == 0.5
 
 
 def test_grid_header_is_the_dashboards():
@@ -361,9 +367,11 @@ def test_attach_over_https_to_a_tls_core(server_factory):
     srv = server_factory(mpm="worker", tls=True)
     url = f"https://127.0.0.1:{srv.tls_port}/server-status"
     for src in (ApacheSource(url), AutoSource(url)):
-        f = wait_for(lambda: (lambda fr: fr if fr.ok else None)(src.poll()), timeout=15, interval=0.2,
-                     what=f"a good poll of {url} by {type(src).__name__}")
-        assert f.summary["mpm"] == "worker" and f.summary["state_counts"]["_"] >= 1, f.summary
+        def good(src: ApacheSource | AutoSource = src) -> SourceFrame | None:
+            fr = src.poll()
+            return fr if fr.ok else None
+        f = wait_for(good, timeout=15, interval=0.2, what=f"a good poll of {url} by {type(src).__name__}")
+        assert f.summary is not None and f.summary.mpm == "worker" and f.summary.count("_") >= 1, f.summary
         src.close()
     info = attach._tls_context.cache_info()
     assert info.misses == 1 and info.hits >= 1, info  # made once, by the first poll; reused by every other

@@ -145,13 +145,13 @@ def test_deploy_apache_conf_runs_and_attaches(apache_dir):
             # polled until the children are all up: the HTML tables come from a second request
             frames.append(source.poll())
             f = frames[-1]
-            return f.ok and f.workers is not None and f.layout["cols"] == 25 and f  # ThreadsPerChild 25
+            return f.ok and f.workers is not None and f.layout is not None and f.layout.cols == 25 and f  # ThreadsPerChild 25
         try:
             frame = wait_for(attached, timeout=15, interval=0.2, what="the deploy Apache attached")
         except AssertionError:
             raise AssertionError(f"last frame: ok={frames[-1].ok} error={frames[-1].error} "
                                  f"layout={frames[-1].layout}") from None
-        assert frame.summary["mpm"] == "event" and frame.summary["extended_status"]
+        assert frame.summary.mpm == "event" and frame.summary.extended_status
     finally:
         if pidfile.exists():
             kill_apache(int(pidfile.read_text().strip()), 20)  # TERM; its group SIGKILLed (and a failure) after 20 s
@@ -177,7 +177,7 @@ def test_deploy_nginx_conf_runs_and_attaches(tmp_path):
     try:
         wait_for(lambda: answers_200(port, "/nginx_status"), timeout=15, what="nginx with deploy/nginx/default.conf")
         frame = NginxSource(f"http://127.0.0.1:{port}/nginx_status").poll()
-        assert frame.ok and frame.connections["active"] >= 1, frame.error
+        assert frame.ok and frame.connections.active >= 1, frame.error
     finally:
         terminate(proc, 15)
 

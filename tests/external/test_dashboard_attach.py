@@ -5,6 +5,7 @@ Waits are polls with deadlines."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -73,7 +74,7 @@ def test_sources_lists_the_core_and_apache(dash, event_apache):
 
 
 def test_slowloris_at_apache_matches_apaches_own_auto(dash, event_apache):
-    client, d = dash
+    client, _ = dash
     # the target is chosen as a source, never as a URL in the parameters
     r = client.post("/api/traffic", json={"pattern": "slowloris", "params": {"target": f"http://127.0.0.1:{event_apache}/"}})
     assert r.status_code == 422
@@ -208,7 +209,9 @@ def test_nginx_beside_the_core_under_slowloris(real_nginx):
                     frame = client.get("/api/sources/nginx").json()["frame"]
                     status, _, body = http_get(real_nginx, "/nginx_status")
                     assert status == 200
-                    ref = parse_stub_status(body.decode())
+                    counts = parse_stub_status(body.decode())
+                    assert counts is not None
+                    ref = dataclasses.asdict(counts)
                     if not frame["ok"] or ref["reading"] < SLOW:
                         return None
                     c = frame["connections"]

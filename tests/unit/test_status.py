@@ -17,6 +17,7 @@ from exporter_fixtures import scrape
 from mpmcore import scoreboard as sb
 from mpmcore.http.protocol import Request
 from mpmcore.scoreboard import BUSY_KEEPALIVE, BUSY_READ, GRACEFUL, READY, Scoreboard, ScoreboardReader
+from mpmcore.status import aprfmt
 from mpmcore.status import modstatus as status
 
 GEN = 2  # the running generation in these scoreboards
@@ -111,19 +112,19 @@ def event_board(board):
 def test_counting_rules_follow_apache(board):
     b = event_board(board)
     s = status.summarize(snap_of(b), info_for("event", 12, 4, 4))
-    assert (s["busy"], s["idle"], s["graceful"]) == (3, 2, 1)
-    assert s["scoreboard"] == "__WS" + "_KGR" + "WWG_" + "G"
-    assert s["state_counts"]["G"] == 3 and s["state_counts"]["_"] == 4 and s["state_counts"]["."] == 0
-    assert (s["processes"], s["stopping"]) == (3, 1)
-    assert s["conns_total"] == 7 + 2 + 0  # slot 2's counters came from pid 999
-    assert (s["conns_async_keep_alive"], s["conns_async_writing"], s["conns_async_closing"],
-            s["conns_async_wait_io"]) == (3, 1, 2, 1)
-    rows = {p["slot"]: p for p in s["procs"]}
-    assert (rows[0]["busy"], rows[0]["graceful"], rows[0]["idle"], rows[0]["accepting"]) == (1, 0, 2, True)
+    assert (s.busy, s.idle, s.graceful) == (3, 2, 1)
+    assert s.scoreboard == "__WS" + "_KGR" + "WWG_" + "G"
+    assert s.state_counts["G"] == 3 and s.state_counts["_"] == 4 and s.state_counts["."] == 0
+    assert (s.processes, s.stopping) == (3, 1)
+    assert s.conns_total == 7 + 2 + 0  # slot 2's counters came from pid 999
+    assert (s.conns_async_keep_alive, s.conns_async_writing, s.conns_async_closing,
+            s.conns_async_wait_io) == (3, 1, 2, 1)
+    rows = {p.slot: p for p in s.procs}
+    assert (rows[0].busy, rows[0].graceful, rows[0].idle, rows[0].accepting) == (1, 0, 2, True)
     # per-process idle counts READY of any generation (Apache's thread_idle_buffer)
-    assert (rows[1]["busy"], rows[1]["graceful"], rows[1]["idle"], rows[1]["accepting"]) == (2, 1, 1, False)
-    assert rows[1]["old_gen"] and not rows[0]["old_gen"]
-    assert rows[2]["stopping"] and (rows[2]["busy"], rows[2]["idle"]) == (0, 0)
+    assert (rows[1].busy, rows[1].graceful, rows[1].idle, rows[1].accepting) == (2, 1, 1, False)
+    assert rows[1].old_gen and not rows[0].old_gen
+    assert rows[2].stopping and (rows[2].busy, rows[2].idle) == (0, 0)
     assert 3 not in rows
 
 
@@ -131,8 +132,8 @@ def test_graceful_view_shows_old_generation_and_quiescing_slots_g(board):
     b = event_board(board)
     s = status.summarize(snap_of(b, graceful_view=True), info_for("event", 12, 4, 4))
     # as Apache's parent marks them on a graceful restart: every live old-generation slot is G
-    assert s["scoreboard"] == "__WS" + "GGGG" + "GGGG" + "G"
-    assert (s["busy"], s["idle"], s["graceful"]) == (1, 2, 4)  # the quiescing child still counts nothing
+    assert s.scoreboard == "__WS" + "GGGG" + "GGGG" + "G"
+    assert (s.busy, s.idle, s.graceful) == (1, 2, 4)  # the quiescing child still counts nothing
 
 
 def test_fcgi_processes_are_not_workers(board):
@@ -141,8 +142,8 @@ def test_fcgi_processes_are_not_workers(board):
     fill(b, 1, 201, GEN, "WW")
     b.update_proc(1, kind=sb.KIND_FCGI)
     s = status.summarize(snap_of(b), info_for("worker", 6, 2, 3))
-    assert (s["busy"], s["idle"], s["processes"]) == (1, 1, 1)
-    assert [p["pid"] for p in s["fcgi_procs"]] == [201]
+    assert (s.busy, s.idle, s.processes) == (1, 1, 1)
+    assert [p.pid for p in s.fcgi_procs] == [201]
 
 
 def test_scoreboard_string_length_rules(board):
@@ -156,14 +157,14 @@ def test_scoreboard_string_length_rules(board):
     b.slot(6, 0).set(BUSY_KEEPALIVE)
     info = info_for("prefork", 5, 1, 8)
     s = status.summarize(snap_of(b), info)
-    assert s["scoreboard"] == "W" + "_G" + "..." + "K"
-    assert len(s["scoreboard"]) == 5 + 2
+    assert s.scoreboard == "W" + "_G" + "..." + "K"
+    assert len(s.scoreboard) == 5 + 2
 
     # threaded: exactly MaxRequestWorkers letters when nothing lives beyond; ThreadLimit > ThreadsPerChild
     b = board(4, 8, "worker")
     fill(b, 0, 400, GEN, "___W")
     info = info_for("worker", 12, 4, 4)
-    letters = status.summarize(snap_of(b), info)["scoreboard"]
+    letters = status.summarize(snap_of(b), info).scoreboard
     assert letters == "___W" + "." * 8
     auto = status.render_auto(snap_of(b), info)
     assert auto.endswith(f"\nScoreboard: {letters}\n")
@@ -256,13 +257,13 @@ def test_auto_optional_keys_and_other_mpms(board):
 
 def test_apr_number_formats_match_apache():
     # values read off a real Apache/2.4.71 status page, fed the same counters
-    assert status.apr_g(status._fdiv(26, 36)) == ".722222"
-    assert status.apr_g(status._fdiv(status._f32(1024 * 18), 26)) == "708.923"
-    assert status.apr_g(status._fdiv(2, 26)) == ".0769231"
-    assert status.apr_g(status._fdiv(20, 3)) == "6.66667"
-    assert status.apr_g(status._fdiv(9 * 1024, 3)) == "3072"
-    assert status.apr_g(status._fdiv(9 * 1024, 20)) == "460.8"
-    assert status.apr_g(status._fdiv(21, 31), 3) == ".677"
+    assert status.apr_g(aprfmt.fdiv(26, 36)) == ".722222"
+    assert status.apr_g(aprfmt.fdiv(aprfmt.f32(1024 * 18), 26)) == "708.923"
+    assert status.apr_g(aprfmt.fdiv(2, 26)) == ".0769231"
+    assert status.apr_g(aprfmt.fdiv(20, 3)) == "6.66667"
+    assert status.apr_g(aprfmt.fdiv(9 * 1024, 3)) == "3072"
+    assert status.apr_g(aprfmt.fdiv(9 * 1024, 20)) == "460.8"
+    assert status.apr_g(aprfmt.fdiv(21, 31), 3) == ".677"
     assert status.apr_g(0.0) == "0" and status.apr_g(1e6) == "1.e+6"
     assert status.apr_f(0.02, 2) == "0.02" and status.apr_f(0, 2) == "0.00" and status.apr_f(7.66, 2) == "7.66"
     assert status.format_byte_out(330) == "330 B" and status.format_kbyte_out(10) == "10 kB"
@@ -406,11 +407,11 @@ def test_prometheus_apache_exporter_reads_our_auto(board, auto_server, exporter)
     values = wait_for(lambda: scrape(port), timeout=10, what="the exporter's metrics")
     s = status.summarize(snap_of(b), info)
     assert values["apache_up"] == 1
-    assert values['apache_workers{state="busy"}'] == s["busy"] == 3
-    assert values['apache_workers{state="idle"}'] == s["idle"] == 2
+    assert values['apache_workers{state="busy"}'] == s.busy == 3
+    assert values['apache_workers{state="idle"}'] == s.idle == 2
     assert values["apache_accesses_total"] == 9
     assert values["apache_sent_kilobytes_total"] == (6 * 1500 + 3 * 700) >> 10
-    letters = s["scoreboard"]
+    letters = s.scoreboard
     for state, letter in (("idle", "_"), ("startup", "S"), ("read", "R"), ("reply", "W"), ("keepalive", "K"),
                           ("graceful_stop", "G"), ("open_slot", "."), ("closing", "C")):
         assert values[f'apache_scoreboard{{state="{state}"}}'] == letters.count(letter), state

@@ -1,0 +1,132 @@
+"""The JSON API's response schemas for its GET routes. The figures are the typed model's own
+dataclasses (``mpmcore.model``: FastAPI serves them as they are); what is here wraps them, and
+types the few answers that are not about a server (the traffic catalogue, the directives, the
+dashboard's own cost), so /openapi.json documents every read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.services.actions import PatternInfo
+from app.services.sources import SourceEntry
+from mpmcore.model import (
+    ChartPoint,
+    Insight,
+    ProcessRow,
+    ProcSum,
+    StateCounts,
+    Summary,
+    Tile,
+)
+
+
+class CoreInfo(BaseModel):
+    """The master's own ``status`` answer, as far as the API passes it on (None before the first)."""
+
+    pid: int | None = None
+    listen: str | None = None
+    mpm: str | None = None
+    generation: int | None = None
+    config: dict[str, Any] | None = None
+    capacity: dict[str, Any] | None = None
+
+
+class DashboardPids(BaseModel):
+    core: int | None
+    traffic_runner: int | None
+
+
+class StatusResponse(BaseModel):
+    core: CoreInfo
+    dashboard_pids: DashboardPids
+    insight: Insight | None
+    tiles: list[Tile] = Field(description="the page's tiles, each figure with its note")
+    summary: Summary
+
+
+class ScoreboardResponse(BaseModel):
+    mpm: str
+    generation: int | None
+    scoreboard: str | None
+    state_counts: StateCounts | None
+    busy: int | None
+    idle: int | None
+    graceful: int | None
+    max_request_workers: int | None
+    threads_per_child: int | None
+
+
+class ProcessesResponse(BaseModel):
+    processes: list[ProcessRow]
+    sum: ProcSum
+    fcgi: list[ProcessRow]
+
+
+class HistoryResponse(BaseModel):
+    interval: float
+    points: list[ChartPoint]
+
+
+class LogResponse(BaseModel):
+    path: str
+    lines: list[str]
+
+
+class DashboardStats(BaseModel):
+    """What the dashboard itself costs: the sampler's CPU share, hubs, attached pollers."""
+
+    sampler: dict[str, Any]
+    grid_hz: float
+    summary_hz: float
+    core_pid: int | None
+    traffic_runner_pid: int | None
+    core_listen: str
+    attached: dict[str, Any]
+
+
+class SourcesResponse(BaseModel):
+    interval: float
+    allow_remote_attach: bool
+    sources: list[SourceEntry]
+
+
+class MpmResponse(BaseModel):
+    mpm: str | None
+    generation: int | None
+    available: list[str]
+
+
+class DirectivesResponse(BaseModel):
+    mpm: str
+    running: bool
+    directives: list[dict[str, Any]] = Field(description="name, default, range, help and the current value")
+    explicit: dict[str, Any]
+
+
+class PresetInfo(BaseModel):
+    title: str
+    pattern: str
+    params: dict[str, Any]
+    teaches: str
+
+
+class TrafficTargetInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    label: str
+    url: str | None
+    ok: bool
+    why: str | None
+
+
+class TrafficRun(PatternInfo):
+    source: str | None = Field(None, description="the source the pattern is aimed at (None: elsewhere)")
+
+
+class TrafficListResponse(BaseModel):
+    target: str | None
+    targets: list[TrafficTargetInfo]
+    patterns: list[TrafficRun]
