@@ -8,6 +8,7 @@ to be ours, and ``stop_pid`` signals it only while that same process still holds
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -114,6 +115,10 @@ class ProcessIdentity:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # a link is ELOOP, an error
         except FileNotFoundError:
             return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise NotOurProcess(f"pid file {path} is a symbolic link: nothing signalled") from None
+            raise
         try:
             written = os.fstat(fd).st_mtime
             text = os.read(fd, 256).decode("ascii", "replace").strip()
