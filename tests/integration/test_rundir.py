@@ -233,7 +233,7 @@ def test_a_pid_file_older_than_its_process_is_not_signalled(tmp_path, bystander)
     pidfile.write_text(f"{bystander.pid}\n")
     os.utime(pidfile, (time.time() - 60, time.time() - 60))
     exe = os.path.basename(os.path.realpath(sys.executable))
-    with pytest.raises(NotOurProcess, match="started later.*the pid was reused, nothing signalled"):
+    with pytest.raises(NotOurProcess, match=r"started later.*the pid was reused, nothing signalled"):
         ProcessIdentity.from_pidfile(pidfile, {exe})
     assert bystander.signals_received() == "none"
 
