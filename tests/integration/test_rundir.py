@@ -29,11 +29,15 @@ from mpmcore.procs import NotOurProcess, ProcessIdentity, stop_pid, terminate
 NOBODY = 65534
 SERVE_TIMEOUT = 20.0
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's directory needs root")
+STARTED: list[Serve] = []  # every Serve of the running test, stopped by stop_every_serve
+
+#: only root can make a directory owned by another user (os.chown) to plant
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's directory needs root")
 
 
 class Serve:
-    """``mpmlab serve`` (the real CLI) with its own TMPDIR; stopped by its pid."""
+    """``mpmlab serve`` (the real CLI) with its own TMPDIR; stopped by its pid (by the test, or at
+    the latest by ``stop_every_serve`` when the test failed first)."""
 
     def __init__(self, tmpdir: Path, port: int, extra_env: dict[str, str] | None = None):
         self.port = port
@@ -45,6 +49,7 @@ class Serve:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mpmcore.cli", "serve", "--mpm", "worker", "--listen", self.listen,
              "--set", "StartServers=1"], stdout=self.outf, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env)
+        STARTED.append(self)
 
     def text(self) -> str:
         return self.out.read_text(errors="replace")
@@ -69,6 +74,18 @@ class Serve:
         terminate(self.proc, 20)
         self.outf.close()
         return self.proc.returncode
+
+
+@pytest.fixture(autouse=True)
+def stop_every_serve():
+    """Whatever a test asserted, every server it started is stopped by its pid, and a segment left
+    for its address (planted by the test, or by a server killed) is removed."""
+    yield
+    while STARTED:
+        srv = STARTED.pop()
+        terminate(srv.proc, 20)
+        srv.outf.close()
+        Path("/dev/shm" + sb.segment_name(srv.listen)).unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -112,6 +129,7 @@ def _no_segment(listen: str) -> bool:
     return not Path("/dev/shm" + sb.segment_name(listen)).exists()
 
 
+@needs_root
 @pytest.mark.parametrize("where", ["root", "listen"])
 def test_a_run_directory_planted_by_another_user_is_refused(tmp_path, shared_tmp, where):
     victims = _victims(tmp_path)
@@ -167,6 +185,7 @@ def test_links_in_our_own_run_directory_are_never_followed(tmp_path, shared_tmp)
     assert not (d / "master.pid").exists() and _no_segment(srv.listen)
 
 
+@needs_root
 def test_xdg_runtime_dir_is_preferred_when_it_is_private(shared_tmp):
     xdg = shared_tmp / "run-user"
     xdg.mkdir(mode=0o700)
