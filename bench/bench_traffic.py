@@ -35,7 +35,7 @@ sys.path.insert(1, str(ROOT / "tests"))  # apache_launcher.py, the launcher the 
 import apache_launcher  # noqa: E402
 from common import free_port  # noqa: E402  (bench/ is the script's directory)
 
-from mpmcore.procs import stop_pid, terminate  # noqa: E402
+from mpmcore.procs import ProcessIdentity, stop_pid, terminate  # noqa: E402
 from mpmcore.traffic import RunInfo, TrafficRunner  # noqa: E402
 
 
@@ -134,12 +134,12 @@ def stop_apache(port: int) -> None:
     process group: `-k start` makes the master a session leader), and remove its files in /tmp."""
     run_dir = apache_launcher.apache_dir(port)
     try:
-        apache_pid = apache_launcher.read_pid(port)
-        if apache_pid is None:
+        master = ProcessIdentity.from_pidfile(apache_launcher.pidfile(port), {"apache2"})
+        if master is None:
             apache_launcher.signal_stop(port)
         else:
-            if stop_pid(apache_pid, 15):
-                print(f"Apache {apache_pid} on :{port} did not stop within 15s: killed its process group",
+            if stop_pid(master, 15):
+                print(f"Apache {master.pid} on :{port} did not stop within 15s: killed its process group",
                       file=sys.stderr)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

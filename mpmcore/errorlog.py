@@ -3,11 +3,17 @@
 Every process appends whole lines with one write(2) on an O_APPEND descriptor, so lines from
 different processes never interleave. Other processes (the dashboard) follow the file with
 ``follow()``.
+
+The log lives in the server's private run directory (master/control.py) and is opened with
+``open_own_file``: never through a symbolic link, and only a regular file of this user with a single
+link, so a link planted there cannot make the server append to someone else's file.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import threading
 import time
@@ -22,10 +28,32 @@ def apache_time(t: float | None = None) -> str:
     return time.strftime("%a %b %d %H:%M:%S", lt) + f".{int((t % 1) * 1e6):06d} " + time.strftime("%Y", lt)
 
 
+class UnsafeFile(RuntimeError):
+    """A file (or directory) the server will not use: a link, another user's, a hard link."""
+
+
+def open_own_file(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
+    """os.open without following a symbolic link (O_NOFOLLOW) and close-on-exec; the file must then
+    be a regular file owned by this user with one link, else UnsafeFile (the descriptor closed).
+    Returns the descriptor."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafeFile(f"refusing to open {path}: it is a symbolic link") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+        os.close(fd)
+        raise UnsafeFile(f"refusing to use {path}: not a regular file of uid {os.geteuid()} with one link "
+                         f"(mode {st.st_mode:o}, uid {st.st_uid}, {st.st_nlink} links)")
+    return fd
+
+
 class ErrorLog:
     def __init__(self, path: str, echo: bool = False, level: str = "info"):
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd = open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.echo = echo
         self.max_level = LEVELS.index(level)
 

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from mpmcore.procs import PIDFILE_CLOCK_SLACK, NotOurProcess, ProcessIdentity
+
 MAGIC = 0x4D504D4C  # "MPML"
 LAYOUT_VERSION = 3
 
@@ -176,8 +178,8 @@ class StaleScoreboard(Exception):
     pass
 
 
-class ScoreboardInUse(Exception):
-    pass
+class ScoreboardInUse(RuntimeError):
+    """The segment's master still runs: a second master must not start (one line, exit code 1)."""
 
 
 class Scoreboard:
@@ -199,11 +201,13 @@ class Scoreboard:
         try:
             fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         except FileExistsError:
-            old_pid = _peek_master_pid(name)
-            if old_pid and pid_alive(old_pid):
-                raise ScoreboardInUse(f"scoreboard {name} belongs to a running master (pid {old_pid})") from None
+            old_pid, started = _peek_master_pid(name)
+            alive, why = master_alive(old_pid, started)
+            if alive:
+                raise ScoreboardInUse(f"scoreboard {name} belongs to a running master (pid {old_pid}); "
+                                      "stop it first (mpmlab ctl stop)") from None
             if log:
-                log(f"removing stale scoreboard {name} left by a master that is gone (pid {old_pid or 'unknown'})")
+                log(f"removing stale scoreboard {name} left by a master that is gone ({why})")
             _posixshmem.shm_unlink(name)
             fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
@@ -403,18 +407,42 @@ class SlotWriter:
 
 
 # -- readers --------------------------------------------------------------------------------
-def _peek_master_pid(name: str) -> int:
+def _peek_master_pid(name: str) -> tuple[int, float]:
+    """(master pid, the segment's creation time) from an existing segment's global record; (0, 0.0)
+    when it is gone, too short or not ours (another magic)."""
     try:
         fd = _posixshmem.shm_open(name, os.O_RDONLY, 0)
     except FileNotFoundError:
-        return 0
+        return 0, 0.0
     try:
         if os.fstat(fd).st_size < G_SIZE:
-            return 0
+            return 0, 0.0
         g = GlobalRecord.from_buffer_copy(os.pread(fd, G_SIZE, 0))
-        return g.master_pid if g.magic == MAGIC else 0
+        return (g.master_pid, g.start_time) if g.magic == MAGIC else (0, 0.0)
     finally:
         os.close(fd)
+
+
+def master_alive(pid: int, segment_created: float) -> tuple[bool, str]:
+    """Whether ``pid`` is still the mpmlab master that created a segment at ``segment_created``
+    (its global record's start_time), and why not. After a kill -9 the pid may name a zombie (not
+    alive) or, once reaped, any new process: one created after the segment (the master made it once
+    it ran; PIDFILE_CLOCK_SLACK covers the one-second precision of creation times), or one that is
+    not an mpmlab master (its command line), is a reused pid."""
+    if pid <= 0:
+        return False, "no master pid recorded"
+    try:
+        who = ProcessIdentity.of(pid)
+    except ProcessLookupError as e:
+        return False, str(e)
+    except NotOurProcess:  # cannot be inspected (another user's): taken as alive, never replaced
+        return True, f"process {pid} cannot be inspected"
+    if who.create_time > segment_created + PIDFILE_CLOCK_SLACK:
+        return False, (f"pid {pid} now names {who.describe()}, started {who.create_time - segment_created:.1f} s "
+                       "after the segment was made")
+    if not any("mpm" in arg for arg in who.cmdline):
+        return False, f"pid {pid} now names {who.describe()}, not an mpmlab master"
+    return True, f"pid {pid} is {who.describe()}"
 
 
 def pid_alive(pid: int) -> bool:

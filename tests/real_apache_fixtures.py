@@ -10,7 +10,7 @@ import apache_launcher
 import pytest
 from conftest import answers_200, free_port, need, wait_for
 
-from mpmcore.procs import stop_pid
+from mpmcore.procs import ProcessIdentity, stop_pid
 
 #: event with 4 children x 10 threads: small enough to saturate, and a per-process table.
 EVENT_DIRECTIVES = {"ServerLimit": 4, "ThreadsPerChild": 10, "MaxRequestWorkers": 40, "StartServers": 2,
@@ -22,9 +22,15 @@ def _apache_dir(port: int) -> Path:
     return apache_launcher.apache_dir(port)
 
 
+def apache_master(port: int) -> ProcessIdentity | None:
+    """The master its pid file names, checked to be an apache2 started before the file was written
+    (procs.ProcessIdentity.from_pidfile); None when there is none."""
+    return ProcessIdentity.from_pidfile(apache_launcher.pidfile(port), {"apache2"})
+
+
 def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
-                 files: dict[str, bytes] | None = None) -> tuple[int, int]:
-    """(port, master pid) of a real Apache, polled until its ?auto answers. ``files`` are put in
+                 files: dict[str, bytes] | None = None) -> tuple[int, ProcessIdentity]:
+    """(port, master) of a real Apache, polled until its ?auto answers. ``files`` are put in
     its document root first (name -> content)."""
     need("apache2")
     port = free_port()
@@ -42,17 +48,17 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
         apache_launcher.start(mpm, port, conf.read_text())
         wait_for(lambda: answers_200(port, "/server-status?auto"), timeout=20,
                  what=f"real Apache ({mpm}) on {port}")
-        pid = apache_launcher.read_pid(port)
-        assert pid is not None, f"real Apache on {port} answers but wrote no pid file"
-        return port, pid
+        master = apache_master(port)
+        assert master is not None, f"real Apache on {port} answers but wrote no pid file"
+        return port, master
     except BaseException as e:
         # whatever failed, an Apache that did start is stopped (by its pid file) before the error goes on
-        pid = apache_launcher.read_pid(port)
         try:
-            if pid is None:
+            master = apache_master(port)
+            if master is None:
                 apache_launcher.signal_stop(port)
             else:
-                stop_apache(port, pid)
+                stop_apache(port, master)
         except Exception as stop_error:  # the start's error is the one to report; this one is noted
             e.add_note(f"and stopping the Apache on {port} failed too: {stop_error!r}")
         finally:
@@ -60,43 +66,44 @@ def start_apache(tmp: Path, mpm: str = "event", directives: dict | None = None,
         raise
 
 
-def kill_apache(pid: int, timeout: float = 20.0) -> None:
-    """Stop an Apache master by its pid (SIGTERM; a second one to a master already told to stop is
+def kill_apache(master: ProcessIdentity | None, timeout: float = 20.0) -> None:
+    """Stop an Apache master (None: already gone) by its recorded identity (SIGTERM; a second one to a master already told to stop is
     harmless) and wait up to ``timeout`` s; if it has not exited, SIGKILL it with its children (its
     process group: `-k start` makes it a session leader), and fail."""
-    assert not stop_pid(pid, timeout), f"real Apache {pid} did not stop within {timeout} s: killed"
+    if master is not None:
+        assert not stop_pid(master, timeout), f"real Apache {master.pid} did not stop within {timeout} s: killed"
 
 
-def stop_apache(port: int, pid: int) -> None:
+def stop_apache(port: int, master: ProcessIdentity) -> None:
     """Stop a real Apache by its pid file (SIGTERM to its master), then ``kill_apache`` it. Its
     files (configuration, logs, document root) are removed whatever happened: nothing left in /tmp."""
     try:
         apache_launcher.signal_stop(port)
-        kill_apache(pid, 20)
+        kill_apache(master, 20)
     finally:
         shutil.rmtree(_apache_dir(port), ignore_errors=True)
 
 
-def stop_all(started: list[tuple[int, int]]) -> None:
-    """Stop every Apache in ``started`` (port, pid), then raise what failed: one failure must not
+def stop_all(started: list[tuple[int, ProcessIdentity]]) -> None:
+    """Stop every Apache in ``started`` (port, master), then raise what failed: one failure must not
     leave the others running."""
     errors = []
-    for port, pid in started:
+    for port, master in started:
         try:
-            stop_apache(port, pid)
+            stop_apache(port, master)
         except Exception as e:
-            errors.append(f"Apache on {port} (pid {pid}): {e!r}")
+            errors.append(f"Apache on {port} (pid {master.pid}): {e!r}")
     assert not errors, errors
 
 
 @pytest.fixture
 def real_apache(tmp_path):
     """``start(mpm, directives, files=None) -> port``; every Apache started is stopped by its pid."""
-    started: list[tuple[int, int]] = []
+    started: list[tuple[int, ProcessIdentity]] = []
 
     def start(mpm: str, directives: dict, files: dict[str, bytes] | None = None) -> int:
-        port, pid = start_apache(tmp_path, mpm, directives, files)
-        started.append((port, pid))
+        port, master = start_apache(tmp_path, mpm, directives, files)
+        started.append((port, master))
         return port
 
     yield start
@@ -106,6 +113,6 @@ def real_apache(tmp_path):
 @pytest.fixture(scope="module")
 def event_apache(tmp_path_factory):
     """One real Apache (event, EVENT_DIRECTIVES) for a whole test module."""
-    port, pid = start_apache(tmp_path_factory.mktemp("apache"))
+    port, master = start_apache(tmp_path_factory.mktemp("apache"))
     yield port
-    stop_apache(port, pid)
+    stop_apache(port, master)

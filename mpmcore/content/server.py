@@ -48,7 +48,7 @@ def make_handler(env: ChildEnv) -> Callable[[Request], Response]:
         resp: Response = status.handle_status_request(req, snapshot, info)
         return resp
 
-    unsafe = make_unsafe_handler(env.config, env.fcgi_socket)
+    unsafe = make_unsafe_handler(env.config, env.fcgi_socket, env.log)
     handlers = Handlers(server_status=server_status)
 
     def handle(req: Request) -> Response:

@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from mpmcore.content.fcgi import fcgi_call
+from mpmcore.content.fcgi import FastCGIError, fcgi_call
 from mpmcore.directives import Config
 from mpmcore.http.protocol import Request, Response
 
@@ -63,8 +63,21 @@ def _reply(result: dict[str, Any], via: str) -> Response:
                           ("Cache-Control", "no-store")], json.dumps(result).encode() + b"\n")
 
 
-def make_unsafe_handler(config: Config, fcgi_socket: str | None) -> Callable[[Request], Response]:
-    """/unsafe in this child: in-process, or forwarded to the FastCGI pool at ``fcgi_socket``."""
+#: the child's log(module, level, message)
+ChildLog = Callable[[str, str, str], None]
+
+
+def _bad_gateway(reason: str, log: ChildLog | None) -> Response:
+    """mod_proxy_fcgi's answer to a backend that answered wrong: 502, the reason in the error log."""
+    if log is not None:
+        log("proxy_fcgi", "error", f"bad response from the FastCGI pool: {reason}")
+    return Response(502, [("Content-Type", "text/plain")], f"FastCGI pool sent a bad response: {reason}\n".encode())
+
+
+def make_unsafe_handler(config: Config, fcgi_socket: str | None,
+                        log: ChildLog | None = None) -> Callable[[Request], Response]:
+    """/unsafe in this child: in-process, or forwarded to the FastCGI pool at ``fcgi_socket``. A
+    pool that cannot be reached is a 503; one whose answer is malformed, a 502 (logged)."""
     pool = int(config.values.get("UnsafeFastCGIPool", 0) or 0)
     sock_path = fcgi_socket
 
@@ -77,11 +90,21 @@ def make_unsafe_handler(config: Config, fcgi_socket: str | None) -> Callable[[Re
             return Response(400, [("Content-Type", "text/plain")], f"{e}\n".encode())
         if pool and sock_path:
             try:
-                _, body = fcgi_call(sock_path, {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/unsafe",
-                                                "QUERY_STRING": urllib.parse.urlencode({"id": rid, "ms": ms})})
+                status, body = fcgi_call(sock_path, {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/unsafe",
+                                                     "QUERY_STRING": urllib.parse.urlencode({"id": rid, "ms": ms})})
+            except FastCGIError as e:
+                return _bad_gateway(str(e), log)
             except OSError as e:
                 return Response(503, [("Content-Type", "text/plain")], f"FastCGI pool unavailable: {e}\n".encode())
-            return _reply(json.loads(body), "fastcgi")
+            if status != 200:
+                return _bad_gateway(f"status {status}: {body[:200].decode('latin-1').strip()}", log)
+            try:
+                result = json.loads(body)
+            except ValueError as e:
+                return _bad_gateway(f"not JSON ({e})", log)
+            if not isinstance(result, dict) or "corrupted" not in result:
+                return _bad_gateway("JSON without the module's fields", log)
+            return _reply(result, "fastcgi")
         return _reply(unsafe_work(rid, ms), "in-process")
 
     return handle

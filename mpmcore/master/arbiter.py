@@ -26,6 +26,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -47,11 +48,18 @@ from mpmcore.master.children import (
     read_smaps_rollup,
     signal_pid,
 )
-from mpmcore.master.control import ControlServer, parse_listen, run_dir_for
+from mpmcore.master.control import (
+    ControlServer,
+    make_private_dir,
+    parse_listen,
+    read_private,
+    run_dir_for,
+    write_private,
+)
 from mpmcore.master.fcgi_pool import FastCGIPool
 from mpmcore.mpm import RUN_CHILD
 from mpmcore.mpm.common import ChildEnv, Listener
-from mpmcore.procs import MASTER_SIGNALS
+from mpmcore.procs import MASTER_SIGNALS, NotOurProcess, ProcessIdentity
 
 TICK = 1.0  # Apache's one-second maintenance interval
 HARD_STOP_TERM_SECONDS = 9.0  # TERM, then KILL after ~9 s (ap_reclaim_child_processes)
@@ -592,16 +600,16 @@ class Master:
     def setup(self) -> None:
         raise_nofile()
         warm_up()  # shared by every child through fork()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.run_dir)  # 0700, ours, checked with lstat (control.py)
         self.errorlog = ErrorLog(str(self.run_dir / "error_log"), echo=self.echo_log, level=self.log_level)
         pidfile = self.run_dir / "master.pid"
-        if pidfile.exists():
-            try:
-                old = int(pidfile.read_text().strip() or 0)
-            except ValueError:
-                old = 0
-            if old and old != os.getpid() and sb.pid_alive(old) and is_mpmlab(old):
-                raise RuntimeError(f"a master for {self.listen} already runs (pid {old})")
+        try:  # a master still running names itself there; a pid reused since a crash does not count
+            old = ProcessIdentity.from_pidfile(pidfile, {os.path.basename(os.path.realpath(sys.executable))})
+        except NotOurProcess as e:
+            self.log("notice", f"stale pid file: {e}", "core")
+            old = None
+        if old and old.pid != os.getpid() and is_mpmlab(old.pid):
+            raise RuntimeError(f"a master for {self.listen} already runs (pid {old.pid})")
         self.listeners = [Listener(self._bind(self.listen))]
         if self.tls_listen:
             self.listeners.append(self._tls_listener(self.tls_listen))
@@ -609,12 +617,12 @@ class Master:
         self._scoreboard = sb.Scoreboard.create(sb.segment_name(self.listen), procs, threads,
                                                 log=lambda m: self.log("warn", m, "core"))
         self._scoreboard.update_global(listen=self.listen, tls_listen=self.tls_listen or "")
-        pidfile.write_text(f"{os.getpid()}\n")
+        write_private(pidfile, f"{os.getpid()}\n".encode())  # never through a link (control.py)
         self.control_server.open()
-        (self.run_dir / "info.json").write_text(json.dumps({
+        write_private(self.run_dir / "info.json", json.dumps({
             "listen": self.listen, "tls_listen": self.tls_listen, "pid": os.getpid(),
             "scoreboard": self._scoreboard.name, "error_log": str(self.run_dir / "error_log"),
-            "control": str(self.control_server.path), "version": __version__}))
+            "control": str(self.control_server.path), "version": __version__}).encode())
         # signals: handlers only queue the number; the loop acts (set_wakeup_fd wakes it)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -668,11 +676,15 @@ class Master:
         self.pool.close()
         if self._scoreboard is not None:
             self._scoreboard.unlink()
-        for name in ("master.pid", "info.json"):
+        for name in ("master.pid", "info.json"):  # only while they are still this master's
+            path = self.run_dir / name
             try:
-                (self.run_dir / name).unlink()
-            except FileNotFoundError:
-                pass
+                data = read_private(path) or b""
+                mine = (json.loads(data).get("pid") if name == "info.json" else int(data or 0)) == os.getpid()
+            except (OSError, ValueError, AttributeError):  # UnsafeFile too: a link there is not ours
+                mine = False
+            if mine:
+                path.unlink(missing_ok=True)
 
     def close_listeners(self) -> None:
         for lst in self.listeners:

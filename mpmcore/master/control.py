@@ -4,13 +4,21 @@ The master's side (``ControlServer``) accepts on a Unix socket in the server's r
 hands each request to the master's command table; the client side (``ctl_request``,
 ``control_path``, ``find_servers``) is what ``mpmlab ctl`` and the dashboard use. Where a server's
 files live (``run_dir_for``) and how a ``--listen`` is read (``parse_listen``) are shared by both.
+
+The run directory is private (docs/reliability.md, "Run directory"): ``$XDG_RUNTIME_DIR/mpmlab/<listen>``
+when the user has a runtime directory, else ``$TMPDIR/mpmlab-<uid>/<listen>``; each level is created
+0700 and checked with lstat (a real directory, owned by this user, no access for others) before
+anything is opened in it, and every file in it is opened without following a symbolic link
+(``open_private``, ``write_private``, ``read_private``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import socket
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +26,7 @@ from typing import Any
 
 from mpmcore import scoreboard as sb
 from mpmcore.directives import DirectiveError
+from mpmcore.errorlog import UnsafeFile, open_own_file
 
 CTL_MAX_REQUEST = 1 << 20  # a control request larger than this is refused
 CTL_READ_TIMEOUT = 5.0
@@ -27,14 +36,115 @@ CTL_BACKLOG = 16
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+class RunDirError(UnsafeFile):
+    """The run directory, or a file in it, is not safe to use (another user's, a link, too open)."""
+
+
+SAFE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC  # no link followed, not inherited by exec
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _private_dir_problem(path: Path) -> str | None:
+    """Why ``path`` is not a private directory of this user (None when it is one)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "it does not exist"
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"it belongs to {_owner(st.st_uid)}, not to {_owner(os.geteuid())}"
+    if st.st_mode & 0o077:
+        return f"its mode is {stat.S_IMODE(st.st_mode):04o}, not 0700"
+    return None
+
+
 def runtime_root() -> Path:
-    return Path(tempfile.gettempdir()) / "mpmlab"
+    """Where run directories live: ``$XDG_RUNTIME_DIR/mpmlab`` when XDG_RUNTIME_DIR names a private
+    directory of this user, else ``$TMPDIR/mpmlab-<uid>`` (one per user: no two users share it)."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg) and _private_dir_problem(Path(xdg)) is None:
+        return Path(xdg) / "mpmlab"
+    return Path(tempfile.gettempdir()) / f"mpmlab-{os.geteuid()}"
 
 
 def run_dir_for(listen: str) -> Path:
     """The directory of the server listening on ``listen``: pid file, info.json, control socket,
-    error log."""
+    error log. Only a path: ``make_private_dir`` creates and checks it."""
     return runtime_root() / "".join(c if c.isalnum() else "_" for c in listen)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parent, the runtime root) mode 0700 if missing, then check each
+    with lstat: a directory (not a link) owned by this user. One of ours with looser permissions
+    (made by an older version, or by mkdir with the umask) is tightened to 0700; anything else
+    raises RunDirError naming the path, its owner and what to do. A parent writable by others must
+    have the sticky bit (as /tmp has), or an entry made in it could be renamed away."""
+    for d in (path.parent, path):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+        problem = _private_dir_problem(d)
+        if problem and problem.startswith("its mode"):  # ours, only too open: make it private
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | SAFE_FLAGS)
+            try:
+                st = os.fstat(fd)
+                if st.st_uid == os.geteuid():
+                    os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
+            problem = _private_dir_problem(d)
+        if problem:
+            raise RunDirError(f"refusing to use the run directory {d}: {problem}. Remove it, or set "
+                              "XDG_RUNTIME_DIR or TMPDIR to a directory of your own")
+        parent = os.lstat(d.parent)
+        if parent.st_mode & 0o002 and not parent.st_mode & stat.S_ISVTX:
+            raise RunDirError(f"refusing to use the run directory {d}: its parent {d.parent} is writable by "
+                              "everyone without the sticky bit")
+    return path
+
+
+def open_private(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open of a file in a run directory: never through a symbolic link, close-on-exec, and only
+    a regular file of this user with one link (errorlog.open_own_file). Returns the descriptor."""
+    return open_own_file(path, flags, mode)
+
+
+def write_private(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically: a new file (O_EXCL, no link followed) beside it,
+    renamed over it (rename replaces a link itself, never its target)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_private(path: Path, max_bytes: int = 1 << 16) -> bytes | None:
+    """The contents of a file in a run directory (None when it does not exist), not through a link."""
+    try:
+        fd = open_private(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.read(fd, max_bytes)
+    finally:
+        os.close(fd)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -51,15 +161,22 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def listen_unix(path: Path, backlog: int) -> socket.socket:
-    """A listening Unix socket at ``path`` that only its owner may connect to (mode 0600); a socket
-    file left there by a master that died is replaced."""
+    """A listening Unix socket at ``path`` that only its owner may connect to (mode 0600, set by
+    the umask at bind: a chmod by path could follow a link put there meanwhile); a socket file
+    left there by a master that died is replaced (unlink removes a link, never its target)."""
     try:
         path.unlink()
     except FileNotFoundError:
         pass
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(str(path))
-    os.chmod(path, 0o600)
+    old_umask = os.umask(0o177)
+    try:
+        s.bind(str(path))
+    except OSError:
+        s.close()
+        raise
+    finally:
+        os.umask(old_umask)
     s.listen(backlog)
     return s
 
@@ -146,10 +263,9 @@ def find_servers() -> list[dict[str, Any]]:
     if not root.is_dir():
         return out
     for d in sorted(root.iterdir()):
-        info = d / "info.json"
         try:
-            data = json.loads(info.read_text())
-        except (OSError, ValueError):
+            data = json.loads(read_private(d / "info.json") or b"null")
+        except (OSError, ValueError):  # RunDirError too: a link or another user's file is skipped
             continue
         if isinstance(data, dict) and sb.pid_alive(int(data.get("pid", 0))):
             out.append(data)

@@ -74,7 +74,7 @@ class FastCGIPool:
         def body() -> int:
             for lst in listeners:  # a pool process serves the pool's socket only
                 lst.sock.close()
-            return run_pool_process(board, slot, generation, sock)
+            return run_pool_process(board, slot, generation, sock, self._log)
         pid = self._fork("pool process", "proxy_fcgi", body)
         if pid is None:
             return

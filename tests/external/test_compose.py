@@ -25,7 +25,7 @@ import pytest
 from conftest import ROOT, answers_200, free_port, need, wait_for
 from real_apache_fixtures import kill_apache
 
-from mpmcore.procs import terminate
+from mpmcore.procs import ProcessIdentity, terminate
 from mpmcore.sources.attach import ApacheSource, NginxSource
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with PyYAML (docker-compose's own dependency)
@@ -154,7 +154,7 @@ def test_deploy_apache_conf_runs_and_attaches(apache_dir):
         assert frame.summary.mpm == "event" and frame.summary.extended_status
     finally:
         if pidfile.exists():
-            kill_apache(int(pidfile.read_text().strip()), 20)  # TERM; its group SIGKILLed (and a failure) after 20 s
+            kill_apache(ProcessIdentity.from_pidfile(pidfile, {"apache2"}), 20)  # TERM; its group SIGKILLed (and a failure) after 20 s
 
 
 def test_deploy_nginx_conf_runs_and_attaches(tmp_path):
