@@ -2,6 +2,7 @@
 #
 #   docker build -t mpmlab .
 #   docker run --rm -p 127.0.0.1:8000:8000 --shm-size 256m --init -e MPMLAB_TOKEN=change-me-please mpmlab
+#   then open http://127.0.0.1:8000/?token=change-me-please once (it sets the control cookie)
 #
 # The same steps as `./dev.sh setup` (pip install of the project, `npm ci` from the lock file, the
 # front-end files copied into static/vendor by `python -m app.vendor`) without the Debian packages
@@ -30,6 +31,8 @@ RUN pip install -e . \
     && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mpmlab
 USER mpmlab
 EXPOSE 8000
+# Bound to 0.0.0.0, the dashboard needs a token chosen by the user (a generated one is refused there:
+# docs/security.md), hence MPMLAB_TOKEN is required.
 # exec: mpmlab is the container's main process and gets docker's SIGTERM (uvicorn turns it into
 # a clean shutdown that stops the embedded core and the traffic runner by their pids).
 CMD ["sh", "-c", "exec mpmlab --host 0.0.0.0 --token \"${MPMLAB_TOKEN:?set MPMLAB_TOKEN to a secret of 8 or more characters}\""]

@@ -10,7 +10,7 @@ directive name in the same order (``[directives]`` in the file, ``MPMLAB_SET``, 
     port = 8000
     mpm = "event"
     core_listen = "127.0.0.1:8080"
-    token = "change-me-please"
+    token = "change-me-please"      # none given: a random one at every start; no_token = true: none
     attach = ["apache=http://127.0.0.1:8081/server-status",
               { url = "http://127.0.0.1:8082/nginx_status", name = "nginx", kind = "nginx" }]
     attach_interval = 1.0
@@ -243,10 +243,12 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in [
     Option("set", _directives, None, "Apache directives ([directives] table in the file; A=1,B=2 in the env)"),
     Option("attach", _attach_list, None, "status pages to watch (list in the file; comma-separated in the env)"),
     Option("no_core", _bool, False, "do not start the embedded core"),
-    Option("token", _token, None, "control token (8+ characters)"),
+    Option("token", _token, None, "control token (8+ characters); none given: a random one at every start"),
+    Option("no_token", _bool, False, "no control token: control open to every local process (the old default)"),
     Option("fps", _float_range(1, 30, " frames/s"), 20.0, "scoreboard frames per second"),
     Option("attach_interval", _float_range(0.1, 60, " s"), 1.0, "seconds between polls of each attached source"),
     Option("allow_remote_attach", _bool, False, "allow attaching to non-loopback servers"),
+    Option("access_log", _bool, False, "uvicorn's access log on stderr (tokens redacted)"),
     # --config-file / MPMLAB_CONFIG_FILE: where the file is, so not a key inside it
     Option("config_file", _str, None, "the TOML configuration file"),
 ]}

@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -27,7 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from app import metrics
 from app.dashboard import Dashboard
 from app.routes import api, ui, ws
-from app.security import host_allowed
+from app.security import SAFE_METHODS, control_problem, host_allowed, install_log_redaction, refusal, token_link
 from app.services.actions import ActionError
 from app.services.core import ControlError, CoreError
 from app.settings import STATIC_DIR, DashboardSettings
@@ -52,14 +53,25 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
 
     app = FastAPI(title="mpmlab dashboard", version=__version__, lifespan=lifespan,
                   description="Watch and steer Apache httpd's MPMs (prefork, worker, event) in mpmlab's embedded "
-                              "server. Everything the page does is here. Control calls (POST/PATCH/DELETE) refuse "
-                              "cross-origin browser requests and, when the dashboard has a token, need it.")
+                              "server. Everything the page does is here. Control calls (every method but GET, HEAD, "
+                              "OPTIONS) refuse cross-origin browser requests and need the dashboard's token "
+                              "(Authorization: Bearer, X-Mpmlab-Token, or the cookie the printed URL sets) unless "
+                              "it was started with --no-token.")
     app.state.dashboard = dashboard
 
     @app.middleware("http")
-    async def check_host(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # app.security: Host first, then the printed URL's ?token=, then Origin and token for every
+        # request that is not a read, whichever route it is for (also one that does not exist).
         if not host_allowed(request, settings):
             return PlainTextResponse("Host not allowed (the dashboard answers to loopback names only)", 403)
+        link = token_link(request, settings)
+        if link is not None:
+            return link
+        if request.method not in SAFE_METHODS:
+            why = control_problem(request, settings)
+            if why:
+                return refusal(request, why)
         return await call_next(request)
 
     # The body of every error is app.routes.errors.ErrorBody. The actions raise ActionError; the
@@ -87,8 +99,8 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
     @app.get("/metrics", tags=["api"], response_class=PlainTextResponse,
              summary="Prometheus text format: every source (core and attached), the traffic generator")
     async def prometheus_metrics() -> Response:
-        # Read-only figures, like every GET here: no token needed (Prometheus scrapes it). The Host
-        # check above still applies on a loopback bind.
+        # Read-only figures, like every GET here: no token needed (Prometheus scrapes it; see
+        # docs/security.md). The Host check above still applies on a loopback bind.
         body, ctype = await asyncio.to_thread(metrics.make_metrics_response, dashboard.metrics_registry)
         return Response(body, media_type=ctype)
 
@@ -109,7 +121,8 @@ def _error(status: int, message: str, directive: str | None = None) -> JSONRespo
 def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
     return DashboardSettings(
         host=args.host, port=args.port, mpm=args.mpm, core_listen=args.core_listen,
-        core_settings=parse_assignments(args.set or []), token=args.token,
+        core_settings=parse_assignments(args.set or []), token=args.token or None,
+        no_token=bool(getattr(args, "no_token", False)), access_log=bool(getattr(args, "access_log", False)),
         start_core=not args.no_core, grid_hz=float(getattr(args, "fps", None) or 20),
         attach=list(getattr(args, "attach", None) or []),
         attach_interval=float(getattr(args, "attach_interval", None) or 1.0),
@@ -125,17 +138,25 @@ def run_dashboard(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    url = f"http://{host}:{settings.port}/" + (f"?token={settings.token}" if settings.token else "")
+    url = f"http://{host}:{settings.port}/" + (f"?token={quote(settings.token, safe='')}" if settings.token else "")
 
     def announce() -> None:  # after the lifespan started the core: the URL is about to be live
         watched = [f"embedded server: {settings.mpm} on http://{settings.core_listen}/"] if settings.watch_core else []
         watched += [f"attached: {s.name} ({s.url})" for s in app.state.dashboard.sources.sources]
+        # The one line that shows the token: open this URL (it sets the cookie and drops ?token=).
         print(f"mpmlab dashboard: {url}  ({'; '.join(watched)})", file=sys.stderr, flush=True)
+        if settings.token is None:
+            print("mpmlab dashboard: WARNING: started with --no-token: CONTROL IS OPEN to every process "
+                  "on this machine, of every user (switch MPM, restart, start traffic). Start without "
+                  "--no-token to require a token.", file=sys.stderr, flush=True)
 
     app = create_app(settings, on_ready=announce)
 
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=3)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            access_log=settings.access_log, timeout_graceful_shutdown=3)
+    if settings.access_log:  # uvicorn's access lines are INFO: its loggers are set to warning above
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    install_log_redaction()  # after uvicorn.Config configured its loggers
     server = uvicorn.Server(config)
     try:
         server.run()

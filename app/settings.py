@@ -39,6 +39,11 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def new_token() -> str:
+    """A random control token (256 bits, URL-safe), as Jupyter makes one at start."""
+    return secrets.token_urlsafe(32)
+
+
 #: The embedded core's name as a source (/api/sources, /metrics' source label).
 CORE_SOURCE = "core"
 
@@ -50,7 +55,11 @@ class DashboardSettings:
     mpm: str = "event"
     core_listen: str = "127.0.0.1:8080"
     core_settings: dict[str, str] = field(default_factory=dict)
+    #: The control token: the user's (``--token``, ``MPMLAB_TOKEN``, ``token`` in the file), else a
+    #: random one made here (``token_generated``); None only with ``no_token``. See docs/security.md.
     token: str | None = None
+    #: ``--no-token`` / ``MPMLAB_NO_TOKEN=1`` / ``no_token = true``: control open to every local process.
+    no_token: bool = False
     start_core: bool = True  # False: watch an `mpmlab serve` already running on core_listen (or none, below)
     start_traffic: bool = True
     grid_hz: float = GRID_HZ
@@ -60,6 +69,14 @@ class DashboardSettings:
     attach: list[str] = field(default_factory=list)
     attach_interval: float = ATTACH_INTERVAL
     allow_remote_attach: bool = False
+    #: uvicorn's access log on stderr (``--access-log``); tokens in it are redacted (app.security).
+    access_log: bool = False
+    token_generated: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if self.token is None and not self.no_token:
+            self.token = new_token()
+            self.token_generated = True
 
     @property
     def watch_core(self) -> bool:
@@ -74,9 +91,12 @@ class DashboardSettings:
 
     def check(self) -> None:
         """Refuse an unsafe configuration before anything starts."""
-        if not self.loopback and not self.token:
+        if self.no_token and self.token is not None and not self.token_generated:
+            raise ValueError("--token and --no-token contradict each other: give one of them")
+        if not self.loopback and (self.token is None or self.token_generated):
             raise ValueError(f"--host {self.host} is reachable from other machines: control actions need a "
-                             "token there. Start with --token SECRET (or bind to 127.0.0.1).")
+                             "token you choose there (a random one would change at every start). Start with "
+                             "--token SECRET or MPMLAB_TOKEN (or bind to 127.0.0.1).")
         if self.token is not None and len(self.token) < 8:
             raise ValueError("--token must be at least 8 characters")
         if not 0.1 <= self.attach_interval <= 60:
@@ -90,9 +110,16 @@ class DashboardSettings:
             names.add(name)
 
     def token_ok(self, given: str | None) -> bool:
+        """Whether ``given`` is the control token (always True when control is open, ``no_token``)."""
         if self.token is None:
             return True
         return given is not None and secrets.compare_digest(given.encode(), self.token.encode())
+
+    @property
+    def token_cookie(self) -> str:
+        """The cookie the page's token link sets. Cookies are not kept apart by port, so two
+        dashboards on one host would overwrite each other's cookie if it had one name."""
+        return f"mpmlab_token_{self.port}"
 
     @property
     def core_url(self) -> str:

@@ -3,7 +3,9 @@
     ./dev.sh bench dashboard            (or: .venv/bin/python bench/bench_dashboard.py)
 
 1. Starts `mpmlab dashboard` (its own process) with the embedded core under event with
-   ServerLimit 64 x ThreadsPerChild 64 = 4096 worker slots, every child kept (MaxSpareThreads 4096).
+   ServerLimit 64 x ThreadsPerChild 64 = 4096 worker slots, every child kept (MaxSpareThreads 4096),
+   and a control token of its own in MPMLAB_TOKEN (sent with every API call; the pages open the
+   URL with ?token=, as a user does).
 2. Opens 10 pages in headless Chromium (/usr/bin/chromium), each on /ws/scoreboard at 20 frames/s,
    with an `io` traffic pattern running so the grid changes every frame.
 3. CPU: the dashboard process's CPU time (psutil, user + system, its own threads only: the core and
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -42,10 +46,14 @@ SLOTS_SETTINGS = {"ServerLimit": 64, "ThreadLimit": 64, "ThreadsPerChild": 64, "
                   "StartServers": 64, "MinSpareThreads": 64, "MaxSpareThreads": 4096}
 
 
+#: The dashboard's control token (docs/security.md), given to it in MPMLAB_TOKEN.
+TOKEN = secrets.token_urlsafe(32)
+
+
 def api(base: str, path: str, body=None, method: str | None = None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data else "GET"),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", "X-Mpmlab-Token": TOKEN})
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read())
 
@@ -110,7 +118,8 @@ def main() -> int:
         cmd += ["--set", f"{k}={v}"]
     log = open(ROOT / "test-artifacts" / "bench-dashboard.log", "wb") if (ROOT / "test-artifacts").is_dir() else subprocess.DEVNULL
     print("command:", " ".join(cmd[1:]))
-    dash = subprocess.Popen(cmd, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
+    dash = subprocess.Popen(cmd, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "MPMLAB_TOKEN": TOKEN})
     try:
         def ready():
             if dash.poll() is not None:
@@ -131,7 +140,7 @@ def main() -> int:
             pages = []
             for _ in range(args.pages):
                 pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-                pg.goto(base + "/")
+                pg.goto(f"{base}/?token={TOKEN}")  # sets the cookie, lands on / without ?token=
                 pages.append(pg)
             for pg in pages:
                 pg.wait_for_function("window.mpmlab && window.mpmlab.layout && window.mpmlab.layout.rows >= 64",

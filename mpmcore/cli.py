@@ -181,7 +181,14 @@ def add_dashboard_options(d: argparse.ArgumentParser) -> None:
     d.add_argument("--no-core", action="store_true", default=None,
                    help="do not start the embedded core: with --attach, show the attached servers only; "
                         "without, watch an `mpmlab serve` already running on --core-listen")
-    d.add_argument("--token", help="control token (required when --host is not loopback)")
+    d.add_argument("--token", help="control token, 8+ characters (also MPMLAB_TOKEN; required when --host is "
+                                   "not loopback). Without it a random one is made at every start and printed "
+                                   "in the dashboard's URL")
+    d.add_argument("--no-token", action="store_true", default=None,
+                   help="no control token: any local process of any user may switch MPM, restart, start "
+                        "traffic (the behaviour before tokens; loopback only)")
+    d.add_argument("--access-log", action="store_true", default=None,
+                   help="print uvicorn's access log on stderr (tokens in it are redacted)")
     d.add_argument("--fps", type=float, metavar="N",
                    help="scoreboard frames per second sent to browsers (1-30)" + default("fps"))
     d.add_argument("--config-file", metavar="FILE",

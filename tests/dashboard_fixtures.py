@@ -1,6 +1,13 @@
 """Fixtures for the dashboard tests: the real app with its real embedded core, in-process
 (TestClient, lifespan included) or as the `mpmlab dashboard` command in its own process.
-Everything started here is stopped by its pid, and the tests check that nothing is left."""
+Everything started here is stopped by its pid, and the tests check that nothing is left.
+
+Control needs a token (docs/security.md). A DashboardProcess reads the URL the dashboard prints at
+start (``?token=...``), sends the token with every ``api()`` call, and every page of a browser from
+``launch_chromium`` opens that URL first (as a user does), which sets the dashboard's cookie.
+``in_process_settings`` makes settings with control open (``no_token``): the TestClient tests build
+their own client and test everything but the token; tests/integration/test_token.py tests the token.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,9 +35,35 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run"]
 
 
+#: The URL line `mpmlab dashboard` prints at start (app.main.run_dashboard).
+START_LINE = re.compile(r"^mpmlab dashboard: (http://\S+)", re.MULTILINE)
+#: The dashboards running now (DashboardProcess), whose printed URL each new browser page opens.
+RUNNING: list[DashboardProcess] = []
+
+
+class TokenBrowser:
+    """A Playwright Browser whose ``new_page()`` first opens the printed URL of every dashboard that
+    runs (its ``?token=`` redirect sets the cookie in the page's context), as a user who followed
+    the link; everything else is the Browser's own."""
+
+    def __init__(self, browser):
+        self._browser = browser
+
+    def new_page(self, **kw):
+        pg = self._browser.new_page(**kw)
+        for d in list(RUNNING):
+            d.sign_in(pg)
+        return pg
+
+    def __getattr__(self, name: str):
+        return getattr(self._browser, name)
+
+
 def launch_chromium(playwright):
-    """Debian's Chromium through Playwright (never a downloaded browser); fails if it is missing."""
-    return playwright.chromium.launch(executable_path=need("chromium"), headless=True, args=CHROMIUM_ARGS)
+    """Debian's Chromium through Playwright (never a downloaded browser); fails if it is missing.
+    Its pages carry the token of every running DashboardProcess (TokenBrowser)."""
+    return TokenBrowser(playwright.chromium.launch(executable_path=need("chromium"), headless=True,
+                                                   args=CHROMIUM_ARGS))
 
 
 @contextlib.contextmanager
@@ -75,6 +109,9 @@ class DashboardProcess:
         self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT, cwd=str(ROOT))
         self.core_pid: int | None = None
         self.runner_pid: int | None = None
+        #: The URL the dashboard printed (with ?token= unless --no-token) and its token (None: open).
+        self.start_url: str | None = None
+        self.token: str | None = None
         try:
             info = wait_for(self._ready, timeout=start_timeout, interval=0.1, what="the dashboard")
         except AssertionError:
@@ -82,10 +119,23 @@ class DashboardProcess:
             raise AssertionError(f"dashboard did not start: {self.log_path.read_text()[-3000:]}") from None
         self.core_pid, self.runner_pid = info["core_pid"], info["traffic_runner_pid"]
         self.master_pid = self.api("/api/status")["core"]["pid"]
+        RUNNING.append(self)
+
+    def _read_start_url(self) -> bool:
+        """The printed URL, once it is in the log (printed before uvicorn listens)."""
+        m = START_LINE.search(self.log_path.read_text(errors="replace"))
+        if not m:
+            return False
+        from urllib.parse import parse_qs, urlsplit
+        self.start_url = m.group(1)
+        self.token = parse_qs(urlsplit(self.start_url).query).get("token", [None])[0]
+        return True
 
     def _ready(self) -> dict | None:
         if self.proc.poll() is not None:
             raise AssertionError(f"dashboard exited with {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
+        if self.start_url is None and not self._read_start_url():
+            return None
         try:
             info = self.api("/api/dashboard")
             self.api("/api/status")
@@ -93,12 +143,25 @@ class DashboardProcess:
         except (OSError, ValueError):
             return None
 
+    @property
+    def token_headers(self) -> dict[str, str]:
+        return {"X-Mpmlab-Token": self.token} if self.token else {}
+
+    def sign_in(self, pg) -> None:
+        """Open the printed URL in the context of the Playwright page ``pg``: the dashboard answers
+        with its cookie and a redirect to the URL without ?token=."""
+        if self.start_url is None or self.token is None:
+            return
+        r = pg.request.get(self.start_url, max_redirects=0)
+        assert r.status == 303 and "token=" not in r.headers["location"], (r.status, r.headers)
+
     def api(self, path: str, method: str = "GET", body: Any = None, headers: dict | None = None) -> Any:
         import urllib.error
         import urllib.request
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+                                     headers={"Content-Type": "application/json", **self.token_headers,
+                                              **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return json.loads(r.read())
@@ -121,6 +184,8 @@ class DashboardProcess:
         wait_for(settled, timeout=timeout, interval=0.2, what=f"{self.mpm}, with no request in flight")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self in RUNNING:
+            RUNNING.remove(self)
         terminate(self.proc, timeout, sig)
         self.logf.close()
         return self.proc.returncode
@@ -133,7 +198,10 @@ class DashboardProcess:
 
 
 def in_process_settings(**kw: Any):
+    """Settings for an in-process app on a free core port. Control is open (``no_token``) unless
+    ``token=`` is given: see the module's docstring."""
     from app.settings import DashboardSettings
+    kw.setdefault("no_token", "token" not in kw)
     return DashboardSettings(core_listen=f"127.0.0.1:{free_port()}", port=8000, **kw)
 
 
@@ -164,8 +232,10 @@ def assert_core_gone(listen: str, pids: list[int], timeout: float = 20.0) -> Non
 
 __all__ = [
     "BASE",
+    "RUNNING",
     "WS",
     "DashboardProcess",
+    "TokenBrowser",
     "assert_core_gone",
     "hover_cell",
     "in_process_settings",

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from app.dashboard import Dashboard
 from app.routes.deps import Control, Dash
 from app.routes.views import current_config, directive_rows
-from app.security import TOKEN_COOKIE, given_token
+from app.security import given_token
 from app.services import actions
 from app.services.actions import ActionError, Restart
 from app.services.traffic import HIDDEN_PARAMS, PRESETS, pattern_catalogue
@@ -45,11 +45,7 @@ def _core_links(d: Dashboard) -> dict[str, str]:
 
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request, d: Dashboard = Dash) -> Response:
-    token = request.query_params.get("token")
-    if token is not None and d.settings.token_ok(token):
-        resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        return resp
+    # /?token=... (the URL printed at start) is answered before this: app.security.token_link
     st = (d.sampler.core_state or await d.sampler.refresh_core_state() or {}) if d.settings.watch_core else {}
     mpm, values, _ = current_config(d.sampler)
     return _render(d, request, "index.html", mpm=mpm, core=st, links=_core_links(d),
@@ -58,7 +54,7 @@ async def index(request: Request, d: Dashboard = Dash) -> Response:
                    sources=d.sources.sources, targets=d.traffic_targets(), target_names=d.target_names(),
                    log_lines=list(d.sampler.log_lines)[-LOG_BACKLOG:], live=d.sampler.live_context(),
                    settings=d.settings, needs_token=d.settings.token is not None and
-                   not d.settings.token_ok(given_token(request)))
+                   not d.settings.token_ok(given_token(request, d.settings)))
 
 
 # -- MPM ------------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def test_token_protects_control(dash):
         assert r.status_code == 200
         assert client.get("/api/status").status_code == 200  # reading needs no token
         r = client.get("/?token=s3cret-token", follow_redirects=False)
-        assert r.status_code == 303 and "mpmlab_token=s3cret-token" in r.headers["set-cookie"]
+        assert r.status_code == 303 and "mpmlab_token_8000=s3cret-token" in r.headers["set-cookie"]
     finally:
         d.settings.token = None
         client.cookies.clear()
