@@ -5,6 +5,7 @@
 #                                   (tests/unit alone, or -m unit, is the fast layer: seconds)
 #   ./dev.sh bench NAME             run a benchmark from bench/
 #   ./dev.sh setup                  only install (Python venv, npm packages, Debian test packages)
+#   ./dev.sh lock                   refresh requirements.lock (every Python package, pinned with hashes)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,9 +27,12 @@ setup_python() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$(pick_python)" -m venv "$VENV"
   fi
-  # Reinstall when pyproject.toml changed since the last install.
-  if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+  # Every package comes from requirements.lock, pinned with its hashes (transitive ones included);
+  # then mpmlab itself, editable, with nothing more. Reinstall when either file changed.
+  if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ] \
+     || [ requirements.lock -nt "$VENV/.installed" ]; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
     touch "$VENV/.installed"
   fi
 }
@@ -60,9 +64,21 @@ setup_system() {
   fi
 }
 
+lock() {
+  # pip-compile (pip-tools) resolves pyproject.toml's pins and extras to every transitive package
+  # with the hashes of its files; run in a throwaway virtualenv, so the project's stays as it is.
+  local tools=.venv-lock
+  [ -x "$tools/bin/pip-compile" ] || { "$(pick_python)" -m venv "$tools"
+    "$tools/bin/python" -m pip install --quiet --disable-pip-version-check pip-tools==7.6.2; }
+  "$tools/bin/pip-compile" --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+    --no-emit-find-links --extra test --extra locust --extra bench -o requirements.lock pyproject.toml
+  echo "requirements.lock refreshed: review the diff, run ./dev.sh test, commit both files" >&2
+}
+
 cmd=${1:-run}; shift || true
 case "$cmd" in
   setup) setup_python; setup_npm; setup_system ;;
+  lock) lock ;;
   run) setup_python; setup_npm; exec "$VENV/bin/mpmlab" "$@" ;;
   test)
     setup_python; setup_npm; setup_system
@@ -71,5 +87,5 @@ case "$cmd" in
     "$VENV/bin/mypy"
     exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) setup_python; setup_npm; setup_system; name=${1:?benchmark name}; shift; exec "$VENV/bin/python" "bench/bench_$name.py" "$@" ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+  *) sed -n '2,8p' "$0"; exit 2 ;;
 esac
