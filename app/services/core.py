@@ -17,7 +17,9 @@ from typing import Any
 
 from app.settings import ROOT
 from mpmcore import scoreboard as sb
+from mpmcore.errorlog import UnsafeFile
 from mpmcore.master import ctl_request, run_dir_for
+from mpmcore.master.control import make_private_dir, open_private
 from mpmcore.procs import terminate
 
 START_TIMEOUT = 30.0  # seconds for the master to bind, fork and answer
@@ -58,8 +60,15 @@ class EmbeddedCore:
                "serve", "--mpm", self.mpm, "--listen", self.listen]
         for k, v in self.settings.items():
             cmd += ["--set", f"{k}={v}"]
-        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
-        err = open(self.stderr_path, "wb")
+        try:
+            if self.stderr_path.parent == self.run_dir.parent:
+                make_private_dir(self.run_dir)  # the runtime root: created private, checked (owner, mode, no link)
+            else:
+                self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
+            # never through a planted link, whichever directory it is in
+            err = os.fdopen(open_private(self.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb")
+        except (UnsafeFile, OSError) as e:
+            raise CoreError(f"cannot start the embedded server: {e}") from None
         try:
             # Own session: a Ctrl-C in the terminal reaches the dashboard, which then stops the
             # core in order (traffic first). No preexec_fn: nothing runs between fork and exec.

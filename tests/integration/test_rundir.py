@@ -327,3 +327,18 @@ def test_a_scoreboard_whose_master_runs_is_one_line(server_factory, shared_tmp):
                          f"(pid {live.proc.pid}); stop it first (mpmlab ctl stop)"], srv.text()
     finally:
         Path("/dev/shm" + sb.segment_name(listen)).unlink(missing_ok=True)
+
+
+def test_the_dashboards_core_log_in_the_runtime_root_never_follows_a_link(tmp_path, shared_tmp, monkeypatch):
+    from app.services.core import CoreError, EmbeddedCore
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(shared_tmp))
+    victims = _victims(tmp_path)
+    core = EmbeddedCore(f"127.0.0.1:{free_port()}", "worker", {})
+    core.run_dir.parent.mkdir(mode=0o700)
+    core.stderr_path.symlink_to(sorted(victims)[0])  # planted where the dashboard writes the core's stderr
+    with pytest.raises(CoreError, match="it is a symbolic link"):  # one line for the dashboard to print
+        core.start()
+    assert core.proc is None  # nothing was started
+    _untouched(victims)
