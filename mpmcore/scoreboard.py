@@ -254,8 +254,8 @@ class Scoreboard:
 
     def clear_proc(self, slot: int) -> None:
         p = self.procs[slot]
-        p.seq += 1
-        seq = p.seq
+        seq = p.seq | 1  # odd while cleared, even after (also when a dead writer left it odd)
+        p.seq = seq
         ctypes.memset(ctypes.addressof(p), 0, P_SIZE)
         p.seq = seq + 1
 
@@ -270,10 +270,36 @@ class Scoreboard:
 
     def clear_child(self, slot: int) -> None:
         c = self.children[slot]
-        c.seq += 1
-        seq = c.seq
+        seq = c.seq | 1  # a child killed inside update_child() left it odd: even again after this
+        c.seq = seq
         ctypes.memset(ctypes.addressof(c), 0, C_SIZE)
         c.seq = seq + 1
+
+    def repair_dead_child(self, slot: int, pid: int, owns_slot: bool) -> int:
+        """The master, once it has reaped child ``pid`` of process slot ``slot``: that child was
+        the only writer of its records and is gone, so the master may write them now. Every worker
+        record it held becomes DEAD (``.``) with an even sequence, also one it was killed in the
+        middle of writing (odd sequence: readers could never verify a copy of it again). With
+        ``owns_slot`` (no other child shares the slot) odd records whatever their pid are its own
+        (killed inside claim(), before its pid was written) and the child record is cleared.
+        Returns how many records were left mid-write."""
+        torn = 0
+        for t in range(self.thread_capacity):
+            w = self.worker(slot, t)
+            odd = bool(w.seq & 1)
+            if w.pid == pid or (odd and owns_slot):
+                torn += odd
+                if odd or w.status != DEAD:
+                    w.seq |= 1
+                    w.status = DEAD
+                    w.state_since = time.time()
+                    w.pattern = b""
+                    w.seq += 1
+        c = self.children[slot]
+        if c.pid == pid or (owns_slot and c.seq & 1):
+            torn += c.seq & 1
+            self.clear_child(slot)
+        return torn
 
     # -- worker records ---------------------------------------------------------------------
     def worker_index(self, proc: int, thread: int) -> int:
@@ -288,8 +314,8 @@ class Scoreboard:
     def reset_counters(self) -> None:
         """Hard restart: zero every worker record (Apache clears the scoreboard)."""
         for w in self.workers:
-            w.seq += 1
-            seq = w.seq
+            seq = w.seq | 1
+            w.seq = seq
             ctypes.memset(ctypes.addressof(w), 0, W_SIZE)
             w.seq = seq + 1
 
@@ -438,6 +464,7 @@ class Snapshot:
     children: ctypes.Array[ChildRecord]  # proc_capacity long
     workers: ctypes.Array[WorkerRecord]  # proc_capacity x thread_capacity
     thread_capacity: int
+    unverified: tuple[int, ...] = ()  # worker records no copy could verify (mid-write throughout)
 
     @property
     def mpm(self) -> str:
@@ -499,9 +526,12 @@ class ScoreboardReader:
     def close(self) -> None:
         self.mm.close()
 
-    def _copy_region(self, cls: type[_Rec], off: int, count: int, size: int) -> ctypes.Array[_Rec]:
+    def _copy_region(self, cls: type[_Rec], off: int, count: int, size: int,
+                     unverified: list[int] | None = None) -> ctypes.Array[_Rec]:
         """Copy ``count`` records; a record is good when its sequence was even and the same just
-        before and just after the copy (memcpy's internal order does not matter then)."""
+        before and just after the copy (memcpy's internal order does not matter then). The index
+        of a record no retry could verify (a writer inside it all along, or one that died inside
+        it and was not repaired yet) is appended to ``unverified``; its copy is the last one read."""
         mm = self.mm
         before = _seqs(mm, off, count, size)
         arr = (cls * count).from_buffer_copy(mm, off)
@@ -520,6 +550,10 @@ class ScoreboardReader:
                     if not s1 & 1 and s1 == int.from_bytes(mm[o:o + 4], "little"):
                         arr[i] = rec
                         break
+                else:
+                    arr[i] = rec
+                    if unverified is not None:
+                        unverified.append(i)
         return arr
 
     def snapshot(self, graceful_view: bool = True) -> Snapshot:
@@ -534,8 +568,10 @@ class ScoreboardReader:
             g = GlobalRecord.from_buffer_copy(self.mm, 0)
         procs = self._copy_region(ProcessRecord, self._p_off, self.proc_capacity, P_SIZE)
         children = self._copy_region(ChildRecord, self._c_off, self.proc_capacity, C_SIZE)
-        workers = self._copy_region(WorkerRecord, self._w_off, self.proc_capacity * self.thread_capacity, W_SIZE)
-        snap = Snapshot(time.time(), g, procs, children, workers, self.thread_capacity)
+        unverified: list[int] = []
+        workers = self._copy_region(WorkerRecord, self._w_off, self.proc_capacity * self.thread_capacity, W_SIZE,
+                                    unverified)
+        snap = Snapshot(time.time(), g, procs, children, workers, self.thread_capacity, tuple(unverified))
         if graceful_view:
             _mark_graceful(snap)
         return snap
