@@ -643,15 +643,6 @@ class ScoreboardReader:
         self.close()
 
 
-def graceful_indices(statuses: bytes, w_gens: list[int], w_pids: list[int], p_pids: list[int],
-                     p_quiescing: bytes, p_kinds: bytes, tc: int, run_gen: int) -> list[int]:
-    """Worker slots a reader should show as G beyond what their writers wrote: none any more.
-    The children write G themselves, per MPM as Apache's do (``SlotWriter``; docs/graceful-restart.md),
-    so a busy worker thread of an old generation keeps its R/W/K as in Apache, which a view
-    derived from generations could not show. Kept, with its columns, for the readers that call it."""
-    return []
-
-
 def _column(arr: ctypes.Array[Any], field: Any, record_size: int, fmt: Literal["I", "i"] = "I") -> list[int]:
     """One field of every record of a ctypes array, read at C speed (records are 8-byte aligned)."""
     return memoryview(arr).cast("B").cast(fmt)[field.offset // 4::record_size // 4].tolist()

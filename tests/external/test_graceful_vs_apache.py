@@ -30,12 +30,15 @@ DIRECTIVES["event"] = DIRECTIVES["worker"]
 COMMON = {"KeepAliveTimeout": 15, "Timeout": 60}
 
 # What the clients get, per MPM: (answered, closed after) for b, c, d and e's second request.
-# a differs in prefork only (below).
-OUTCOMES = {
+# a differs in prefork only (below). A set lists outcomes Apache itself was seen to vary between.
+OUTCOMES: dict[str, dict[str, tuple[bool, bool] | set[tuple[bool, bool]]]] = {
     "prefork": {"a": (True, True), "b": (True, True), "c": (True, True), "d": (True, True), "e2": (False, True)},
     "worker": {"a": (True, True), "b": (True, True), "c": (True, True), "d": (True, True), "e2": (False, True)},
-    # event closes parked keep-alive connections at once, and answers pipelined requests
-    "event": {"a": (True, True), "b": (True, True), "c": (False, True), "d": (True, True), "e2": (True, True)},
+    # event closes parked keep-alive connections at once. A request pipelined behind a big reply:
+    # Apache 2.4 answered it in some runs and not in others (whether the child's stop reached the
+    # connection before its reply's write completion ended), so either is Apache's behaviour.
+    "event": {"a": (True, True), "b": (True, True), "c": (False, True), "d": (True, True),
+              "e2": {(True, True), (False, True)}},
 }
 
 
@@ -148,8 +151,9 @@ def test_graceful_restart_like_real_apache(mpm, real_apache, server_factory):
     for case, want in OUTCOMES[mpm].items():
         if mpm == "prefork" and case == "a":
             continue
-        assert a[case] == want, f"Apache {mpm} {case}: {a[case]} (expected {want})"
-        assert o[case] == want, f"mpmcore {mpm} {case}: {o[case]} (Apache {a[case]})"
+        allowed = want if isinstance(want, set) else {want}
+        assert a[case] in allowed, f"Apache {mpm} {case}: {a[case]} (expected {want})"
+        assert o[case] in allowed, f"mpmcore {mpm} {case}: {o[case]} (Apache {a[case]})"
     if mpm == "prefork":
         # the documented difference: Apache's child, interrupted in its header read by
         # AP_SIG_GRACEFUL, answers 400; ours finishes reading the request and answers it
