@@ -230,6 +230,11 @@ class EventChild:
             self.counters._publish(self.counters)
             return True
 
+    def may_exit_early(self) -> bool:
+        """Would an idle worker leave now (exit_early's rule, without taking it)?"""
+        with self.counters.lock:
+            return 0 < self.counters.idle and self.counters.connections < self.tpc - self.threads_shutdown
+
     def mark_graceful(self) -> None:
         with self.slot_lock:
             slots = list(self.slots)
@@ -448,7 +453,12 @@ def run_child(env: ChildEnv) -> int:
     child.mark_graceful()
     for _ in threads:
         child.tasks.put(Wake())  # idle workers look whether to leave early
-    lt.join()
+    # Connections keep ending while the child finishes (the listener closes its keep-alive queue
+    # concurrently with the wake-ups above): each time fewer remain, one more idle worker may leave.
+    while lt.is_alive():
+        lt.join(0.1)
+        if child.may_exit_early():
+            child.tasks.put(Wake())
     for _ in threads:
         child.tasks.put(None)
     for t in threads:

@@ -96,14 +96,19 @@ def try_response(s: socket.socket) -> tuple[int, dict[str, str], bytes] | None:
         return None
 
 
-def finish(socks: dict[str, socket.socket], small: str) -> dict[str, tuple[bool, bool]]:
-    out = {}
+def send_rest(socks: dict[str, socket.socket], small: str) -> None:
+    """What a, b and c still had to send. Sent to both servers before either's replies are read, so
+    that reading one server's 32 MiB does not run the other's keep-alive timeout down."""
     socks["a"].sendall(b"\r\n")
     socks["b"].sendall(b"67890")
     try:
         socks["c"].sendall(f"GET {small} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     except OSError:
         pass
+
+
+def finish(socks: dict[str, socket.socket]) -> dict[str, tuple[bool, bool]]:
+    out = {}
     for name in "abc":
         r = try_response(socks[name])
         out[name] = (r is not None, closed_after(socks[name]))
@@ -142,7 +147,9 @@ def test_graceful_restart_like_real_apache(mpm, real_apache, server_factory):
             wait_for(lambda port=port, who=who: state_ok(mpm, busy_letters(port), who == "ours"), timeout=10,
                      interval=0.1, what=f"{who} ({mpm}): the old generation's letters after USR1 "
                                         f"(last {busy_letters(port)})")
-        results = {who: finish(socks[who], servers[who][1]) for who in servers}
+        for who in servers:
+            send_rest(socks[who], servers[who][1])
+        results = {who: finish(socks[who]) for who in servers}
     finally:
         for group in socks.values():
             for s in group.values():
