@@ -258,8 +258,8 @@ class Scoreboard:
 
     def clear_proc(self, slot: int) -> None:
         p = self.procs[slot]
-        p.seq += 1
-        seq = p.seq
+        seq = p.seq | 1  # odd while cleared, even after (also when a dead writer left it odd)
+        p.seq = seq
         ctypes.memset(ctypes.addressof(p), 0, P_SIZE)
         p.seq = seq + 1
 
@@ -274,10 +274,36 @@ class Scoreboard:
 
     def clear_child(self, slot: int) -> None:
         c = self.children[slot]
-        c.seq += 1
-        seq = c.seq
+        seq = c.seq | 1  # a child killed inside update_child() left it odd: even again after this
+        c.seq = seq
         ctypes.memset(ctypes.addressof(c), 0, C_SIZE)
         c.seq = seq + 1
+
+    def repair_dead_child(self, slot: int, pid: int, owns_slot: bool) -> int:
+        """The master, once it has reaped child ``pid`` of process slot ``slot``: that child was
+        the only writer of its records and is gone, so the master may write them now. Every worker
+        record it held becomes DEAD (``.``) with an even sequence, also one it was killed in the
+        middle of writing (odd sequence: readers could never verify a copy of it again). With
+        ``owns_slot`` (no other child shares the slot) odd records whatever their pid are its own
+        (killed inside claim(), before its pid was written) and the child record is cleared.
+        Returns how many records were left mid-write."""
+        torn = 0
+        for t in range(self.thread_capacity):
+            w = self.worker(slot, t)
+            odd = bool(w.seq & 1)
+            if w.pid == pid or (odd and owns_slot):
+                torn += odd
+                if odd or w.status != DEAD:
+                    w.seq |= 1
+                    w.status = DEAD
+                    w.state_since = time.time()
+                    w.pattern = b""
+                    w.seq += 1
+        c = self.children[slot]
+        if c.pid == pid or (owns_slot and c.seq & 1):
+            torn += c.seq & 1
+            self.clear_child(slot)
+        return torn
 
     # -- worker records ---------------------------------------------------------------------
     def worker_index(self, proc: int, thread: int) -> int:
@@ -292,88 +318,104 @@ class Scoreboard:
     def reset_counters(self) -> None:
         """Hard restart: zero every worker record (Apache clears the scoreboard)."""
         for w in self.workers:
-            w.seq += 1
-            seq = w.seq
+            seq = w.seq | 1
+            w.seq = seq
             ctypes.memset(ctypes.addressof(w), 0, W_SIZE)
             w.seq = seq + 1
 
 
 class SlotWriter:
-    """The one writer of one worker record. All status changes of an MPM go through here."""
+    """The one writer of one worker record. All status changes of an MPM go through here.
 
-    __slots__ = ("proc", "rec", "stopping", "thread")
+    What a slot shows during a graceful restart is the MPM's, as in Apache (docs/graceful-restart.md):
+    * prefork: G once, when the child is told (``try_mark_graceful``, Apache's parent writes it in
+      prefork.c ``prefork_run``); the child's next change overwrites it;
+    * worker: nothing: a busy thread keeps R/W/K until it is done, idle ones exit to `.`;
+    * event: the child marks every one of its slots G at once (``mark_graceful``, event.c
+      ``close_listeners``) and a busy thread keeps G (``sticky``) until it exits to `.`. Another
+      thread of the child writes then, so event's writers share ``lock``: still one writer at a
+      time per record.
+    """
+
+    __slots__ = ("lock", "proc", "rec", "sticky", "thread")
 
     def __init__(self, rec: WorkerRecord, proc: int, thread: int):
         self.rec, self.proc, self.thread = rec, proc, thread
-        # Set by the MPM to its child's stop event: once the child is finishing gracefully, every
-        # live state shows as G (Apache's SERVER_GRACEFUL) until the slot dies.
-        self.stopping: threading.Event | None = None
+        # event: the child's stop event; once set, every live state is written as G
+        self.sticky: threading.Event | None = None
+        self.lock: threading.Lock | None = None  # event: shared by the child's writers
 
     def _eff(self, status: int) -> int:
-        st = self.stopping
+        st = self.sticky
         if st is not None and status != DEAD and st.is_set():
             return GRACEFUL
         return status
 
-    def claim(self, pid: int, tid: int, generation: int, status: int = STARTING) -> None:
-        """A new process/thread takes the slot: per-child counters reset, per-slot ones kept."""
+    def _begin(self) -> WorkerRecord:
+        if self.lock is not None:
+            self.lock.acquire()
         r = self.rec
         r.seq += 1
+        return r
+
+    def _end(self, r: WorkerRecord) -> None:
+        r.seq += 1
+        if self.lock is not None:
+            self.lock.release()
+
+    def claim(self, pid: int, tid: int, generation: int, status: int = STARTING) -> None:
+        """A new process/thread takes the slot: per-child counters reset, per-slot ones kept."""
+        r = self._begin()
         r.pid, r.tid, r.generation, r.thread_num = pid, tid, generation, self.thread
         r.my_access_count = r.my_bytes_served = 0
         r.conn_count = r.conn_bytes = 0
         r.status = status
         r.state_since = time.time()
         r.client = r.request = r.pattern = b""
-        r.seq += 1
+        self._end(r)
 
     def set(self, status: int) -> None:
-        r = self.rec
         status = self._eff(status)
-        if r.status == status:
+        if self.rec.status == status:
             return
-        r.seq += 1
+        r = self._begin()
         r.status = status
         r.state_since = time.time()
-        r.seq += 1
+        self._end(r)
 
     def new_connection(self, client: str, status: int, tls: bool = False) -> None:
-        r = self.rec
-        r.seq += 1
+        r = self._begin()
         r.status = self._eff(status)
         r.state_since = time.time()
         r.client = _clip(client, CLIENT_LEN)
         r.pattern = b""
         r.conn_count = r.conn_bytes = 0
         r.tls = 1 if tls else 0
-        r.seq += 1
+        self._end(r)
 
     def set_pattern(self, pattern: str | None) -> None:
         """The X-Traffic-Pattern of the request being read (known before the request is complete)."""
-        r = self.rec
-        r.seq += 1
+        r = self._begin()
         r.pattern = _clip(pattern, PATTERN_LEN) if pattern else b""
-        r.seq += 1
+        self._end(r)
 
     def request_started(self, request_line: str, vhost: str, protocol: str, pattern: str | None) -> None:
         """Request read: the slot goes W and shows the request, as Apache's update_child_status does."""
-        r = self.rec
         now = time.time()
-        r.seq += 1
+        r = self._begin()
         r.status = self._eff(BUSY_WRITE)
         r.state_since = r.start_time = now
         r.request = _clip(request_line, REQUEST_LEN)
         r.vhost = _clip(vhost, VHOST_LEN)
         r.protocol = _clip(protocol, PROTOCOL_LEN)
         r.pattern = _clip(pattern, PATTERN_LEN) if pattern else b""
-        r.seq += 1
+        self._end(r)
 
     def request_finished(self, nbytes: int, cpu_user: float, cpu_system: float) -> None:
         """Counters move at the end of each request (after logging), like Apache."""
-        r = self.rec
         now = time.time()
+        r = self._begin()
         dur_us = int((now - r.start_time) * 1e6)
-        r.seq += 1
         r.access_count += 1
         r.my_access_count += 1
         r.conn_count += 1
@@ -384,12 +426,12 @@ class SlotWriter:
         r.last_req_us = dur_us
         r.stop_time = r.last_used = now
         r.cpu_user, r.cpu_system = cpu_user, cpu_system
-        r.seq += 1
+        self._end(r)
 
     def try_mark_graceful(self) -> None:
-        """From a signal handler in the slot's own (single) thread: show G now unless the
-        interrupted code is halfway through a write of this record (odd sequence), in which case
-        the next transition shows it."""
+        """prefork, from a signal handler in the slot's own (single) thread: show G now unless the
+        interrupted code is halfway through a write of this record (odd sequence); the child's
+        next change of state overwrites it, as it overwrites the G Apache's parent writes."""
         r = self.rec
         if not r.seq & 1 and r.status not in (DEAD, READY, STARTING):
             r.seq += 1
@@ -397,13 +439,22 @@ class SlotWriter:
             r.state_since = time.time()
             r.seq += 1
 
+    def mark_graceful(self) -> None:
+        """event, from another thread of the child (under the shared lock): G for a live slot."""
+        if self.rec.status == DEAD:
+            return
+        r = self._begin()
+        if r.status != DEAD:
+            r.status = GRACEFUL
+            r.state_since = time.time()
+        self._end(r)
+
     def release(self, status: int = DEAD) -> None:
-        r = self.rec
-        r.seq += 1
+        r = self._begin()
         r.status = status
         r.state_since = time.time()
         r.pattern = b""
-        r.seq += 1
+        self._end(r)
 
 
 # -- readers --------------------------------------------------------------------------------
@@ -466,6 +517,7 @@ class Snapshot:
     children: ctypes.Array[ChildRecord]  # proc_capacity long
     workers: ctypes.Array[WorkerRecord]  # proc_capacity x thread_capacity
     thread_capacity: int
+    unverified: tuple[int, ...] = ()  # worker records no copy could verify (mid-write throughout)
 
     @property
     def mpm(self) -> str:
@@ -527,9 +579,12 @@ class ScoreboardReader:
     def close(self) -> None:
         self.mm.close()
 
-    def _copy_region(self, cls: type[_Rec], off: int, count: int, size: int) -> ctypes.Array[_Rec]:
+    def _copy_region(self, cls: type[_Rec], off: int, count: int, size: int,
+                     unverified: list[int] | None = None) -> ctypes.Array[_Rec]:
         """Copy ``count`` records; a record is good when its sequence was even and the same just
-        before and just after the copy (memcpy's internal order does not matter then)."""
+        before and just after the copy (memcpy's internal order does not matter then). The index
+        of a record no retry could verify (a writer inside it all along, or one that died inside
+        it and was not repaired yet) is appended to ``unverified``; its copy is the last one read."""
         mm = self.mm
         before = _seqs(mm, off, count, size)
         arr = (cls * count).from_buffer_copy(mm, off)
@@ -548,6 +603,10 @@ class ScoreboardReader:
                     if not s1 & 1 and s1 == int.from_bytes(mm[o:o + 4], "little"):
                         arr[i] = rec
                         break
+                else:
+                    arr[i] = rec
+                    if unverified is not None:
+                        unverified.append(i)
         return arr
 
     def read_slot(self, proc: int, thread: int) -> tuple[WorkerRecord, ProcessRecord]:
@@ -561,9 +620,8 @@ class ScoreboardReader:
         return w, p
 
     def snapshot(self, graceful_view: bool = True) -> Snapshot:
-        """A consistent copy. With ``graceful_view`` (the default), live slots of old-generation or
-        quiescing children show G, as Apache's parent marks them; without it, the states as their
-        threads wrote them."""
+        """A consistent copy: the states as the children wrote them (G included: they write it
+        themselves, per MPM). ``graceful_view`` is accepted for older callers and changes nothing."""
         g = GlobalRecord.from_buffer_copy(self.mm, 0)
         if g.superseded and self.name is not None:
             # the master re-created (hard restart with new limits) or removed the segment
@@ -572,10 +630,10 @@ class ScoreboardReader:
             g = GlobalRecord.from_buffer_copy(self.mm, 0)
         procs = self._copy_region(ProcessRecord, self._p_off, self.proc_capacity, P_SIZE)
         children = self._copy_region(ChildRecord, self._c_off, self.proc_capacity, C_SIZE)
-        workers = self._copy_region(WorkerRecord, self._w_off, self.proc_capacity * self.thread_capacity, W_SIZE)
-        snap = Snapshot(time.time(), g, procs, children, workers, self.thread_capacity)
-        if graceful_view:
-            _mark_graceful(snap)
+        unverified: list[int] = []
+        workers = self._copy_region(WorkerRecord, self._w_off, self.proc_capacity * self.thread_capacity, W_SIZE,
+                                    unverified)
+        snap = Snapshot(time.time(), g, procs, children, workers, self.thread_capacity, tuple(unverified))
         return snap
 
     def __enter__(self) -> ScoreboardReader:
@@ -585,48 +643,9 @@ class ScoreboardReader:
         self.close()
 
 
-def graceful_indices(statuses: bytes, w_gens: list[int], w_pids: list[int], p_pids: list[int],
-                     p_quiescing: bytes, p_kinds: bytes, tc: int, run_gen: int) -> list[int]:
-    """Which worker slots show G in the graceful view: live slots of an old generation, or of a
-    child told to stop (quiescing), outside the FastCGI pool. Apache's parent marks these slots
-    SERVER_GRACEFUL itself (prefork.c, worker.c, event.c); our master may not write worker
-    records (one writer per record), so readers derive the same view from generations.
-    Columns are per worker record (w_*) and per process record (p_*)."""
-    out: list[int] = []
-    for p in range(len(p_pids)):
-        lo = p * tc
-        seg = statuses[lo:lo + tc]
-        if not seg.strip(b"\0") or p_kinds[p] == KIND_FCGI:
-            continue
-        q = p_quiescing[p]
-        if not q and all(g == run_gen for g, st in zip(w_gens[lo:lo + tc], seg, strict=True) if st):
-            continue
-        for j, st in enumerate(seg):
-            if st in (DEAD, GRACEFUL):
-                continue
-            i = lo + j
-            if w_gens[i] != run_gen or (q and p_pids[p] == w_pids[i]):
-                out.append(i)
-    return out
-
-
 def _column(arr: ctypes.Array[Any], field: Any, record_size: int, fmt: Literal["I", "i"] = "I") -> list[int]:
     """One field of every record of a ctypes array, read at C speed (records are 8-byte aligned)."""
     return memoryview(arr).cast("B").cast(fmt)[field.offset // 4::record_size // 4].tolist()
-
-
-def _mark_graceful(snap: Snapshot) -> None:
-    statuses = snap.statuses()
-    if not statuses.strip(b"\0"):
-        return
-    procs = snap.procs
-    raw_p = bytes(memoryview(procs).cast("B"))
-    idx = graceful_indices(
-        statuses, _column(snap.workers, WorkerRecord.generation, W_SIZE), _column(snap.workers, WorkerRecord.pid, W_SIZE, "i"),
-        _column(procs, ProcessRecord.pid, P_SIZE, "i"), raw_p[ProcessRecord.quiescing.offset::P_SIZE],
-        raw_p[ProcessRecord.kind.offset::P_SIZE], snap.thread_capacity, snap.glob.running_generation)
-    for i in idx:
-        snap.workers[i].status = GRACEFUL
 
 
 def _seqs(mm: mmap.mmap, off: int, count: int, size: int) -> bytes:

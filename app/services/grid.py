@@ -125,18 +125,7 @@ class GridReader:
         c_pids = memoryview(crec).cast("i")[_C_PID // 4:: sb.C_SIZE // 4].tolist()
         not_acc = memoryview(crec).cast("I")[_C_NOT_ACCEPTING // 4:: sb.C_SIZE // 4].tolist()
 
-        # the graceful view, as in every snapshot: live slots of old or stopping children show G
-        with memoryview(mm) as mv:
-            whole = mv[w_off: w_off + nslots * sb.W_SIZE]
-            w_gens = whole.cast("I")[_W_GEN // 4:: sb.W_SIZE // 4].tolist()
-            w_pids = whole.cast("i")[_W_PID // 4:: sb.W_SIZE // 4].tolist()
-            whole.release()
-        g_idx = sb.graceful_indices(statuses, w_gens, w_pids, pids, quiescing, kinds, tc, g.running_generation)
-        if g_idx:
-            st = bytearray(statuses)
-            for i in g_idx:
-                st[i] = sb.GRACEFUL
-            statuses = bytes(st)
+        # G is written by the children themselves (per MPM), so the letters are shown as read
 
         lay = shown_layout(statuses, pids, tc, g.mpm, g.threads_per_child, g.max_request_workers)
         rows, cols = lay.rows, lay.cols

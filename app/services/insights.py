@@ -53,12 +53,20 @@ def describe(s: Summary, config: dict[str, Any] | None = None) -> Insight:
         return Insight(WARN, "no child process is running: the server is starting, stopping, or was stopped")
 
     old = [p for p in live if p.old_gen or p.stopping]
-    if old and (g or graceful):
+    # Each MPM writes G its own way (docs/graceful-restart.md): worker's busy old threads keep R/W/K,
+    # so an old generation is a restart in progress even with no G on the board.
+    if old and (g or graceful or any(p.old_gen for p in old)):
         new_gen = s.mpm_generation
         old_mpms = sorted({p.mpm for p in old})
         switch = f" (switch from {', '.join(old_mpms)} to {mpm})" if old_mpms != [mpm] else ""
-        add(INFO, f"graceful restart in progress{switch}: {_plural(len(old), 'old child', 'old children')} "
-                  f"finish their requests in {_plural(g, 'G slot')} while generation {new_gen} takes new clients")
+        where = f"in {_plural(g, 'G slot')}" if g else "in the slots they hold (worker keeps their R/W/K)"
+        text = (f"graceful restart in progress{switch}: {_plural(len(old), 'old child', 'old children')} "
+                f"finish their requests {where} while generation {new_gen} takes new clients")
+        if "prefork" in old_mpms:
+            # the one measured, deliberate difference from Apache here (docs/apache-differences.md)
+            text += ("; requests still being read are answered (Apache's prefork would answer them 400 "
+                     "when the restart signal interrupts its read)")
+        add(INFO, text)
 
     saturated = bool(mrw) and idle == 0 and busy >= mrw
     if saturated or (idle == 0 and busy and not starting):

@@ -269,7 +269,14 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                     return PARK_KEEPALIVE
                 else:
                     slot.set(sb.BUSY_KEEPALIVE)
-                    why = _wait_readable(c, time.monotonic() + ctx.keep_alive_timeout, ctx.wake_fd)
+                    ka_deadline = time.monotonic() + ctx.keep_alive_timeout
+                    why = _wait_readable(c, ka_deadline, ctx.wake_fd)
+                    if why is Readiness.WAKE and hold:
+                        # prefork/worker: a thread already waiting on a kept-alive connection is
+                        # not woken by a graceful stop; it answers one more request (closing
+                        # after it) or times out (modules/http/http_core.c,
+                        # ap_process_http_sync_connection)
+                        why = _wait_readable(c, ka_deadline, None)
                     if why is not Readiness.DATA:
                         return CLOSE  # keep-alive timeout, or a graceful stop: close after the last reply
                     slot.set(sb.BUSY_READ)
@@ -334,6 +341,11 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
             if done is Written.FAILED:
                 return CLOSE
         if not http.keep_alive:
+            return CLOSE
+        if hold and ctx.stopping.is_set():
+            # prefork/worker: a stopping child ends the connection after each response, pipelined
+            # requests already read are not answered (ap_process_http_sync_connection checks
+            # AP_MPMQ_STOPPING); event goes on serving them
             return CLOSE
         slot.set(sb.BUSY_READ)
 

@@ -6,10 +6,11 @@ until told to stop:
     sleep            until the next tick, a signal (the wake-up pipe) or a control request
     serve_control    answer the control socket (one handler per command: ``COMMANDS``)
     handle_signals   the queued signals, one handler each (``SIGNAL_HANDLERS``)
-    reap             collect exited children and clean their slots
-    start_remaining  StartServers children that did not fit at the last start
-    tick             once a second: idle-server maintenance (policy.py), graceful-stop
-                     completion, memory sampling
+    reap             collect exited children, repair their slots, replace them as Apache does
+                     (policy.after_reap: one for one after a graceful restart, at once when
+                     worker/event children are killed by a signal)
+    tick             once a second: the children a graceful restart still owes, else idle-server
+                     maintenance (policy.py); graceful-stop completion, memory sampling
 
 It is single-threaded, so fork() is safe, and it never serves a request itself.
 
@@ -100,13 +101,14 @@ class Master:
         self.exit_code = EXIT_STOP
         self.stopping_gracefully = False
         self.graceful_deadline = 0.0  # GracefulShutdownTimeout during a graceful stop (0 = none)
-        self.reaped_since_tick = False
+        self.next_tick = 0.0
         self.last_mem_sample = 0.0
         # children and generations
         self.children: dict[int, Child] = {}
         self.slot_owner: dict[int, int] = {}  # process slot -> pid written in its record
         self.generation = 0
-        self.remaining_to_start = 0  # StartServers children that found no free slot yet
+        self.remaining_to_start = 0  # Apache's remaining_children_to_start
+        self.successive_kills = 0  # children killed by a signal since the last tick (worker, event)
         # the spare-server policy's state between ticks
         self.spawn_rate = 1
         self.hold_off = 0
@@ -157,17 +159,16 @@ class Master:
             raise
         try:
             self.start()
-            next_tick = time.monotonic() + TICK
+            self.next_tick = time.monotonic() + TICK
             while self.running:
-                if self.sleep(next_tick):
+                if self.sleep(self.next_tick):
                     self.serve_control()
                 self.handle_signals()
                 if self.running:  # a stop leaves the rest to stop_children()
                     self.reap()
-                    self.start_remaining()
                     now = time.monotonic()
-                    if now >= next_tick:
-                        next_tick = now + TICK
+                    if now >= self.next_tick:
+                        self.next_tick = now + TICK
                         self.tick(now)
             self.stop_children()
         except Exception:
@@ -205,14 +206,16 @@ class Master:
 
     def tick(self, now: float) -> None:
         step = policy.tick_step(self.stopping_gracefully, len(self.children), self.graceful_deadline, now,
-                                self.reaped_since_tick)
+                                self.remaining_to_start)
+        self.successive_kills = 0  # Apache resets it whenever its wait times out
         if step is policy.TickStep.FINISH_STOP:
             self.running = False
         elif step is policy.TickStep.STOP_TIMED_OUT:
             self.log("warn", "GracefulShutdownTimeout reached, stopping the remaining children")
             self.running = False
-        elif step is policy.TickStep.SKIP:
-            self.reaped_since_tick = False  # as Apache: no maintenance on a tick a child exited
+        elif step is policy.TickStep.START_REMAINING:
+            self.startup_children(self.remaining_to_start)
+            self.remaining_to_start = 0
         elif step is policy.TickStep.MAINTAIN:
             self.maintenance()
         if now - self.last_mem_sample >= MEM_SAMPLE_SECONDS:
@@ -319,18 +322,38 @@ class Master:
             threads_per_child=cfg.values.get("ThreadsPerChild", 1), max_request_workers=cfg["MaxRequestWorkers"],
             running_generation=self.generation, config_generation=self.generation + 1)
 
-    def new_generation(self, first: bool = False) -> None:
+    def new_generation(self, first: bool = False, graceful: bool = False) -> None:
+        """Start a generation. At start and after a hard restart StartServers children start at
+        once; after a graceful restart none does: each old child reaped is replaced in its slot
+        (reap) and the next tick starts what is left (prefork_run, worker_run, event_run:
+        ``remaining_children_to_start``, and ``hold_off_on_exponential_spawning``)."""
         if not first:
             self.generation += 1
         self._publish_config()
         self.ensure_pool()
         self.spawn_rate = 1
         self.maxclients_reported = False
-        free = self.free_slots()
-        n = self.config["StartServers"]
-        for slot in free[:n]:
+        n = min(self.config["StartServers"], self.daemons_limit())
+        if graceful:
+            self.remaining_to_start = n
+            self.next_tick = time.monotonic() + TICK  # Apache's first wait after the restart
+        else:
+            self.remaining_to_start = 0
+            self.startup_children(n)
+
+    def daemons_limit(self) -> int:
+        """Apache's ap_daemons_limit: how many children of this configuration may run at once."""
+        return self.config.max_children
+
+    def startup_children(self, n: int) -> None:
+        """Start up to ``n`` children of the current generation in slots no process holds
+        (Apache's startup_children), never more than the configuration may run at once. Event's
+        stopping children keep their slots, so its new ones may go up to ServerLimit."""
+        cfg = self.config
+        n = min(n, self.daemons_limit() - len(self.current_children()))
+        limit = cfg["ServerLimit"] if cfg.mpm == "event" else self.daemons_limit()
+        for slot in policy.startup_slots(limit, self.children.values(), self.pool.slots())[:max(0, n)]:
             self.spawn(slot)
-        self.remaining_to_start = max(0, n - len(free))
 
     def check_limits(self, cfg: Config) -> None:
         """ServerLimit/ThreadLimit beyond what the scoreboard was sized for need a full restart."""
@@ -365,7 +388,7 @@ class Master:
             for c in list(self.children.values()):
                 self.quiesce(c)
             self.hold_off = policy.HOLD_OFF_TICKS
-            self.new_generation()
+            self.new_generation(graceful=True)
         else:
             self.stop_children()
             procs, threads = self.capacity()
@@ -412,7 +435,7 @@ class Master:
         deadline = time.monotonic() + HARD_STOP_TERM_SECONDS
         killed = False
         while self.children:
-            self.reap()
+            self.reap(respawn=False)
             if not self.children:
                 break
             if time.monotonic() > deadline and not killed:
@@ -457,8 +480,10 @@ class Master:
                        fcgi_socket=str(self.pool.path) if cfg["UnsafeFastCGIPool"] else None)
         return RUN_CHILD[cfg.mpm](env)
 
-    def reap(self) -> None:
-        """Collect every exited child and pool process, and clean the slots they leave."""
+    def reap(self, respawn: bool = True) -> None:
+        """Collect every exited child and pool process, and repair the slots they leave; with
+        ``respawn`` (not while stopping) replace children as Apache's reap path does
+        (policy.after_reap)."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -472,32 +497,41 @@ class Master:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
-            self.reaped_since_tick = True
-            if os.WIFSIGNALED(status):
+            signaled = os.WIFSIGNALED(status)
+            if signaled:
                 sig = os.WTERMSIG(status)
                 if not (sig == signal.SIGTERM and child.quiescing):
                     self.log("notice", f"child pid {pid} exit signal {signal.Signals(sig).name} ({sig})", "core")
             elif os.WEXITSTATUS(status) != 0:
                 self.log("error", f"child pid {pid} exited with status {os.WEXITSTATUS(status)}", "core")
             self._clean_slots(child)
+            if respawn and self.running and not self.stopping_gracefully:
+                self.replace(child, signaled)
 
-    def start_remaining(self) -> None:
-        """StartServers children that found no free slot at the last start (old children still
-        held them) take the slots that freed up (Apache's remaining_children_to_start)."""
-        if not self.remaining_to_start or self.stopping_gracefully or not self.running:
-            return
-        for slot in self.free_slots()[:self.remaining_to_start]:
-            self.spawn(slot)
-            self.remaining_to_start -= 1
+    def replace(self, child: Child, signaled: bool) -> None:
+        """Carry out policy.after_reap for one reaped child."""
+        slot_free = all(c.slot != child.slot for c in self.children.values()) and child.slot not in self.pool.slots()
+        d = policy.after_reap(self.config.mpm, child.slot, slot_free, signaled, self.remaining_to_start,
+                              self.successive_kills, self.daemons_limit())
+        self.remaining_to_start, self.successive_kills = d.remaining_to_start, d.successive_kills
+        for line in d.log:
+            self.log(line.level, line.message)
+        if d.replace_in_slot:
+            self.spawn(child.slot)
+        if d.start_now:
+            self.startup_children(d.start_now)
 
     def _clean_slots(self, child: Child) -> None:
-        """A dead child's thread slots may still say what it was doing (killed hard): clear them.
-        Only slots that still carry its pid: a squatter may own the others by now."""
+        """Repair a reaped child's records: it was their only writer, and a kill may have caught it
+        mid-write (an odd sequence no reader could ever verify again). Its thread slots go DEAD
+        (``.``) with an even sequence; only records that carry its pid when a squatter shares the
+        process slot (worker), since the others are the squatter's by now."""
         s = self.scoreboard
-        for t in range(s.thread_capacity):
-            rec = s.worker(child.slot, t)
-            if rec.pid == child.pid and rec.status != sb.DEAD:
-                s.slot(child.slot, t).release(sb.DEAD)
+        shared = any(c.slot == child.slot for c in self.children.values())
+        torn = s.repair_dead_child(child.slot, child.pid, owns_slot=not shared)
+        if torn:
+            self.log("info", f"repaired {torn} scoreboard record{'s' if torn != 1 else ''} child pid {child.pid} "
+                             f"was killed in the middle of writing (slot {child.slot})", "core")
         if self.slot_owner.get(child.slot) == child.pid:
             del self.slot_owner[child.slot]
             s.clear_proc(child.slot)
@@ -588,11 +622,11 @@ class Master:
         self.pool.terminate()
         deadline = time.monotonic() + HARD_STOP_TERM_SECONDS
         while self.pool.retiring and time.monotonic() < deadline:
-            self.reap()
+            self.reap(respawn=False)
             time.sleep(REAP_POLL_SECONDS)
         self.pool.kill_retiring()
         while self.pool.retiring and time.monotonic() < deadline + 5:
-            self.reap()
+            self.reap(respawn=False)
             time.sleep(REAP_POLL_SECONDS)
 
     # ---------------------------------------------------------------------------------------

@@ -30,27 +30,75 @@ BUSY_SPAWN_RATE = 8  # from this rate on, Apache logs "server seems busy"
 
 
 class TickStep(enum.Enum):
-    """What the master does on a one-second tick."""
+    """What the master does on a one-second tick (Apache's ``ap_wait_or_timeout`` timing out)."""
 
     MAINTAIN = "maintain"  # idle-server maintenance
-    SKIP = "skip"  # a child exited since the last tick: no maintenance this time (as Apache)
+    START_REMAINING = "start"  # children a graceful restart still owes: into free slots, no maintenance
     WAIT_FOR_CHILDREN = "wait"  # graceful stop: children still finishing
     FINISH_STOP = "finish"  # graceful stop: every child is gone
     STOP_TIMED_OUT = "timeout"  # graceful stop: GracefulShutdownTimeout passed
 
 
 def tick_step(stopping_gracefully: bool, children_left: int, graceful_deadline: float, now: float,
-              reaped_since_tick: bool) -> TickStep:
-    """The step for this tick. ``graceful_deadline`` 0 means no GracefulShutdownTimeout."""
+              remaining_to_start: int) -> TickStep:
+    """The step for this tick. ``graceful_deadline`` 0 means no GracefulShutdownTimeout.
+
+    A child's exit never cancels a tick. Apache's main loop (``server_main_loop``) reaps whatever
+    exited, then sleeps one second, and the maintenance that follows the sleep runs whatever was
+    reaped before it: a death only does not *add* a maintenance pass. When a graceful restart still
+    owes children (``remaining_children_to_start``), the tick starts them instead of maintaining
+    ("few of the servers we just started are in the IDLE state yet")."""
     if stopping_gracefully:
         if not children_left:
             return TickStep.FINISH_STOP
         if graceful_deadline and now > graceful_deadline:
             return TickStep.STOP_TIMED_OUT
         return TickStep.WAIT_FOR_CHILDREN
-    if reaped_since_tick:
-        return TickStep.SKIP
+    if remaining_to_start:
+        return TickStep.START_REMAINING
     return TickStep.MAINTAIN
+
+
+# worker and event restart a child killed by a signal at once, up to this many in a row between two
+# ticks; past that they wait for the tick (server_main_loop: "successive_kills")
+MAX_SUCCESSIVE_KILLS = 3
+
+
+@dataclass(frozen=True)
+class Reap:
+    """What the master does after reaping one child of its own (server_main_loop's reap path)."""
+
+    replace_in_slot: bool  # start a child of the current generation in the reaped child's slot
+    start_now: int  # then start this many more into free slots at once (startup_children)
+    remaining_to_start: int  # what the graceful restart still owes after that
+    successive_kills: int
+    log: tuple[LogLine, ...] = ()
+
+
+def after_reap(mpm: str, slot: int, slot_free: bool, killed_by_signal: bool, remaining_to_start: int,
+               successive_kills: int, daemons_limit: int) -> Reap:
+    """Apache's reap path, per MPM (prefork.c, worker.c and event.c, ``server_main_loop``):
+
+    * while a graceful restart still owes children (``remaining_children_to_start``), each reaped
+      child is replaced one for one in its own slot (prefork: only a slot below MaxRequestWorkers;
+      not when a squatting worker child holds the slot, ``slot_free`` False);
+    * worker and event: a child killed by a signal is replaced at once (``startup_children``), up
+      to MAX_SUCCESSIVE_KILLS in a row before a tick resets the count (it logs AH10392 at the
+      third, then every tenth); prefork has no such rule and waits for the tick's maintenance;
+    * a child that exited by itself (idle stop, MaxConnectionsPerChild, graceful) waits for the
+      maintenance too."""
+    replace = bool(remaining_to_start) and slot_free and slot < daemons_limit
+    if replace:
+        remaining_to_start -= 1
+    if mpm == "prefork" or not killed_by_signal:
+        return Reap(replace, 0, remaining_to_start, successive_kills)
+    successive_kills += 1
+    if successive_kills >= MAX_SUCCESSIVE_KILLS:
+        log: tuple[LogLine, ...] = ()
+        if successive_kills % 10 == MAX_SUCCESSIVE_KILLS:
+            log = (LogLine("warn", "AH10392: children are killed successively!"),)
+        return Reap(replace, 0, remaining_to_start, successive_kills, log)
+    return Reap(replace, remaining_to_start + 1, 0, successive_kills)
 
 
 @dataclass(frozen=True)
@@ -164,11 +212,12 @@ def maintain(s: ChildrenSnapshot) -> Maintenance:
 
 def free_slots(mpm: str, generation: int, server_limit: int, max_request_workers: int, max_children: int,
                children: Iterable[Child], pool_slots: Iterable[int]) -> list[int]:
-    """Process slots a new child of ``mpm`` may take, lowest first (docs/apache-behaviour.md
+    """Process slots a new child of ``mpm`` may take, best first (docs/apache-behaviour.md
     sections 3-5). ``children`` are every child the master has, of any generation; ``pool_slots``
     the FastCGI pool's."""
     children = list(children)
-    occupied = {c.slot for c in children} | set(pool_slots)
+    pool = set(pool_slots)
+    occupied = {c.slot for c in children} | pool
     if mpm == "prefork":
         return [i for i in range(max_request_workers) if i not in occupied]
     active = sum(1 for c in children if c.generation == generation and not c.quiescing)
@@ -176,12 +225,25 @@ def free_slots(mpm: str, generation: int, server_limit: int, max_request_workers
         return []
     if mpm == "worker":
         # worker squats: a slot held only by children that are on their way out (same MPM) is
-        # free; the new child reuses its thread slots as the old threads let them go.
-        out = []
+        # free; the new child reuses its thread slots as the old threads let them go. Totally
+        # free slots come first, as worker.c's perform_idle_server_maintenance orders them, so
+        # no new child goes beside an old one still serving while an empty slot is left.
+        empty, squat = [], []
         for i in range(max_children):
+            if i in pool:
+                continue
             holders = [c for c in children if c.slot == i]
-            if all(c.mpm == "worker" and (c.quiescing or c.generation != generation) for c in holders):
-                out.append(i)
-        return out
+            if not holders:
+                empty.append(i)
+            elif all(c.mpm == "worker" and (c.quiescing or c.generation != generation) for c in holders):
+                squat.append(i)
+        return empty + squat
     # event: no squatting; stopping children count against ServerLimit
     return [i for i in range(server_limit) if i not in occupied]
+
+
+def startup_slots(limit: int, children: Iterable[Child], pool_slots: Iterable[int]) -> list[int]:
+    """Where ``startup_children`` puts children: slots below ``limit`` no process holds at all
+    (prefork.c, worker.c, event.c skip every slot whose ``pid`` is set; worker does not squat here)."""
+    occupied = {c.slot for c in children} | set(pool_slots)
+    return [i for i in range(limit) if i not in occupied]

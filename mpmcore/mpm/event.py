@@ -47,6 +47,10 @@ ASYNC_LINGER_SECONDS = 2.0
 POLL_CEILING = 0.1
 
 
+class Wake:
+    """A task that only wakes an idle worker (a graceful stop: should it leave early?)."""
+
+
 class Counters:
     """A child's idle workers and connection counts, under one lock. Every change is one named
     operation that publishes the result (``publish`` writes the child's scoreboard record), so a
@@ -127,13 +131,18 @@ class EventChild:
         self.tpc = env.config["ThreadsPerChild"]
         self.factor = math.floor(env.config["AsyncRequestWorkerFactor"])
         self.sync_tls = bool(env.config.values.get("SSLSyncEventMPM", False))
-        self.tasks: queue.Queue[tuple[cn.Conn, bool] | None] = queue.Queue()  # None: exit
+        self.tasks: queue.Queue[tuple[cn.Conn, bool] | Wake | None] = queue.Queue()  # None: exit
         self.returns: collections.deque[tuple[cn.Conn, cn.Served]] = collections.deque()  # from workers
         self.counters = Counters(self._publish)
         self.ret_r, self.ret_w = os.pipe()
         os.set_blocking(self.ret_r, False)
         os.set_blocking(self.ret_w, False)
         self.workers_were_busy = False
+        # the workers' slot writers: at a graceful stop the main thread marks them all G (under
+        # slot_lock, which they share), as event.c's close_listeners does
+        self.slot_lock = threading.Lock()
+        self.slots: list[sb.SlotWriter] = []
+        self.threads_shutdown = 0  # workers that left early while the child finishes (under counters.lock)
         # The pollset and the timeout queues. Workers park kept-alive connections themselves, as
         # Apache's do (no wake-up of the listener per request); the listener does the rest.
         # qlock guards ``parked`` and ``queues``; lock order: qlock, then counters.lock.
@@ -209,16 +218,48 @@ class EventChild:
             self.counters.closed_from_queue(KA, len(fds))
 
     # -- workers ------------------------------------------------------------------------------
+    def exit_early(self) -> bool:
+        """A worker of a stopping child leaves at once while fewer connections remain than the
+        workers that would be left (event.c ``worker_thread_should_exit_early``); its slot goes
+        `.` while its busy siblings finish. It was idle: it leaves the idle count too."""
+        with self.counters.lock:
+            if self.counters.connections >= self.tpc - self.threads_shutdown or self.counters.idle <= 0:
+                return False
+            self.threads_shutdown += 1
+            self.counters.idle -= 1
+            self.counters._publish(self.counters)
+            return True
+
+    def may_exit_early(self) -> bool:
+        """Would an idle worker leave now (exit_early's rule, without taking it)?"""
+        with self.counters.lock:
+            return 0 < self.counters.idle and self.counters.connections < self.tpc - self.threads_shutdown
+
+    def mark_graceful(self) -> None:
+        with self.slot_lock:
+            slots = list(self.slots)
+        for slot in slots:
+            slot.mark_graceful()
+
     def worker(self, thread: int) -> None:
         slot = start_slot(self.env, thread)
         if slot is None:
             return
+        slot.lock, slot.sticky = self.slot_lock, self.env.stopping
+        with self.slot_lock:
+            self.slots.append(slot)
+        if self.env.stopping.is_set():
+            slot.mark_graceful()
         self.counters.worker_idle()
         try:
             while True:
+                if self.env.stopping.is_set() and self.exit_early():
+                    break
                 task = self.tasks.get()  # dispatch() already counted this thread as taken
                 if task is None:
                     break
+                if isinstance(task, Wake):
+                    continue
                 c, fresh = task
                 if fresh:
                     slot.new_connection(c.client, sb.BUSY_READ, tls=c.tls)
@@ -409,7 +450,15 @@ def run_child(env: ChildEnv) -> int:
     lt.start()
     while not env.stopping.wait(1.0):
         pass
-    lt.join()
+    child.mark_graceful()
+    for _ in threads:
+        child.tasks.put(Wake())  # idle workers look whether to leave early
+    # Connections keep ending while the child finishes (the listener closes its keep-alive queue
+    # concurrently with the wake-ups above): each time fewer remain, one more idle worker may leave.
+    while lt.is_alive():
+        lt.join(0.1)
+        if child.may_exit_early():
+            child.tasks.put(Wake())
     for _ in threads:
         child.tasks.put(None)
     for t in threads:

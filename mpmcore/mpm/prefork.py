@@ -20,7 +20,6 @@ from mpmcore.mpm.common import ChildEnv
 
 def run_child(env: ChildEnv) -> int:
     slot = env.scoreboard.slot(env.proc, 0)
-    slot.stopping = env.stopping
     slot.claim(os.getpid(), threading.get_native_id(), env.generation, sb.STARTING)
     env.install_signals(on_graceful=slot.try_mark_graceful)
     ctx = env.server_context()

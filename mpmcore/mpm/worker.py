@@ -60,7 +60,6 @@ def start_slot(env: ChildEnv, thread: int) -> sb.SlotWriter | None:
     if not wait_for_slot(env, thread):
         return None
     slot = env.scoreboard.slot(env.proc, thread)
-    slot.stopping = env.stopping
     slot.claim(os.getpid(), threading.get_native_id(), env.generation, sb.STARTING)
     slot.set(sb.READY)
     return slot

@@ -268,9 +268,10 @@ def test_worker_new_child_squats_on_a_finishing_childs_slot(server_factory):
         return (new_pid != old_pid and snap.worker(0, busy_thread).pid == old_pid
                 and all(w.pid == new_pid and w.status == sb.READY for w in others)) and new_pid
     # ServerLimit 1: the new child takes the old child's process slot while the old one finishes,
-    # and starts every thread but the one whose slot the old request still holds (shown G)
+    # and starts every thread but the one whose slot the old request still holds: that busy old
+    # thread keeps its own state (W), as Apache's worker threads do (docs/graceful-restart.md)
     new_pid = wait_for(squatted, what="new child squatting on slot 0")
-    assert srv.snapshot().worker(0, busy_thread).status == sb.GRACEFUL
+    assert srv.snapshot().worker(0, busy_thread).status == sb.BUSY_WRITE
     t.join(10)
     assert result["r"][0] == 200
     # when the old thread lets go, the new child takes that thread slot too

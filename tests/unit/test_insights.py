@@ -92,3 +92,23 @@ def test_unknown_accepting_is_not_an_alarm() -> None:
     assert "stopped accepting" not in i.headline and not any("stopped accepting" in x for x in i.details), i
     full = dataclasses.replace(unknown, accepting=False)
     assert "every child stopped accepting" in describe(dataclasses.replace(base, procs=(full,) * 2)).headline
+
+
+def test_graceful_restart_under_worker_without_g_and_prefork_says_its_difference() -> None:
+    # worker's busy old threads keep their R/W/K (no G on the board): still a restart in progress
+    old = dataclasses.replace(CHILD, old_gen=True, stopping=True)
+    new = dataclasses.replace(CHILD, slot=1, generation=2)
+    texts = (lambda i: [i.headline, *i.details])(describe(summary("RK" + "_" * 8, busy=2, idle=8, procs=(old, new))))
+    assert any("graceful restart in progress: 1 old child finish" in t and "keeps their R/W/K" in t
+               for t in texts), texts
+    assert not any("Apache's prefork" in t for t in texts)
+    # prefork: the measured difference from Apache is said during the restart, not left silent
+    p_old = dataclasses.replace(old, mpm="prefork")
+    p_new = dataclasses.replace(new, mpm="prefork")
+    i = describe(summary("G" + "_" * 4, mpm="prefork", busy=0, idle=4, procs=(p_old, p_new)))
+    assert any("requests still being read are answered (Apache's prefork would answer them 400" in t
+               for t in [i.headline, *i.details])
+    # an idle child stopped by spare maintenance (not an old generation, no G) is not a restart
+    idle_stop = dataclasses.replace(CHILD, stopping=True)
+    i = describe(summary("_" * 5, busy=0, idle=5, procs=(idle_stop, new)))
+    assert not any("graceful restart" in t for t in [i.headline, *i.details])

@@ -23,17 +23,59 @@ def snap(mpm: str = "prefork", idle: list[int] | None = None, free: tuple[int, .
 
 # -- the tick -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("stopping", "left", "deadline", "now", "reaped", "step"), [
-    (False, 3, 0.0, 10.0, False, TickStep.MAINTAIN),
-    (False, 3, 0.0, 10.0, True, TickStep.SKIP),  # a child exited since the last tick
-    (True, 0, 0.0, 10.0, False, TickStep.FINISH_STOP),
-    (True, 0, 5.0, 10.0, True, TickStep.FINISH_STOP),  # all gone beats the timeout
-    (True, 2, 5.0, 10.0, False, TickStep.STOP_TIMED_OUT),
-    (True, 2, 15.0, 10.0, False, TickStep.WAIT_FOR_CHILDREN),
-    (True, 2, 0.0, 10.0, True, TickStep.WAIT_FOR_CHILDREN),  # no GracefulShutdownTimeout: wait for ever
+@pytest.mark.parametrize(("stopping", "left", "deadline", "now", "remaining", "step"), [
+    (False, 3, 0.0, 10.0, 0, TickStep.MAINTAIN),  # whether or not a child exited since the last tick
+    (False, 3, 0.0, 10.0, 2, TickStep.START_REMAINING),  # a graceful restart still owes 2 children
+    (True, 0, 0.0, 10.0, 0, TickStep.FINISH_STOP),
+    (True, 0, 5.0, 10.0, 2, TickStep.FINISH_STOP),  # all gone beats the timeout
+    (True, 2, 5.0, 10.0, 0, TickStep.STOP_TIMED_OUT),
+    (True, 2, 15.0, 10.0, 0, TickStep.WAIT_FOR_CHILDREN),
+    (True, 2, 0.0, 10.0, 1, TickStep.WAIT_FOR_CHILDREN),  # no GracefulShutdownTimeout: wait for ever
 ])
-def test_tick_step(stopping, left, deadline, now, reaped, step):
-    assert policy.tick_step(stopping, left, deadline, now, reaped) is step
+def test_tick_step(stopping, left, deadline, now, remaining, step):
+    assert policy.tick_step(stopping, left, deadline, now, remaining) is step
+
+
+# -- a reaped child ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mpm", ["prefork", "worker", "event"])
+def test_after_a_graceful_restart_each_reaped_child_is_replaced_in_its_own_slot(mpm):
+    d = policy.after_reap(mpm, 3, True, False, remaining_to_start=2, successive_kills=0, daemons_limit=8)
+    assert (d.replace_in_slot, d.start_now, d.remaining_to_start) == (True, 0, 1)
+    d = policy.after_reap(mpm, 3, True, False, remaining_to_start=0, successive_kills=0, daemons_limit=8)
+    assert (d.replace_in_slot, d.start_now, d.remaining_to_start) == (False, 0, 0)  # the tick decides
+
+
+def test_one_for_one_only_below_the_limit_and_never_beside_a_squatter():
+    d = policy.after_reap("prefork", 9, True, False, remaining_to_start=2, successive_kills=0, daemons_limit=8)
+    assert not d.replace_in_slot and d.remaining_to_start == 2
+    d = policy.after_reap("worker", 1, False, False, remaining_to_start=2, successive_kills=0, daemons_limit=8)
+    assert not d.replace_in_slot and d.remaining_to_start == 2
+
+
+@pytest.mark.parametrize("mpm", ["worker", "event"])
+def test_threaded_child_killed_by_a_signal_is_replaced_at_once_up_to_three_in_a_row(mpm):
+    kills, started, logs = 0, [], []
+    for _ in range(13):
+        d = policy.after_reap(mpm, 0, True, True, remaining_to_start=0, successive_kills=kills, daemons_limit=8)
+        kills = d.successive_kills
+        started.append(d.start_now)
+        logs.extend(d.log)
+    assert started == [1, 1] + [0] * 11  # the third and later wait for the tick (which resets the count)
+    assert [m.message for m in logs] == ["AH10392: children are killed successively!"] * 2  # 3rd and 13th
+    # a kill while a graceful restart still owes children: its slot, and what is owed, at once
+    d = policy.after_reap(mpm, 0, True, True, remaining_to_start=2, successive_kills=0, daemons_limit=8)
+    assert (d.replace_in_slot, d.start_now, d.remaining_to_start) == (True, 2, 0)
+
+
+def test_prefork_child_killed_by_a_signal_waits_for_the_maintenance():
+    d = policy.after_reap("prefork", 0, True, True, remaining_to_start=0, successive_kills=0, daemons_limit=8)
+    assert (d.replace_in_slot, d.start_now, d.successive_kills) == (False, 0, 0)
+
+
+def test_child_that_exited_by_itself_waits_for_the_maintenance():
+    d = policy.after_reap("event", 0, True, False, remaining_to_start=0, successive_kills=2, daemons_limit=8)
+    assert (d.replace_in_slot, d.start_now, d.successive_kills) == (False, 0, 2)
 
 
 # -- too few idle: spawn, doubling ----------------------------------------------------------------
@@ -169,8 +211,14 @@ def test_free_slots_none_once_the_current_generation_fills_max_children():
 
 def test_free_slots_worker_squats_slots_of_children_on_their_way_out():
     kids = [child(1, 0), child(2, 1, gen=0), child(3, 2, quiescing=True), child(4, 3, gen=0, mpm="event")]
-    # slot 1 (old generation) and 2 (told to stop) are squattable; 3 is held by another MPM's child
-    assert policy.free_slots("worker", 1, 16, 150, 6, kids, []) == [1, 2, 4, 5]
+    # slot 1 (old generation) and 2 (told to stop) are squattable, after the empty ones; 3 is held
+    # by another MPM's child
+    assert policy.free_slots("worker", 1, 16, 150, 6, kids, []) == [4, 5, 1, 2]
+
+
+def test_startup_slots_are_the_ones_no_process_holds():
+    kids = [child(1, 0), child(2, 1, gen=0, quiescing=True)]
+    assert policy.startup_slots(5, kids, [3]) == [2, 4]
 
 
 def test_free_slots_event_never_squats_and_leaves_the_pool_alone():
