@@ -233,7 +233,7 @@ class EventChild:
     def may_exit_early(self) -> bool:
         """Would an idle worker leave now (exit_early's rule, without taking it)?"""
         with self.counters.lock:
-            return 0 < self.counters.idle and self.counters.connections < self.tpc - self.threads_shutdown
+            return self.counters.idle > 0 and self.counters.connections < self.tpc - self.threads_shutdown
 
     def mark_graceful(self) -> None:
         with self.slot_lock:
