@@ -22,7 +22,8 @@ from urllib.parse import quote
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import metrics
@@ -51,7 +52,9 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
         finally:
             await dashboard.stop()
 
-    app = FastAPI(title="mpmlab dashboard", version=__version__, lifespan=lifespan,
+    # docs_url=None: /docs is served below from static/vendor (FastAPI's default loads Swagger UI
+    # from a CDN, a blank page without internet); ReDoc is not offered.
+    app = FastAPI(title="mpmlab dashboard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Watch and steer Apache httpd's MPMs (prefork, worker, event) in mpmlab's embedded "
                               "server. Everything the page does is here. Control calls (every method but GET, HEAD, "
                               "OPTIONS) refuse cross-origin browser requests and need the dashboard's token "
@@ -108,6 +111,13 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
     app.include_router(ui.router)
     app.include_router(ws.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title}: API",
+                                   swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/vendor/swagger-ui.css",
+                                   swagger_favicon_url="/static/vendor/swagger-favicon-32x32.png")
     return app
 
 

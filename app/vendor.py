@@ -21,6 +21,9 @@ FILES: dict[str, list[tuple[str, str]]] = {
     "htmx.org": [("dist/htmx.min.js", "htmx.min.js")],
     "htmx-ext-ws": [("dist/ws.min.js", "htmx-ext-ws.min.js")],
     "uplot": [("dist/uPlot.iife.min.js", "uPlot.iife.min.js"), ("dist/uPlot.min.css", "uPlot.min.css")],
+    # /docs (Swagger UI) from the locked package, not a CDN: the API's page works offline
+    "swagger-ui-dist": [("swagger-ui-bundle.js", "swagger-ui-bundle.js"), ("swagger-ui.css", "swagger-ui.css"),
+                        ("favicon-32x32.png", "swagger-favicon-32x32.png")],
 }
 
 

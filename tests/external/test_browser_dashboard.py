@@ -149,6 +149,33 @@ def test_docs_screenshot_under_mixed_traffic(page, dashboard):
     dashboard.api("/api/traffic/stop-all", method="POST", body={})
 
 
+def test_api_docs_render_offline(browser, dashboard):
+    """/docs is Swagger UI from the locked npm package in static/vendor: every request the page
+    makes stays on the dashboard (anything else is aborted, as without internet) and it renders
+    the API's operations."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    elsewhere: list[str] = []
+
+    def only_here(route):
+        if route.request.url.startswith(dashboard.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    pg.route("**/*", only_here)
+    try:
+        pg.goto(dashboard.url + "/docs")
+        pg.wait_for_selector(".opblock", timeout=15_000)
+        ops = pg.locator(".opblock").count()
+        assert ops >= 15, ops
+        assert pg.locator(".opblock-summary-path", has_text="/api/status").count() >= 1
+        pg.screenshot(path=str(artifact_path("api-docs.png")))
+    finally:
+        pg.close()
+    assert elsewhere == [], elsewhere
+
+
 def test_killed_dashboard_leaves_no_orphan(tmp_path):
     """SIGKILL gives the dashboard no chance to clean up: the core (PR_SET_PDEATHSIG) and the
     traffic runner (its watch pipe) notice and stop; the master removes its scoreboard."""
