@@ -60,8 +60,9 @@ def describe(s: Summary, config: dict[str, Any] | None = None) -> Insight:
         old_mpms = sorted({p.mpm for p in old})
         switch = f" (switch from {', '.join(old_mpms)} to {mpm})" if old_mpms != [mpm] else ""
         where = f"in {_plural(g, 'G slot')}" if g else "in the slots they hold (worker keeps their R/W/K)"
+        verb = "finishes its requests" if len(old) == 1 else "finish their requests"
         text = (f"graceful restart in progress{switch}: {_plural(len(old), 'old child', 'old children')} "
-                f"finish their requests {where} while generation {new_gen} takes new clients")
+                f"{verb} {where} while generation {new_gen} takes new clients")
         if "prefork" in old_mpms:
             # the one measured, deliberate difference from Apache here (docs/apache-differences.md)
             text += ("; requests still being read are answered (Apache's prefork would answer them 400 "

@@ -99,7 +99,7 @@ def test_graceful_restart_under_worker_without_g_and_prefork_says_its_difference
     old = dataclasses.replace(CHILD, old_gen=True, stopping=True)
     new = dataclasses.replace(CHILD, slot=1, generation=2)
     texts = (lambda i: [i.headline, *i.details])(describe(summary("RK" + "_" * 8, busy=2, idle=8, procs=(old, new))))
-    assert any("graceful restart in progress: 1 old child finish" in t and "keeps their R/W/K" in t
+    assert any("graceful restart in progress: 1 old child finishes its requests" in t and "keeps their R/W/K" in t
                for t in texts), texts
     assert not any("Apache's prefork" in t for t in texts)
     # prefork: the measured difference from Apache is said during the restart, not left silent
