@@ -94,6 +94,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "mpmlab_nginx_connections": ("counter", "nginx connections accepted and handled"),
     "mpmlab_generation": ("gauge", "MPM generation (ParentServerMPMGeneration)"),
     "mpmlab_uptime_seconds": ("gauge", "Seconds since the server's last restart"),
+    "mpmlab_server_info": ("gauge", "1, labelled with what the source runs: its kind, MPM, generation and version "
+                                    "(a Grafana panel can show which MPM served a time range)"),
+    "mpmlab_restart_start_time_seconds": ("gauge", "Unix time of the server's last (re)start (Restart Time)"),
     "mpmlab_memory_pss_bytes": ("gauge", "Proportional set size of the children, summed per MPM"),
     "mpmlab_memory_rss_bytes": ("gauge", "Resident set size of the children, summed per MPM"),
     "mpmlab_traffic_requests": ("counter", "Requests sent by the traffic generator, per pattern run"),
@@ -202,9 +205,14 @@ class MpmlabCollector(Collector):
                 _add(fam, "mpmlab_scoreboard_slots", [src, state], s.count(letter))
         for state, v in (("busy", s.busy), ("idle", s.idle), ("graceful", s.graceful)):
             _add(fam, "mpmlab_workers", [src, state], v)
-        for name, v in (("mpmlab_processes", s.processes), ("mpmlab_processes_stopping", s.stopping),
-                        ("mpmlab_generation", s.mpm_generation), ("mpmlab_uptime_seconds", s.uptime)):
-            _add(fam, name, [src], v)
+        figures: tuple[tuple[str, float | None], ...] = (
+            ("mpmlab_processes", s.processes), ("mpmlab_processes_stopping", s.stopping),
+            ("mpmlab_generation", s.mpm_generation), ("mpmlab_uptime_seconds", s.uptime),
+            ("mpmlab_restart_start_time_seconds", s.restart_time))
+        for name, figure in figures:
+            _add(fam, name, [src], figure)
+        gen = "" if s.mpm_generation is None else str(s.mpm_generation)
+        _add(fam, "mpmlab_server_info", [src, fr.kind, s.mpm, gen, s.server_version or ""], 1.0)
         event = s.mpm == "event"  # connection counters exist for event (and nginx) only
         if event or fr.connections:
             _add(fam, "mpmlab_connections", [src, "total"], s.conns_total)
@@ -273,7 +281,8 @@ def _family(name: str) -> Metric:
         labels = ["source"] + {"mpmlab_source_up": ["kind"], "mpmlab_scoreboard_slots": ["state"],
                                "mpmlab_workers": ["state"], "mpmlab_connections": ["state"],
                                "mpmlab_async_connections": ["state"], "mpmlab_nginx_connections": ["event"],
-                               "mpmlab_memory_pss_bytes": ["mpm"], "mpmlab_memory_rss_bytes": ["mpm"]}.get(name, [])
+                               "mpmlab_memory_pss_bytes": ["mpm"], "mpmlab_memory_rss_bytes": ["mpm"],
+                               "mpmlab_server_info": ["kind", "mpm", "generation", "version"]}.get(name, [])
     if mtype == "counter":
         return CounterMetricFamily(name, doc, labels=labels)
     if mtype == "gauge":

@@ -123,6 +123,11 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
         assert gen.value == fr.summary.mpm_generation == summary.mpm_generation, (src, gen.value)
         (uptime,) = _samples(fams["mpmlab_uptime_seconds"], source=src)
         assert 0 <= uptime.value < 3600
+        (started,) = _samples(fams["mpmlab_restart_start_time_seconds"], source=src)
+        assert abs(started.value + uptime.value - fr.summary.current_time) <= 2
+        (info,) = _samples(fams["mpmlab_server_info"], source=src)
+        assert info.value == 1 and info.labels["mpm"] == "event" and info.labels["kind"] == fr.kind
+        assert info.labels["generation"] == str(summary.mpm_generation)
     procs = {s.labels["source"]: s.value for s in fams["mpmlab_processes"].samples}
     assert procs["embedded"] == procs["embedded-auto"], procs
 
@@ -132,6 +137,10 @@ def test_metrics_over_embedded_core_attached_sources_and_traffic(server_factory,
     assert 1 << 20 < pss[0].value < 4 << 30
     (rss,) = _samples(fams["mpmlab_memory_rss_bytes"])
     assert rss.value >= pss[0].value
+
+    # the info metric names what each source runs (nginx included), for a panel of MPM over time
+    kinds = {s.labels["source"]: (s.labels["kind"], s.labels["mpm"]) for s in fams["mpmlab_server_info"].samples}
+    assert kinds["nginx"][0] == "nginx" and "down" not in kinds
 
     # nginx: connections and its counters, no scoreboard
     conns = {s.labels["state"]: s.value for s in _samples(fams["mpmlab_connections"], source="nginx")}
