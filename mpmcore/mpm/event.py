@@ -143,6 +143,9 @@ class EventChild:
         self.slot_lock = threading.Lock()
         self.slots: list[sb.SlotWriter] = []
         self.threads_shutdown = 0  # workers that left early while the child finishes (under counters.lock)
+        # set by the listener once it will accept no more: before that a worker must not leave
+        # early, or a connection accepted in the same poll as the stop would find no worker
+        self.accept_closed = threading.Event()
         # The pollset and the timeout queues. Workers park kept-alive connections themselves, as
         # Apache's do (no wake-up of the listener per request); the listener does the rest.
         # qlock guards ``parked`` and ``queues``; lock order: qlock, then counters.lock.
@@ -222,6 +225,8 @@ class EventChild:
         """A worker of a stopping child leaves at once while fewer connections remain than the
         workers that would be left (event.c ``worker_thread_should_exit_early``); its slot goes
         `.` while its busy siblings finish. It was idle: it leaves the idle count too."""
+        if not self.accept_closed.is_set():
+            return False
         with self.counters.lock:
             if self.counters.connections >= self.tpc - self.threads_shutdown or self.counters.idle <= 0:
                 return False
@@ -232,6 +237,8 @@ class EventChild:
 
     def may_exit_early(self) -> bool:
         """Would an idle worker leave now (exit_early's rule, without taking it)?"""
+        if not self.accept_closed.is_set():
+            return False
         with self.counters.lock:
             return self.counters.idle > 0 and self.counters.connections < self.tpc - self.threads_shutdown
 
@@ -323,6 +330,8 @@ class EventChild:
                             ep.unregister(fd)
                     listening = want
                     self.counters.set_accepting(want)
+                if not listening and (dying or env.stopping.is_set()):
+                    self.accept_closed.set()  # every accept of this child is behind us, and dispatched
                 if (dying or env.stopping.is_set()) and self.counters.connections == 0:
                     break
                 now = time.monotonic()
@@ -335,8 +344,8 @@ class EventChild:
                     continue
                 for fd, _ in events:
                     if fd in lfds:
-                        if not listening:
-                            continue
+                        if not listening or env.stopping.is_set():
+                            continue  # stopping: the next turn of the loop stops polling the listeners
                         c = env.accept(lfds[fd], self.ctx)
                         if c is None:
                             continue
