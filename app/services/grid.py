@@ -43,7 +43,6 @@ PATTERN_FULL = 255
 _NO_REQUEST = {sb.DEAD, sb.READY, sb.STARTING}
 
 _W_STATUS = sb.WorkerRecord.status.offset
-_W_GEN, _W_PID = sb.WorkerRecord.generation.offset, sb.WorkerRecord.pid.offset
 _W_PATTERN = sb.WorkerRecord.pattern.offset
 _P_PID, _P_GEN = sb.ProcessRecord.pid.offset, sb.ProcessRecord.generation.offset
 _P_KIND, _P_QUIESCING = sb.ProcessRecord.kind.offset, sb.ProcessRecord.quiescing.offset
