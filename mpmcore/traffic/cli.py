@@ -32,8 +32,6 @@ from mpmcore.traffic.thresholds import EXIT_THRESHOLDS, Threshold, ThresholdErro
 
 __all__ = ["add_parser", "main", "run"]
 
-_CLI_ONLY = ("pattern", "json", "quiet", "fail_on")
-
 
 def _all_options() -> dict[str, tuple[ParamSpec, list[str], str]]:
     """param name -> (first spec seen, [patterns using it], help text covering every use)"""
