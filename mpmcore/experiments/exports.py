@@ -511,7 +511,8 @@ def _charts(run: StoredRun, store: RunStore) -> str:
     targets = list(dict.fromkeys([*run.meta.targets, *(tr.target for tr in run.targets)]))
     data: dict[str, list[tuple[TargetRun, list[SecondSample], list[Mark]]]] = {t: [] for t in targets}
     for tr in sorted(run.targets, key=lambda r: r.round):
-        data[tr.target].append((tr, store.samples(tr.id), store.marks(tr.id)))
+        if tr.status in report.MEASURED:
+            data[tr.target].append((tr, store.samples(tr.id), store.marks(tr.id)))
     labels = list(dict.fromkeys(p.label for tr in run.targets for p in tr.patterns))
     colors = {label: _COLORS[i % len(_COLORS)] for i, label in enumerate(labels)}
     rounds = max((tr.round for tr in run.targets), default=1)
@@ -547,6 +548,9 @@ def _charts(run: StoredRun, store: RunStore) -> str:
         ymax = _nice_max(max((y for ls in per_target.values() for *_, pts in ls for _, y in pts), default=0.0))
         cells = []
         for t in targets:
+            if not data[t]:
+                cells.append('<td class="none">did not run</td>')
+                continue
             if not any(pts for *_, pts in per_target[t]):
                 cells.append('<td class="none">not shown by this target</td>')
                 continue
@@ -586,6 +590,9 @@ def _pattern_table(cmp: Comparison) -> str:
     head = ["target", "pattern", "req/s", "requests", "errors", "p50 ms", "p99 ms", "p99.9 ms", "cor p99 ms", "5xx"]
     rows = []
     for r in cmp.rows:
+        if not r.rounds:
+            rows.append([r.target, "", r.status or "not run", "", "", "", "", "", "", ""])
+            continue
         for label, f in r.per_pattern.items():
             if label in r.not_comparable:
                 rows.append([r.target, label, "not comparable", "", "", "", "", "", "", ""])

@@ -50,7 +50,7 @@ __all__ = ["compare", "decode_histogram", "format_configs", "format_report", "fo
            "merge_histograms", "traffic_seconds"]
 
 #: target-run statuses whose figures count (a skipped or failed target has none)
-_MEASURED = frozenset({"complete", "incomplete", "stopped"})
+MEASURED = frozenset({"complete", "incomplete", "stopped"})
 
 
 # -- histograms -------------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ _EMPTY_PATTERN: dict[str, float | None] = dict.fromkeys(
 
 def _row(target: str, runs: Sequence[TargetRun], store: RunStore, labels: Sequence[str],
          excluded: set[str]) -> TargetFigures:
-    measured = [tr for tr in runs if tr.status in _MEASURED]
+    measured = [tr for tr in runs if tr.status in MEASURED]
     config: EffectiveConfig | None = next((tr.config for tr in reversed(runs) if tr.config is not None), None)
     status: str = "complete" if measured and len(measured) == len(runs) else (runs[-1].status if runs else "not run")
     if measured and len(measured) < len(runs):
