@@ -20,6 +20,7 @@ docs/experiments-report.md describes the files.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import csv
 import gzip
@@ -29,9 +30,10 @@ import importlib.util
 import json
 import math
 import re
+import sys
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +54,11 @@ from mpmcore.experiments.model import (
     StoredRun,
     TargetRun,
 )
-from mpmcore.experiments.store import RunStore
+from mpmcore.experiments.store import RunNotFound, RunStore, StoreError, default_path
 from mpmcore.model import to_jsonable
 
 __all__ = ["BUNDLE_FORMAT", "LOCUST_FAILURES_COLUMNS", "LOCUST_HISTORY_COLUMNS", "LOCUST_PERCENTILES",
-           "LOCUST_STATS_COLUMNS", "BundleError", "claim_verdict", "csv_exports", "export_bundle", "hlog_exports",
+           "LOCUST_STATS_COLUMNS", "BundleError", "add_report_commands", "claim_verdict", "csv_exports", "export_bundle", "hlog_exports",
            "html_report", "import_bundle", "json_export", "run_document", "slug", "write_exports"]
 
 BUNDLE_FORMAT = "mpmlab-run-bundle"
@@ -688,3 +690,101 @@ def write_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Pat
     paths += hlog_exports(run_id, store, out)
     paths.append(export_bundle(run_id, store, out / f"run-{run_id}.mpmlab-run.gz"))
     return paths
+
+
+# -- mpmlab experiment report|export|import --------------------------------------------------------------
+EXIT_USAGE = 2
+
+
+def add_report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``report``, ``export`` and ``import`` under ``mpmlab experiment`` (mpmcore/experiments/cli.py
+    calls this with its subparsers; each sets ``experiment_func``)."""
+
+    def db_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--runs-db", metavar="PATH", help="the run store (default: the user's data directory)")
+
+    r = sub.add_parser("report", help="a stored run's compare table; with --out, every export (HTML, JSON, CSV, HDR logs)")
+    r.add_argument("run_id", metavar="RUN_ID", help="a run's id (mpmlab experiment run prints it), or 'last'")
+    r.add_argument("--out", metavar="DIR", help="write report.html, run.json, the CSVs, the .hlog files and a bundle here")
+    db_opt(r)
+    r.set_defaults(experiment_func=cmd_report)
+    e = sub.add_parser("export", help="a stored run, frames included, into one file another mpmlab imports")
+    e.add_argument("run_id", metavar="RUN_ID", help="a run's id, or 'last'")
+    e.add_argument("file", metavar="FILE", help="the bundle to write (e.g. run-12.mpmlab-run.gz)")
+    db_opt(e)
+    e.set_defaults(experiment_func=cmd_export)
+    i = sub.add_parser("import", help="a bundle written by 'mpmlab experiment export' into the run store")
+    i.add_argument("file", metavar="FILE")
+    db_opt(i)
+    i.set_defaults(experiment_func=cmd_import)
+
+
+class _CliError(Exception):
+    pass
+
+
+def _open_store(args: argparse.Namespace) -> RunStore:
+    db = Path(args.runs_db) if args.runs_db else default_path()
+    try:
+        return RunStore(db)
+    except StoreError as e:
+        raise _CliError(str(e)) from None
+
+
+def _run_id(store: RunStore, text: str) -> int:
+    if text == "last":
+        runs = store.list_runs(limit=1)
+        if not runs:
+            raise _CliError(f"no run in {store.path} yet")
+        return runs[0].id
+    try:
+        rid = int(text)
+    except ValueError:
+        raise _CliError(f"RUN_ID must be a run's number or 'last', got {text!r}") from None
+    try:
+        store.load(rid)
+    except RunNotFound:
+        raise _CliError(f"no run {rid} in {store.path} (mpmlab experiment report last: the newest)") from None
+    return rid
+
+
+def _cli(func: Callable[[argparse.Namespace, RunStore], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            store = _open_store(args)
+            try:
+                return func(args, store)
+            finally:
+                store.close()
+        except (_CliError, BundleError) as e:
+            print(f"mpmlab experiment {args.experiment_command}: {e}", file=sys.stderr)
+        except OSError as e:
+            print(f"mpmlab experiment {args.experiment_command}: {e.filename or ''}: {e.strerror or e}",
+                  file=sys.stderr)
+        return EXIT_USAGE
+    return wrapped
+
+
+@_cli
+def cmd_report(args: argparse.Namespace, store: RunStore) -> int:
+    rid = _run_id(store, args.run_id)
+    print(report.format_report(report.compare(store.load(rid), store)))
+    if args.out:
+        paths = write_exports(rid, store, args.out)
+        print(f"exports: {len(paths)} files in {args.out} (open {Path(args.out) / 'report.html'})")
+    return 0
+
+
+@_cli
+def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
+    rid = _run_id(store, args.run_id)
+    path = export_bundle(rid, store, args.file)
+    print(f"run {rid} exported to {path} ({path.stat().st_size} bytes)")
+    return 0
+
+
+@_cli
+def cmd_import(args: argparse.Namespace, store: RunStore) -> int:
+    rid = import_bundle(args.file, store)
+    print(f"imported as run {rid} into {store.path}")
+    return 0
