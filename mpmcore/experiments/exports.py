@@ -58,7 +58,7 @@ from mpmcore.experiments.store import RunNotFound, RunStore, StoreError, default
 from mpmcore.model import to_jsonable
 
 __all__ = ["BUNDLE_FORMAT", "LOCUST_FAILURES_COLUMNS", "LOCUST_HISTORY_COLUMNS", "LOCUST_PERCENTILES",
-           "LOCUST_STATS_COLUMNS", "BundleError", "add_report_commands", "claim_verdict", "csv_exports", "export_bundle", "hlog_exports",
+           "LOCUST_STATS_COLUMNS", "BundleError", "add_report_commands", "claim_verdicts", "csv_exports", "export_bundle", "hlog_exports",
            "html_report", "import_bundle", "json_export", "run_document", "slug", "write_exports"]
 
 BUNDLE_FORMAT = "mpmlab-run-bundle"
@@ -99,20 +99,22 @@ def _target_slugs(run: StoredRun) -> dict[str, str]:
 
 
 # -- claims (optional module) -------------------------------------------------------------------------
-def claim_verdict(run: StoredRun, store: RunStore) -> ClaimResult | str | None:
-    """The claim's verdict when the run is a claim's (``mpmcore.experiments.claims.verdict_for``), a
-    sentence when it could not be computed, None when there is no claim for this run."""
+def claim_verdicts(run: StoredRun, store: RunStore) -> list[ClaimResult] | str:
+    """The claims' verdicts when the run is a claim's (``mpmcore.experiments.claims.verdict_for``,
+    when that module is there): a list (empty for a run of no claim), or a sentence when they could
+    not be computed."""
     if importlib.util.find_spec("mpmcore.experiments.claims") is None:
-        return None
+        return []
     claims = importlib.import_module("mpmcore.experiments.claims")
     verdict_for = getattr(claims, "verdict_for", None)
     if verdict_for is None:
-        return None
+        return []
     try:
         got = verdict_for(run, store)
     except Exception as e:  # a verdict rule's bug must not cost the user the rest of the report
         return f"the claim's verdict could not be computed: {type(e).__name__}: {e}"
-    return got if isinstance(got, ClaimResult) else None
+    items = got if isinstance(got, (list, tuple)) else [got]
+    return [v for v in items if isinstance(v, ClaimResult)]
 
 
 # -- JSON -----------------------------------------------------------------------------------------------
@@ -128,9 +130,9 @@ def run_document(run_id: int, store: RunStore, cmp: Comparison | None = None) ->
         d["marks"] = to_jsonable(store.marks(tr.id))
         d["logs"] = to_jsonable(store.logs(tr.id))
         targets.append(d)
-    verdict = claim_verdict(run, store)
+    verdicts = claim_verdicts(run, store)
     return {"format": "mpmlab-run", "version": 1, "meta": to_jsonable(run.meta), "comparison": to_jsonable(cmp),
-            "claim": to_jsonable(verdict) if isinstance(verdict, ClaimResult) else verdict, "targets": targets}
+            "claims": to_jsonable(verdicts) if isinstance(verdicts, list) else verdicts, "targets": targets}
 
 
 def json_export(run_id: int, store: RunStore) -> str:
@@ -518,6 +520,7 @@ def _charts(run: StoredRun, store: RunStore) -> str:
     labels = list(dict.fromkeys(p.label for tr in run.targets for p in tr.patterns))
     colors = {label: _COLORS[i % len(_COLORS)] for i, label in enumerate(labels)}
     rounds = max((tr.round for tr in run.targets), default=1)
+    nc = {t: frozenset(report.not_comparable_labels([tr for tr in run.targets if tr.target == t])) for t in targets}
 
     def opacity(r: int) -> float:
         return 1.0 if rounds <= 1 else round(1.0 - 0.6 * (r - 1) / (rounds - 1), 2)
@@ -527,9 +530,9 @@ def _charts(run: StoredRun, store: RunStore) -> str:
             return {"": [(s.t, v * scale) for s in samples if (v := getattr(s, attr)) is not None]}
         return get
 
-    def p99(samples: list[SecondSample]) -> dict[str, Series]:
+    def p99(samples: list[SecondSample], skip: frozenset[str] = frozenset()) -> dict[str, Series]:
         return {label: [(s.t, ps.p99_ms) for s in samples if (ps := s.patterns.get(label)) is not None
-                        and ps.p99_ms is not None] for label in labels}
+                        and ps.p99_ms is not None] for label in labels if label not in skip}
 
     kinds: list[tuple[str, str, Any]] = [
         ("req/s", "responses/s", simple("rps")), ("p99 per pattern", "ms", p99),
@@ -543,7 +546,8 @@ def _charts(run: StoredRun, store: RunStore) -> str:
         for t in targets:
             lines: list[tuple[str, str, float, Series]] = []
             for tr, samples, _ in data[t]:
-                for label, pts in get(samples).items():
+                got = p99(samples, nc[t]) if get is p99 else get(samples)
+                for label, pts in got.items():
                     name = f"{t} round {tr.round}" + (f": {label}" if label else "")
                     lines.append((name, colors.get(label, _COLORS[0]), opacity(tr.round), pts))
             per_target[t] = lines
@@ -579,7 +583,7 @@ table.mult td,table.mult th{border:0;vertical-align:top}
 .chart .plot{fill:#fafafa;stroke:#ccc}.chart .grid{stroke:#eee}.chart .ax{font-size:9px;fill:#666}
 .chart .mark{stroke:#888;stroke-dasharray:3 3}.chart .mk{font-size:8px;fill:#666}
 .none{color:#888;font-style:italic;text-align:center}pre{background:#f4f4f4;padding:6px;overflow:auto;max-height:20em}
-.verdict{font-size:1.1em;font-weight:600}.nc{color:#a16207}.skip{color:#888}
+table.settings td,table.figures td{text-align:left}.verdict{font-size:1.1em;font-weight:600}.nc{color:#a16207}.skip{color:#888}
 """
 
 
@@ -606,14 +610,17 @@ def _pattern_table(cmp: Comparison) -> str:
     return _table(head, rows, "patterns")
 
 
-def _verdict_html(v: ClaimResult | str | None) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, str):
-        return f'<h2>Claim</h2><p class="nc">{_esc(v)}</p>'
-    figs = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc('-' if x is None else x)}</td></tr>" for k, x in v.figures.items())
-    return (f'<h2>Claim {v.number}: {_esc(v.title)}</h2><p class="verdict" id="verdict">{_esc(v.verdict)}</p>'
-            f"<p>{_esc(v.why)}</p><p><i>Conditions:</i> {_esc(v.conditions)}</p><table>{figs}</table>")
+def _verdict_html(verdicts: list[ClaimResult] | str) -> str:
+    if isinstance(verdicts, str):
+        return f'<h2>Claim</h2><p class="nc">{_esc(verdicts)}</p>'
+    out = []
+    for v in verdicts:
+        figs = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc('-' if x is None else x)}</td></tr>"
+                       for k, x in v.figures.items())
+        out.append(f'<h2>Claim {v.number}: {_esc(v.title)}</h2><p class="verdict">{_esc(v.verdict)}</p>'
+                   f"<p>{_esc(v.why)}</p><p><i>Conditions:</i> {_esc(v.conditions)}</p>"
+                   f'<table class="figures">{figs}</table>')
+    return "".join(out)
 
 
 def _configs_html(cmp: Comparison) -> str:
@@ -653,7 +660,7 @@ def html_report(run_id: int, store: RunStore) -> str:
         f"<h1>{_esc(m.title or m.name)}</h1>",
         f'<p>run {m.id} · plan <b>{_esc(m.name)}</b> · {_esc(m.status)} · {_esc(when)}'
         + (f" · {_esc(host)}" if host else "") + "</p>",
-        _verdict_html(claim_verdict(run, store)),
+        _verdict_html(claim_verdicts(run, store)),
         "<h2>Compare</h2>",
         _table(list(report.TABLE_COLUMNS), report.table_rows(cmp), "compare"),
         "<p>Medians over rounds (± is the spread, max - min, of req/s); percentiles from the HDR histograms "
