@@ -323,10 +323,11 @@ def export_bundle(run_id: int, store: RunStore, path: str | Path) -> Path:
 
 
 def _frame_chunks(store: RunStore, tid: int) -> Iterator[list[FrameRecord]]:
-    """The target run's frames a few hundred at a time (a 10-minute run has 6,000)."""
-    frames = store.frames(tid)
-    for k in range(0, len(frames), _CHUNK):
-        yield frames[k:k + _CHUNK]
+    """The target run's frames a few hundred at a time (a 10-minute run has 6,000): never all of
+    them in memory at once."""
+    times = sorted(set(store.frame_times(tid)))
+    for k in range(0, len(times), _CHUNK):
+        yield store.frames(tid, times[k], times[min(k + _CHUNK, len(times)) - 1])
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:

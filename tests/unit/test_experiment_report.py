@@ -251,3 +251,23 @@ def test_write_exports_writes_every_file(store, built, tmp_path):
     # 5 series x the 2 targets that ran, but nginx has no busy slots; lighttpd was skipped
     assert page.count("<svg") == 5 * 2 - 1
     assert page.count("not shown by this target") == 1 and page.count("did not run") == 5
+
+
+def test_a_live_recording_without_patterns_reports_from_its_samples(store, tmp_path):
+    from mpmcore.experiments.model import SecondSample
+
+    rid = store.begin_run("recording", "live", "Live session", "", ["core:event"])
+    tid = store.begin_target(rid, "core:event", 1)
+    store.add_samples(tid, [SecondSample(t=float(i), stage="live", rps=float(10 * i), errors=0, busy=i,
+                                         pss_bytes=1_000_000 * (i + 1), cpu_seconds=0.1 * i) for i in range(5)])
+    store.end_target(tid, "incomplete")
+    store.end_run(rid, "incomplete")
+    (row,) = report.compare(store.load(rid), store).rows
+    assert row.rps == pytest.approx(20.0) and row.p99_ms is None and row.peak_busy == 4
+    assert row.pss_per_connection_bytes is None  # no client connection counted: nothing to divide by
+    assert row.cpu_seconds == pytest.approx(0.4)
+    page = exports.html_report(rid, store)
+    assert "Live session" in page and page.count("<svg") == 4  # req/s, busy, PSS, CPU; no pattern p99
+    path = exports.export_bundle(rid, store, tmp_path / "live.gz")
+    new = exports.import_bundle(path, store)
+    assert store.load(new).meta.status == "incomplete" and store.samples(store.load(new).targets[0].id) == store.samples(tid)
