@@ -28,20 +28,17 @@ import argparse
 import os
 import random
 import struct
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mpmcore.experiments import exports  # noqa: E402
-from mpmcore.experiments.model import FrameRecord, Mark, PatternSecond, SecondSample  # noqa: E402
-from mpmcore.experiments.store import RunStore  # noqa: E402
-from mpmcore.scoreboard import MPM_IDS, STATE_LETTERS  # noqa: E402
-from mpmcore.sources.grid import GRID_HEADER, GRID_MAGIC, GRID_VERSION, ROW_ALIVE  # noqa: E402
+from mpmcore.experiments import exports
+from mpmcore.experiments.model import FrameRecord, Mark, PatternSecond, SecondSample
+from mpmcore.experiments.store import RunStore
+from mpmcore.scoreboard import MPM_IDS, STATE_LETTERS
+from mpmcore.sources.grid import GRID_HEADER, GRID_MAGIC, GRID_VERSION, ROW_ALIVE
 
 ROWS, COLS, FPS = 64, 64, 10
 SLOTS = ROWS * COLS
