@@ -161,7 +161,10 @@ def _stats_row(type_: str, name: str, pats: Sequence[PatternResult]) -> list[Any
     failures = int(sum(_failures(p.total) for p in pats))
     responses = sum(report._num(p.total, "responses") for p in pats)
     secs = report.traffic_seconds(pats)
-    h = report.merge_histograms(e for p in pats if (e := p.histograms.get("latency")))
+    h = report.new_histogram()
+    for p in pats:
+        if (one := report._hist_of(p, "latency")) is not None:
+            h.add(one)
     count = report._count(h)
     mean_w = sum(report._num(p.total.get("latency_ms") or {}, "mean") * report._num(p.total.get("latency_ms") or {},
                                                                                      "count") for p in pats)
@@ -263,10 +266,8 @@ def hlog_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Path
         labels = list(dict.fromkeys(p.label for tr in runs for p in tr.patterns))
         for label in labels:
             for kind, suffix in (("latency", ""), ("corrected", ".corrected")):
-                intervals = [(tr, p) for tr in runs for p in tr.patterns
-                             if p.label == label and p.histograms.get(kind)]
-                hists = [(tr, report.decode_histogram(p.histograms[kind]), p) for tr, p in intervals]
-                hists = [(tr, h, p) for tr, h, p in hists if report._count(h)]
+                hists = [(tr, h, p) for tr in runs for p in tr.patterns
+                         if p.label == label and (h := report._hist_of(p, kind)) is not None and report._count(h)]
                 if not hists:
                     continue
                 path = out / f"{s}_{slug(label)}{suffix}.hlog"
@@ -412,6 +413,9 @@ def _import_records(p: Path, it: Iterator[dict[str, Any]], store: RunStore, run_
             i = int(obj["i"])
             if kind == "target":
                 tr = _target_run(obj["run"])
+                if bad := report.unreadable(tr.patterns):
+                    raise BundleError(f"{p}: record {records + 1}: histograms that are not HDR histograms "
+                                      f"({', '.join(bad)}): a damaged bundle")
                 tids[i] = store.begin_target(run_id, tr.target, tr.round, tr.config)
                 ends[i] = tr
             elif kind == "samples":
@@ -594,21 +598,7 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") ->
 
 
 def _pattern_table(cmp: Comparison) -> str:
-    head = ["target", "pattern", "req/s", "requests", "errors", "p50 ms", "p99 ms", "p99.9 ms", "cor p99 ms", "5xx"]
-    rows = []
-    for r in cmp.rows:
-        if not r.rounds:
-            rows.append([r.target, "", r.status or "not run", "", "", "", "", "", "", ""])
-            continue
-        for label, f in r.per_pattern.items():
-            if label in r.not_comparable:
-                rows.append([r.target, label, "not comparable", "", "", "", "", "", "", ""])
-                continue
-            rows.append([r.target, label, report._f(f.get("rps")), report._f(f.get("requests"), "{:.0f}"),
-                         report._f(f.get("errors"), "{:.0f}"), report._f(f.get("p50_ms"), "{:.2f}"),
-                         report._f(f.get("p99_ms"), "{:.2f}"), report._f(f.get("p99_9_ms"), "{:.2f}"),
-                         report._f(f.get("corrected_p99_ms"), "{:.2f}"), report._f(f.get("5xx"), "{:.0f}")])
-    return _table(head, rows, "patterns")
+    return _table(report.PATTERN_COLUMNS, report.pattern_rows(cmp), "patterns")
 
 
 def _verdict_html(verdicts: list[ClaimResult] | str) -> str:

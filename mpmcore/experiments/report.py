@@ -46,8 +46,8 @@ from mpmcore.experiments.model import (
 from mpmcore.experiments.store import RunStore
 from mpmcore.traffic.limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
 
-__all__ = ["compare", "decode_histogram", "format_configs", "format_report", "format_table",
-           "merge_histograms", "not_comparable_labels", "traffic_seconds"]
+__all__ = ["PATTERN_COLUMNS", "TABLE_COLUMNS", "HistogramError", "compare", "decode_histogram", "format_configs", "format_report", "format_table",
+           "merge_histograms", "not_comparable_labels", "pattern_rows", "table_rows", "traffic_seconds", "unreadable"]
 
 #: target-run statuses whose figures count (a skipped or failed target has none)
 MEASURED = frozenset({"complete", "incomplete", "stopped"})
@@ -59,13 +59,20 @@ def new_histogram() -> Any:
     return HdrHistogram(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_SIGNIFICANT_FIGURES)
 
 
+class HistogramError(ValueError):
+    """A stored histogram text that is not an encoded HDR histogram."""
+
+
 def decode_histogram(encoded: str | bytes) -> Any:
-    """An ``HdrHistogram.encode()`` text as a histogram."""
-    return HdrHistogram.decode(encoded.encode("ascii") if isinstance(encoded, str) else encoded)
+    """An ``HdrHistogram.encode()`` text as a histogram; HistogramError when it is not one."""
+    try:
+        return HdrHistogram.decode(encoded.encode("ascii") if isinstance(encoded, str) else encoded)
+    except Exception as e:  # hdrh raises binascii.Error, zlib.error and its own Hdr*Exception classes
+        raise HistogramError(f"not an encoded HDR histogram ({type(e).__name__}: {e})") from None
 
 
 def merge_histograms(encoded: Iterable[str]) -> Any:
-    """One histogram holding every value of the encoded ones."""
+    """One histogram holding every value of the encoded ones (HistogramError on a damaged one)."""
     out = new_histogram()
     for e in encoded:
         out.add(decode_histogram(e))
@@ -82,28 +89,46 @@ def _pct_ms(h: Any, pct: float) -> float | None:
     return round(int(h.get_value_at_percentile(pct)) / 1000.0, 3)
 
 
-def _hist_of(p: PatternResult, kind: str) -> str | None:
+def _hist_of(p: PatternResult, kind: str) -> Any | None:
+    """The pattern's histogram of that kind; None when it has none, or one that cannot be read
+    (``unreadable`` names those)."""
     enc = p.histograms.get(kind)
-    return enc or None
+    if not enc:
+        return None
+    try:
+        return decode_histogram(enc)
+    except HistogramError:
+        return None
 
 
-def _has_schedule(p: PatternResult) -> bool:
-    enc = _hist_of(p, "corrected")
-    return enc is not None and _count(decode_histogram(enc)) > 0
+def unreadable(patterns: Iterable[PatternResult]) -> list[str]:
+    """"label kind" for every stored histogram that is not an HDR histogram."""
+    out = []
+    for p in patterns:
+        for kind, enc in p.histograms.items():
+            if enc:
+                try:
+                    decode_histogram(enc)
+                except HistogramError:
+                    out.append(f"{p.label} {kind}")
+    return out
 
 
 def _latency_hists(patterns: Sequence[PatternResult]) -> tuple[Any, Any | None]:
     """(plain, corrected) merged over ``patterns``; corrected is None without an open-model pattern."""
-    plain = merge_histograms(e for p in patterns if (e := _hist_of(p, "latency")) is not None)
-    scheduled = [_has_schedule(p) for p in patterns]
-    if not any(scheduled):
-        return plain, None
+    plain = new_histogram()
     cor = new_histogram()
-    for p, sched in zip(patterns, scheduled, strict=True):
-        enc = _hist_of(p, "corrected" if sched else "latency")
-        if enc is not None:
-            cor.add(decode_histogram(enc))
-    return plain, cor
+    scheduled = False
+    for p in patterns:
+        lat, c = _hist_of(p, "latency"), _hist_of(p, "corrected")
+        if lat is not None:
+            plain.add(lat)
+        if c is not None and _count(c) > 0:
+            scheduled = True
+            cor.add(c)
+        elif lat is not None:
+            cor.add(lat)
+    return plain, cor if scheduled else None
 
 
 # -- per-round figures ------------------------------------------------------------------------------
@@ -210,7 +235,11 @@ def _row(target: str, runs: Sequence[TargetRun], store: RunStore, labels: Sequen
     status: str = "complete" if measured and len(measured) == len(runs) else (runs[-1].status if runs else "not run")
     if measured and len(measured) < len(runs):
         status = "partly"
-    message = "; ".join(dict.fromkeys(tr.message for tr in runs if tr.message))
+    messages = [tr.message for tr in runs if tr.message]
+    bad = unreadable(p for tr in runs for p in tr.patterns)
+    if bad:
+        messages.append("histograms that could not be read (left out): " + ", ".join(dict.fromkeys(bad)))
+    message = "; ".join(dict.fromkeys(messages))
     own_nc = not_comparable_labels(runs)
     rps_rounds: list[float | None] = []
     peaks: dict[str, list[int | None]] = {"busy": [], "processes": [], "threads": [], "pss_bytes": []}
@@ -296,12 +325,7 @@ def table_rows(cmp: Comparison) -> list[list[str]]:
 
 def format_table(cmp: Comparison) -> str:
     """The compare table as aligned text."""
-    rows = [list(TABLE_COLUMNS), *table_rows(cmp)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    return _align(TABLE_COLUMNS, table_rows(cmp))
 
 
 def format_configs(cmp: Comparison) -> str:
@@ -320,9 +344,42 @@ def format_configs(cmp: Comparison) -> str:
     return "\n".join(out)
 
 
+PATTERN_COLUMNS = ("target", "pattern", "req/s", "requests", "errors", "p50 ms", "p99 ms", "p99.9 ms", "cor p99",
+                   "5xx")
+
+
+def pattern_rows(cmp: Comparison) -> list[list[str]]:
+    """Per target and pattern: its figures as text, "not comparable" where the target could not
+    run it (a skipped or failed target: one row with its status)."""
+    out = []
+    for r in cmp.rows:
+        if not r.rounds:
+            out.append([r.target, "", r.status or "not run", *[""] * (len(PATTERN_COLUMNS) - 3)])
+            continue
+        for label, f in r.per_pattern.items():
+            if label in r.not_comparable:
+                out.append([r.target, label, "not comparable", *[""] * (len(PATTERN_COLUMNS) - 3)])
+                continue
+            out.append([r.target, label, _f(f.get("rps")), _f(f.get("requests"), "{:.0f}"),
+                        _f(f.get("errors"), "{:.0f}"), _f(f.get("p50_ms"), "{:.2f}"), _f(f.get("p99_ms"), "{:.2f}"),
+                        _f(f.get("p99_9_ms"), "{:.2f}"), _f(f.get("corrected_p99_ms"), "{:.2f}"),
+                        _f(f.get("5xx"), "{:.0f}")])
+    return out
+
+
+def _align(head: Sequence[str], body: Sequence[Sequence[str]], left: int = 1) -> str:
+    rows = [list(head), *[list(b) for b in body]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def format_report(cmp: Comparison) -> str:
-    """Table, configurations and the per-pattern figures: what ``mpmlab experiment report`` prints."""
-    parts = [f"run {cmp.run_id}: {cmp.name}", "", format_table(cmp), "", format_configs(cmp)]
+    """Table, per-pattern figures and configurations: what ``mpmlab experiment report`` prints."""
+    parts = [f"run {cmp.run_id}: {cmp.name}", "", format_table(cmp), "", _align(PATTERN_COLUMNS, pattern_rows(cmp), 2),
+             "", format_configs(cmp)]
     excluded = sorted({label for r in cmp.rows for label in r.not_comparable})
     if excluded:
         parts += ["", "left out of every row's totals (not comparable on some target): " + ", ".join(excluded)]

@@ -271,3 +271,29 @@ def test_a_live_recording_without_patterns_reports_from_its_samples(store, tmp_p
     path = exports.export_bundle(rid, store, tmp_path / "live.gz")
     new = exports.import_bundle(path, store)
     assert store.load(new).meta.status == "incomplete" and store.samples(store.load(new).targets[0].id) == store.samples(tid)
+
+
+def test_a_damaged_histogram_is_named_and_left_out_and_refused_in_a_bundle(store, tmp_path):
+    from experiment_fixtures import encoded, figures
+
+    from mpmcore.experiments.model import PatternResult
+
+    rid = store.begin_run("experiment", "damaged", "Damaged", "", ["core:event"])
+    tid = store.begin_target(rid, "core:event", 1)
+    good = PatternResult(label="good", pattern="steady", stage="s", params={}, total=figures(10, 10, 1.0),
+                         histograms={"latency": encoded([1000] * 10)})
+    bad = PatternResult(label="bad", pattern="steady", stage="s", params={}, total=figures(10, 10, 1.0),
+                        histograms={"latency": "not-a-histogram"})
+    store.end_target(tid, "complete", patterns=[good, bad])
+    store.end_run(rid, "complete")
+    (row,) = report.compare(store.load(rid), store).rows
+    assert row.p50_ms == 1.0 and "could not be read (left out): bad latency" in row.message
+    assert "<table" in exports.html_report(rid, store)
+    path = exports.export_bundle(rid, store, tmp_path / "d.gz")
+    other = RunStore(tmp_path / "other.sqlite3")
+    try:
+        with pytest.raises(exports.BundleError, match=r"not HDR histograms \(bad latency\)"):
+            exports.import_bundle(path, other)
+        assert other.list_runs() == []
+    finally:
+        other.close()
