@@ -39,7 +39,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _core_links(d: Dashboard) -> dict[str, str]:
     base = f"http://{d.settings.core_listen}"
-    return {"html": f"{base}/server-status", "auto": f"{base}/server-status?auto",
+    return {"html": f"{base}/server-status", "auto": f"{base}/server-status?auto", "json": f"{base}/server-status?json",
             "proxy_html": "/api/core/server-status", "proxy_auto": "/api/core/server-status?auto"}
 
 
