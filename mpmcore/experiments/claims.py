@@ -33,6 +33,8 @@ from mpmcore.experiments.model import (
     TargetRun,
     Verdict,
 )
+from mpmcore.experiments.plan import find_plan
+from mpmcore.experiments.runner import run_experiment
 from mpmcore.experiments.store import RunStore, StoreError, default_path
 
 __all__ = ["CLAIMS", "Claim", "Finding", "add_claims_commands", "latest_results", "verdict_for"]
@@ -715,15 +717,12 @@ def _open_store(path: str | None) -> RunStore:
 def run_all(store: RunStore, progress: Any = None) -> int:
     """Run every claim's built-in plan into ``store``, one after another (exit status: 0, or 130
     when interrupted)."""
-    from mpmcore.experiments import plan as plan_mod
-    from mpmcore.experiments import runner
-
     for c in CLAIMS.values():
-        pl = plan_mod.find_plan(c.plan)
+        pl = find_plan(c.plan)
         if progress is not None:
             print(f"claim {c.number}: {c.title} ({c.plan}, {len(pl.targets)} targets)", file=progress, flush=True)
         try:
-            runner.run_experiment(pl, store=store)
+            run_experiment(pl, store=store)
         except KeyboardInterrupt:
             return 130
     return 0

@@ -49,7 +49,15 @@ STOP_TIMEOUT = 15.0
 #: the largest /bytes/N file written into a real server's document root
 MAX_STATIC_BYTES = 64 * 1024 * 1024
 #: per-target options (``core:event?tls_mode=pre-2.4.7``) and their values
-OPTIONS: dict[str, tuple[str, ...]] = {"tls_mode": ("current", "pre-2.4.7")}
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "tls_mode": ("current", "pre-2.4.7"),
+    # the core's /unsafe forwarded to a FastCGI pool of N processes (UnsafeFastCGIPool N; claim 8)
+    "fcgi_pool": ("1", "2", "4", "8"),
+    # "off": RequestReadTimeout header=0 body=0, the budget's not applied (claim 7's "without")
+    "request_read_timeout": ("budget", "off"),
+}
+#: RequestReadTimeout with both phases disabled (mod_reqtimeout: a timeout of 0 disables a phase)
+RRT_OFF = "header=0 body=0"
 #: what the core's handlers do that a static server cannot
 _DYNAMIC = {"/cpu": "a CPU-heavy handler (/cpu)", "/sleep": "an I/O-wait handler (/sleep)",
             "/unsafe": "the thread-unsafe module (/unsafe)"}
@@ -96,6 +104,10 @@ def parse_target(text: str) -> TargetSpec:
         options[key] = value
     if options.get("tls_mode") == "pre-2.4.7" and (kind, mpm) != ("core", "event"):
         raise TargetError(f"{text!r}: tls_mode=pre-2.4.7 is the embedded core's event MPM only (core:event)")
+    if "fcgi_pool" in options and kind != "core":
+        raise TargetError(f"{text!r}: fcgi_pool is the embedded core's FastCGI pool for /unsafe (core:MPM only)")
+    if "request_read_timeout" in options and kind not in ("core", "apache"):
+        raise TargetError(f"{text!r}: request_read_timeout is a core or Apache option")
     return TargetSpec(kind=k, mpm=mpm or None, options=options)
 
 
@@ -262,6 +274,10 @@ def effective_config(spec: TargetSpec, budget: Budget, plan: Plan | None = None,
         settings.update(extra)
         if spec.kind == "core" and spec.options.get("tls_mode") == "pre-2.4.7":
             settings["SSLSyncEventMPM"] = "On"
+        if spec.kind == "core" and "fcgi_pool" in spec.options:
+            settings["UnsafeFastCGIPool"] = spec.options["fcgi_pool"]
+        if spec.options.get("request_read_timeout") == "off":
+            settings["RequestReadTimeout"] = RRT_OFF
         if budget.tls and spec.kind == "core":
             settings["TLS"] = "on (self-signed certificate)"
     elif spec.kind == "nginx":
