@@ -618,8 +618,9 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in (
            "whole process tree per slot; the core's and a real Apache's three MPMs", _rule_prefork_ram),
     _claim("worker-keepalive-holds-threads", 4, "worker: a kept-alive connection holds a thread",
            "under worker, a kept-alive connection holds a thread until it closes: idle browsers starve new clients.",
-           "16 slots (2 x 8 threads), KeepAliveTimeout 5 s, 4 browsers with 6 connections each idling "
-           "after a page view, and a probe client opening a new connection per request to / (4 s timeout)", _rule_worker_holds),
+           "16 slots (2 x 8 threads), KeepAliveTimeout 5 s, 4 browsers with 4 keep-alive connections "
+           "each (16) idling 3 s between page views, and 2 probe clients opening a new connection per "
+           "request to / (2 s timeout)", _rule_worker_holds),
     _claim("event-frees-threads", 5, "event frees the thread after each request",
            "event frees the thread after each request: the same clients do not starve it.",
            "the same traffic and slots as claim 4, under event", _rule_event_frees),

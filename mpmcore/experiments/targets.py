@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from mpmcore import __version__, realservers
 from mpmcore.experiments.model import MPMS, TARGET_KINDS, Budget, EffectiveConfig, Plan, TargetKind, TargetSpec
 from mpmcore.procs import ProcessIdentity, stop_pid, terminate
+from mpmcore.sources.core import CORE_SHM_PREFIX
 
 __all__ = ["RunningTarget", "TargetError", "available", "effective_config", "not_comparable", "parse_target",
            "plan_paths", "start"]
@@ -316,7 +317,7 @@ def _answers(url: str, timeout: float = 2.0) -> bool:
 
 class RunningTarget:
     """A started target. ``url``: where traffic goes; ``status_url``/``source_spec``: where the
-    recorder reads it (``mpmcore.sources.attach.make_source(source_spec)``); ``pids()``: the roots
+    recorder reads it (``mpmcore.sources.core.open_source(source_spec)``: the core from its scoreboard); ``pids()``: the roots
     of its process tree; ``config``: what it runs with; ``error_log_path``: its error log (None:
     none to read). ``stop()`` stops it by pid and removes its files; safe to call twice."""
 
@@ -425,7 +426,9 @@ def _start_core(spec: TargetSpec, budget: Budget, workdir: Path, plan: Plan | No
     error_log = run_dir_for(listen) / "error_log"
     cfg = effective_config(spec, budget, plan, url=url, status_url=status_url,
                            config_text="mpmlab " + " ".join(cmd[cmd.index("serve"):]), version=cfg.version)
-    t = RunningTarget(spec, url, status_url, f"apache+{status_url}", cfg, error_log)
+    # the scoreboard, not /server-status: a starved worker or prefork cannot answer a status
+    # request, its scoreboard still shows every slot (mpmcore/sources/core.py)
+    t = RunningTarget(spec, url, status_url, f"{CORE_SHM_PREFIX}{listen}", cfg, error_log)
     t.threads_per_child = 1 if spec.mpm == "prefork" else budget.slots // budget.processes
     env = dict(os.environ)
     pkg_root = str(Path(__file__).resolve().parents[2])
