@@ -179,3 +179,21 @@ def test_ctrl_c_stops_everything_and_exits_130(tmp_path):
     run = store.load(store.list_runs()[0].id)
     assert run.meta.status == "stopped" and run.targets[0].status == "stopped"
     store.close()
+
+
+def test_an_attached_server_gets_the_traffic_and_is_recorded_not_started(tmp_path, server_factory):
+    server = server_factory(mpm="worker", settings={"ThreadsPerChild": 4, "MaxRequestWorkers": 8,
+                                                     "ServerLimit": 2, "StartServers": 2})
+    plan = parse_plan(ONE.format(thresholds="", directives=""), "one.toml")
+    spec = f"attach:http://{server.listen}/server-status"
+    from mpmcore.experiments.targets import parse_target
+
+    with RunStore(tmp_path / "runs.sqlite3") as store:
+        run = run_experiment(plan, store=store, targets=[parse_target(spec)], workdir=tmp_path / "work")
+        (tr,) = run.targets
+        assert (tr.target, tr.status) == (spec, "complete")
+        assert tr.config is not None and tr.config.url == f"http://{server.listen}/"
+        assert tr.patterns[0].total["responses"] > 0
+        assert store.frame_times(tr.id) and store.samples(tr.id)[0].busy is not None
+        assert store.samples(tr.id)[0].pss_bytes is None  # not ours: no process tree to measure
+    assert server.proc.poll() is None  # an attached server is left running
