@@ -297,3 +297,19 @@ def test_a_damaged_histogram_is_named_and_left_out_and_refused_in_a_bundle(store
         assert other.list_runs() == []
     finally:
         other.close()
+
+
+def test_a_claims_run_shows_its_verdict_in_the_html_and_json(store):
+    from mpmcore.experiments import claims
+
+    claim = next(iter(claims.CLAIMS.values()))
+    built = build_run(store, name=claim.plan)
+    run = store.load(built.run_id)
+    (want,) = claims.verdict_for(run, store)
+    page = exports.html_report(built.run_id, store)
+    assert f"Claim {want.number}: " in page and f'<p class="verdict">{want.verdict}</p>' in page
+    doc = json.loads(exports.json_export(built.run_id, store))
+    assert doc["claims"][0]["claim"] == want.claim and doc["claims"][0]["verdict"] == want.verdict
+    # a run of a plan that is no claim's has no verdict section
+    other = build_run(store)
+    assert "<h2>Claim" not in exports.html_report(other.run_id, store)
