@@ -156,20 +156,22 @@ def _ms_int(us: float) -> int:
     return round(us / 1000.0)
 
 
-def _stats_row(type_: str, name: str, pats: Sequence[PatternResult]) -> list[Any]:
-    requests = int(sum(report._num(p.total, "requests") for p in pats))
+def _stats_row(type_: str, name: str, rounds: Sequence[Sequence[PatternResult]]) -> list[Any]:
+    """One row of ``_stats.csv`` over the patterns of every round (rates over the rounds' seconds)."""
+    pats = [p for r in rounds for p in r]
+    requests = int(sum(report.number(p.total, "requests") for p in pats))
     failures = int(sum(_failures(p.total) for p in pats))
-    responses = sum(report._num(p.total, "responses") for p in pats)
-    secs = report.traffic_seconds(pats)
+    responses = sum(report.number(p.total, "responses") for p in pats)
+    secs = sum(report.traffic_seconds(r) for r in rounds)
     h = report.new_histogram()
     for p in pats:
-        if (one := report._hist_of(p, "latency")) is not None:
+        if (one := report.histogram_of(p, "latency")) is not None:
             h.add(one)
-    count = report._count(h)
-    mean_w = sum(report._num(p.total.get("latency_ms") or {}, "mean") * report._num(p.total.get("latency_ms") or {},
+    count = report.total_count(h)
+    mean_w = sum(report.number(p.total.get("latency_ms") or {}, "mean") * report.number(p.total.get("latency_ms") or {},
                                                                                      "count") for p in pats)
     avg = mean_w / count if count else 0
-    size = sum(report._num(p.total, "bytes_in") for p in pats) / responses if responses else 0
+    size = sum(report.number(p.total, "bytes_in") for p in pats) / responses if responses else 0
     if count:
         pcts: list[Any] = [_ms_int(h.get_value_at_percentile(q * 100)) for q in LOCUST_PERCENTILES]
         med, mn, mx = pcts[0], _ms_int(h.get_min_value()), _ms_int(h.get_max_value())
@@ -182,7 +184,7 @@ def _stats_row(type_: str, name: str, pats: Sequence[PatternResult]) -> list[Any
 def _failures(total: dict[str, Any]) -> float:
     """Locust counts an error or a 4xx/5xx answer as a failure."""
     status = total.get("status") or {}
-    return report._num(total, "errors_total") + report._num(status, "4xx") + report._num(status, "5xx")
+    return report.number(total, "errors_total") + report.number(status, "4xx") + report.number(status, "5xx")
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
@@ -206,8 +208,9 @@ def csv_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Path]
         runs = sorted((tr for tr in run.targets if tr.target == target), key=lambda tr: tr.round)
         pats = [p for tr in runs for p in tr.patterns]
         labels = list(dict.fromkeys(p.label for p in pats))
-        rows = [_stats_row("GET", label, [p for p in pats if p.label == label]) for label in labels]
-        rows.append(_stats_row("", "Aggregated", pats))
+        rows = [_stats_row("GET", label, [[p for p in tr.patterns if p.label == label] for tr in runs])
+                for label in labels]
+        rows.append(_stats_row("", "Aggregated", [list(tr.patterns) for tr in runs]))
         paths.append(_write_csv(out / f"{s}_stats.csv", LOCUST_STATS_COLUMNS, rows))
         paths.append(_write_csv(out / f"{s}_stats_history.csv", LOCUST_HISTORY_COLUMNS,
                                 list(_history_rows(runs, labels, store))))
@@ -220,7 +223,7 @@ def csv_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Path]
                 for kind, n in (p.total.get("errors") or {}).items():
                     counts[kind] = counts.get(kind, 0) + int(n)
                 for cls in ("4xx", "5xx"):
-                    n = int(report._num(p.total.get("status") or {}, cls))
+                    n = int(report.number(p.total.get("status") or {}, cls))
                     counts[f"HTTP {cls}"] = counts.get(f"HTTP {cls}", 0) + n
             fails += [["GET", label, kind, n, "", ""] for kind, n in counts.items() if n]
         paths.append(_write_csv(out / f"{s}_failures.csv", LOCUST_FAILURES_COLUMNS, fails))
@@ -267,7 +270,7 @@ def hlog_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Path
         for label in labels:
             for kind, suffix in (("latency", ""), ("corrected", ".corrected")):
                 hists = [(tr, h, p) for tr in runs for p in tr.patterns
-                         if p.label == label and (h := report._hist_of(p, kind)) is not None and report._count(h)]
+                         if p.label == label and (h := report.histogram_of(p, kind)) is not None and report.total_count(h)]
                 if not hists:
                     continue
                 path = out / f"{s}_{slug(label)}{suffix}.hlog"
@@ -280,7 +283,7 @@ def hlog_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Path
                     w.output_legend()
                     for tr, h, p in hists:
                         start = tr.started_at
-                        secs = report._num(p.total, "seconds") or ((tr.ended_at or start) - start)
+                        secs = report.number(p.total, "seconds") or ((tr.ended_at or start) - start)
                         w.output_interval_histogram(h, start_time_stamp_sec=start,
                                                     end_time_stamp_sec=start + max(secs, 0.001))
                 paths.append(path)

@@ -46,8 +46,10 @@ from mpmcore.experiments.model import (
 from mpmcore.experiments.store import RunStore
 from mpmcore.traffic.limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
 
-__all__ = ["PATTERN_COLUMNS", "TABLE_COLUMNS", "HistogramError", "compare", "decode_histogram", "format_configs", "format_report", "format_table",
-           "merge_histograms", "not_comparable_labels", "pattern_rows", "table_rows", "traffic_seconds", "unreadable"]
+__all__ = ["MEASURED", "PATTERN_COLUMNS", "TABLE_COLUMNS", "HistogramError", "cell", "compare", "decode_histogram",
+           "format_configs", "format_report", "format_table", "histogram_of", "merge_histograms", "new_histogram",
+           "not_comparable_labels", "number", "pattern_rows", "table_rows", "total_count", "traffic_seconds",
+           "unreadable"]
 
 #: target-run statuses whose figures count (a skipped or failed target has none)
 MEASURED = frozenset({"complete", "incomplete", "stopped"})
@@ -79,17 +81,17 @@ def merge_histograms(encoded: Iterable[str]) -> Any:
     return out
 
 
-def _count(h: Any) -> int:
+def total_count(h: Any) -> int:
     return int(h.get_total_count())
 
 
 def _pct_ms(h: Any, pct: float) -> float | None:
-    if _count(h) == 0:
+    if total_count(h) == 0:
         return None
     return round(int(h.get_value_at_percentile(pct)) / 1000.0, 3)
 
 
-def _hist_of(p: PatternResult, kind: str) -> Any | None:
+def histogram_of(p: PatternResult, kind: str) -> Any | None:
     """The pattern's histogram of that kind; None when it has none, or one that cannot be read
     (``unreadable`` names those)."""
     enc = p.histograms.get(kind)
@@ -120,10 +122,10 @@ def _latency_hists(patterns: Sequence[PatternResult]) -> tuple[Any, Any | None]:
     cor = new_histogram()
     scheduled = False
     for p in patterns:
-        lat, c = _hist_of(p, "latency"), _hist_of(p, "corrected")
+        lat, c = histogram_of(p, "latency"), histogram_of(p, "corrected")
         if lat is not None:
             plain.add(lat)
-        if c is not None and _count(c) > 0:
+        if c is not None and total_count(c) > 0:
             scheduled = True
             cor.add(c)
         elif lat is not None:
@@ -132,7 +134,7 @@ def _latency_hists(patterns: Sequence[PatternResult]) -> tuple[Any, Any | None]:
 
 
 # -- per-round figures ------------------------------------------------------------------------------
-def _num(total: Mapping[str, Any], key: str) -> float:
+def number(total: Mapping[str, Any], key: str) -> float:
     v = total.get(key)
     return float(v) if isinstance(v, (int, float)) else 0.0
 
@@ -141,14 +143,14 @@ def traffic_seconds(patterns: Sequence[PatternResult]) -> float:
     """Seconds of traffic the patterns cover: per stage, its longest pattern's seconds, summed."""
     by_stage: dict[str, float] = {}
     for p in patterns:
-        by_stage[p.stage] = max(by_stage.get(p.stage, 0.0), _num(p.total, "seconds"))
+        by_stage[p.stage] = max(by_stage.get(p.stage, 0.0), number(p.total, "seconds"))
     return sum(by_stage.values())
 
 
 def _round_rps(patterns: Sequence[PatternResult], samples: Sequence[SecondSample]) -> float | None:
     secs = traffic_seconds(patterns)
     if patterns and secs > 0:
-        return sum(_num(p.total, "responses") for p in patterns) / secs
+        return sum(number(p.total, "responses") for p in patterns) / secs
     counted = [s.rps for s in samples if s.stage and s.stage != "warmup"]
     return statistics.fmean(counted) if counted else None
 
@@ -207,9 +209,9 @@ def not_comparable_labels(runs: Sequence[TargetRun]) -> dict[str, str]:
 
 def _pattern_figures(label: str, runs: Sequence[TargetRun]) -> dict[str, float | None]:
     pats = [p for tr in runs for p in tr.patterns if p.label == label]
-    rps = [_num(p.total, "responses") / s for p in pats if (s := _num(p.total, "seconds")) > 0]
-    requests = sum(_num(p.total, "requests") for p in pats)
-    errors = sum(_num(p.total, "errors_total") for p in pats)
+    rps = [number(p.total, "responses") / s for p in pats if (s := number(p.total, "seconds")) > 0]
+    requests = sum(number(p.total, "requests") for p in pats)
+    errors = sum(number(p.total, "errors_total") for p in pats)
     plain, cor = _latency_hists(pats)
     return {
         "rps": _median(rps),
@@ -220,7 +222,7 @@ def _pattern_figures(label: str, runs: Sequence[TargetRun]) -> dict[str, float |
         "p99_ms": _pct_ms(plain, 99.0),
         "p99_9_ms": _pct_ms(plain, 99.9),
         "corrected_p99_ms": None if cor is None else _pct_ms(cor, 99.0),
-        "5xx": sum(_num(p.total.get("status") or {}, "5xx") for p in pats),
+        "5xx": sum(number(p.total.get("status") or {}, "5xx") for p in pats),
     }
 
 
@@ -256,8 +258,8 @@ def _row(target: str, runs: Sequence[TargetRun], store: RunStore, labels: Sequen
         per_conn.append(_pss_per_connection(samples))
         cpu.append(_cpu_seconds(samples))
     plain, cor = _latency_hists(counted)
-    requests = sum(_num(p.total, "requests") for p in counted)
-    errors = int(sum(_num(p.total, "errors_total") for p in counted))
+    requests = sum(number(p.total, "requests") for p in counted)
+    errors = int(sum(number(p.total, "errors_total") for p in counted))
     by_kind: dict[str, int] = {}
     for p in counted:
         for kind, n in (p.total.get("errors") or {}).items():
@@ -294,7 +296,7 @@ def compare(run: StoredRun, store: RunStore) -> Comparison:
 
 
 # -- the terminal table ------------------------------------------------------------------------------
-def _f(v: float | int | None, fmt: str = "{:.1f}") -> str:
+def cell(v: float | int | None, fmt: str = "{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
@@ -314,12 +316,12 @@ def table_rows(cmp: Comparison) -> list[list[str]]:
     """The compare table's cells as text ("-" where a target cannot show a figure)."""
     out = []
     for r in cmp.rows:
-        out.append([r.target, str(r.rounds), _f(r.rps), _f(r.rps_spread), _f(r.p50_ms, "{:.2f}"),
-                    _f(r.p99_ms, "{:.2f}"), _f(r.p99_9_ms, "{:.2f}"), _f(r.corrected_p99_ms, "{:.2f}"),
+        out.append([r.target, str(r.rounds), cell(r.rps), cell(r.rps_spread), cell(r.p50_ms, "{:.2f}"),
+                    cell(r.p99_ms, "{:.2f}"), cell(r.p99_9_ms, "{:.2f}"), cell(r.corrected_p99_ms, "{:.2f}"),
                     str(r.errors) if r.rounds else "-",
-                    _f(None if r.error_rate is None else r.error_rate * 100, "{:.2f}"),
-                    _f(r.peak_busy, "{}"), _f(r.peak_processes, "{}"), _f(r.peak_threads, "{}"),
-                    _mb(r.peak_pss_bytes), _kb(r.pss_per_connection_bytes), _f(r.cpu_seconds, "{:.2f}")])
+                    cell(None if r.error_rate is None else r.error_rate * 100, "{:.2f}"),
+                    cell(r.peak_busy, "{}"), cell(r.peak_processes, "{}"), cell(r.peak_threads, "{}"),
+                    _mb(r.peak_pss_bytes), _kb(r.pss_per_connection_bytes), cell(r.cpu_seconds, "{:.2f}")])
     return out
 
 
@@ -360,10 +362,10 @@ def pattern_rows(cmp: Comparison) -> list[list[str]]:
             if label in r.not_comparable:
                 out.append([r.target, label, "not comparable", *[""] * (len(PATTERN_COLUMNS) - 3)])
                 continue
-            out.append([r.target, label, _f(f.get("rps")), _f(f.get("requests"), "{:.0f}"),
-                        _f(f.get("errors"), "{:.0f}"), _f(f.get("p50_ms"), "{:.2f}"), _f(f.get("p99_ms"), "{:.2f}"),
-                        _f(f.get("p99_9_ms"), "{:.2f}"), _f(f.get("corrected_p99_ms"), "{:.2f}"),
-                        _f(f.get("5xx"), "{:.0f}")])
+            out.append([r.target, label, cell(f.get("rps")), cell(f.get("requests"), "{:.0f}"),
+                        cell(f.get("errors"), "{:.0f}"), cell(f.get("p50_ms"), "{:.2f}"), cell(f.get("p99_ms"), "{:.2f}"),
+                        cell(f.get("p99_9_ms"), "{:.2f}"), cell(f.get("corrected_p99_ms"), "{:.2f}"),
+                        cell(f.get("5xx"), "{:.0f}")])
     return out
 
 

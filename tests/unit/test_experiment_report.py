@@ -141,6 +141,9 @@ def test_csvs_have_locusts_headers_and_the_figures(store, built, tmp_path):
     b_resp = sum(n * 3 // 4 for n in CORE_RESPONSES)
     assert int(b["Request Count"]) == b_resp + 15
     assert int(b["Failure Count"]) == 9 + 6  # client errors + the 5xx answers, as Locust counts them
+    assert float(b["Requests/s"]) == pytest.approx((b_resp + 15) / 30.0)  # 3 rounds of 10 s
+    agg_row = by_name["Aggregated"]
+    assert int(agg_row["Request Count"]) == sum(int(by_name[n]["Request Count"]) for n in ("browsers", "poll", "cpu"))
     assert int(b["99%"]) == round(hist(built.values[("core:event", "browsers")]).get_value_at_percentile(99) / 1000)
     assert int(b["100%"]) == round(max(built.values[("core:event", "browsers")]) / 1000)
     assert by_name["Aggregated"]["Type"] == ""
