@@ -660,6 +660,9 @@ def html_report(run_id: int, store: RunStore) -> str:
         "<p>Medians over rounds (± is the spread, max - min, of req/s); percentiles from the HDR histograms "
         "merged over rounds and patterns; - where a target cannot show a figure.</p>",
     ]
+    failed = [f"{tr.target} (round {tr.round}): {t}" for tr in run.targets for t in tr.thresholds_failed]
+    if failed:
+        parts.append('<p class="nc" id="thresholds">Thresholds failed: ' + "; ".join(_esc(x) for x in failed) + "</p>")
     if excluded:
         parts.append(f'<p class="nc">Left out of every row\'s totals (not comparable on some target): '
                      f"{_esc(', '.join(excluded))}</p>")

@@ -234,9 +234,9 @@ def _row(target: str, runs: Sequence[TargetRun], store: RunStore, labels: Sequen
          excluded: set[str]) -> TargetFigures:
     measured = [tr for tr in runs if tr.status in MEASURED]
     config: EffectiveConfig | None = next((tr.config for tr in reversed(runs) if tr.config is not None), None)
-    status: str = "complete" if measured and len(measured) == len(runs) else (runs[-1].status if runs else "not run")
-    if measured and len(measured) < len(runs):
-        status = "partly"
+    statuses = list(dict.fromkeys(tr.status for tr in runs))  # a target of the plan that never began: none
+    status = ("not run" if not statuses else statuses[0] if len(statuses) == 1
+              else "partly" if measured else ", ".join(statuses))
     messages = [tr.message for tr in runs if tr.message]
     bad = unreadable(p for tr in runs for p in tr.patterns)
     if bad:

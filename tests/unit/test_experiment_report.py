@@ -316,3 +316,22 @@ def test_a_claims_run_shows_its_verdict_in_the_html_and_json(store):
     # a run of a plan that is no claim's has no verdict section
     other = build_run(store)
     assert "<h2>Claim" not in exports.html_report(other.run_id, store)
+
+
+def test_a_target_that_never_began_and_a_failed_threshold(store):
+    from experiment_fixtures import encoded, figures
+
+    from mpmcore.experiments.model import PatternResult
+
+    rid = store.begin_run("experiment", "partial", "Partial", "", ["core:event", "core:worker"])
+    tid = store.begin_target(rid, "core:event", 1)
+    pat = PatternResult(label="a", pattern="steady", stage="s", params={}, total=figures(10, 10, 1.0),
+                        histograms={"latency": encoded([2000] * 10)})
+    store.end_target(tid, "complete", patterns=[pat], thresholds_failed=["p99>1ms: 2.0 ms"])
+    store.end_run(rid, "stopped")  # stopped before core:worker began
+    cmp = report.compare(store.load(rid), store)
+    by = {r.target: r for r in cmp.rows}
+    assert by["core:event"].status == "complete" and by["core:event"].p99_ms == 2.0
+    assert by["core:worker"].status == "not run" and by["core:worker"].rounds == 0
+    page = exports.html_report(rid, store)
+    assert "Thresholds failed: core:event (round 1): p99&gt;1ms: 2.0 ms" in page
