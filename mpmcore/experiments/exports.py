@@ -301,6 +301,16 @@ def export_bundle(run_id: int, store: RunStore, path: str | Path) -> Path:
     run = store.load(run_id)
     p = Path(path)
     tmp = p.with_name(p.name + ".part")
+    try:
+        _write_bundle(run, store, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(p)
+    return p
+
+
+def _write_bundle(run: StoredRun, store: RunStore, tmp: Path) -> None:
     records = 0
     with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as f:
 
@@ -322,8 +332,6 @@ def export_bundle(run_id: int, store: RunStore, path: str | Path) -> Path:
                 put({"kind": "frames", "i": i, "n": k,
                      "items": [[fr.t, base64.b64encode(fr.grid).decode("ascii")] for fr in chunk]})
         f.write(json.dumps({"kind": "end", "records": records}) + "\n")
-    tmp.replace(p)
-    return p
 
 
 def _frame_chunks(store: RunStore, tid: int) -> Iterator[list[FrameRecord]]:
