@@ -60,8 +60,8 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 #: RequestReadTimeout with both phases disabled (mod_reqtimeout: a timeout of 0 disables a phase)
 RRT_OFF = "header=0 body=0"
 #: what the core's handlers do that a static server cannot
-_DYNAMIC = {"/cpu": "a CPU-heavy handler (/cpu)", "/sleep": "an I/O-wait handler (/sleep)",
-            "/unsafe": "the thread-unsafe module (/unsafe)"}
+_DYNAMIC = {"/cpu": "CPU-heavy handler (/cpu)", "/sleep": "I/O-wait handler (/sleep)",
+            "/unsafe": "thread-unsafe module (/unsafe)"}
 _STATIC_PATHS = re.compile(r"^/(index\.html)?$|^/bytes/([0-9]+)$|^/health$")
 _INSTALL = {"apache": "apt-get install apache2", "nginx": "apt-get install nginx",
             "lighttpd": "apt-get install lighttpd"}
@@ -160,9 +160,34 @@ def mpm_settings(mpm: str, budget: Budget) -> dict[str, str]:
     return out
 
 
-def nginx_settings(budget: Budget) -> dict[str, str]:
+def peak_connections(plan: Plan | None) -> int:
+    """The most connections the plan's generator opens at once (its busiest stage)."""
+    from mpmcore.traffic.catalogue import declared_connections, validate_params
+
+    if plan is None:
+        return 0
+    peak = 0
+    for stage in plan.stages:
+        n = 0
+        for use in stage.mix:
+            full = validate_params(use.pattern, {**use.params, "target": "http://127.0.0.1:1/",
+                                                 "duration": stage.duration})
+            n += declared_connections(use.pattern, full)
+        peak = max(peak, n)
+    return peak
+
+
+def connection_limit(budget: Budget, plan: Plan | None) -> int:
+    """nginx's and lighttpd's connection limit: high enough never to refuse a connection of the
+    plan (as Apache's listen backlog queues them), so the budget is their worker counts only."""
+    return max(1024, peak_connections(plan) + budget.slots)
+
+
+def nginx_settings(budget: Budget, plan: Plan | None = None) -> dict[str, str]:
     b = budget
-    return {"worker_processes": str(b.processes), "worker_connections": str(b.slots),
+    conns = connection_limit(b, plan)
+    return {"worker_processes": str(b.processes), "worker_connections": str(conns),
+            "worker_rlimit_nofile": str(2 * conns + 64),
             "keepalive_timeout": f"{_secs(b.keepalive_timeout)}s",
             "keepalive_requests": str(b.max_keepalive_requests or 1000000),
             "client_header_timeout": f"{_secs(_rrt_seconds(b.request_read_timeout, 'header'))}s",
@@ -170,9 +195,10 @@ def nginx_settings(budget: Budget) -> dict[str, str]:
             "send_timeout": f"{_secs(b.timeout)}s"}
 
 
-def lighttpd_settings(budget: Budget) -> dict[str, str]:
+def lighttpd_settings(budget: Budget, plan: Plan | None = None) -> dict[str, str]:
     b = budget
-    return {"server.max-worker": "1", "server.max-connections": str(b.slots),
+    conns = connection_limit(b, plan)
+    return {"server.max-worker": "1", "server.max-connections": str(conns), "server.max-fds": str(2 * conns + 64),
             "server.max-keep-alive-idle": str(max(1, round(b.keepalive_timeout))),
             "server.max-keep-alive-requests": str(b.max_keepalive_requests),
             "server.max-read-idle": str(max(1, round(_rrt_seconds(b.request_read_timeout, "header")))),
@@ -181,10 +207,12 @@ def lighttpd_settings(budget: Budget) -> dict[str, str]:
 
 #: what a real server's settings mean where they differ from Apache's request slots
 _NOTES = {
-    "nginx": "nginx limits connections, not request slots: worker_connections (per worker process) counts "
-             "every open connection, idle kept-alive ones included",
-    "lighttpd": "lighttpd 1.4 is one event-driven process (server.max-worker=1); server.max-connections "
-                "counts every open connection; the idle timeouts are whole seconds",
+    "nginx": "nginx has no request slots: the budget is its worker processes; worker_connections (per "
+             "worker, every open connection, idle kept-alive ones included) is set high enough never to refuse "
+             "one of the plan's connections, as Apache's listen backlog queues them",
+    "lighttpd": "lighttpd 1.4 is one event-driven process (server.max-worker=1, whatever the budget's "
+                "processes); server.max-connections is set high enough never to refuse one of the plan's "
+                "connections; its idle timeouts are whole seconds",
 }
 
 
@@ -282,10 +310,10 @@ def effective_config(spec: TargetSpec, budget: Budget, plan: Plan | None = None,
         if budget.tls and spec.kind == "core":
             settings["TLS"] = "on (self-signed certificate)"
     elif spec.kind == "nginx":
-        settings = nginx_settings(budget)
+        settings = nginx_settings(budget, plan)
         settings["note"] = _NOTES["nginx"]
     elif spec.kind == "lighttpd":
-        settings = lighttpd_settings(budget)
+        settings = lighttpd_settings(budget, plan)
         settings["note"] = _NOTES["lighttpd"]
     else:
         settings = {"note": "an attached server: its own configuration, the budget does not apply"}
