@@ -87,10 +87,10 @@ def test_a_short_experiment_records_every_core_target(tmp_path):
     store.close()
 
 
-def _cli(*args: str, **kw) -> subprocess.Popen[str]:
+def _cli(*args: str, stderr_to=subprocess.PIPE) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "mpmcore", "experiment", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=stderr_to)
 
 
 ONE = """
@@ -148,10 +148,12 @@ def test_bad_usage_exits_2(tmp_path):
     assert proc.returncode == 2 and f"--runs-db {bad}" in err, err
 
 
-def test_ctrl_c_stops_everything_and_exits_130(tmp_path):
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_everything_and_exits_130(tmp_path, presses):
     f = tmp_path / "long.toml"
     f.write_text(ONE.format(thresholds="", directives="").replace('duration = "1s"', 'duration = "60s"'))
-    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"))
+    err_file = open(tmp_path / "err", "w")  # read while it runs
+    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"), stderr_to=err_file)
     try:
         me = psutil.Process(proc.pid)
         # the core target and the traffic runner are up once the stage runs
@@ -168,11 +170,16 @@ def test_ctrl_c_stops_everything_and_exits_130(tmp_path):
 
         wait_for(stage_began, timeout=30, what="the stage's mark in the store")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=40)
+        if presses == 2:  # a second Ctrl-C: stop at once
+            wait_for(lambda: "stopping" in (tmp_path / "err").read_text(), timeout=10, what="the first stop")
+            proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=40)
     finally:
         terminate(proc, 10)
+        err_file.close()
+    err = (tmp_path / "err").read_text()
     assert proc.returncode == 130, (out, err)
-    assert "(stopped)" in out
+    assert ("(stopped)" in out) if presses == 1 else ("the run is stored as stopped" in err), (out, err)
     wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
              timeout=10, what="every process of the experiment gone")
     store = RunStore(tmp_path / "runs.sqlite3")
