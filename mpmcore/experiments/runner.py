@@ -169,6 +169,7 @@ class _Experiment:
             unsubscribe = await tc.on_frame(rec.on_stats)
             self.store.set_config(trid, target.config)
             rec.start()
+            t_traffic = time.monotonic()  # progress counts the plan's seconds, not the start-up's
 
             def progress(stage: str, elapsed: float) -> None:
                 self.progress(name, rnd, index, stage, elapsed, "warmup" if stage == "warmup" else "running")
@@ -177,12 +178,12 @@ class _Experiment:
                 rec.stage = "warmup"
                 rec.mark("warmup", f"warm-up {self.plan.warmup:g} s (not counted)")
                 await self._run_mix(tc, rec, target, self.plan.stages[0].mix, self.plan.warmup, "warmup", progress,
-                                    t0)
+                                    t_traffic)
             for stage in self.plan.stages:
                 rec.stage = stage.name
                 rec.mark("stage", stage.name)
                 for use, info, hists in await self._run_mix(tc, rec, target, stage.mix, stage.duration, stage.name,
-                                                            progress, t0):
+                                                            progress, t_traffic):
                     results.append(self._result(target, stage, use, info, hists))
         except _Stopped:
             status, message = "stopped", "stopped before its end"
@@ -197,7 +198,7 @@ class _Experiment:
         finally:
             if unsubscribe is not None:
                 unsubscribe()
-            self.progress(name, rnd, index, "", time.monotonic() - t0, "stopping", force=True)
+            self.progress(name, rnd, index, "", self.plan.duration, "stopping", force=True)
             try:
                 rec.stop()  # its last sample still sees the target's processes
             finally:
