@@ -87,10 +87,10 @@ def test_a_short_experiment_records_every_core_target(tmp_path):
     store.close()
 
 
-def _cli(*args: str, **kw) -> subprocess.Popen[str]:
+def _cli(*args: str, stderr_to=subprocess.PIPE) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "mpmcore", "experiment", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=stderr_to)
 
 
 ONE = """
@@ -113,7 +113,6 @@ duration = "1s"
 @pytest.mark.parametrize("thresholds, directives, code", [
     ("errors>50%", "", 0),
     ("rps<100000000", "", 99),  # no machine answers 10^8 responses/s: the threshold fails
-    ("", "[directives]\nSendBufferSize = -1", 1),  # the core refuses the value: the target failed
 ])
 def test_run_exit_status(tmp_path, thresholds, directives, code):
     f = tmp_path / "one.toml"
@@ -127,9 +126,42 @@ def test_run_exit_status(tmp_path, thresholds, directives, code):
     assert "core:event" in out
     if code == 99:
         assert "threshold FAILED: steady: FAIL" in out
-    if code == 1:
-        assert "core:event (round 1): failed: mpmlab serve --mpm event exited with status 2" in out
     assert "[round 1/1, target 1/1] core:event" in err
+
+
+def test_a_target_that_dies_mid_stage_fails_the_run_with_1_and_the_next_one_runs(tmp_path):
+    f = tmp_path / "two.toml"
+    f.write_text(ONE.format(thresholds="", directives="").replace('targets = ["core:event"]',
+                                                                  'targets = ["core:event", "core:worker"]')
+                 .replace('duration = "1s"', 'duration = "3s"'))
+    db = tmp_path / "runs.sqlite3"
+    proc = _cli("run", str(f), "--runs-db", str(db))
+    try:
+        me = psutil.Process(proc.pid)
+
+        def event_master():
+            return next((c for c in me.children() if "--mpm" in c.cmdline() and "event" in c.cmdline()), None)
+
+        def stage_began() -> bool:
+            if not db.exists():
+                return False
+            with RunStore(db) as st:
+                runs = st.list_runs()
+                trs = st.load(runs[0].id).targets if runs else ()
+                return bool(trs) and any(m.kind == "stage" for m in st.marks(trs[0].id))
+
+        wait_for(stage_began, timeout=30, what="core:event's stage")
+        master = event_master()
+        assert master is not None
+        master.terminate()  # the core's own stop: the target ends in the middle of its stage
+        out, err = proc.communicate(timeout=60)
+    finally:
+        terminate(proc, 10)
+    assert proc.returncode == 1, (out, err)
+    assert "core:event (round 1): failed: core:event exited during stage s" in out, out
+    with RunStore(db) as st:
+        run = st.load(st.list_runs()[0].id)
+        assert [(t.target, t.status) for t in run.targets] == [("core:event", "failed"), ("core:worker", "complete")]
 
 
 def test_bad_usage_exits_2(tmp_path):
@@ -148,10 +180,12 @@ def test_bad_usage_exits_2(tmp_path):
     assert proc.returncode == 2 and f"--runs-db {bad}" in err, err
 
 
-def test_ctrl_c_stops_everything_and_exits_130(tmp_path):
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_everything_and_exits_130(tmp_path, presses):
     f = tmp_path / "long.toml"
     f.write_text(ONE.format(thresholds="", directives="").replace('duration = "1s"', 'duration = "60s"'))
-    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"))
+    err_file = open(tmp_path / "err", "w")  # read while it runs
+    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"), stderr_to=err_file)
     try:
         me = psutil.Process(proc.pid)
         # the core target and the traffic runner are up once the stage runs
@@ -168,11 +202,16 @@ def test_ctrl_c_stops_everything_and_exits_130(tmp_path):
 
         wait_for(stage_began, timeout=30, what="the stage's mark in the store")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=40)
+        if presses == 2:  # a second Ctrl-C: stop at once
+            wait_for(lambda: "stopping" in (tmp_path / "err").read_text(), timeout=10, what="the first stop")
+            proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=40)
     finally:
         terminate(proc, 10)
+        err_file.close()
+    err = (tmp_path / "err").read_text()
     assert proc.returncode == 130, (out, err)
-    assert "(stopped)" in out
+    assert ("(stopped)" in out) if presses == 1 else ("the run is stored as stopped" in err), (out, err)
     wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
              timeout=10, what="every process of the experiment gone")
     store = RunStore(tmp_path / "runs.sqlite3")
