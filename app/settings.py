@@ -65,7 +65,7 @@ class DashboardSettings:
     grid_hz: float = GRID_HZ
     summary_hz: float = SUMMARY_HZ
     history_seconds: int = HISTORY_SECONDS
-    #: Real servers to watch (``--attach``: ``[NAME=][apache+|nginx+]URL[#threads_per_child=N]``).
+    #: Real servers to watch (``--attach``: ``[NAME=][apache+|nginx+|lighttpd+]URL[#threads_per_child=N]``).
     attach: list[str] = field(default_factory=list)
     attach_interval: float = ATTACH_INTERVAL
     allow_remote_attach: bool = False

@@ -180,7 +180,7 @@ def _core_entry(d: Dashboard) -> SourceEntry:
                        traffic_target=d.settings.core_url, insight=d.sampler.insight, frame=d.sampler.frame)
 
 
-@router.get("/sources", summary="Every source watched (embedded core, attached Apache/nginx) with its latest frame",
+@router.get("/sources", summary="Every source watched (embedded core, attached Apache/nginx/lighttpd) with its latest frame",
             response_model=SourcesResponse)
 async def sources(d: Dashboard = Dash) -> SourcesResponse:
     out = [_core_entry(d)] if d.settings.watch_core else []

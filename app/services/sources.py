@@ -1,10 +1,10 @@
-"""Attached sources: real servers (Apache httpd's mod_status, nginx's stub_status) watched beside
+"""Attached sources: real servers (Apache httpd's and lighttpd's mod_status, nginx's stub_status) watched beside
 (or instead of) the embedded core.
 
 One ``poll_loop`` task per source (``mpmcore.sources.attach``), started and stopped by the app's lifespan.
 Each frame is turned, once, into what every browser needs: the binary grid frame (same layout as
 ``app.services.grid``, so the same canvas code draws it), the summary message with "what is happening"
-(Apache only: nginx has no scoreboard for the rules to read) and a chart point, and the panel's
+(Apache's by the rules; nginx and lighttpd in their own counts' words) and a chart point, and the panel's
 HTML fragments. Both go out through hubs (``app.services.hub``): per client, one pending message per kind
 and source, the latest wins, so a slow browser never slows a poller.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.services.hub import Hub
-from app.services.insights import describe, describe_nginx
+from app.services.insights import describe, describe_lighttpd, describe_nginx
 from app.services.sampler import HISTORY_INTERVAL, History
 from app.services.tiles import source_tiles
 from app.services.traffic import TrafficService
@@ -215,6 +215,8 @@ class SourceManager:
             s.insight = describe(frame.summary)
         elif frame.ok and frame.kind == "nginx" and frame.connections:
             s.insight = describe_nginx(frame.connections)
+        elif frame.ok and frame.kind == "lighttpd" and frame.summary and frame.summary.lighttpd:
+            s.insight = describe_lighttpd(frame.summary.lighttpd)
         elif not frame.ok:
             s.insight = _down_insight(frame, s.last_ok)
         else:
