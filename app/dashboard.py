@@ -58,7 +58,9 @@ class Dashboard:
         # /metrics: the traffic runner's cumulative figures, kept from its 250 ms frames
         self.traffic_totals = metrics.TrafficTotals()
         self.traffic.add_listener(self.traffic_totals.update)
-        self.metrics_registry = metrics.build_registry(self.metric_frames, self.traffic_totals)
+        self.metrics_registry = metrics.build_registry(self.metric_frames, self.traffic_totals,
+                                                       failures=self.scrape_failures, targets=self.target_names,
+                                                       process=True)
 
     def render_live(self, ctx: dict[str, Any]) -> str:
         return str(self.templates.get_template("live/_panels.html").render(**ctx))
@@ -92,6 +94,10 @@ class Dashboard:
             out.append(self.sampler.frame)
         out.extend(self.sources.frames())
         return out
+
+    def scrape_failures(self) -> list[metrics.SourceFailures]:
+        """Every attached source's failed polls so far, for /metrics."""
+        return [metrics.SourceFailures(s.name, s.kind, s.errors) for s in self.sources.sources]
 
     def _on_traffic_frame(self, frame: StatsFrame) -> None:
         hub = self.sampler.live_hub

@@ -101,10 +101,12 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
 
     @app.get("/metrics", tags=["api"], response_class=PlainTextResponse,
              summary="Prometheus text format: every source (core and attached), the traffic generator")
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
         # Read-only figures, like every GET here: no token needed (Prometheus scrapes it; see
-        # docs/security.md). The Host check above still applies on a loopback bind.
-        body, ctype = await asyncio.to_thread(metrics.make_metrics_response, dashboard.metrics_registry)
+        # docs/security.md). The Host check above still applies on a loopback bind. OpenMetrics
+        # when the scraper's Accept asks for it (Prometheus does).
+        body, ctype = await asyncio.to_thread(metrics.make_metrics_response, dashboard.metrics_registry,
+                                              request.headers.get("accept"))
         return Response(body, media_type=ctype)
 
     app.include_router(api.router)
