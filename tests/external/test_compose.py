@@ -5,6 +5,8 @@
 * deploy/apache/httpd.conf and deploy/nginx/default.conf: run for real with Debian's apache2 and
   nginx on a loopback port (paths rewritten from the official images' layout), and attached to.
 * deploy/prometheus/prometheus.yml: parsed; it scrapes the dashboard's /metrics.
+* the grafana profile: Grafana with deploy/grafana mounted where its provisioning reads (the
+  dashboard's queries are checked against a real /metrics in tests/external/test_grafana.py).
 * Dockerfile: parsed by a small reader of the Dockerfile grammar (instructions, continuations,
   stages, JSON forms); every file it copies exists in the build context; its command line runs.
   Not checked: that the images build and start (that needs an engine).
@@ -41,7 +43,7 @@ def _compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def compose_config() -> dict:
-    r = _compose("--profile", "prometheus", "config", env={"MPMLAB_TOKEN": TOKEN})
+    r = _compose("--profile", "grafana", "config", env={"MPMLAB_TOKEN": TOKEN})
     assert r.returncode == 0, r.stderr
     out = subprocess.run([SYSTEM_PYTHON, "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
                          input=r.stdout, capture_output=True, text=True, timeout=30)
@@ -54,15 +56,17 @@ def test_compose_file_validates():
     assert r.returncode == 0, r.stderr
     r = _compose("--profile", "prometheus", "config", "-q", env={"MPMLAB_TOKEN": TOKEN})
     assert r.returncode == 0, r.stderr
+    r = _compose("--profile", "grafana", "config", "-q", env={"MPMLAB_TOKEN": TOKEN})
+    assert r.returncode == 0, r.stderr
     r = _compose("config", "--services", env={"MPMLAB_TOKEN": TOKEN})
-    assert set(r.stdout.split()) == {"mpmlab", "apache", "nginx", "prometheus"}
+    assert set(r.stdout.split()) == {"mpmlab", "apache", "nginx", "prometheus", "grafana"}
     r = _compose("config", "-q")
     assert r.returncode != 0 and "MPMLAB_TOKEN" in r.stderr
 
 
 def test_compose_services_fit_together(compose_config):
     svc = compose_config["services"]
-    assert set(svc) == {"mpmlab", "apache", "nginx", "prometheus"}
+    assert set(svc) == {"mpmlab", "apache", "nginx", "prometheus", "grafana"}
     m = svc["mpmlab"]
     env = m["environment"]
     assert env["MPMLAB_TOKEN"] == TOKEN and env["MPMLAB_ALLOW_REMOTE_ATTACH"] == "1"
@@ -76,11 +80,16 @@ def test_compose_services_fit_together(compose_config):
     assert hosts == {"apache", "nginx"} <= set(svc)
     assert svc["apache"]["image"].startswith("httpd:2.4")
     assert svc["nginx"]["image"].startswith("nginx")
-    assert svc["prometheus"]["profiles"] == ["prometheus"]
-    for name in ("apache", "nginx", "prometheus"):
+    # --profile grafana brings its Prometheus along
+    assert svc["prometheus"]["profiles"] == ["prometheus", "grafana"] and svc["grafana"]["profiles"] == ["grafana"]
+    for name in ("apache", "nginx", "prometheus", "grafana"):
         for vol in svc[name]["volumes"]:
             src = vol["source"] if isinstance(vol, dict) else vol.split(":", 1)[0]
-            assert Path(src).is_file(), src
+            assert Path(src).exists(), src
+    mounts = {(v["source"] if isinstance(v, dict) else v.split(":")[0]): (v["target"] if isinstance(v, dict)
+              else v.split(":")[1]) for v in svc["grafana"]["volumes"]}
+    assert mounts[str(ROOT / "deploy/grafana/dashboards")] == "/var/lib/grafana/dashboards"
+    assert mounts[str(ROOT / "deploy/grafana/provisioning/datasources")] == "/etc/grafana/provisioning/datasources"
     assert m["build"]["context"] == str(ROOT) and (ROOT / "Dockerfile").is_file()
 
 
