@@ -203,7 +203,7 @@ def test_dashboard_json_is_grafana_shaped():
     assert len(ids) == len(set(ids))
     for p in dash["panels"]:
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
         assert p["datasource"]["uid"] == "${datasource}" and p["type"] in ("timeseries", "state-timeline")
     kinds = {v["name"]: v["type"] for v in dash["templating"]["list"]}
     assert kinds["datasource"] == "datasource" and {"source", "pattern", "job"} <= set(kinds)
