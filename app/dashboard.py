@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from app import metrics
 from app.routes import views
 from app.services.core import CoreControl, EmbeddedCore
+from app.services.locust import LocustWatcher
 from app.services.sampler import Sampler
 from app.services.sources import AttachedSource, SourceManager
 from app.services.traffic import TrafficService, pattern_catalogue, target_key
@@ -55,6 +56,7 @@ class Dashboard:
         self._traffic_ids: tuple[str, ...] = ()
         self.sources = SourceManager(settings, self.traffic, render_panel=self.render_source)
         self.sources.live_hub = self.sampler.live_hub
+        self.locust = LocustWatcher(settings)  # Locust masters (attach locust+URL), beside our own patterns
         # /metrics: the traffic runner's cumulative figures, kept from its 250 ms frames
         self.traffic_totals = metrics.TrafficTotals()
         self.traffic.add_listener(self.traffic_totals.update)
@@ -131,11 +133,13 @@ class Dashboard:
                 self.sampler.start()
                 await self.sampler.refresh_core_state()
             self.sources.start()
+            self.locust.start()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        await self.locust.stop()
         await self.sources.stop()
         await self.sampler.stop()
         await self.traffic.close()

@@ -169,6 +169,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
     def announce() -> None:  # after the lifespan started the core: the URL is about to be live
         watched = [f"embedded server: {settings.mpm} on http://{settings.core_listen}/"] if settings.watch_core else []
         watched += [f"attached: {s.name} ({s.url})" for s in app.state.dashboard.sources.sources]
+        watched += [f"Locust master: {m.name} ({m.url})" for m in app.state.dashboard.locust.masters]
         # The one line that shows the token: open this URL (it sets the cookie and drops ?token=).
         print(f"mpmlab dashboard: {url}  ({'; '.join(watched)})", file=sys.stderr, flush=True)
         if settings.token is None:

@@ -460,3 +460,39 @@ class Tile:
     value: str
     note: str
     id: str | None = None  # a DOM id, for the tiles tests and scripts read
+
+
+# -- a Locust master, as a traffic source ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LocustRow:
+    """One line of a Locust master's statistics (``/stats/requests``, summed over its workers);
+    ``name`` "Aggregated" is the total. Times in milliseconds; a percentile Locust has no value
+    for yet is None."""
+
+    method: str
+    name: str
+    requests: int
+    failures: int
+    rps: float  # current (Locust's sliding window)
+    fail_per_s: float
+    avg_ms: float
+    max_ms: float
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LocustStats:
+    """One poll of a Locust master's web UI. ``ok`` False: ``error`` says why, no figures."""
+
+    name: str
+    url: str
+    t: float
+    ok: bool = False
+    error: str | None = None
+    state: str | None = None  # Locust's: ready, spawning, running, stopped, ...
+    users: int | None = None
+    workers: int | None = None  # None: not a master (a standalone Locust)
+    rows: tuple[LocustRow, ...] = ()
+    total: LocustRow | None = None
+    poll_ms: float | None = None

@@ -36,6 +36,7 @@ from mpmcore.netloc import TargetError, base_url, parse_url
 from mpmcore.sources.attach import make_source
 from mpmcore.sources.frames import chart_point, poll_loop, summary_message
 from mpmcore.sources.grid import grid_frame
+from mpmcore.sources.locust import locust_spec
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -166,8 +167,9 @@ class SourceManager:
         self.settings = settings
         self.traffic = traffic
         self.render_panel = render_panel
-        self.sources: list[AttachedSource] = [AttachedSource(spec, i, settings)
-                                              for i, spec in enumerate(settings.attach)]
+        # Locust masters (locust+URL) are traffic sources, watched by app.services.locust
+        pages = [s for s in settings.attach if locust_spec(s) is None]
+        self.sources: list[AttachedSource] = [AttachedSource(spec, i, settings) for i, spec in enumerate(pages)]
         self.hub = Hub("sources")  # /ws/sources: grid frames in envelopes, JSON summaries
         self.live_hub: Hub | None = None  # the page's /ws/live (htmx fragments), set by the app
         self._seq = 0
