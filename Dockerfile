@@ -32,7 +32,7 @@ RUN pip install --require-hashes -r requirements.lock \
 COPY --from=frontend /src/node_modules ./node_modules
 # 3. the project (.dockerignore keeps tests, benchmarks, docs and screenshots out), editable, as
 #    ./dev.sh installs it: the app finds templates/ and static/ next to its package
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY mpmcore ./mpmcore
 COPY app ./app
 COPY templates ./templates
