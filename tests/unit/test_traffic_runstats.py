@@ -70,7 +70,7 @@ def test_corrupted_counter_is_the_last_key_and_old_frames_read_as_zero():
     s.fold(s.started + 0.25)
     d = s.total(s.started + 0.25, elapsed=0.25).to_json()
     # the last of the figures' keys; the totals-only histogram keys follow it
-    assert list(d) == TOTAL_KEYS and FIGURE_KEYS[-1] == "corrupted" and d["corrupted"] == 1
+    assert list(d)[:len(FIGURE_KEYS)] == FIGURE_KEYS and FIGURE_KEYS[-1] == "corrupted" and d["corrupted"] == 1
     del d["corrupted"]  # a frame from a runner older than the counter
     old = Figures.from_json(d)
     assert old is not None and old.corrupted == 0
