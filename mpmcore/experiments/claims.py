@@ -528,8 +528,18 @@ def _rule_concurrency(run: StoredRun, store: RunStore) -> Finding:
         lines.append(f"{target} (slots {slots}): " + ", ".join(cells))
     if not outcomes:
         return Finding("not comparable", "no MPM target reported busy slots: " + "; ".join(lines), figures)
-    rrt = [t for t in ok if "request_read_timeout" in t]
-    note = "" if rrt else " (without-RequestReadTimeout targets did not run)"
+    # with RequestReadTimeout the server cuts the slowloris connections (the pattern reconnects);
+    # without it, it holds them for as long as they trickle
+    cuts = []
+    for target in ok:
+        off = f"{target}?request_read_timeout=off"
+        with_rrt, without = (figures.get(f"{t} slowloris reconnects") for t in (target, off))
+        if "?" in target or not isinstance(with_rrt, int) or not isinstance(without, int):
+            continue
+        outcomes.append("yes" if with_rrt > 0 and without == 0 else "no")
+        cuts.append(f"{target} {with_rrt} with, {without} without")
+    note = ("; slowloris connections cut by RequestReadTimeout: " + ", ".join(cuts) if cuts
+            else " (without-RequestReadTimeout targets did not run)")
     return Finding(_combine(outcomes), "peak busy slots / connections per stage: " + "; ".join(lines) + note + ".",
                    figures)
 

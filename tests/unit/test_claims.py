@@ -279,6 +279,15 @@ def test_claim7_concurrency_per_model(store):
     assert r.figures["core:prefork slowloris reconnects"] == 40
     assert "core:event (slots 48): slowloris 24/24, ajax 3/24, browsers 5/24" in r.why
     assert "without-RequestReadTimeout targets did not run" in r.why
+    # with and without RequestReadTimeout: the server cuts slowloris connections only with it
+    both = [model_run("core:worker", full, reconnects=48), model_run("core:event", event, reconnects=48),
+            model_run("core:worker?request_read_timeout=off", full),
+            model_run("core:event?request_read_timeout=off", event)]
+    r = judge(store, "concurrency-per-model", both)
+    assert r.verdict == "holds", r.why
+    assert "cut by RequestReadTimeout: core:worker 48 with, 0 without, core:event 48 with, 0 without" in r.why
+    both[3] = model_run("core:event?request_read_timeout=off", event, reconnects=5)  # cut without it too
+    assert judge(store, "concurrency-per-model", both).verdict == "holds partly"
     # event holding a slot per polling client: partly
     r = judge(store, "concurrency-per-model", [model_run("core:worker", full), model_run("core:event", full)])
     assert r.verdict == "holds partly"
