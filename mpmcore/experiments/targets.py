@@ -541,8 +541,9 @@ def _start_foreground(spec: TargetSpec, budget: Budget, workdir: Path, plan: Pla
     t._dir = d
     t.threads_per_child = 1
     t._stderr = open(d / "stderr.log", "wb")  # closed by stop()
+    # its own session: a Ctrl-C in the terminal is the experiment's to handle (it stops the target by pid)
     t._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=t._stderr, stderr=subprocess.STDOUT,
-                               close_fds=True)
+                               close_fds=True, start_new_session=True)
     try:
         _wait_up(t, status_url + ("?auto" if spec.kind == "lighttpd" else ""), exe, d / "stderr.log")
     except BaseException:
