@@ -99,10 +99,10 @@ class Claim:
     conditions: str
     rule: Rule
 
-    def judge(self, run: StoredRun | None, store: RunStore) -> ClaimResult:
+    def judge(self, run: StoredRun | None, store: RunStore | None) -> ClaimResult:
         """The verdict of this claim on ``run`` (None: never run). A rule that cannot read the run
         (a run of an older plan, a missing figure) says "not run" with the reason; it never raises."""
-        if run is None:
+        if run is None or store is None:
             f = Finding("not run", f"no complete run of plan {self.plan!r} yet: mpmlab experiment run {self.plan}", {})
         else:
             try:
@@ -687,13 +687,14 @@ def verdict_for(run: StoredRun, store: RunStore) -> list[ClaimResult]:
     return [] if c is None else [c.judge(run, store)]
 
 
-def latest_results(store: RunStore) -> list[ClaimResult]:
-    """Every claim in the essay's order, judged on the newest complete run of its plan."""
-    latest = store.latest_claim_runs()
+def latest_results(store: RunStore | None) -> list[ClaimResult]:
+    """Every claim in the essay's order, judged on the newest complete run of its plan (no store:
+    every claim "not run")."""
+    latest = store.latest_claim_runs() if store is not None else {}
     out = []
     for c in CLAIMS.values():
         run_id = latest.get(c.plan)
-        out.append(c.judge(None if run_id is None else store.load(run_id), store))
+        out.append(c.judge(None if run_id is None or store is None else store.load(run_id), store))
     return out
 
 
@@ -729,6 +730,10 @@ def cmd_claims(args: argparse.Namespace) -> int:
     from mpmcore.model import to_jsonable
 
     db = Path(args.runs_db) if args.runs_db else default_path()
+    if not args.run_all and not db.exists():  # nothing run yet: say so, create nothing
+        results = latest_results(None)
+        print(json.dumps(to_jsonable(results), indent=2) if args.json else format_results(results))
+        return 0
     try:
         if args.run_all:
             db.parent.mkdir(parents=True, exist_ok=True)

@@ -382,3 +382,28 @@ def test_core_source_without_a_server_is_a_failed_frame_not_an_exception():
     frame = src.poll()
     assert not frame.ok and "no scoreboard for 127.0.0.1:9" in (frame.error or "")
     src.close()
+
+
+def test_claims_command_reads_the_store_and_never_creates_one(tmp_path, capsys):
+    import argparse
+    import json
+
+    db = tmp_path / "none" / "runs.sqlite3"
+    args = argparse.Namespace(runs_db=str(db), run_all=False, json=False, quiet=True)
+    assert claims.cmd_claims(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("NOT RUN") == 9 and not db.parent.exists()
+    s = RunStore(tmp_path / "runs.sqlite3")
+    write(s, "claim-unsafe-module-threads", [unsafe("core:prefork", 0), unsafe("core:worker", 9),
+                                            unsafe("core:worker?fcgi_pool=4", 0, pool=4)])
+    s.close()
+    args = argparse.Namespace(runs_db=str(tmp_path / "runs.sqlite3"), run_all=False, json=True, quiet=True)
+    assert claims.cmd_claims(args) == 0
+    got = {r["claim"]: r for r in json.loads(capsys.readouterr().out)}
+    assert got["unsafe-module-threads"]["verdict"] == "holds" and got["unsafe-module-threads"]["run_id"] == 1
+    bad = tmp_path / "bad.sqlite3"
+    bad.write_bytes(b"not a database at all" * 100)
+    args = argparse.Namespace(runs_db=str(bad), run_all=False, json=False, quiet=True)
+    assert claims.cmd_claims(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mpmlab experiment claims: --runs-db") and "not an mpmlab run store" in err
