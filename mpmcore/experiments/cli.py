@@ -28,7 +28,7 @@ from typing import IO, Any
 from mpmcore.experiments.claims import add_claims_commands
 from mpmcore.experiments.model import Budget, Plan, PlanError, Progress, StoredRun, TargetSpec
 from mpmcore.experiments.plan import MAX_ROUNDS, MAX_SLOTS, builtin_plans, default_plans_dir, find_plan, user_plans
-from mpmcore.experiments.targets import TargetError, available, effective_config, parse_target
+from mpmcore.experiments.targets import TargetError, available, check_budget, effective_config, parse_target
 from mpmcore.traffic.thresholds import EXIT_THRESHOLDS
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "add_parser", "exit_status", "format_progress",
@@ -111,6 +111,10 @@ def _plan_and_targets(args: argparse.Namespace) -> tuple[Plan, list[TargetSpec],
             raise _Usage(f"--slots must be a multiple of the budget's processes ({budget.processes}), "
                          f"got {args.slots}")
         budget = dataclasses.replace(budget, slots=args.slots)
+    for spec in targets:
+        problem = check_budget(spec, budget, plan.server_directives)
+        if problem:
+            raise _Usage(problem)
     return plan, targets, budget
 
 
