@@ -236,3 +236,23 @@ def test_an_attached_server_gets_the_traffic_and_is_recorded_not_started(tmp_pat
         assert store.frame_times(tr.id) and store.samples(tr.id)[0].busy is not None
         assert store.samples(tr.id)[0].pss_bytes is None  # not ours: no process tree to measure
     assert server.proc.poll() is None  # an attached server is left running
+
+
+def test_list_and_show(tmp_path):
+    (tmp_path / "mine.toml").write_text(ONE.format(thresholds="", directives=""))
+    (tmp_path / "broken.toml").write_text("name = ")
+    proc = _cli("list", "--plans", str(tmp_path))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    for name in ("browsers", "slowloris", "one-at-a-time", "mixed", "one"):
+        assert f"  {name} " in out, out
+    assert "(broken) broken.toml: not valid TOML" in out
+    proc = _cli("show", "one-at-a-time", "--targets", "core:prefork,core:worker,nginx", "--slots", "32")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "budget: 32 slots, 2 processes" in out
+    prefork, worker, nginx = out.split("\n  core:prefork")[1].split("\n  core:worker")[0], \
+        out.split("\n  core:worker")[1].split("\n  nginx")[0], out.split("\n  nginx")[1]
+    assert "MaxRequestWorkers 32" in prefork and "StartServers 32" in prefork
+    assert "ThreadsPerChild 16" in worker and "ServerLimit 2" in worker
+    assert "worker_processes 2" in nginx
