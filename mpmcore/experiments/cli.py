@@ -4,6 +4,9 @@
     mpmlab experiment show NAME|FILE [--targets ...] [--slots N]
     mpmlab experiment run NAME|FILE [--targets core:event,apache:worker,nginx] [--rounds N] [--slots N]
                           [--out DIR] [--runs-db PATH]
+    mpmlab experiment report RUN_ID|last [--out DIR] [--runs-db PATH]    (mpmcore.experiments.exports)
+    mpmlab experiment export RUN_ID|last FILE [--runs-db PATH]
+    mpmlab experiment import FILE [--runs-db PATH]
 
 ``run`` prints its progress on stderr (target, stage, time left), a compare table at the end, and
 exits 0 when every target ran and every threshold held, 1 when a target failed, 99 when a
@@ -26,6 +29,7 @@ from types import FrameType, ModuleType
 from typing import IO, Any
 
 from mpmcore.experiments.claims import add_claims_commands
+from mpmcore.experiments.exports import add_report_commands
 from mpmcore.experiments.model import Budget, Plan, PlanError, Progress, StoredRun, TargetSpec
 from mpmcore.experiments.plan import MAX_ROUNDS, MAX_SLOTS, builtin_plans, default_plans_dir, find_plan, user_plans
 from mpmcore.experiments.targets import TargetError, available, check_budget, effective_config, parse_target
@@ -47,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser("experiment", help="run one traffic plan against several servers, record and compare",
                               description="Experiments: one traffic plan run against every target (the core's "
                                           "MPMs, real Apache, nginx, lighttpd), recorded in the run store.")
-    sub = p.add_subparsers(dest="experiment_command", metavar="list|show|run|claims")
+    sub = p.add_subparsers(dest="experiment_command", metavar="list|show|run|claims|report|export|import")
     sub.required = True
 
     def plans_opt(sp: argparse.ArgumentParser) -> None:
@@ -76,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     r.add_argument("--quiet", action="store_true", help="no progress on stderr")
     r.set_defaults(experiment_func=cmd_run)
     add_claims_commands(sub)  # mpmlab experiment claims [--run-all] (claims.py)
+    add_report_commands(sub)  # mpmlab experiment report|export|import (exports.py)
     p.set_defaults(func=run)
     return p
 

@@ -311,6 +311,8 @@ class TargetFigures:
     config: EffectiveConfig | None
     per_pattern: dict[str, dict[str, float | None]] = field(default_factory=dict)
     not_comparable: dict[str, str] = field(default_factory=dict)
+    status: str = ""  # the target runs' status when they agree; "partly" when only some were measured
+    message: str = ""  # why it was skipped or failed (the target runs' messages)
 
 
 @dataclass(frozen=True, slots=True)
