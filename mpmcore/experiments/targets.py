@@ -549,7 +549,7 @@ def _start_foreground(spec: TargetSpec, budget: Budget, workdir: Path, plan: Pla
     else:
         text = realservers.lighttpd_config(port, d, settings)
         status_url = f"{url}server-status"
-        source = f"apache+{status_url}"
+        source = f"lighttpd+{status_url}"  # mpmcore.sources.lighttpd: its own letters, mapped
         cmd = [exe, "-D", "-f", str(d / "server.conf")]
     (d / "server.conf").write_text(text)
     cfg = effective_config(spec, budget, plan, url=url, status_url=status_url, config_text=text,
