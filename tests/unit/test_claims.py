@@ -14,7 +14,15 @@ from hdrh.histogram import HdrHistogram
 
 from mpmcore.experiments import claims
 from mpmcore.experiments.claims import CLAIMS, STARVED_MS, latest_results, verdict_for
-from mpmcore.experiments.model import EffectiveConfig, PatternResult, PatternSecond, SecondSample, StoredRun
+from mpmcore.experiments.model import (
+    EffectiveConfig,
+    FrameRecord,
+    Mark,
+    PatternResult,
+    PatternSecond,
+    SecondSample,
+    StoredRun,
+)
 from mpmcore.experiments.store import RunStore
 
 MIB = 1 << 20
@@ -64,6 +72,7 @@ class T:
     settings: dict[str, str] = field(default_factory=dict)
     status: str = "complete"
     message: str = ""
+    frames: list[float] = field(default_factory=list)  # frame times; a "stage" mark at 0
 
 
 def write(store: RunStore, plan: str, targets: list[T], status: str = "complete") -> StoredRun:
@@ -77,6 +86,9 @@ def write(store: RunStore, plan: str, targets: list[T], status: str = "complete"
                               settings=settings)
         tid = store.begin_target(run_id, t.target, t.round, cfg)
         store.add_samples(tid, t.samples)
+        if t.frames:
+            store.add_marks(tid, [Mark(t=0.0, kind="stage", label="s")])
+            store.add_frames(tid, [FrameRecord(t=x, grid=b"grid") for x in t.frames])
         store.end_target(tid, t.status, t.patterns, message=t.message)  # type: ignore[arg-type]
     store.end_run(run_id, status)  # type: ignore[arg-type]
     return store.load(run_id)
@@ -198,6 +210,23 @@ def test_claim4_worker_holds_threads(store, k, slow, fast, timeouts, verdict):
     assert r.figures["core:worker probe requests"] == slow + fast + timeouts
 
 
+def test_claim4_a_real_apaches_status_page_starved_too_counts_as_threads_held(store):
+    # Apache's mod_status needs a free thread: while every one is in K, no frame comes (10.2 s here)
+    # and the K count read is from before; the stall itself says the threads were held
+    stalled = hold("apache:worker", 0, 8, 2)
+    stalled.frames = [0.1, 0.2, 10.4, 10.5]
+    r = judge(store, "worker-keepalive-holds-threads", [stalled])
+    assert r.verdict == "holds", r.why
+    assert r.figures["apache:worker status stall s"] == 10.2 and "unanswered for 10.2 s" in r.why
+    steady = hold("apache:worker", 0, 8, 2)
+    steady.frames = [x / 10 for x in range(100)]  # a frame every 0.1 s: no stall, K really 0
+    assert judge(store, "worker-keepalive-holds-threads", [steady]).verdict == "holds partly"
+    # under event a stalled status page is not "freed"
+    ev = hold("apache:event", 0, 8, 2)
+    ev.frames = stalled.frames
+    assert judge(store, "event-frees-threads", [ev]).verdict == "does not hold here"
+
+
 def test_claim4_without_a_histogram_reads_the_probes_median(store):
     probe = pat("probe", requests=10, p50=3000.0)
     r = judge(store, "worker-keepalive-holds-threads",
@@ -250,6 +279,15 @@ def test_claim7_concurrency_per_model(store):
     assert r.figures["core:prefork slowloris reconnects"] == 40
     assert "core:event (slots 48): slowloris 24/24, ajax 3/24, browsers 5/24" in r.why
     assert "without-RequestReadTimeout targets did not run" in r.why
+    # with and without RequestReadTimeout: the server cuts slowloris connections only with it
+    both = [model_run("core:worker", full, reconnects=48), model_run("core:event", event, reconnects=48),
+            model_run("core:worker?request_read_timeout=off", full),
+            model_run("core:event?request_read_timeout=off", event)]
+    r = judge(store, "concurrency-per-model", both)
+    assert r.verdict == "holds", r.why
+    assert "cut by RequestReadTimeout: core:worker 48 with, 0 without, core:event 48 with, 0 without" in r.why
+    both[3] = model_run("core:event?request_read_timeout=off", event, reconnects=5)  # cut without it too
+    assert judge(store, "concurrency-per-model", both).verdict == "holds partly"
     # event holding a slot per polling client: partly
     r = judge(store, "concurrency-per-model", [model_run("core:worker", full), model_run("core:event", full)])
     assert r.verdict == "holds partly"
@@ -344,3 +382,28 @@ def test_core_source_without_a_server_is_a_failed_frame_not_an_exception():
     frame = src.poll()
     assert not frame.ok and "no scoreboard for 127.0.0.1:9" in (frame.error or "")
     src.close()
+
+
+def test_claims_command_reads_the_store_and_never_creates_one(tmp_path, capsys):
+    import argparse
+    import json
+
+    db = tmp_path / "none" / "runs.sqlite3"
+    args = argparse.Namespace(runs_db=str(db), run_all=False, json=False, quiet=True)
+    assert claims.cmd_claims(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("NOT RUN") == 9 and not db.parent.exists()
+    s = RunStore(tmp_path / "runs.sqlite3")
+    write(s, "claim-unsafe-module-threads", [unsafe("core:prefork", 0), unsafe("core:worker", 9),
+                                            unsafe("core:worker?fcgi_pool=4", 0, pool=4)])
+    s.close()
+    args = argparse.Namespace(runs_db=str(tmp_path / "runs.sqlite3"), run_all=False, json=True, quiet=True)
+    assert claims.cmd_claims(args) == 0
+    got = {r["claim"]: r for r in json.loads(capsys.readouterr().out)}
+    assert got["unsafe-module-threads"]["verdict"] == "holds" and got["unsafe-module-threads"]["run_id"] == 1
+    bad = tmp_path / "bad.sqlite3"
+    bad.write_bytes(b"not a database at all" * 100)
+    args = argparse.Namespace(runs_db=str(bad), run_all=False, json=False, quiet=True)
+    assert claims.cmd_claims(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mpmlab experiment claims: --runs-db") and "not an mpmlab run store" in err
