@@ -555,7 +555,7 @@ def _start_foreground(spec: TargetSpec, budget: Budget, workdir: Path, plan: Pla
     else:
         text = realservers.lighttpd_config(port, d, settings)
         status_url = f"{url}server-status"
-        source = f"apache+{status_url}"
+        source = f"lighttpd+{status_url}"  # mpmcore.sources.lighttpd: its ?auto, read as lighttpd means it
         cmd = [exe, "-D", "-f", str(d / "server.conf")]
     (d / "server.conf").write_text(text)
     cfg = effective_config(spec, budget, plan, url=url, status_url=status_url, config_text=text,
