@@ -156,6 +156,18 @@ def _recv(c: Conn, deadline: float) -> bytes | None:
         return b""
 
 
+def _recv_now(c: Conn) -> bytes | None:
+    """One read that does not wait (also returns decrypted TLS bytes already held): None when
+    nothing has arrived, b"" on EOF/reset."""
+    try:
+        c.sock.setblocking(False)
+        return c.sock.recv(RECV_SIZE)
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return None
+    except (ConnectionError, ssl.SSLError, OSError):
+        return b""
+
+
 def handshake(c: Conn, ctx: ServerContext) -> bool:
     """TLS handshake in the serving thread, bounded by Timeout."""
     try:
@@ -263,10 +275,17 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 # Between requests on a kept-alive connection.
                 if ctx.stopping.is_set():
                     return CLOSE
+                data = None
                 if readable:
                     readable = False
-                elif not hold and not (c.tls and _pending(c.sock)):  # decrypted bytes waiting: read now
-                    return PARK_KEEPALIVE
+                elif not hold:
+                    # event: one read that does not wait. The next request is often there already
+                    # (pipelined, or a fast client): serve it now rather than park the connection
+                    # and have the listener hand it straight back. Nothing there: park it; the
+                    # worker never waits on an idle connection (no K under event).
+                    data = _recv_now(c)
+                    if data is None:
+                        return PARK_KEEPALIVE
                 else:
                     slot.set(sb.BUSY_KEEPALIVE)
                     ka_deadline = time.monotonic() + ctx.keep_alive_timeout
@@ -283,7 +302,8 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 if shown_pattern is not None:  # the previous request's pattern is not this one's
                     shown_pattern = None
                     slot.set_pattern(None)
-                data = _recv(c, time.monotonic() + ctx.timeout)
+                if data is None:
+                    data = _recv(c, time.monotonic() + ctx.timeout)
             else:
                 deadline, status = http.read_deadline()
                 if http.requests_completed == 0 and http.phase is Phase.IDLE:
