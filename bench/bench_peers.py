@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 from common import (  # noqa: E402
     HEADER,
     PY,
@@ -262,7 +262,7 @@ def main() -> int:
         from peers_idle import idle_part
         results = idle_part(args.idle, args.duration, args.rounds)
     else:
-        from peers_breakdown import breakdown
+        from breakdown import breakdown
         results = breakdown()
     print(f"({time.monotonic() - t0:.0f} s)")
     if args.json:

@@ -145,8 +145,18 @@ def _recv(c: Conn, deadline: float) -> bytes | None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return None
+    sock = c.sock
+    if sock.gettimeout() == 0.0:
+        # event: a non-blocking socket, usually readable already (the listener saw it so): try
+        # the read first, and only when nothing is there wait with a timeout (ioctl + poll)
+        try:
+            return sock.recv(RECV_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except (ConnectionError, ssl.SSLError, OSError):
+            return b""
     try:
-        c.sock.settimeout(remaining)
+        sock.settimeout(remaining)
         return c.sock.recv(RECV_SIZE)
     except TimeoutError:
         return None
@@ -159,9 +169,11 @@ def _recv(c: Conn, deadline: float) -> bytes | None:
 def _recv_now(c: Conn) -> bytes | None:
     """One read that does not wait (also returns decrypted TLS bytes already held): None when
     nothing has arrived, b"" on EOF/reset."""
+    sock = c.sock
     try:
-        c.sock.setblocking(False)
-        return c.sock.recv(RECV_SIZE)
+        if sock.gettimeout() != 0.0:  # write_some left it non-blocking: no ioctl per request
+            sock.setblocking(False)
+        return sock.recv(RECV_SIZE)
     except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
         return None
     except (ConnectionError, ssl.SSLError, OSError):
@@ -194,7 +206,8 @@ def write_some(c: Conn) -> Written:
     """Event's write completion: send what the socket takes now."""
     parts = c.out or []
     try:
-        c.sock.setblocking(False)
+        if c.sock.gettimeout() != 0.0:
+            c.sock.setblocking(False)
         while parts:
             head = memoryview(parts[0])
             n = c.sock.send(head)
