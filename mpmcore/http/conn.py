@@ -166,20 +166,6 @@ def _recv(c: Conn, deadline: float) -> bytes | None:
         return b""
 
 
-def _recv_now(c: Conn) -> bytes | None:
-    """One read that does not wait (also returns decrypted TLS bytes already held): None when
-    nothing has arrived, b"" on EOF/reset."""
-    sock = c.sock
-    try:
-        if sock.gettimeout() != 0.0:  # write_some left it non-blocking: no ioctl per request
-            sock.setblocking(False)
-        return sock.recv(RECV_SIZE)
-    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-        return None
-    except (ConnectionError, ssl.SSLError, OSError):
-        return b""
-
-
 def handshake(c: Conn, ctx: ServerContext) -> bool:
     """TLS handshake in the serving thread, bounded by Timeout."""
     try:
@@ -291,14 +277,11 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 data = None
                 if readable:
                     readable = False
-                elif not hold:
-                    # event: one read that does not wait. The next request is often there already
-                    # (pipelined, or a fast client): serve it now rather than park the connection
-                    # and have the listener hand it straight back. Nothing there: park it; the
-                    # worker never waits on an idle connection (no K under event).
-                    data = _recv_now(c)
-                    if data is None:
-                        return PARK_KEEPALIVE
+                elif not hold and not (c.tls and _pending(c.sock)):  # decrypted bytes waiting: read now
+                    # event: park it (no K under event). Trying one non-blocking read first was
+                    # measured and dropped: the next request was there for 5% of requests under
+                    # wrk, and the failed read cost the other 95% more (docs/performance.md).
+                    return PARK_KEEPALIVE
                 else:
                     slot.set(sb.BUSY_KEEPALIVE)
                     ka_deadline = time.monotonic() + ctx.keep_alive_timeout
