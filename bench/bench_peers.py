@@ -3,6 +3,7 @@
     ./dev.sh bench peers [--duration 5] [--rounds 3] [--only event,worker,...] [--json FILE]
     ./dev.sh bench peers --part idle [--idle 20000]      # idle keep-alive connections under event
     ./dev.sh bench peers --part breakdown                # per-request costs, in-process (ns)
+    ./dev.sh bench peers --part profile --mpm event      # py-spy on one child under wrk
 
 throughput (default): every server is started first (same slot budget: prefork 64 children, worker
 and event 2 children x 32 threads, MaxKeepAliveRequests unlimited), then ``--rounds`` rounds of
@@ -243,7 +244,8 @@ def throughput(names: list[str], duration: int, rounds: int) -> dict[str, object
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["throughput", "idle", "breakdown"], default="throughput")
+    ap.add_argument("--part", choices=["throughput", "idle", "breakdown", "profile"], default="throughput")
+    ap.add_argument("--mpm", choices=["prefork", "worker", "event"], default="event", help="--part profile")
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", help=f"comma-separated targets among {','.join(STARTERS)}")
@@ -262,9 +264,12 @@ def main() -> int:
     elif args.part == "idle":
         from peers_idle import idle_part
         results = idle_part(args.idle, args.duration, args.rounds)
-    else:
+    elif args.part == "breakdown":
         from breakdown import breakdown
         results = breakdown()
+    else:
+        from profile_child import profile
+        results = profile(args.mpm, args.duration)
     print(f"({time.monotonic() - t0:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
