@@ -223,16 +223,19 @@ def breakdown() -> dict[str, dict[str, float]]:
     sb_per_req = (s["request started (SlotWriter.request_started)"]
                   + s["request's counters (SlotWriter.request_finished)"] + 2 * s["state change (SlotWriter.set)"])
     send_recv = io["recv request + send 1 KiB reply (2 syscalls, client side excluded: halved)"]
-    hit = common + send_recv + io["setblocking (ioctl)"] * 2
-    miss = (hit + io["recv, nothing there (EAGAIN)"] + io["epoll re-arm + poll (park, listener sees it)"]
-            + 4 * s["event child counters (ChildCounters.publish)"] + 2 * s["state change (SlotWriter.set)"]
+    hit = common + send_recv
+    # the event worker parks the connection (epoll re-arm, one counters step: idle + parked), the
+    # listener sees it readable and hands it back (one counters step: unparked + worker reserved,
+    # a thread hand-off), the worker's slot goes _ then R again
+    miss = (hit + io["epoll re-arm + poll (park, listener sees it)"]
+            + 2 * s["event child counters (ChildCounters.publish)"] + 2 * s["state change (SlotWriter.set)"]
             + h["thread hand-off (queue.SimpleQueue, wake-up + GIL switch)"])
     worker = (common + io["select, data ready (worker's keep-alive wait)"] + send_recv
               + io["settimeout + recv (worker/prefork read: ioctl + poll + recv)"] - send_recv / 2)
     print(f"scoreboard writes per request (started, 2 state changes, counters): {sb_per_req:.0f} ns")
-    print(f"event, next request already there (served by the same worker): ~{hit / 1000:.1f} us of Python")
-    print(f"event, connection parked and handed back by the listener:      ~{miss / 1000:.1f} us "
-          f"(+{(miss - hit) / 1000:.1f} us: 4 counter publishes, epoll, a thread hand-off)")
-    print(f"worker (the thread waits on its connection):                   ~{worker / 1000:.1f} us")
+    print(f"a request's own work (parse, handler, head, scoreboard, getrusage, recv + send): ~{hit / 1000:.1f} us")
+    print(f"event, kept-alive request (parked, handed back by the listener): ~{miss / 1000:.1f} us "
+          f"(+{(miss - hit) / 1000:.1f} us: epoll, 2 counter steps, 2 state changes, a thread hand-off)")
+    print(f"worker (its thread waits on the connection: select, then ioctl + poll + recv): ~{worker / 1000:.1f} us")
     return {**parts, "paths_ns": {"scoreboard_per_request": sb_per_req, "event_hit": hit, "event_miss": miss,
                                   "worker": worker}}
