@@ -354,8 +354,12 @@ class ChildCounters:
                 lingering_close: int, keep_alive: int) -> None:
         r = self.rec
         r.seq += 1
-        _C_COUNTERS.pack_into(self.buf, _C_COUNTERS_AT, pid, not_accepting, connections, write_completion,
-                              lingering_close, keep_alive)
+        try:
+            _C_COUNTERS.pack_into(self.buf, _C_COUNTERS_AT, pid, not_accepting, connections, write_completion,
+                                  lingering_close, keep_alive)
+        except struct.error:  # out of range (a counter bug): wrap as the ctypes fields do, never raise here
+            r.pid, r.not_accepting, r.connections = pid, not_accepting, connections
+            r.write_completion, r.lingering_close, r.keep_alive = write_completion, lingering_close, keep_alive
         r.seq += 1
 
 
