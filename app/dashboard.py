@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from app import metrics
 from app.routes import views
 from app.services.core import CoreControl, EmbeddedCore
+from app.services.experiments import ExperimentService
 from app.services.sampler import Sampler
 from app.services.sources import AttachedSource, SourceManager
 from app.services.traffic import TrafficService, pattern_catalogue, target_key
@@ -59,6 +60,8 @@ class Dashboard:
         self.traffic_totals = metrics.TrafficTotals()
         self.traffic.add_listener(self.traffic_totals.update)
         self.metrics_registry = metrics.build_registry(self.metric_frames, self.traffic_totals)
+        # the run store (--runs-db), experiments in the background, the record button
+        self.experiments = ExperimentService(settings.runs_db)
 
     def render_live(self, ctx: dict[str, Any]) -> str:
         return str(self.templates.get_template("live/_panels.html").render(**ctx))
@@ -125,11 +128,16 @@ class Dashboard:
                 self.sampler.start()
                 await self.sampler.refresh_core_state()
             self.sources.start()
+            await asyncio.to_thread(self.experiments.open)  # a bad file is reported, not fatal
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        if self.experiments.recorder is not None:  # the record button's run ends with the dashboard
+            rec, self.experiments.recorder = self.experiments.recorder, None
+            await rec.stop()
+        await asyncio.to_thread(self.experiments.close)  # stops a running experiment first
         await self.sources.stop()
         await self.sampler.stop()
         await self.traffic.close()
