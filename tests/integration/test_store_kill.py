@@ -1,0 +1,54 @@
+"""A writer killed with SIGKILL mid-recording loses at most what it had not handed over: the run
+is there, marked incomplete, with every sample written before the kill."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from conftest import wait_for
+
+from mpmcore.experiments.store import RunStore
+
+WRITER = """
+import sys, time
+from mpmcore.experiments.store import RunStore
+from mpmcore.experiments.model import SecondSample, FrameRecord
+s = RunStore(sys.argv[1])
+r = s.begin_run('recording', 'live', 'live', '', ['core'])
+t = s.begin_target(r, 'core', 1)
+for i in range(600):  # bounded: 60 s at most
+    s.add_samples(t, [SecondSample(t=i / 10, stage='live', rps=1.0, errors=0)])
+    s.add_frames(t, [FrameRecord(t=i / 10, grid=bytes(4096))])
+    print(i, flush=True)
+    time.sleep(0.1)
+"""
+
+
+def test_sigkill_mid_recording(tmp_path):
+    p = tmp_path / "runs.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(p)], stdout=subprocess.PIPE, text=True)
+    written = -1
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # each line: that sample is committed
+            written = int(line)
+            if written >= 12:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert written >= 12
+    wait_for(lambda: proc.poll() is not None, timeout=5, what="writer gone")
+    with RunStore(p) as store:
+        (meta,) = store.list_runs()
+        assert meta.status == "incomplete"
+        (tr,) = store.load(meta.id).targets
+        assert tr.status == "incomplete"
+        n = len(store.samples(tr.id))
+        assert written + 1 <= n <= written + 2  # all it reported, and at most the one in flight
+        assert len(store.frame_times(tr.id)) >= written + 1
