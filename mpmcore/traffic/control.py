@@ -171,6 +171,13 @@ class TrafficClient:
     async def get(self, pattern_id: str) -> RunInfo:
         return RunInfo.from_json(await self._call("get", pattern_id=pattern_id))
 
+    async def histograms(self, pattern_id: str) -> dict[str, str]:
+        """A pattern's cumulative HDR histograms ("latency", "corrected", "ttfb", "connect"; the
+        empty ones left out) as ``HdrHistogram.encode()`` base64 text, up to its last fold (all
+        of it once it has finished). KeyError for an unknown id."""
+        result = await self._call("histograms", pattern_id=pattern_id)
+        return {str(k): str(v) for k, v in result.items()}
+
     async def shutdown(self) -> None:
         await self._call("shutdown")
 

@@ -440,6 +440,10 @@ class Engine:
     def get(self, rid: str) -> RunInfo:
         return self._get(rid).summary()
 
+    def histograms(self, rid: str) -> dict[str, str]:
+        """A pattern's cumulative HDR histograms, encoded (``PatternStats.encoded_histograms``)."""
+        return self._get(rid).stats.encoded_histograms()
+
     def _finished(self, run: PatternRun) -> None:
         self.runs.pop(run.id, None)
         self.finished[run.id] = run

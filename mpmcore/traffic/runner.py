@@ -10,7 +10,7 @@ newline-delimited JSON (one object per line):
     frame     {"type": "stats", "seq": ..., ...}        (pushed every 250 ms after "subscribe")
 
 ops: ping, catalogue, start(pattern, params), update(id, params), stop(id), stop_all, list,
-get(id), subscribe, unsubscribe, shutdown.
+get(id), histograms(id) (the cumulative HDR histograms, encoded), subscribe, unsubscribe, shutdown.
 
 It exits by itself when its parent goes away: the parent passes the read end of a pipe whose
 write end only it holds (``--watch-fd``); EOF on it means the parent is gone. ``--parent-pid`` is
@@ -65,7 +65,7 @@ class RunnerServer:
         self.ops: dict[str, Callable[[Json, Json, asyncio.StreamWriter], Awaitable[object]]] = {
             "ping": self.op_ping, "catalogue": self.op_catalogue, "start": self.op_start,
             "update": self.op_update, "stop": self.op_stop, "stop_all": self.op_stop_all, "list": self.op_list,
-            "get": self.op_get, "subscribe": self.op_subscribe, "unsubscribe": self.op_unsubscribe,
+            "get": self.op_get, "histograms": self.op_histograms, "subscribe": self.op_subscribe, "unsubscribe": self.op_unsubscribe,
             "shutdown": self.op_shutdown,
         }
 
@@ -209,6 +209,9 @@ class RunnerServer:
 
     async def op_get(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> Json:
         return self.engine.get(str(msg.get("pattern_id"))).to_json()
+
+    async def op_histograms(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> dict[str, str]:
+        return self.engine.histograms(str(msg.get("pattern_id")))
 
     async def op_subscribe(self, msg: Json, params: Json, writer: asyncio.StreamWriter) -> bool:
         self.subscribers.add(writer)

@@ -220,3 +220,15 @@ class PatternStats:
             self._tot_summaries, self._tot_summaries_at = self._summaries(self._tot), now
             self._tot_stale = False
         return self._figures(self._tot, seconds, self._tot_summaries)
+
+    def encoded_histograms(self) -> dict[str, str]:
+        """The cumulative HDR histograms up to the last fold, each as ``HdrHistogram.encode()``'s
+        base64 text (``HdrHistogram.decode`` reads it back), keyed by HISTOGRAMS' names; empty ones
+        left out."""
+        out: dict[str, str] = {}
+        for name in HISTOGRAMS:
+            h = self._tot.hists[name]
+            if h.get_total_count():
+                enc = h.encode()
+                out[name] = enc.decode("ascii") if isinstance(enc, bytes) else str(enc)
+        return out
