@@ -178,6 +178,8 @@ def format_summary(s: RunInfo) -> str:
     ]
     if t.arrivals:
         rows.append(("arrivals", f"{t.arrivals}  dropped {t.dropped}  late {t.late}"))
+    if t.corrupted:
+        rows.append(("corrupted", f"{t.corrupted}  (X-Unsafe-Corrupted: another request's state leaked)"))
     out = [f"{k:<12} {v}" for k, v in rows]
     out.append("")
     out.append(f"{'latency':<22}{'p50':>10}{'p90':>10}{'p99':>10}{'p99.9':>10}{'max':>10}{'mean':>10}")

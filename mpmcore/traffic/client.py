@@ -76,6 +76,7 @@ class ClientConnection(asyncio.Protocol):
         self.nbytes = 0  # bytes of the current response
         self.headers_done = False
         self.framed = False  # Content-Length or Transfer-Encoding seen
+        self.corrupted = False  # this response carries X-Unsafe-Corrupted: 1 (see content/unsafe.py)
         self.keep_alive = True
         #: Slow-read: bytes per second the application consumes; None = as fast as possible.
         self.read_rate: float | None = None
@@ -148,12 +149,16 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.headers_done = False
         self.framed = False
+        self.corrupted = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) in (14, 17):  # content-length / transfer-encoding, cheaply
+        n = len(name)
+        if n in (14, 17):  # content-length / transfer-encoding, cheaply
             lname = name.lower()
             if lname == b"content-length" or lname == b"transfer-encoding":
                 self.framed = True
+        elif n == 18 and name.lower() == b"x-unsafe-corrupted" and value.strip() == b"1":
+            self.corrupted = True
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
@@ -164,6 +169,8 @@ class ClientConnection(asyncio.Protocol):
         if 100 <= status < 200:  # interim response: keep waiting for the final one
             return
         self.keep_alive = self.parser.should_keep_alive()
+        if self.corrupted and self.counts is not None:
+            self.counts["corrupted"] += 1
         w = self.waiter
         if w is not None:
             self.waiter = None

@@ -36,9 +36,10 @@ Json = dict[str, Any]
 ERROR_KINDS = ("refused", "reset", "timeout", "closed", "tls", "protocol", "cap", "other")
 #: Response status classes, the keys of ``Figures.status``.
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-#: Counters summed per interval and in total (the first fields of ``Figures``, in this order).
+#: Counters summed per interval and in total (the first fields of ``Figures``, in this order, but
+#: for ``corrupted``, added later and so the last field, after the latency summaries).
 COUNTERS = ("requests", "responses", "bytes_in", "bytes_out", "arrivals", "dropped", "late",
-            "reconnects", "connections_opened", "throttled")
+            "reconnects", "connections_opened", "throttled", "corrupted")
 
 
 class RunState(StrEnum):
@@ -106,6 +107,9 @@ class Figures:
     corrected_latency_ms: LatencySummary | None  # open model: intended send time -> response complete
     ttfb_ms: LatencySummary | None  # request written -> first response byte
     connect_ms: LatencySummary | None  # socket created -> connected (TLS handshake included)
+    #: responses carrying ``X-Unsafe-Corrupted: 1``: /unsafe answered with another request's state
+    #: (a thread-unsafe module under a threaded MPM). Last, so the JSON keeps its key order.
+    corrupted: int = 0
 
     def to_json(self) -> Json:
         out: Json = {}
@@ -130,7 +134,7 @@ class Figures:
                    requests_per_s=d["requests_per_s"], latency_ms=LatencySummary.from_json(d["latency_ms"]),
                    corrected_latency_ms=LatencySummary.from_json(d["corrected_latency_ms"]),
                    ttfb_ms=LatencySummary.from_json(d["ttfb_ms"]),
-                   connect_ms=LatencySummary.from_json(d["connect_ms"]))
+                   connect_ms=LatencySummary.from_json(d["connect_ms"]), corrupted=d.get("corrupted", 0))
 
 
 @dataclass(frozen=True, slots=True)

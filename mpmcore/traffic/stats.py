@@ -171,7 +171,7 @@ class PatternStats:
             errors=dict(w.errors), errors_total=sum(w.errors.values()), seconds=round(seconds, 3),
             rps=round(c["responses"] / seconds, 2) if seconds > 0 else 0.0,
             requests_per_s=round(c["requests"] / seconds, 2) if seconds > 0 else 0.0,
-            latency_ms=lat, corrected_latency_ms=cor, ttfb_ms=ttfb, connect_ms=conn)
+            latency_ms=lat, corrected_latency_ms=cor, ttfb_ms=ttfb, connect_ms=conn, corrupted=c["corrupted"])
 
     @staticmethod
     def _summaries(w: _Window) -> Summaries:

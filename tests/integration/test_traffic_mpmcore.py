@@ -90,3 +90,27 @@ def test_steady_rate_matches_what_the_server_counted(server_factory):
     counted = after - before - 1  # minus the first ?auto request itself
     assert total["responses"] > 400
     assert abs(total["responses"] - counted) <= 0.1 * counted, (total["responses"], counted)
+
+
+def _unsafe_settings(mpm: str, pool: int) -> dict[str, int]:
+    if mpm == "prefork":
+        return {"StartServers": 8, "MinSpareServers": 8, "MaxSpareServers": 16, "UnsafeFastCGIPool": pool}
+    return {"ServerLimit": 1, "ThreadsPerChild": 8, "MaxRequestWorkers": 8, "StartServers": 1,
+            "MinSpareThreads": 1, "MaxSpareThreads": 8, "UnsafeFastCGIPool": pool}
+
+
+def test_corrupted_counts_unsafe_answers_with_another_requests_state(server_factory):
+    # /unsafe answers X-Unsafe-Corrupted: 1 when its module globals were overwritten by a concurrent
+    # request (content/unsafe.py): the generator's "corrupted" counter is how many such answers came
+    counted = {}
+    for mpm, pool in (("prefork", 0), ("worker", 0), ("worker", 2)):
+        srv = server_factory(mpm=mpm, settings=_unsafe_settings(mpm, pool))
+        wait_for(lambda s=srv: s.count_states()["_"] >= 8, what="8 idle slots")
+        summary = finish(traffic("steady", srv.port, "--clients", "6", "--path", "/unsafe?ms=30",
+                                 "--max-requests", "120", "--duration", "20"))
+        total = summary["total"]
+        assert total["status"]["2xx"] == total["responses"] >= 120 and total["errors_total"] == 0, total
+        counted[(mpm, pool)] = total["corrupted"]
+        srv.stop()
+    assert counted[("prefork", 0)] == 0 and counted[("worker", 2)] == 0, counted
+    assert counted[("worker", 0)] > 0, counted

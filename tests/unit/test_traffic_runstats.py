@@ -19,8 +19,8 @@ from mpmcore.traffic.runstats import (
 )
 from mpmcore.traffic.stats import PatternStats
 
-FIGURE_KEYS = [*COUNTERS, "status", "errors", "errors_total", "seconds", "rps", "requests_per_s",
-               "latency_ms", "corrected_latency_ms", "ttfb_ms", "connect_ms"]
+FIGURE_KEYS = [*COUNTERS[:-1], "status", "errors", "errors_total", "seconds", "rps", "requests_per_s",
+               "latency_ms", "corrected_latency_ms", "ttfb_ms", "connect_ms", "corrupted"]
 RUN_KEYS = ["id", "pattern", "label", "state", "stop_reason", "error", "target", "address", "started_at",
             "elapsed", "params", "active_connections", "peak_connections"]
 
@@ -58,6 +58,19 @@ def test_figures_json_keys_in_wire_order_and_round_trip():
     assert 49.9 <= lat["max"] <= 50.1 and d["corrected_latency_ms"]["count"] == 4
     back = Figures.from_json(json.loads(json.dumps(d)))
     assert back == f and back is not None and back.to_json() == d
+
+
+def test_corrupted_counter_is_the_last_key_and_old_frames_read_as_zero():
+    assert COUNTERS[-1] == "corrupted"
+    s = PatternStats()
+    s.response(200, 0.001, 0.0005, 10)
+    s.counts["corrupted"] += 1  # what ClientConnection does for an X-Unsafe-Corrupted: 1 reply
+    s.fold(s.started + 0.25)
+    d = s.total(s.started + 0.25, elapsed=0.25).to_json()
+    assert list(d)[-1] == "corrupted" and d["corrupted"] == 1
+    del d["corrupted"]  # a frame from a runner older than the counter
+    old = Figures.from_json(d)
+    assert old is not None and old.corrupted == 0
 
 
 def test_empty_histograms_are_null():
