@@ -173,7 +173,7 @@ async def get_experiments(d: Dashboard = Dash) -> ExperimentsResponse:
 @api.post("/experiments/{name}/run", summary="Run an experiment in the background (one at a time)",
           response_model=RunStateModel, status_code=202, responses=CONTROL_ERRORS, dependencies=[Control])
 async def run_experiment(name: str, body: RunBody | None = None, d: Dashboard = Dash) -> RunStateModel:
-    return state_model(await _start(d, name, body or RunBody()))
+    return state_model(await _start(d, name, body or RunBody(targets=None, rounds=None, slots=None)))
 
 
 @api.get("/experiments/progress", summary="The background run: target, round, stage, time left",
@@ -213,8 +213,8 @@ async def delete_run(run_id: int, d: Dashboard = Dash) -> Response:
 async def _delete(d: Dashboard, run_id: int) -> None:
     svc = _svc(d)
     run = await _load(d, run_id)
-    if run.meta.status == "running" and (svc.busy and run_id in svc.state.run_ids or
-                                         svc.recorder is not None and svc.recorder.run_id == run_id):
+    if run.meta.status == "running" and ((svc.busy and run_id in svc.state.run_ids) or
+                                         (svc.recorder is not None and svc.recorder.run_id == run_id)):
         raise HTTPException(409, f"run {run_id} is being recorded: stop it first")
     await asyncio.to_thread(_store(d).delete_run, run_id)
 
@@ -237,7 +237,7 @@ def _target_run(run: StoredRun, target_run_id: int) -> None:
         raise HTTPException(404, f"run {run.meta.id} has no target run {target_run_id}")
 
 
-BINARY = {200: {"content": {"application/octet-stream": {}}, "description": "binary frames"}}
+BINARY: dict[int | str, dict[str, Any]] = {200: {"content": {"application/octet-stream": {}}, "description": "binary frames"}}
 
 
 @api.get("/runs/{run_id}/targets/{target_run_id}/frames", response_class=Response,

@@ -42,7 +42,7 @@ def _fig(v: Any) -> str:
     """A figure of the compare table: an en dash for none, 3 significant digits at most."""
     if v is None:
         return "\u2013"
-    if isinstance(v, bool) or isinstance(v, int):
+    if isinstance(v, (bool, int)):
         return str(v)
     if isinstance(v, float):
         if v.is_integer() and abs(v) >= 1:

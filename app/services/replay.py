@@ -86,7 +86,7 @@ def frames_blob(store: RunStore, target_run_id: int, t0: float, t1: float) -> by
     MAX_BATCH_FRAMES of them), plus the last one before ``t0`` so that the window's start is drawn
     as it was, length-prefixed (the layout in the module's docstring)."""
     t1 = min(t1, t0 + MAX_BATCH_SECONDS)
-    frames = store.frames(target_run_id, t0, t1)
+    frames = store.frames(target_run_id, t0, t1, limit=MAX_BATCH_FRAMES)
     before = store.frame_at(target_run_id, t0)
     if before is not None and (not frames or before.t < frames[0].t):
         frames = [before, *frames]
