@@ -98,9 +98,9 @@ def state_model(s: RunState) -> RunStateModel:
 
 async def _experiments(d: Dashboard) -> ExperimentsResponse:
     svc = _svc(d)
-    entries, problems = await asyncio.to_thread(list_plans, plans_dir(svc.path))
+    entries, problems = await asyncio.to_thread(list_plans, plans_dir())
     infos = await asyncio.to_thread(lambda: [plan_info(e) for e in entries])
-    return ExperimentsResponse(store=str(svc.path), store_error=svc.error, plans_dir=str(plans_dir(svc.path)),
+    return ExperimentsResponse(store=str(svc.path), store_error=svc.error, plans_dir=str(plans_dir()),
                                plans=infos, problems=[PlanProblem(path=p, error=m) for p, m in problems],
                                state=state_model(svc.state))
 
@@ -108,7 +108,7 @@ async def _experiments(d: Dashboard) -> ExperimentsResponse:
 async def _start(d: Dashboard, name: str, body: RunBody) -> RunState:
     svc = _svc(d)
     try:
-        plan = await asyncio.to_thread(find_plan, name, plans_dir(svc.path))
+        plan = await asyncio.to_thread(find_plan, name, plans_dir())
     except KeyError as e:
         raise HTTPException(404, str(e.args[0])) from None
     try:
@@ -404,7 +404,8 @@ def _claim_for(store: RunStore, run: StoredRun) -> ClaimResult | None:
     """The claim verdict of a claim plan's run (None for another run)."""
     from mpmcore.experiments import claims
 
-    return claims.verdict_for(run, store)
+    got = claims.verdict_for(run, store)
+    return got[0] if got else None
 
 
 @pages.get("/runs/{run_id}/series", include_in_schema=False)
@@ -451,38 +452,50 @@ async def ui_record(request: Request, d: Dashboard = Dash) -> Response:
 
 
 # -- exports (the report helper's) ------------------------------------------------------------------
+EXPORTS: dict[str, str] = {
+    "report.html": "the self-contained HTML report (opens offline)",
+    "run.json": "the run as JSON: metadata, comparison, each target run's series",
+    "csv": "Locust-shaped CSVs (per target: stats, stats history, failures), zipped",
+    "hlog": "HDR histogram logs per target and pattern, zipped",
+    "bundle": "the whole run in one file, for `mpmlab experiment import` elsewhere",
+}
+
+
 @pages.get("/runs/{run_id}/export/{what}")
 async def export(run_id: int, what: str, d: Dashboard = Dash) -> Response:
+    run = await _load(d, run_id)
+    if what not in EXPORTS:
+        raise HTTPException(404, f"no export {what!r} (one of: {', '.join(EXPORTS)})")
+    body, ctype, suffix = await asyncio.to_thread(_export, what, run_id, _store(d))
+    name = f"mpmlab-run-{run_id}-{run.meta.name}{suffix}"
+    disposition = "inline" if what == "report.html" else "attachment"
+    return Response(body, media_type=ctype, headers={"Content-Disposition": f'{disposition}; filename="{name}"'})
+
+
+def _export(what: str, run_id: int, store: RunStore) -> tuple[bytes, str, str]:
+    """(body, content type, file name suffix) of one export, made by mpmcore.experiments.exports
+    (the file-writing ones into a temporary directory, zipped)."""
+    import io
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
     from mpmcore.experiments import exports
 
-    run = await _load(d, run_id)
-    store = _store(d)
-    base = f"mpmlab-run-{run_id}-{run.meta.name}"
-    kinds: dict[str, tuple[str, str]] = {
-        "report.html": ("text/html; charset=utf-8", f"{base}.html"),
-        "run.json": ("application/json", f"{base}.json"),
-        "history.csv": ("text/csv; charset=utf-8", f"{base}_stats_history.csv"),
-        "stats.csv": ("text/csv; charset=utf-8", f"{base}_stats.csv"),
-        "bundle": ("application/octet-stream", f"{base}.mpmlab-run"),
-    }
-    if what not in kinds:
-        raise HTTPException(404, f"no export {what!r} (one of: {', '.join(kinds)})")
-    body = await asyncio.to_thread(_export, exports, what, run, store)
-    ctype, filename = kinds[what]
-    disposition = "inline" if what == "report.html" else "attachment"
-    return Response(body, media_type=ctype, headers={"Content-Disposition": f'{disposition}; filename="{filename}"'})
-
-
-def _export(exports: Any, what: str, run: StoredRun, store: RunStore) -> bytes:
     if what == "report.html":
-        return str(exports.html_report(run, store)).encode()
+        return exports.html_report(run_id, store).encode(), "text/html; charset=utf-8", ".html"
     if what == "run.json":
-        return str(exports.json_export(run, store)).encode()
-    if what == "history.csv":
-        return str(exports.history_csv(run, store)).encode()
-    if what == "stats.csv":
-        return str(exports.stats_csv(run, store)).encode()
-    return bytes(exports.bundle(run, store))
+        return exports.json_export(run_id, store).encode(), "application/json", ".json"
+    with tempfile.TemporaryDirectory(prefix="mpmlab-export-") as tmp:
+        if what == "bundle":
+            path = exports.export_bundle(run_id, store, Path(tmp) / "run.mpmlab-run")
+            return path.read_bytes(), "application/octet-stream", ".mpmlab-run"
+        files = exports.csv_exports(run_id, store, tmp) if what == "csv" else exports.hlog_exports(run_id, store, tmp)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in files:
+                z.write(f, f.name)
+        return buf.getvalue(), "application/zip", f"-{what}.zip"
 
 
 __all__ = ["api", "pages"]

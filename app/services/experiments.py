@@ -97,12 +97,9 @@ def engine_run(plan: Plan, targets: Sequence[TargetSpec] | None, store: RunStore
     """One experiment through the engine's runner; the id of the run it stored."""
     from mpmcore.experiments import runner
 
-    if rounds is not None:
-        plan = replace(plan, rounds=rounds)
-    if slots is not None:
-        plan = replace(plan, budget=replace(plan.budget, slots=slots))
-    run = runner.run_experiment(plan, targets=list(targets) if targets is not None else None, store=store,
-                                on_progress=on_progress, stop_event=stop)
+    budget = replace(plan.budget, slots=slots) if slots is not None else None
+    run = runner.run_experiment(plan, store=store, targets=targets, rounds=rounds, budget=budget,
+                                on_progress=on_progress, stop=stop)
     return run.meta.id
 
 
@@ -358,9 +355,11 @@ class TargetOption:
 CORE_TARGETS = ("core:prefork", "core:worker", "core:event")
 
 
-def plans_dir(store_path: Path) -> Path:
-    """The user's own plan files: ``plans/*.toml`` beside the run store."""
-    return store_path.parent / "plans"
+def plans_dir() -> Path:
+    """The user's own plan files (``mpmcore.experiments.plan.default_plans_dir``)."""
+    from mpmcore.experiments import plan as plans
+
+    return plans.default_plans_dir()
 
 
 def list_plans(user_dir: Path) -> tuple[list[PlanEntry], list[tuple[str, str]]]:
@@ -370,12 +369,11 @@ def list_plans(user_dir: Path) -> tuple[list[PlanEntry], list[tuple[str, str]]]:
 
     out = [PlanEntry(p, "built-in") for p in plans.builtin_plans()]
     problems: list[tuple[str, str]] = []
-    if user_dir.is_dir():
-        for path in sorted(user_dir.glob("*.toml")):
-            try:
-                out.append(PlanEntry(plans.load_plan(path), str(path)))
-            except (PlanError, OSError) as e:
-                problems.append((str(path), str(e)))
+    for p in plans.user_plans(user_dir):
+        if isinstance(p, PlanError):
+            problems.append((str(user_dir), str(p)))
+        else:
+            out.append(PlanEntry(p, p.path or str(user_dir)))
     return out, problems
 
 
@@ -395,7 +393,7 @@ def target_options(plan: Plan) -> list[TargetOption]:
     names = [t.name for t in plan.targets]
     out: list[TargetOption] = []
     for spec in list(plan.targets) + [tg.parse_target(n) for n in CORE_TARGETS if n not in names]:
-        why = tg.unavailable(spec)
+        why = tg.available(spec)
         out.append(TargetOption(spec.name, spec.name in names, why is None, why))
     return out
 
@@ -416,10 +414,10 @@ def parse_targets(given: Sequence[str]) -> list[TargetSpec]:
 
 
 def claim_plans() -> list[Plan]:
-    """The claims suite: the built-in plans that carry a claim, in the essay's order."""
+    """The claims suite: each claim's built-in plan, in the essay's order (a claim whose plan is
+    not packaged is left out)."""
     from mpmcore.experiments import claims
     from mpmcore.experiments import plan as plans
 
-    order = {key: i for i, key in enumerate(claims.CLAIMS)}
-    suite = [p for p in plans.builtin_plans() if p.claim]
-    return sorted(suite, key=lambda p: order.get(p.claim or "", len(order)))
+    builtin = {p.name: p for p in plans.builtin_plans()}
+    return [builtin[c.plan] for c in claims.CLAIMS.values() if c.plan in builtin]
