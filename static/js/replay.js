@@ -132,8 +132,8 @@
     render();
   }
   replay.seek = seek;
-  // resolves once every target shows the exact frame for the clock (tests, benchmarks)
-  replay.settled = () => Object.values(replay.targets).every((tg) => {
+  // true once the clock is drawn and every target shows the exact frame for the clock (tests, benchmarks)
+  replay.settled = () => !scheduled && Object.values(replay.targets).every((tg) => {
     const i = lastAtOrBefore(tg.times, replay.t);
     return i < 0 || (tg.shown && Math.abs(tg.shown.t - tg.times[i]) < 1e-6);
   });
