@@ -7,6 +7,7 @@
   const AXIS = {stroke: "#8b96a5", grid: {stroke: "#1f2630", width: 1}, ticks: {stroke: "#2a313c", width: 1}, font: "11px system-ui, sans-serif"};
   const MARK_COLORS = {stage: "#8b96a5", round: "#6e7681", switch: "#bc8cff", restart: "#e3b341", warmup: "#39c5cf", threshold: "#f85149", note: "#4b5563"};
   const mb = (v) => (v == null ? null : v / 1048576);
+  const compact = (u, vals) => vals.map((v) => (v == null ? "" : Math.abs(v) >= 1000 ? +(v / 1000).toFixed(1) + "k" : +v.toFixed(2) + ""));
 
   // kind -> [title, [[label, value(sample), color, fill]]]
   const SERIES = {
@@ -63,7 +64,7 @@
       cursor: {show: false}, legend: {show: spec.length > 1, live: false},
       scales: {x: {time: false, range: [0, Math.max(1, opts.xMax || (xs.length ? xs[xs.length - 1] : 1))]},
         y: {range: (u, min, max) => [0, Math.max(1, yMax != null ? yMax : max * 1.1)]}},
-      axes: [Object.assign({}, AXIS, {values: (u, v) => v.map((x) => x + " s")}), Object.assign({}, AXIS, {size: 50})],
+      axes: [Object.assign({}, AXIS, {values: (u, v) => v.map((x) => x + " s")}), Object.assign({}, AXIS, {size: 50, values: compact})],
       series: [{}].concat(spec.map(([label, , color, fill]) => ({label, stroke: color, width: 1.5,
         fill: fill ? color + "22" : undefined, spanGaps: false, points: {show: false}}))),
       plugins: [markPlugin(marks || [])],

@@ -208,3 +208,35 @@ def test_a_foreign_store_file_is_reported_not_fatal(tmp_path):
         assert client.get("/api/status").status_code == 200  # the rest of the dashboard runs
     assert_core_gone(settings.core_listen, pids)
     assert bad.read_bytes().startswith(b"this is not a database")  # nothing written to it
+
+
+def test_kill_9_mid_recording_then_restart(tmp_path):
+    """`mpmlab dashboard` SIGKILLed while it records: started again on the same store, the run is
+    listed as incomplete, with the frames and samples it handed over (once a second) before."""
+    import signal
+
+    from dashboard_fixtures import DashboardProcess
+
+    db = tmp_path / "runs.sqlite3"
+    d = DashboardProcess(tmp_path, extra_args=["--runs-db", str(db)])
+    try:
+        run_id = d.api("/api/record", method="POST", body={})["run_id"]
+        wait_for(lambda: d.api("/api/record")["samples"] >= 3, timeout=20, interval=0.2, what="3 s recorded")
+        before = d.api(f"/api/runs/{run_id}/timeline")["targets"][0]  # what the store holds now
+    finally:
+        d.stop(sig=signal.SIGKILL)
+    d.assert_clean(timeout=25)
+    again = DashboardProcess(tmp_path, extra_args=["--runs-db", str(db)])
+    try:
+        (meta,) = again.api("/api/runs")
+        assert meta["id"] == run_id and meta["status"] == "incomplete", meta
+        tl = again.api(f"/api/runs/{run_id}/timeline")["targets"][0]
+        assert tl["status"] == "incomplete"
+        # everything handed over before the kill is there (and at most ~2 s more than we read)
+        assert len(tl["frame_times"]) >= len(before["frame_times"]) >= 1
+        assert len(tl["samples"]) >= len(before["samples"]) >= 2
+        assert tl["duration"] <= before["duration"] + 3
+        assert again.api("/api/record")["recording"] is False
+    finally:
+        again.stop()
+    again.assert_clean()
