@@ -7,7 +7,7 @@
 (function () {
   "use strict";
   const R = window.REPLAY;
-  const CHUNK = 5; // seconds of frames per batch request
+  const CHUNK = 10; // seconds of frames per batch request (~100 frames: 0.9 MB at 4,096 slots)
   const AHEAD = 2; // batches fetched ahead of the clock while playing
   const $ = (id) => document.getElementById(id);
   const play = $("play"), speedSel = $("speed"), slider = $("slider"), clock = $("clock"), stageNow = $("stage-now");
@@ -74,7 +74,8 @@
       const want = tg.times[i];
       const k = Math.floor(want / CHUNK);
       load(tg, k);
-      if (replay.playing) for (let a = 1; a <= AHEAD; a++) load(tg, k + a);
+      // the next batch too (the clock moves forward when playing and mostly when scrubbing), and more while playing
+      for (let a = 1; a <= (replay.playing ? AHEAD : 1); a++) load(tg, k + a);
       const j = lastAtOrBefore(tg.frames, want, "t");
       const f = j >= 0 ? tg.frames[j] : null;
       // the exact frame for t once its batch is in; until then the nearest older one stays drawn

@@ -57,7 +57,7 @@ def dash(tmp_path_factory):
 
 
 def test_lists_builtin_and_user_plans(dash):
-    client, d = dash
+    client, _ = dash
     ex = client.get("/api/experiments").json()
     names = {p["name"]: p for p in ex["plans"]}
     assert "mixed" in names and "ui-quick" in names
