@@ -82,7 +82,7 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
     # services' own errors can still reach a route that reads (GET /api/traffic asks the runner).
     @app.exception_handler(ActionError)
     async def _action_error(request: Request, e: ActionError) -> Response:
-        return _error(e.status, e.message, e.directive)
+        return _error(e.status, e.message, e.directive, e.errors)
 
     @app.exception_handler(ControlError)
     async def _control_error(request: Request, e: ControlError) -> Response:
@@ -132,10 +132,12 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
     return app
 
 
-def _error(status: int, message: str, directive: str | None = None) -> JSONResponse:
+def _error(status: int, message: str, directive: str | None = None, errors: tuple[str, ...] = ()) -> JSONResponse:
     body: dict[str, Any] = {"detail": message}
     if directive:
         body["directive"] = directive
+    if errors:
+        body["errors"] = list(errors)
     return JSONResponse(body, status_code=status)
 
 

@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 from mpmcore import __version__
-from mpmcore.directives import MPMS, DirectiveError, parse_assignments, parse_httpd_conf
+from mpmcore.directives import MPMS, DirectiveError, parse_assignments
+from mpmcore.httpdconf import read_httpd_conf
 from mpmcore.master import Master, control_path, ctl_request
 from mpmcore.traffic.cli import add_parser as add_traffic
 from mpmcore.traffic.cli import run as run_traffic
@@ -29,10 +30,16 @@ def _read_config(path: str) -> str:
 
 
 def _conf(path: str, mpm: str) -> dict[str, str]:
-    try:
-        return parse_httpd_conf(_read_config(path), mpm)
-    except DirectiveError as e:
-        raise UsageError(f"--config {path}: {e}") from None
+    """The directives of an httpd.conf that apply to ``mpm``; every error at once; what is ignored
+    counted on stderr (the dashboard's httpd.conf tab lists it line by line)."""
+    conf = read_httpd_conf(_read_config(path), mpm)
+    if conf.errors:
+        raise UsageError(f"--config {path}: " + "; ".join(str(e) for e in conf.errors))
+    skipped = len(conf.ignored) + len(conf.other_mpm_blocks)
+    if skipped:
+        print(f"mpmlab: --config {path}: {len(conf.settings)} directive(s) for {mpm} applied, {len(conf.ignored)} "
+              f"line(s) ignored, {len(conf.other_mpm_blocks)} block(s) for other MPMs skipped", file=sys.stderr)
+    return conf.settings
 
 
 def _settings(args: argparse.Namespace) -> dict[str, str]:

@@ -8,7 +8,6 @@ corrections (docs/apache-behaviour.md section 6) are applied and returned as war
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,54 +276,6 @@ def _adjust(mpm: str, v: dict[str, Any], explicit: dict[str, Any], warn: list[st
         warn.append(f"MaxSpareThreads of {v['MaxSpareThreads']} is below MinSpareThreads + ThreadsPerChild, "
                     f"increasing to {new}")
         v["MaxSpareThreads"] = new
-
-
-# -- httpd.conf MPM sections --------------------------------------------------------------------
-_IFMODULE = re.compile(r"<\s*IfModule\s+(!?)\s*(?:mpm_)?(\w+?)(?:_module|\.c)?\s*>", re.I)
-
-
-def parse_httpd_conf(text: str, mpm: str) -> dict[str, str]:
-    """The directives of an httpd.conf excerpt that apply to ``mpm``.
-
-    Top-level lines apply to all; ``<IfModule mpm_event_module>`` (or ``event.c``) blocks apply only
-    to their MPM; other IfModule blocks (mod_reqtimeout's, say) are read as top level. Unknown
-    directives are errors naming the line, so a typo is never silently dropped.
-    """
-    out: dict[str, str] = {}
-    stack: list[bool] = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip() if not raw.strip().startswith("#") else ""
-        if not line:
-            continue
-        m = _IFMODULE.fullmatch(line)
-        if m:
-            negate, name = m.group(1) == "!", m.group(2).lower()
-            if name in MPMS:
-                applies = (name == mpm) != negate
-            else:
-                applies = True
-            stack.append(applies)
-            continue
-        if re.fullmatch(r"<\s*/\s*IfModule\s*>", line, re.I):
-            if not stack:
-                raise DirectiveError("httpd.conf", f"line {lineno}: </IfModule> without <IfModule>")
-            stack.pop()
-            continue
-        if line.startswith("<"):
-            raise DirectiveError("httpd.conf", f"line {lineno}: only <IfModule> sections are understood: {line!r}")
-        if not all(stack):
-            continue
-        parts = line.split(None, 1)
-        if len(parts) < 2:
-            raise DirectiveError(parts[0], f"line {lineno}: missing value")
-        try:
-            name = canonical(parts[0])
-        except DirectiveError as e:
-            raise DirectiveError(e.directive, f"line {lineno}: {e.message}") from None
-        out[name] = parts[1].strip().strip('"')
-    if stack:
-        raise DirectiveError("httpd.conf", "unclosed <IfModule> section")
-    return out
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:

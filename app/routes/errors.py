@@ -17,6 +17,8 @@ class ErrorBody(BaseModel):
     detail: str | list[dict[str, Any]] = Field(
         description="what went wrong; for a request body FastAPI could not validate, its list of issues")
     directive: str | None = Field(None, description="the directive at fault (422 only; absent otherwise)")
+    errors: list[str] | None = Field(None, description="every error, when a text had several (an httpd.conf: "
+                                                       "'line 4: MaxRequestWorkers: missing value'); absent otherwise")
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

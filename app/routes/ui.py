@@ -39,7 +39,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _core_links(d: Dashboard) -> dict[str, str]:
     base = f"http://{d.settings.core_listen}"
-    return {"html": f"{base}/server-status", "auto": f"{base}/server-status?auto",
+    return {"html": f"{base}/server-status", "auto": f"{base}/server-status?auto", "json": f"{base}/server-status?json",
             "proxy_html": "/api/core/server-status", "proxy_auto": "/api/core/server-status?auto"}
 
 
@@ -120,13 +120,13 @@ async def ui_httpd_conf(request: Request, d: Dashboard = Dash) -> Response:
         result = await actions.apply_httpd_conf(d, text)
     except ActionError as e:
         return _render(d, request, "fragments/_httpd_conf.html", _status(e), text=text, level="error",
-                       message=e.reason, directive=e.directive)
+                       message=e.message, errors=e.errors if len(e.errors) > 1 else ())
     mpm, values, _ = current_config(d.sampler)
     return _render(d, request, "fragments/_httpd_conf.html", text=text, level="ok",
                    message=f"applied {len(result.settings)} directive(s) for {mpm} by graceful restart: "
                            f"generation {result.generation}",
-                   warnings=result.warnings, settings=result.settings, rows=directive_rows(mpm, values),
-                   mpm=mpm, refresh_form=True)
+                   warnings=result.warnings, applied=result.settings, rows=directive_rows(mpm, values),
+                   ignored=result.ignored, other_mpm_blocks=result.other_mpm_blocks, mpm=mpm, refresh_form=True)
 
 
 @router.post("/ui/restart", response_class=HTMLResponse, dependencies=[Control])

@@ -21,7 +21,8 @@ from app.dashboard import Dashboard
 from app.services.core import ControlError, CoreError
 from app.services.traffic import PRESETS
 from app.settings import CORE_SOURCE
-from mpmcore.directives import DIRECTIVES, MPMS, DirectiveError, canonical, parse_httpd_conf
+from mpmcore.directives import DIRECTIVES, MPMS, DirectiveError, canonical
+from mpmcore.httpdconf import ConfLine, read_httpd_conf
 from mpmcore.traffic import TrafficError
 
 #: A directive's value as the master reports it (Apache's On/Off are booleans).
@@ -43,12 +44,14 @@ class ActionError(Exception):
     checked at once (the page shows each beside its field)."""
 
     def __init__(self, status: int, message: str, directive: str | None = None,
-                 field_errors: Mapping[str, str] | None = None) -> None:
+                 field_errors: Mapping[str, str] | None = None, errors: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.directive = directive
         self.field_errors: dict[str, str] = dict(field_errors or {})
+        #: every error when a text had several (an httpd.conf: "line 4: MaxRequestWorkers: missing value")
+        self.errors = errors
 
     @property
     def reason(self) -> str:
@@ -105,6 +108,8 @@ class ConfApplied:
     config: ServerConfig
     applied: bool = True
     settings: dict[str, str]
+    ignored: list[ConfLine]
+    other_mpm_blocks: list[ConfLine]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +120,8 @@ class ConfChecked:
     applied: bool = False
     settings: dict[str, str]
     warnings: list[str]
+    ignored: list[ConfLine]
+    other_mpm_blocks: list[ConfLine]
 
 
 @dataclass(frozen=True)
@@ -250,35 +257,44 @@ async def check_directives(d: Dashboard, settings: Mapping[str, DirectiveInput],
     return Check(mpm=mpm, warnings=list(answer.get("warnings", [])), config=ServerConfig.from_answer(answer["config"]))
 
 
-def _conf_settings(text: str, mpm: str) -> dict[str, str]:
-    """The directives of an httpd.conf excerpt that apply to ``mpm``, checked. A text with none of them
-    is refused: applying it would restart the server with nothing changed, which is never what someone
-    who pasted a configuration meant."""
-    settings = parse_httpd_conf(text, mpm)
-    if not settings:
-        raise ActionError(422, f"httpd.conf: no directive for the {mpm} MPM in this text; nothing applied",
-                          "httpd.conf")
-    validate_directives(settings)
-    return settings
+def _conf_settings(text: str, mpm: str) -> tuple[dict[str, str], list[ConfLine], list[ConfLine]]:
+    """What of an httpd.conf (a whole one, or a part) mpmcore applies for ``mpm``, with the lines it
+    ignores and the other MPMs' blocks (mpmcore.httpdconf). Every error is reported at once; with
+    any, nothing is applied. A text with no directive to apply is refused too: applying it would
+    restart the server with nothing changed, which is never what someone who pasted it meant."""
+    conf = read_httpd_conf(text, mpm)
+    if conf.errors:
+        errors = tuple(str(e) for e in conf.errors)
+        first = conf.errors[0]
+        if len(errors) == 1:
+            raise ActionError(422, errors[0], first.directive or "httpd.conf", errors=errors)
+        raise ActionError(422, f"{len(errors)} errors in the text: nothing applied", "httpd.conf", errors=errors)
+    if not conf.settings:
+        n = len(conf.ignored) + len(conf.other_mpm_blocks)
+        raise ActionError(422, f"no directive for the {mpm} MPM in this text ({n} line{'s' if n != 1 else ''} "
+                               "ignored); nothing applied", "httpd.conf")
+    validate_directives(conf.settings)
+    return conf.settings, list(conf.ignored), list(conf.other_mpm_blocks)
 
 
 async def apply_httpd_conf(d: Dashboard, text: str, restart: Restart = Restart.GRACEFUL) -> ConfApplied:
-    """Apply the running MPM's part of an httpd.conf excerpt by graceful (or hard) restart."""
+    """Apply the running MPM's part of an httpd.conf by graceful (or hard) restart."""
     mpm = running_mpm(d)
     async with _translated():
-        settings = _conf_settings(text, mpm)
+        settings, ignored, others = _conf_settings(text, mpm)
         change = await _changed(d, await _restart(d, restart, settings))
     return ConfApplied(generation=change.generation, mpm=change.mpm, warnings=change.warnings, config=change.config,
-                       settings=settings)
+                       settings=settings, ignored=ignored, other_mpm_blocks=others)
 
 
 async def check_httpd_conf(d: Dashboard, text: str) -> ConfChecked:
-    """Parse and check the running MPM's part of an httpd.conf excerpt, nothing applied."""
+    """Parse and check the running MPM's part of an httpd.conf, nothing applied."""
     mpm = running_mpm(d)
     async with _translated():
-        settings = _conf_settings(text, mpm)
+        settings, ignored, others = _conf_settings(text, mpm)
         answer = await d.control.check(mpm, settings)
-    return ConfChecked(settings=settings, warnings=list(answer.get("warnings", [])))
+    return ConfChecked(settings=settings, warnings=list(answer.get("warnings", [])), ignored=ignored,
+                       other_mpm_blocks=others)
 
 
 async def restart(d: Dashboard, kind: Restart = Restart.GRACEFUL) -> Change:

@@ -32,8 +32,11 @@ def describe_nginx(c: NginxCounts) -> Insight:
                     "apply; these are stub_status' own counts",))
 
 
-def describe(s: Summary, config: dict[str, Any] | None = None) -> Insight:
-    """``s``: a status summary; ``config``: the master's current directives (or None)."""
+def describe(s: Summary, config: dict[str, Any] | None = None, rps: float | None = None) -> Insight:
+    """``s``: a status summary; ``config``: the master's current directives (or None); ``rps``: the
+    requests served per second over the last second (None: not known yet). The board is one
+    instant: at 2,000 short requests a second most slots are idle at any instant although the server
+    is far from idle, so the words read the rate too."""
     d: dict[str, Any] = (config or {}).get("directives", {}) if config else {}
     mpm = s.mpm
     k, r, w, c, g = (s.count(x) for x in ("K", "R", "W", "C", "G"))
@@ -126,7 +129,13 @@ def describe(s: Summary, config: dict[str, Any] | None = None) -> Insight:
     if starting:
         add(INFO, f"{_plural(starting, 'slot')} starting (S): maintenance is spawning children")
 
-    if not found:
+    if rps is not None and rps >= 1:
+        # Little's law: slots busy on average = rate x time each request holds one; a board that shows
+        # few busy at this rate says each request is short, not that the server has nothing to do
+        add(OK, f"serving {rps:,.0f} requests/s with {busy} busy and {idle} idle {unit} at this instant: "
+                f"each request holds a {unit[:-1] if mpm != 'prefork' else 'process'} only while it is in "
+                "flight, so short requests leave most slots idle between them")
+    elif not found:
         if busy == 0:
             add(OK, f"idle: {idle} {unit} wait for connections (_), nothing to do")
         else:

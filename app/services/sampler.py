@@ -51,6 +51,9 @@ class History:
     def add(self, point: ChartPoint) -> None:
         self.points.append(point)
 
+    def last(self) -> ChartPoint | None:
+        return self.points[-1] if self.points else None
+
     def since(self, seconds: float | None = None) -> list[ChartPoint]:
         if seconds is None or not self.points:
             return list(self.points)
@@ -184,7 +187,9 @@ class Sampler:
             return
         host = self.control.listen.rpartition(":")[0].strip("[]") or "localhost"
         s = summarize(snap, server_info(snap, host), now)
-        self.summary, self.insight = s, describe(s, (self.core_state or {}).get("config"))
+        last = self.history.last()
+        rps = last.rps if last is not None and now - last.t <= 3 * HISTORY_INTERVAL else None
+        self.summary, self.insight = s, describe(s, (self.core_state or {}).get("config"), rps)
         self.tiles = core_tiles(s)
         # the same frame, message and chart point as an attached server's (mpmcore.sources.attach)
         frame = self.frame = frame_from_summary(CORE_SOURCE, s, url=self.settings.core_url)

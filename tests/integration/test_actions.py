@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,6 +188,7 @@ def test_httpd_conf(dash: Dash) -> None:
     # no directive for the running MPM: refused both ways, naming the MPM (it used to restart via the API)
     ("<IfModule mpm_prefork_module>\nMaxRequestWorkers 10\n</IfModule>", "httpd.conf"),
     ("", "httpd.conf"),
+    ("MaxRequestWorkers\nThreadsPerChild zero\n", "httpd.conf"),
     ("<IfModule mpm_event_module>\nThreadsPerChild zero\n</IfModule>", "ThreadsPerChild"),
     ("MaxClientz 5", "MaxClientz"),
 ])
@@ -197,12 +199,48 @@ def test_bad_httpd_conf_is_refused_the_same_way(dash: Dash, text: str, name: str
         r = client.post("/api/httpd-conf", json={"text": text, "apply": apply})
         assert r.status_code == 422 and r.json()["directive"] == name, r.text
     detail = r.json()["detail"]
-    if name == "httpd.conf":
+    assert detail.count(name) <= 1, detail  # never "X: X: ..."
+    if not text:
+        assert detail == "the text is empty: paste an httpd.conf or a part of one"
+    elif name == "httpd.conf" and "zero" in text:  # several errors: each once, with its line
+        assert detail == "2 errors in the text: nothing applied"
+        errors = r.json()["errors"]
+        assert errors[0] == "line 1: MaxRequestWorkers: missing value" and errors[1].startswith("line 2: ThreadsPerChild: ")
+    elif name == "httpd.conf":
         assert "no directive for the event MPM" in detail
     r = client.post("/ui/httpd-conf", data={"text": text})
     assert r.status_code == 422
     assert page_message(r.text, "conf-message") == detail
+    if "zero" in text and name == "httpd.conf":
+        assert "line 1: MaxRequestWorkers: missing value" in r.text
     assert generation(client) == gen
+
+
+def test_whole_debian_apache2_conf_applies(dash: Dash) -> None:
+    """Debian's apache2.conf with its three MPM blocks: the event block and the core directives are
+    applied; the other blocks and the ignored lines are listed with their line numbers."""
+    client, _ = dash
+    text = (Path(__file__).parent.parent / "data" / "debian-apache2.conf").read_text()
+    gen = generation(client)
+    try:
+        r = client.post("/api/httpd-conf", json={"text": text, "apply": False})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["applied"] is False and body["settings"]["MaxRequestWorkers"] == "150"
+        assert {b["directive"] for b in body["other_mpm_blocks"]} == {"<IfModule mpm_prefork_module>",
+                                                                      "<IfModule mpm_worker_module>"}
+        assert any(i["directive"] == "DefaultRuntimeDir" and i["line"] > 0 for i in body["ignored"])
+        assert generation(client) == gen
+        r = client.post("/ui/httpd-conf", data={"text": text})
+        assert r.status_code == 200 and "by graceful restart" in r.text, r.text
+        assert 'id="conf-ignored"' in r.text and "DefaultRuntimeDir" in r.text and "mpm_prefork_module" in r.text
+        assert (directive(client, "MaxRequestWorkers"), directive(client, "ThreadsPerChild")) == (150, 25)
+        assert generation(client) == gen + 1
+    finally:
+        client.post("/api/directives", json={"settings": {"MaxRequestWorkers": "400", "ThreadsPerChild": "25",
+                                                          "Timeout": "60", "StartServers": "3",
+                                                          "MaxSpareThreads": "250", "MinSpareThreads": "75",
+                                                          "ThreadLimit": "64"}})
 
 
 # -- restarts ---------------------------------------------------------------------------------------------
@@ -303,7 +341,7 @@ def test_openapi_documents_every_control_route(dash: Dash) -> None:
     client, _ = dash
     spec = client.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    assert set(schemas["ErrorBody"]["properties"]) == {"detail", "directive"}
+    assert set(schemas["ErrorBody"]["properties"]) == {"detail", "directive", "errors"}
     control = [(path, method, op) for path, ops in spec["paths"].items() if path.startswith("/api/")
                for method, op in ops.items() if method in ("post", "put", "patch", "delete")]
     assert len(control) == 10, [(p, m) for p, m, _ in control]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mpmcore.directives import DirectiveError, catalogue, parse_assignments, parse_httpd_conf, resolve
+from mpmcore.directives import DirectiveError, catalogue, parse_assignments, resolve
+from mpmcore.httpdconf import read_httpd_conf
 
 
 @pytest.mark.parametrize("mpm,expected", [
@@ -96,15 +97,15 @@ KeepAliveTimeout 3
 
 
 def test_httpd_conf_sections_per_mpm():
-    ev = parse_httpd_conf(CONF, "event")
+    ev = read_httpd_conf(CONF, "event").settings
     assert ev == {"KeepAliveTimeout": "3", "ThreadsPerChild": "32", "MaxRequestWorkers": "128",
                   "RequestReadTimeout": "header=10-20,MinRate=500"}
-    pf = parse_httpd_conf(CONF, "prefork")
+    pf = read_httpd_conf(CONF, "prefork").settings
     assert pf["StartServers"] == "2" and pf["MaxConnectionsPerChild"] == "1000" and "ThreadsPerChild" not in pf
     assert resolve("event", ev)["MaxRequestWorkers"] == 128
-    with pytest.raises(DirectiveError) as e:
-        parse_httpd_conf("<IfModule mpm_event_module>\nThreadsPerChild 4\n", "event")
-    assert "unclosed" in str(e.value)
-    with pytest.raises(DirectiveError) as e:
-        parse_httpd_conf("KeepAliveTimout 3\n", "event")
-    assert "line 1" in str(e.value) and "unknown directive" in str(e.value)
+    (unclosed,) = read_httpd_conf("<IfModule mpm_event_module>\nThreadsPerChild 4\n", "event").errors
+    assert str(unclosed) == "line 1: <IfModule mpm_event_module> is never closed"
+    (typo,) = read_httpd_conf("KeepAliveTimout 3\n", "event").errors
+    assert str(typo) == "line 1: KeepAliveTimout: unknown directive; did you mean KeepAliveTimeout?"
+
+

@@ -112,3 +112,16 @@ def test_graceful_restart_under_worker_without_g_and_prefork_says_its_difference
     idle_stop = dataclasses.replace(CHILD, stopping=True)
     i = describe(summary("_" * 5, busy=0, idle=5, procs=(idle_stop, new)))
     assert not any("graceful restart" in t for t in [i.headline, *i.details])
+
+
+def test_fast_short_requests_are_not_called_idle() -> None:
+    """One request at a time at 2,000 req/s: the instant's board shows one busy slot or none, and the
+    words say the server is serving, at what rate, and why the board looks empty."""
+    s = summary("W" + "_" * 74, mpm="event", busy=1, idle=74)
+    i = describe(s, rps=2013.4)
+    assert not i.headline.startswith("idle") and i.level == "ok"
+    assert i.headline.startswith("serving 2,013 requests/s with 1 busy and 74 idle threads at this instant")
+    assert "only while it is in flight" in i.headline
+    quiet = describe(dataclasses.replace(s, busy=0, idle=75), rps=0.0)
+    assert quiet.headline.startswith("idle: 75 threads wait")
+    assert describe(dataclasses.replace(s, busy=0, idle=75), rps=None).headline.startswith("idle:")
