@@ -11,8 +11,8 @@ cd "$(dirname "$0")"
 
 VENV=.venv
 # Debian packages the tests and benchmarks use (real peers: Apache, nginx, wrk, ...).
-SYSTEM_PACKAGES=(apache2 nginx wrk slowhttptest prometheus-apache-exporter chromium docker-compose)
-SYSTEM_COMMANDS=(apache2 nginx wrk slowhttptest prometheus-apache-exporter chromium docker-compose)
+SYSTEM_PACKAGES=(apache2 nginx lighttpd wrk slowhttptest prometheus-apache-exporter chromium docker-compose)
+SYSTEM_COMMANDS=(apache2 nginx lighttpd wrk slowhttptest prometheus-apache-exporter chromium docker-compose)
 
 pick_python() {
   for py in python3.13 python3.12 python3.11 python3; do

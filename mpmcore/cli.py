@@ -1,4 +1,4 @@
-"""The ``mpmlab`` command: ``dashboard`` (the default), ``serve``, ``ctl``, ``traffic``."""
+"""The ``mpmlab`` command: ``dashboard`` (the default), ``serve``, ``ctl``, ``traffic``, ``experiment``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from mpmcore import __version__
 from mpmcore.directives import MPMS, DirectiveError, parse_assignments
+from mpmcore.experiments.cli import add_parser as add_experiment
 from mpmcore.httpdconf import read_httpd_conf
 from mpmcore.master import Master, control_path, ctl_request
 from mpmcore.traffic.cli import add_parser as add_traffic
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_ctl)
 
     add_traffic(sub).set_defaults(func=run_traffic)
+    add_experiment(sub)  # sets its own func
 
     d = sub.add_parser("dashboard", help="the dashboard with the embedded server core (the default)")
     add_dashboard_options(d)

@@ -118,6 +118,7 @@ def nginx_config(port: int, d: Path, settings: dict[str, str]) -> str:
     client_body_timeout, send_timeout (nginx's own names and syntax)."""
     s = settings
     return f"""worker_processes {s['worker_processes']};
+worker_rlimit_nofile {s['worker_rlimit_nofile']};
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
 user root;

@@ -78,7 +78,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 # Debian packages the tests use; ./dev.sh test installs them. A missing one is a failure that says
 # so, never a skip: a skip would hide a missing install step.
-PACKAGES = {"apache2": "/usr/sbin/apache2", "nginx": "/usr/sbin/nginx", "wrk": "/usr/bin/wrk",
+PACKAGES = {"apache2": "/usr/sbin/apache2", "nginx": "/usr/sbin/nginx", "lighttpd": "/usr/sbin/lighttpd",
+            "wrk": "/usr/bin/wrk",
             "chromium": "/usr/bin/chromium", "prometheus-apache-exporter": "/usr/bin/prometheus-apache-exporter",
             "docker-compose": "/usr/bin/docker-compose"}
 

@@ -21,7 +21,7 @@ import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -33,16 +33,11 @@ from mpmcore.experiments.model import (
     TargetRun,
     Verdict,
 )
+from mpmcore.experiments.plan import find_plan
+from mpmcore.experiments.runner import run_experiment
+from mpmcore.experiments.store import RunStore, StoreError, default_path
 
 __all__ = ["CLAIMS", "Claim", "Finding", "add_claims_commands", "latest_results", "verdict_for"]
-
-
-class ClaimStore(Protocol):
-    """What the rules read of ``store.RunStore``."""
-
-    def load(self, run_id: int) -> StoredRun: ...
-    def samples(self, target_run_id: int) -> list[SecondSample]: ...
-    def latest_claim_runs(self) -> dict[str, int]: ...
 
 
 # -- thresholds (each with why) ---------------------------------------------------------------------
@@ -86,7 +81,7 @@ class Finding:
     figures: dict[str, float | int | str | None]
 
 
-Rule = Callable[[StoredRun, ClaimStore], Finding]
+Rule = Callable[[StoredRun, RunStore], Finding]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +94,7 @@ class Claim:
     conditions: str
     rule: Rule
 
-    def judge(self, run: StoredRun | None, store: ClaimStore) -> ClaimResult:
+    def judge(self, run: StoredRun | None, store: RunStore) -> ClaimResult:
         """The verdict of this claim on ``run`` (None: never run). A rule that cannot read the run
         (a run of an older plan, a missing figure) says "not run" with the reason; it never raises."""
         if run is None:
@@ -157,7 +152,7 @@ def _num(total: dict[str, Any], *path: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) else None
 
 
-def _stage_samples(store: ClaimStore, tr: TargetRun, stage: str | None = None) -> list[SecondSample]:
+def _stage_samples(store: RunStore, tr: TargetRun, stage: str | None = None) -> list[SecondSample]:
     ss = [s for s in store.samples(tr.id) if s.stage not in WARMUP_STAGES]
     return ss if stage is None else [s for s in ss if s.stage == stage]
 
@@ -230,7 +225,7 @@ def _combine(outcomes: Sequence[str]) -> Verdict:
 
 
 # -- 1: prefork is faster with one request at a time ----------------------------------------------
-def _rule_prefork_single(run: StoredRun, store: ClaimStore) -> Finding:
+def _rule_prefork_single(run: StoredRun, store: RunStore) -> Finding:
     ok = _ok_runs(run)
     figures: dict[str, float | int | str | None] = {}
     outcomes: list[str] = []
@@ -268,21 +263,21 @@ def _why_skipped(run: StoredRun) -> str:
 
 
 # -- 2: prefork queues requests beyond its processes ----------------------------------------------
-def _rule_prefork_queue(run: StoredRun, store: ClaimStore) -> Finding:
+def _rule_prefork_queue(run: StoredRun, store: RunStore) -> Finding:
     ok = _ok_runs(run)
     rs = ok.get("core:prefork") or ok.get("apache:prefork")
     if not rs:
         return Finding("not run", "prefork did not run: " + _why_skipped(run), {})
     name = rs[0].target
     p = _pattern(rs[0], "queue")
-    work_ms = float(p.params.get("ms", 0) or 0)
+    work_ms = _work_ms(p)
     slots = _slots(rs[0])
     p50s = [_num(_pattern(r, "queue").total, "latency_ms", "p50") for r in rs]
     cor = [_num(_pattern(r, "queue").total, "corrected_latency_ms", "p50") for r in rs]
     busy = _peak(_peak(s.busy for s in _stage_samples(store, r)) for r in rs)
     p50 = _median([v for v in p50s if v is not None]) if any(v is not None for v in p50s) else None
     cp50 = _median([v for v in cor if v is not None]) if any(v is not None for v in cor) else None
-    clients = int(p.params.get("connections", p.params.get("clients", 0)) or 0)
+    clients = _declared_connections(p)
     figures: dict[str, float | int | str | None] = {
         "slots": slots, "peak busy": busy, "concurrent requests": clients, "server work ms": work_ms,
         "p50 ms": p50, "corrected p50 ms": cp50}
@@ -295,8 +290,20 @@ def _rule_prefork_queue(run: StoredRun, store: ClaimStore) -> Finding:
     return Finding(verdict, why, figures)
 
 
+def _work_ms(p: PatternResult) -> float:
+    """The server's own work per request: the pattern's ``ms`` (io, cpu) or ``?ms=`` of its path."""
+    if p.params.get("ms") is not None:
+        return float(p.params["ms"])
+    from urllib.parse import parse_qs, urlsplit
+    q = parse_qs(urlsplit(str(p.params.get("path", ""))).query)
+    try:
+        return float(q.get("ms", ["0"])[0])
+    except ValueError:
+        return 0.0
+
+
 # -- 3: prefork's RAM grows with its process count ------------------------------------------------
-def _pss_per_slot(store: ClaimStore, rs: Sequence[TargetRun]) -> list[float]:
+def _pss_per_slot(store: RunStore, rs: Sequence[TargetRun]) -> list[float]:
     out = []
     for r in rs:
         peak = _peak(s.pss_bytes for s in _stage_samples(store, r))
@@ -306,7 +313,7 @@ def _pss_per_slot(store: ClaimStore, rs: Sequence[TargetRun]) -> list[float]:
     return out
 
 
-def _rule_prefork_ram(run: StoredRun, store: ClaimStore) -> Finding:
+def _rule_prefork_ram(run: StoredRun, store: RunStore) -> Finding:
     ok = _ok_runs(run)
     figures: dict[str, float | int | str | None] = {}
     outcomes: list[str] = []
@@ -358,7 +365,7 @@ class _HoldFigures:
         return self.starved / self.probes if self.probes else 0.0
 
 
-def _hold_figures(store: ClaimStore, rs: Sequence[TargetRun]) -> _HoldFigures:
+def _hold_figures(store: RunStore, rs: Sequence[TargetRun]) -> _HoldFigures:
     peak_k: int | None = None
     peak_parked: int | None = None
     starved = probes = 0
@@ -391,7 +398,7 @@ def _threaded_targets(run: StoredRun, mpm: str) -> dict[str, list[TargetRun]]:
     return {t: rs for t, rs in _ok_runs(run).items() if t.split("?")[0].endswith(f":{mpm}")}
 
 
-def _rule_worker_holds(run: StoredRun, store: ClaimStore) -> Finding:
+def _rule_worker_holds(run: StoredRun, store: RunStore) -> Finding:
     ts = _threaded_targets(run, "worker")
     if not ts:
         return Finding("not run", "no worker target completed: " + _why_skipped(run), {})
@@ -413,7 +420,7 @@ def _frees(h: _HoldFigures) -> str:
     return "yes" if free and prompt else "no" if not free and not prompt else "within"
 
 
-def _rule_event_frees(run: StoredRun, store: ClaimStore) -> Finding:
+def _rule_event_frees(run: StoredRun, store: RunStore) -> Finding:
     ts = _threaded_targets(run, "event")
     if not ts:
         return Finding("not run", "no event target completed: " + _why_skipped(run), {})
@@ -426,7 +433,7 @@ def _rule_event_frees(run: StoredRun, store: ClaimStore) -> Finding:
     return Finding(_combine(outcomes), "; ".join(parts) + ".", figures)
 
 
-def _rule_tls_event(run: StoredRun, store: ClaimStore) -> Finding:
+def _rule_tls_event(run: StoredRun, store: RunStore) -> Finding:
     ok = _ok_runs(run)
     old = [t for t in ok if "tls_mode=pre-2.4.7" in t]
     new = [t for t in ok if t.split("?")[0].endswith(":event") and t not in old]
@@ -465,7 +472,7 @@ def _declared_connections(p: PatternResult) -> int:
     return declared_connections(p.pattern, params)
 
 
-def _rule_concurrency(run: StoredRun, store: ClaimStore) -> Finding:
+def _rule_concurrency(run: StoredRun, store: RunStore) -> Finding:
     ok = _ok_runs(run)
     if not ok:
         return Finding("not run", "no target completed: " + _why_skipped(run), {})
@@ -489,6 +496,9 @@ def _rule_concurrency(run: StoredRun, store: ClaimStore) -> Finding:
             figures[f"{target} {stage} connections"] = conns
             figures[f"{target} {stage} peak busy"] = busy
             figures[f"{target} {stage} peak K"] = k
+            if stage == "slowloris":  # the server cutting slow connections (RequestReadTimeout)
+                figures[f"{target} slowloris reconnects"] = sum(
+                    int(next((q.total.get("reconnects", 0) for q in r.patterns if q.stage == stage), 0)) for r in rs)
             cells.append(f"{stage} {busy}/{conns}")
             if busy is None or slots is None:
                 continue
@@ -516,7 +526,7 @@ def _fcgi_pool(tr: TargetRun) -> int:
     return int(v) if v is not None and v.isdigit() else 0
 
 
-def _rule_unsafe(run: StoredRun, store: ClaimStore) -> Finding:
+def _rule_unsafe(run: StoredRun, store: RunStore) -> Finding:
     ok = _ok_runs(run)
     figures: dict[str, float | int | str | None] = {}
     counts: dict[str, tuple[int, int]] = {}
@@ -542,7 +552,7 @@ def _rule_unsafe(run: StoredRun, store: ClaimStore) -> Finding:
 
 
 # -- 9: nginx and lighttpd lighter than Apache ---------------------------------------------------
-def _idle_figures(store: ClaimStore, rs: Sequence[TargetRun]) -> tuple[list[float], list[float]]:
+def _idle_figures(store: RunStore, rs: Sequence[TargetRun]) -> tuple[list[float], list[float]]:
     """Per round: PSS per idle connection (PSS in the idle stage minus the baseline's, per
     connection the generator held), and responses/s of the pattern beside the idle connections."""
     per_conn, rps = [], []
@@ -550,7 +560,9 @@ def _idle_figures(store: ClaimStore, rs: Sequence[TargetRun]) -> tuple[list[floa
         base = [s.pss_bytes for s in _stage_samples(store, r, "baseline") if s.pss_bytes is not None]
         idle = _stage_samples(store, r, "idle")
         idle_pss = [s.pss_bytes for s in idle if s.pss_bytes is not None]
-        conns = _peak(s.client_connections for s in idle)
+        # the idle pattern's own connections where the samples have them, else the generator's
+        conns = _peak(s.patterns["idle-conns"].connections if "idle-conns" in s.patterns
+                      else s.client_connections for s in idle)
         if base and idle_pss and conns:
             per_conn.append(max(0.0, (max(idle_pss) - _median(base)) / conns))
         v = _num(_pattern(r, "beside-idle").total, "rps")
@@ -559,7 +571,7 @@ def _idle_figures(store: ClaimStore, rs: Sequence[TargetRun]) -> tuple[list[floa
     return per_conn, rps
 
 
-def _rule_light_servers(run: StoredRun, store: ClaimStore) -> Finding:
+def _rule_light_servers(run: StoredRun, store: RunStore) -> Finding:
     ok = _ok_runs(run)
     apache = next((t for t in ok if t.startswith("apache:")), None)
     peers = [t for t in ok if t in ("nginx", "lighttpd")]
@@ -599,15 +611,16 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in (
            "three MPMs at the same slots; medians over rounds", _rule_prefork_single),
     _claim("prefork-queues", 2, "prefork queues requests beyond its processes",
            "under prefork, concurrent requests beyond the free processes wait in line.",
-           "core:prefork with 4 slots, 12 requests in flight on /sleep?ms=200", _rule_prefork_queue),
+           "core:prefork with 4 slots, 12 clients, a new connection per request to /sleep?ms=200", _rule_prefork_queue),
     _claim("prefork-ram", 3, "prefork's RAM grows with its process count",
            "prefork's RAM grows with its process count.",
            "every slot held by a kept-alive client (32 slots, 2 processes for worker/event); PSS of the "
            "whole process tree per slot; the core's and a real Apache's three MPMs", _rule_prefork_ram),
     _claim("worker-keepalive-holds-threads", 4, "worker: a kept-alive connection holds a thread",
            "under worker, a kept-alive connection holds a thread until it closes: idle browsers starve new clients.",
-           "8 slots (2 x 4 threads), KeepAliveTimeout 5 s, 3 browsers with 6 connections each idling "
-           "10 s, and a probe client opening a new connection per request", _rule_worker_holds),
+           "16 slots (2 x 8 threads), KeepAliveTimeout 5 s, 4 browsers with 4 keep-alive connections "
+           "each (16) idling 3 s between page views, and 2 probe clients opening a new connection per "
+           "request to / (2 s timeout)", _rule_worker_holds),
     _claim("event-frees-threads", 5, "event frees the thread after each request",
            "event frees the thread after each request: the same clients do not starve it.",
            "the same traffic and slots as claim 4, under event", _rule_event_frees),
@@ -640,13 +653,13 @@ def claim_of(run: StoredRun) -> Claim | None:
     return None
 
 
-def verdict_for(run: StoredRun, store: ClaimStore) -> list[ClaimResult]:
+def verdict_for(run: StoredRun, store: RunStore) -> list[ClaimResult]:
     """The verdicts a run gives: its plan's claim (a run of a plan that measures none: [])."""
     c = claim_of(run)
     return [] if c is None else [c.judge(run, store)]
 
 
-def latest_results(store: ClaimStore) -> list[ClaimResult]:
+def latest_results(store: RunStore) -> list[ClaimResult]:
     """Every claim in the essay's order, judged on the newest complete run of its plan."""
     latest = store.latest_claim_runs()
     out = []
@@ -695,26 +708,22 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(path: str | None) -> Any:
-    from mpmcore.experiments import store as store_mod
+def _open_store(path: str | None) -> RunStore:
     try:
-        return store_mod.RunStore(path or store_mod.default_path())
-    except store_mod.StoreError as e:
+        return RunStore(path or default_path())
+    except StoreError as e:
         raise SystemExit(f"mpmlab experiment claims: {e}") from None
 
 
-def run_all(store: Any, progress: Any = None) -> int:
+def run_all(store: RunStore, progress: Any = None) -> int:
     """Run every claim's built-in plan into ``store``, one after another (exit status: 0, or 130
     when interrupted)."""
-    from mpmcore.experiments import plan as plan_mod
-    from mpmcore.experiments import runner
-
     for c in CLAIMS.values():
-        pl = plan_mod.find_plan(c.plan)
+        pl = find_plan(c.plan)
         if progress is not None:
             print(f"claim {c.number}: {c.title} ({c.plan}, {len(pl.targets)} targets)", file=progress, flush=True)
         try:
-            runner.run_experiment(pl, store=store)
+            run_experiment(pl, store=store)
         except KeyboardInterrupt:
             return 130
     return 0

@@ -23,7 +23,8 @@ import psutil
 from mpmcore.experiments.model import FrameRecord, LogLine, Mark, MarkKind, PatternSecond, SecondSample
 from mpmcore.experiments.store import RunStore
 from mpmcore.model import SourceFrame
-from mpmcore.sources.attach import grid_frame, make_source
+from mpmcore.sources.attach import grid_frame
+from mpmcore.sources.core import open_source
 from mpmcore.traffic.runstats import RunInfo, StatsFrame
 
 __all__ = ["FRAME_INTERVAL", "Recorder", "TreeUsage", "tree_usage"]
@@ -134,7 +135,7 @@ class Recorder:
         self.roots = roots
         self.t0 = time.monotonic() if t0 is None else t0
         self.frame_interval = frame_interval
-        self.source = (make_source(source_spec, threads_per_child=threads_per_child)
+        self.source = (open_source(source_spec, threads_per_child=threads_per_child)
                        if source_spec is not None else None)
         self.stage = ""
         self._lock = threading.Lock()

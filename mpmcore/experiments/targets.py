@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from mpmcore import __version__, realservers
 from mpmcore.experiments.model import MPMS, TARGET_KINDS, Budget, EffectiveConfig, Plan, TargetKind, TargetSpec
 from mpmcore.procs import ProcessIdentity, stop_pid, terminate
+from mpmcore.sources.core import CORE_SHM_PREFIX
 
 __all__ = ["RunningTarget", "TargetError", "available", "effective_config", "not_comparable", "parse_target",
            "plan_paths", "start"]
@@ -49,10 +50,18 @@ STOP_TIMEOUT = 15.0
 #: the largest /bytes/N file written into a real server's document root
 MAX_STATIC_BYTES = 64 * 1024 * 1024
 #: per-target options (``core:event?tls_mode=pre-2.4.7``) and their values
-OPTIONS: dict[str, tuple[str, ...]] = {"tls_mode": ("current", "pre-2.4.7")}
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "tls_mode": ("current", "pre-2.4.7"),
+    # the core's /unsafe forwarded to a FastCGI pool of N processes (UnsafeFastCGIPool N; claim 8)
+    "fcgi_pool": ("1", "2", "4", "8"),
+    # "off": RequestReadTimeout header=0 body=0, the budget's not applied (claim 7's "without")
+    "request_read_timeout": ("budget", "off"),
+}
+#: RequestReadTimeout with both phases disabled (mod_reqtimeout: a timeout of 0 disables a phase)
+RRT_OFF = "header=0 body=0"
 #: what the core's handlers do that a static server cannot
-_DYNAMIC = {"/cpu": "a CPU-heavy handler (/cpu)", "/sleep": "an I/O-wait handler (/sleep)",
-            "/unsafe": "the thread-unsafe module (/unsafe)"}
+_DYNAMIC = {"/cpu": "CPU-heavy handler (/cpu)", "/sleep": "I/O-wait handler (/sleep)",
+            "/unsafe": "thread-unsafe module (/unsafe)"}
 _STATIC_PATHS = re.compile(r"^/(index\.html)?$|^/bytes/([0-9]+)$|^/health$")
 _INSTALL = {"apache": "apt-get install apache2", "nginx": "apt-get install nginx",
             "lighttpd": "apt-get install lighttpd"}
@@ -96,6 +105,10 @@ def parse_target(text: str) -> TargetSpec:
         options[key] = value
     if options.get("tls_mode") == "pre-2.4.7" and (kind, mpm) != ("core", "event"):
         raise TargetError(f"{text!r}: tls_mode=pre-2.4.7 is the embedded core's event MPM only (core:event)")
+    if "fcgi_pool" in options and kind != "core":
+        raise TargetError(f"{text!r}: fcgi_pool is the embedded core's FastCGI pool for /unsafe (core:MPM only)")
+    if "request_read_timeout" in options and kind not in ("core", "apache"):
+        raise TargetError(f"{text!r}: request_read_timeout is a core or Apache option")
     return TargetSpec(kind=k, mpm=mpm or None, options=options)
 
 
@@ -147,9 +160,34 @@ def mpm_settings(mpm: str, budget: Budget) -> dict[str, str]:
     return out
 
 
-def nginx_settings(budget: Budget) -> dict[str, str]:
+def peak_connections(plan: Plan | None) -> int:
+    """The most connections the plan's generator opens at once (its busiest stage)."""
+    from mpmcore.traffic.catalogue import declared_connections, validate_params
+
+    if plan is None:
+        return 0
+    peak = 0
+    for stage in plan.stages:
+        n = 0
+        for use in stage.mix:
+            full = validate_params(use.pattern, {**use.params, "target": "http://127.0.0.1:1/",
+                                                 "duration": stage.duration})
+            n += declared_connections(use.pattern, full)
+        peak = max(peak, n)
+    return peak
+
+
+def connection_limit(budget: Budget, plan: Plan | None) -> int:
+    """nginx's and lighttpd's connection limit: high enough never to refuse a connection of the
+    plan (as Apache's listen backlog queues them), so the budget is their worker counts only."""
+    return max(1024, peak_connections(plan) + budget.slots)
+
+
+def nginx_settings(budget: Budget, plan: Plan | None = None) -> dict[str, str]:
     b = budget
-    return {"worker_processes": str(b.processes), "worker_connections": str(b.slots),
+    conns = connection_limit(b, plan)
+    return {"worker_processes": str(b.processes), "worker_connections": str(conns),
+            "worker_rlimit_nofile": str(2 * conns + 64),
             "keepalive_timeout": f"{_secs(b.keepalive_timeout)}s",
             "keepalive_requests": str(b.max_keepalive_requests or 1000000),
             "client_header_timeout": f"{_secs(_rrt_seconds(b.request_read_timeout, 'header'))}s",
@@ -157,9 +195,10 @@ def nginx_settings(budget: Budget) -> dict[str, str]:
             "send_timeout": f"{_secs(b.timeout)}s"}
 
 
-def lighttpd_settings(budget: Budget) -> dict[str, str]:
+def lighttpd_settings(budget: Budget, plan: Plan | None = None) -> dict[str, str]:
     b = budget
-    return {"server.max-worker": "1", "server.max-connections": str(b.slots),
+    conns = connection_limit(b, plan)
+    return {"server.max-worker": "1", "server.max-connections": str(conns), "server.max-fds": str(2 * conns + 64),
             "server.max-keep-alive-idle": str(max(1, round(b.keepalive_timeout))),
             "server.max-keep-alive-requests": str(b.max_keepalive_requests),
             "server.max-read-idle": str(max(1, round(_rrt_seconds(b.request_read_timeout, "header")))),
@@ -168,10 +207,12 @@ def lighttpd_settings(budget: Budget) -> dict[str, str]:
 
 #: what a real server's settings mean where they differ from Apache's request slots
 _NOTES = {
-    "nginx": "nginx limits connections, not request slots: worker_connections (per worker process) counts "
-             "every open connection, idle kept-alive ones included",
-    "lighttpd": "lighttpd 1.4 is one event-driven process (server.max-worker=1); server.max-connections "
-                "counts every open connection; the idle timeouts are whole seconds",
+    "nginx": "nginx has no request slots: the budget is its worker processes; worker_connections (per "
+             "worker, every open connection, idle kept-alive ones included) is set high enough never to refuse "
+             "one of the plan's connections, as Apache's listen backlog queues them",
+    "lighttpd": "lighttpd 1.4 is one event-driven process (server.max-worker=1, whatever the budget's "
+                "processes); server.max-connections is set high enough never to refuse one of the plan's "
+                "connections; its idle timeouts are whole seconds",
 }
 
 
@@ -262,13 +303,17 @@ def effective_config(spec: TargetSpec, budget: Budget, plan: Plan | None = None,
         settings.update(extra)
         if spec.kind == "core" and spec.options.get("tls_mode") == "pre-2.4.7":
             settings["SSLSyncEventMPM"] = "On"
+        if spec.kind == "core" and "fcgi_pool" in spec.options:
+            settings["UnsafeFastCGIPool"] = spec.options["fcgi_pool"]
+        if spec.options.get("request_read_timeout") == "off":
+            settings["RequestReadTimeout"] = RRT_OFF
         if budget.tls and spec.kind == "core":
             settings["TLS"] = "on (self-signed certificate)"
     elif spec.kind == "nginx":
-        settings = nginx_settings(budget)
+        settings = nginx_settings(budget, plan)
         settings["note"] = _NOTES["nginx"]
     elif spec.kind == "lighttpd":
-        settings = lighttpd_settings(budget)
+        settings = lighttpd_settings(budget, plan)
         settings["note"] = _NOTES["lighttpd"]
     else:
         settings = {"note": "an attached server: its own configuration, the budget does not apply"}
@@ -300,7 +345,7 @@ def _answers(url: str, timeout: float = 2.0) -> bool:
 
 class RunningTarget:
     """A started target. ``url``: where traffic goes; ``status_url``/``source_spec``: where the
-    recorder reads it (``mpmcore.sources.attach.make_source(source_spec)``); ``pids()``: the roots
+    recorder reads it (``mpmcore.sources.core.open_source(source_spec)``: the core from its scoreboard); ``pids()``: the roots
     of its process tree; ``config``: what it runs with; ``error_log_path``: its error log (None:
     none to read). ``stop()`` stops it by pid and removes its files; safe to call twice."""
 
@@ -409,7 +454,9 @@ def _start_core(spec: TargetSpec, budget: Budget, workdir: Path, plan: Plan | No
     error_log = run_dir_for(listen) / "error_log"
     cfg = effective_config(spec, budget, plan, url=url, status_url=status_url,
                            config_text="mpmlab " + " ".join(cmd[cmd.index("serve"):]), version=cfg.version)
-    t = RunningTarget(spec, url, status_url, f"apache+{status_url}", cfg, error_log)
+    # the scoreboard, not /server-status: a starved worker or prefork cannot answer a status
+    # request, its scoreboard still shows every slot (mpmcore/sources/core.py)
+    t = RunningTarget(spec, url, status_url, f"{CORE_SHM_PREFIX}{listen}", cfg, error_log)
     t.threads_per_child = 1 if spec.mpm == "prefork" else budget.slots // budget.processes
     env = dict(os.environ)
     pkg_root = str(Path(__file__).resolve().parents[2])
@@ -494,8 +541,9 @@ def _start_foreground(spec: TargetSpec, budget: Budget, workdir: Path, plan: Pla
     t._dir = d
     t.threads_per_child = 1
     t._stderr = open(d / "stderr.log", "wb")  # closed by stop()
+    # its own session: a Ctrl-C in the terminal is the experiment's to handle (it stops the target by pid)
     t._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=t._stderr, stderr=subprocess.STDOUT,
-                               close_fds=True)
+                               close_fds=True, start_new_session=True)
     try:
         _wait_up(t, status_url + ("?auto" if spec.kind == "lighttpd" else ""), exe, d / "stderr.log")
     except BaseException:

@@ -1,0 +1,181 @@
+"""A short experiment against the embedded core's three MPMs, into a run store in tmp_path: every
+target's samples, grid frames that decode, PSS of its process tree, per-pattern results with HDR
+histograms, stage marks; and `mpmlab experiment run`'s exit statuses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+from conftest import ROOT, wait_for
+from hdrh.histogram import HdrHistogram
+
+from mpmcore.experiments.plan import parse_plan
+from mpmcore.experiments.runner import run_experiment
+from mpmcore.experiments.store import RunStore
+from mpmcore.procs import terminate
+from mpmcore.sources.grid import GRID_HEADER, GRID_MAGIC, GRID_VERSION
+
+PLAN = """
+name = "short"
+targets = ["core:prefork", "core:worker", "core:event"]
+warmup = "0.3s"
+rounds = 1
+[budget]
+slots = 8
+processes = 2
+[[stage]]
+name = "steady"
+duration = "1.5s"
+  [[stage.pattern]]
+  pattern = "steady"
+  clients = 3
+[[stage]]
+name = "poll"
+duration = "1s"
+  [[stage.pattern]]
+  pattern = "ajax"
+  label = "poll"
+  clients = 3
+  interval = "100ms"
+"""
+
+
+def test_a_short_experiment_records_every_core_target(tmp_path):
+    plan = parse_plan(PLAN, "short.toml")
+    store = RunStore(tmp_path / "runs.sqlite3")
+    progress = []
+    run = run_experiment(plan, store=store, on_progress=progress.append, workdir=tmp_path / "work")
+    assert run.meta.status == "complete"
+    assert [t.target for t in run.targets] == ["core:prefork", "core:worker", "core:event"]
+    assert {p.target for p in progress} >= {"core:prefork", "core:worker", "core:event"}
+    assert progress[-1].state == "done"
+    for tr in run.targets:
+        assert tr.status == "complete", tr.message
+        cfg = tr.config
+        assert cfg is not None and cfg.settings["MaxRequestWorkers"] == "8" and cfg.version.startswith("mpmlab")
+        assert cfg.url.startswith("http://127.0.0.1:")
+        # per-pattern figures and histograms (warm-up not among them)
+        by_label = {p.label: p for p in tr.patterns}
+        assert set(by_label) == {"steady", "poll"}
+        assert by_label["steady"].stage == "steady" and by_label["poll"].stage == "poll"
+        for p in tr.patterns:
+            assert p.total["responses"] > 0 and p.total["errors_total"] == 0, p.total
+            h = HdrHistogram.decode(p.histograms["latency"])
+            assert h.get_total_count() == p.total["latency_ms"]["count"] > 0
+        # the series
+        samples = store.samples(tr.id)
+        assert len(samples) >= 2
+        assert all(s.pss_bytes and s.pss_bytes > 0 and s.cpu_seconds is not None for s in samples), samples
+        assert any(s.patterns.get("steady") and s.patterns["steady"].rps > 0 for s in samples)
+        assert max(s.processes or 0 for s in samples) >= (8 if tr.target == "core:prefork" else 2)
+        times = store.frame_times(tr.id)
+        assert len(times) >= 10 and times == sorted(times)
+        frame = store.frame_at(tr.id, times[-1])
+        assert frame is not None
+        magic, version, *_rest, rows, cols, tpc, _ = GRID_HEADER.unpack_from(frame.grid)
+        assert (magic, version) == (GRID_MAGIC, GRID_VERSION)
+        assert rows * cols == 8 and tpc == (1 if tr.target == "core:prefork" else 4)
+        marks = store.marks(tr.id)
+        assert [(m.kind, m.label) for m in marks if m.kind == "stage"] == [("stage", "steady"), ("stage", "poll")]
+        assert marks[0].kind == "warmup"
+        assert marks[0].t < marks[1].t < marks[2].t
+    store.close()
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "mpmcore", "experiment", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+ONE = """
+name = "one"
+targets = ["core:event"]
+thresholds = "{thresholds}"
+[budget]
+slots = 4
+processes = 1
+{directives}
+[[stage]]
+name = "s"
+duration = "1s"
+  [[stage.pattern]]
+  pattern = "steady"
+  clients = 2
+"""
+
+
+@pytest.mark.parametrize("thresholds, directives, code", [
+    ("errors>50%", "", 0),
+    ("rps<100000000", "", 99),  # no machine answers 10^8 responses/s: the threshold fails
+    ("", "[directives]\nSendBufferSize = -1", 1),  # the core refuses the value: the target failed
+])
+def test_run_exit_status(tmp_path, thresholds, directives, code):
+    f = tmp_path / "one.toml"
+    f.write_text(ONE.format(thresholds=thresholds, directives=directives))
+    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"), "--out", str(tmp_path / "out"))
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        terminate(proc, 10)
+    assert proc.returncode == code, (out, err)
+    assert "core:event" in out
+    if code == 99:
+        assert "threshold FAILED: steady: FAIL" in out
+    if code == 1:
+        assert "core:event (round 1): failed: mpmlab serve --mpm event exited with status 2" in out
+    assert "[round 1/1, target 1/1] core:event" in err
+
+
+def test_bad_usage_exits_2(tmp_path):
+    for args, message in [(("run", "no-such-plan"), "no such plan file"),
+                          (("run", "browsers", "--targets", "core:turbo"), "--targets: 'core:turbo'"),
+                          (("run", "browsers", "--slots", "7"), "--slots must be a multiple"),
+                          (("show", str(tmp_path / "x.toml")), "x.toml: No such file")]:
+        proc = _cli(*args, "--plans", str(tmp_path))
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 2, (args, out, err)
+        assert err.startswith("mpmlab experiment: ") and message in err, err
+    bad = tmp_path / "bad.sqlite3"
+    bad.write_bytes(b"this is not a database" * 100)
+    proc = _cli("run", "browsers", "--runs-db", str(bad))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and f"--runs-db {bad}" in err, err
+
+
+def test_ctrl_c_stops_everything_and_exits_130(tmp_path):
+    f = tmp_path / "long.toml"
+    f.write_text(ONE.format(thresholds="", directives="").replace('duration = "1s"', 'duration = "60s"'))
+    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"))
+    try:
+        me = psutil.Process(proc.pid)
+        # the core target and the traffic runner are up once the stage runs
+        wait_for(lambda: len(me.children(recursive=True)) >= 2, timeout=30, what="target and traffic runner")
+        children = me.children(recursive=True)
+
+        def stage_began() -> bool:
+            if not (tmp_path / "runs.sqlite3").exists():
+                return False
+            with RunStore(tmp_path / "runs.sqlite3") as st:
+                runs = st.list_runs()
+                trs = st.load(runs[0].id).targets if runs else ()
+                return bool(trs) and any(m.kind == "stage" for m in st.marks(trs[0].id))
+
+        wait_for(stage_began, timeout=30, what="the stage's mark in the store")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=40)
+    finally:
+        terminate(proc, 10)
+    assert proc.returncode == 130, (out, err)
+    assert "(stopped)" in out
+    wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
+             timeout=10, what="every process of the experiment gone")
+    store = RunStore(tmp_path / "runs.sqlite3")
+    run = store.load(store.list_runs()[0].id)
+    assert run.meta.status == "stopped" and run.targets[0].status == "stopped"
+    store.close()
