@@ -4,6 +4,9 @@
     mpmlab experiment show NAME|FILE [--targets ...] [--slots N]
     mpmlab experiment run NAME|FILE [--targets core:event,apache:worker,nginx] [--rounds N] [--slots N]
                           [--out DIR] [--runs-db PATH]
+    mpmlab experiment report RUN_ID|last [--out DIR] [--runs-db PATH]    (mpmcore.experiments.exports)
+    mpmlab experiment export RUN_ID|last FILE [--runs-db PATH]
+    mpmlab experiment import FILE [--runs-db PATH]
 
 ``run`` prints its progress on stderr (target, stage, time left), a compare table at the end, and
 exits 0 when every target ran and every threshold held, 1 when a target failed, 99 when a
@@ -25,6 +28,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import IO, Any
 
+from mpmcore.experiments.exports import add_report_commands
 from mpmcore.experiments.model import Budget, Plan, PlanError, Progress, StoredRun, TargetSpec
 from mpmcore.experiments.plan import MAX_ROUNDS, MAX_SLOTS, builtin_plans, default_plans_dir, find_plan, user_plans
 from mpmcore.experiments.targets import TargetError, available, effective_config, parse_target
@@ -46,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser("experiment", help="run one traffic plan against several servers, record and compare",
                               description="Experiments: one traffic plan run against every target (the core's "
                                           "MPMs, real Apache, nginx, lighttpd), recorded in the run store.")
-    sub = p.add_subparsers(dest="experiment_command", metavar="list|show|run")
+    sub = p.add_subparsers(dest="experiment_command", metavar="list|show|run|report|export|import")
     sub.required = True
 
     def plans_opt(sp: argparse.ArgumentParser) -> None:
@@ -74,6 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     r.add_argument("--runs-db", metavar="PATH", help="the run store (default: the user's data directory)")
     r.add_argument("--quiet", action="store_true", help="no progress on stderr")
     r.set_defaults(experiment_func=cmd_run)
+    add_report_commands(sub)
     p.set_defaults(func=run)
     return p
 

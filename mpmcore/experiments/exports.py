@@ -20,6 +20,7 @@ docs/experiments-report.md describes the files.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import csv
 import gzip
@@ -29,9 +30,10 @@ import importlib.util
 import json
 import math
 import re
+import sys
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +54,11 @@ from mpmcore.experiments.model import (
     StoredRun,
     TargetRun,
 )
-from mpmcore.experiments.store import RunStore
+from mpmcore.experiments.store import RunNotFound, RunStore, StoreError, default_path
 from mpmcore.model import to_jsonable
 
 __all__ = ["BUNDLE_FORMAT", "LOCUST_FAILURES_COLUMNS", "LOCUST_HISTORY_COLUMNS", "LOCUST_PERCENTILES",
-           "LOCUST_STATS_COLUMNS", "BundleError", "claim_verdict", "csv_exports", "export_bundle", "hlog_exports",
+           "LOCUST_STATS_COLUMNS", "BundleError", "add_report_commands", "claim_verdicts", "csv_exports", "export_bundle", "hlog_exports",
            "html_report", "import_bundle", "json_export", "run_document", "slug", "write_exports"]
 
 BUNDLE_FORMAT = "mpmlab-run-bundle"
@@ -97,20 +99,22 @@ def _target_slugs(run: StoredRun) -> dict[str, str]:
 
 
 # -- claims (optional module) -------------------------------------------------------------------------
-def claim_verdict(run: StoredRun, store: RunStore) -> ClaimResult | str | None:
-    """The claim's verdict when the run is a claim's (``mpmcore.experiments.claims.verdict_for``), a
-    sentence when it could not be computed, None when there is no claim for this run."""
+def claim_verdicts(run: StoredRun, store: RunStore) -> list[ClaimResult] | str:
+    """The claims' verdicts when the run is a claim's (``mpmcore.experiments.claims.verdict_for``,
+    when that module is there): a list (empty for a run of no claim), or a sentence when they could
+    not be computed."""
     if importlib.util.find_spec("mpmcore.experiments.claims") is None:
-        return None
+        return []
     claims = importlib.import_module("mpmcore.experiments.claims")
     verdict_for = getattr(claims, "verdict_for", None)
     if verdict_for is None:
-        return None
+        return []
     try:
         got = verdict_for(run, store)
     except Exception as e:  # a verdict rule's bug must not cost the user the rest of the report
         return f"the claim's verdict could not be computed: {type(e).__name__}: {e}"
-    return got if isinstance(got, ClaimResult) else None
+    items = got if isinstance(got, (list, tuple)) else [got]
+    return [v for v in items if isinstance(v, ClaimResult)]
 
 
 # -- JSON -----------------------------------------------------------------------------------------------
@@ -126,9 +130,9 @@ def run_document(run_id: int, store: RunStore, cmp: Comparison | None = None) ->
         d["marks"] = to_jsonable(store.marks(tr.id))
         d["logs"] = to_jsonable(store.logs(tr.id))
         targets.append(d)
-    verdict = claim_verdict(run, store)
+    verdicts = claim_verdicts(run, store)
     return {"format": "mpmlab-run", "version": 1, "meta": to_jsonable(run.meta), "comparison": to_jsonable(cmp),
-            "claim": to_jsonable(verdict) if isinstance(verdict, ClaimResult) else verdict, "targets": targets}
+            "claims": to_jsonable(verdicts) if isinstance(verdicts, list) else verdicts, "targets": targets}
 
 
 def json_export(run_id: int, store: RunStore) -> str:
@@ -319,10 +323,11 @@ def export_bundle(run_id: int, store: RunStore, path: str | Path) -> Path:
 
 
 def _frame_chunks(store: RunStore, tid: int) -> Iterator[list[FrameRecord]]:
-    """The target run's frames a few hundred at a time (a 10-minute run has 6,000)."""
-    frames = store.frames(tid)
-    for k in range(0, len(frames), _CHUNK):
-        yield frames[k:k + _CHUNK]
+    """The target run's frames a few hundred at a time (a 10-minute run has 6,000): never all of
+    them in memory at once."""
+    times = sorted(set(store.frame_times(tid)))
+    for k in range(0, len(times), _CHUNK):
+        yield store.frames(tid, times[k], times[min(k + _CHUNK, len(times)) - 1])
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -511,10 +516,12 @@ def _charts(run: StoredRun, store: RunStore) -> str:
     targets = list(dict.fromkeys([*run.meta.targets, *(tr.target for tr in run.targets)]))
     data: dict[str, list[tuple[TargetRun, list[SecondSample], list[Mark]]]] = {t: [] for t in targets}
     for tr in sorted(run.targets, key=lambda r: r.round):
-        data[tr.target].append((tr, store.samples(tr.id), store.marks(tr.id)))
+        if tr.status in report.MEASURED:
+            data[tr.target].append((tr, store.samples(tr.id), store.marks(tr.id)))
     labels = list(dict.fromkeys(p.label for tr in run.targets for p in tr.patterns))
     colors = {label: _COLORS[i % len(_COLORS)] for i, label in enumerate(labels)}
     rounds = max((tr.round for tr in run.targets), default=1)
+    nc = {t: frozenset(report.not_comparable_labels([tr for tr in run.targets if tr.target == t])) for t in targets}
 
     def opacity(r: int) -> float:
         return 1.0 if rounds <= 1 else round(1.0 - 0.6 * (r - 1) / (rounds - 1), 2)
@@ -524,9 +531,9 @@ def _charts(run: StoredRun, store: RunStore) -> str:
             return {"": [(s.t, v * scale) for s in samples if (v := getattr(s, attr)) is not None]}
         return get
 
-    def p99(samples: list[SecondSample]) -> dict[str, Series]:
+    def p99(samples: list[SecondSample], skip: frozenset[str] = frozenset()) -> dict[str, Series]:
         return {label: [(s.t, ps.p99_ms) for s in samples if (ps := s.patterns.get(label)) is not None
-                        and ps.p99_ms is not None] for label in labels}
+                        and ps.p99_ms is not None] for label in labels if label not in skip}
 
     kinds: list[tuple[str, str, Any]] = [
         ("req/s", "responses/s", simple("rps")), ("p99 per pattern", "ms", p99),
@@ -540,13 +547,17 @@ def _charts(run: StoredRun, store: RunStore) -> str:
         for t in targets:
             lines: list[tuple[str, str, float, Series]] = []
             for tr, samples, _ in data[t]:
-                for label, pts in get(samples).items():
+                got = p99(samples, nc[t]) if get is p99 else get(samples)
+                for label, pts in got.items():
                     name = f"{t} round {tr.round}" + (f": {label}" if label else "")
                     lines.append((name, colors.get(label, _COLORS[0]), opacity(tr.round), pts))
             per_target[t] = lines
         ymax = _nice_max(max((y for ls in per_target.values() for *_, pts in ls for _, y in pts), default=0.0))
         cells = []
         for t in targets:
+            if not data[t]:
+                cells.append('<td class="none">did not run</td>')
+                continue
             if not any(pts for *_, pts in per_target[t]):
                 cells.append('<td class="none">not shown by this target</td>')
                 continue
@@ -573,7 +584,7 @@ table.mult td,table.mult th{border:0;vertical-align:top}
 .chart .plot{fill:#fafafa;stroke:#ccc}.chart .grid{stroke:#eee}.chart .ax{font-size:9px;fill:#666}
 .chart .mark{stroke:#888;stroke-dasharray:3 3}.chart .mk{font-size:8px;fill:#666}
 .none{color:#888;font-style:italic;text-align:center}pre{background:#f4f4f4;padding:6px;overflow:auto;max-height:20em}
-.verdict{font-size:1.1em;font-weight:600}.nc{color:#a16207}.skip{color:#888}
+table.settings td,table.figures td{text-align:left}.verdict{font-size:1.1em;font-weight:600}.nc{color:#a16207}.skip{color:#888}
 """
 
 
@@ -586,6 +597,9 @@ def _pattern_table(cmp: Comparison) -> str:
     head = ["target", "pattern", "req/s", "requests", "errors", "p50 ms", "p99 ms", "p99.9 ms", "cor p99 ms", "5xx"]
     rows = []
     for r in cmp.rows:
+        if not r.rounds:
+            rows.append([r.target, "", r.status or "not run", "", "", "", "", "", "", ""])
+            continue
         for label, f in r.per_pattern.items():
             if label in r.not_comparable:
                 rows.append([r.target, label, "not comparable", "", "", "", "", "", "", ""])
@@ -597,14 +611,17 @@ def _pattern_table(cmp: Comparison) -> str:
     return _table(head, rows, "patterns")
 
 
-def _verdict_html(v: ClaimResult | str | None) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, str):
-        return f'<h2>Claim</h2><p class="nc">{_esc(v)}</p>'
-    figs = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc('-' if x is None else x)}</td></tr>" for k, x in v.figures.items())
-    return (f'<h2>Claim {v.number}: {_esc(v.title)}</h2><p class="verdict" id="verdict">{_esc(v.verdict)}</p>'
-            f"<p>{_esc(v.why)}</p><p><i>Conditions:</i> {_esc(v.conditions)}</p><table>{figs}</table>")
+def _verdict_html(verdicts: list[ClaimResult] | str) -> str:
+    if isinstance(verdicts, str):
+        return f'<h2>Claim</h2><p class="nc">{_esc(verdicts)}</p>'
+    out = []
+    for v in verdicts:
+        figs = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc('-' if x is None else x)}</td></tr>"
+                       for k, x in v.figures.items())
+        out.append(f'<h2>Claim {v.number}: {_esc(v.title)}</h2><p class="verdict">{_esc(v.verdict)}</p>'
+                   f"<p>{_esc(v.why)}</p><p><i>Conditions:</i> {_esc(v.conditions)}</p>"
+                   f'<table class="figures">{figs}</table>')
+    return "".join(out)
 
 
 def _configs_html(cmp: Comparison) -> str:
@@ -644,7 +661,7 @@ def html_report(run_id: int, store: RunStore) -> str:
         f"<h1>{_esc(m.title or m.name)}</h1>",
         f'<p>run {m.id} · plan <b>{_esc(m.name)}</b> · {_esc(m.status)} · {_esc(when)}'
         + (f" · {_esc(host)}" if host else "") + "</p>",
-        _verdict_html(claim_verdict(run, store)),
+        _verdict_html(claim_verdicts(run, store)),
         "<h2>Compare</h2>",
         _table(list(report.TABLE_COLUMNS), report.table_rows(cmp), "compare"),
         "<p>Medians over rounds (± is the spread, max - min, of req/s); percentiles from the HDR histograms "
@@ -681,3 +698,101 @@ def write_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Pat
     paths += hlog_exports(run_id, store, out)
     paths.append(export_bundle(run_id, store, out / f"run-{run_id}.mpmlab-run.gz"))
     return paths
+
+
+# -- mpmlab experiment report|export|import --------------------------------------------------------------
+EXIT_USAGE = 2
+
+
+def add_report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``report``, ``export`` and ``import`` under ``mpmlab experiment`` (mpmcore/experiments/cli.py
+    calls this with its subparsers; each sets ``experiment_func``)."""
+
+    def db_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--runs-db", metavar="PATH", help="the run store (default: the user's data directory)")
+
+    r = sub.add_parser("report", help="a stored run's compare table; with --out, every export (HTML, JSON, CSV, HDR logs)")
+    r.add_argument("run_id", metavar="RUN_ID", help="a run's id (mpmlab experiment run prints it), or 'last'")
+    r.add_argument("--out", metavar="DIR", help="write report.html, run.json, the CSVs, the .hlog files and a bundle here")
+    db_opt(r)
+    r.set_defaults(experiment_func=cmd_report)
+    e = sub.add_parser("export", help="a stored run, frames included, into one file another mpmlab imports")
+    e.add_argument("run_id", metavar="RUN_ID", help="a run's id, or 'last'")
+    e.add_argument("file", metavar="FILE", help="the bundle to write (e.g. run-12.mpmlab-run.gz)")
+    db_opt(e)
+    e.set_defaults(experiment_func=cmd_export)
+    i = sub.add_parser("import", help="a bundle written by 'mpmlab experiment export' into the run store")
+    i.add_argument("file", metavar="FILE")
+    db_opt(i)
+    i.set_defaults(experiment_func=cmd_import)
+
+
+class _CliError(Exception):
+    pass
+
+
+def _open_store(args: argparse.Namespace) -> RunStore:
+    db = Path(args.runs_db) if args.runs_db else default_path()
+    try:
+        return RunStore(db)
+    except StoreError as e:
+        raise _CliError(str(e)) from None
+
+
+def _run_id(store: RunStore, text: str) -> int:
+    if text == "last":
+        runs = store.list_runs(limit=1)
+        if not runs:
+            raise _CliError(f"no run in {store.path} yet")
+        return runs[0].id
+    try:
+        rid = int(text)
+    except ValueError:
+        raise _CliError(f"RUN_ID must be a run's number or 'last', got {text!r}") from None
+    try:
+        store.load(rid)
+    except RunNotFound:
+        raise _CliError(f"no run {rid} in {store.path} (mpmlab experiment report last: the newest)") from None
+    return rid
+
+
+def _cli(func: Callable[[argparse.Namespace, RunStore], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            store = _open_store(args)
+            try:
+                return func(args, store)
+            finally:
+                store.close()
+        except (_CliError, BundleError) as e:
+            print(f"mpmlab experiment {args.experiment_command}: {e}", file=sys.stderr)
+        except OSError as e:
+            print(f"mpmlab experiment {args.experiment_command}: {e.filename or ''}: {e.strerror or e}",
+                  file=sys.stderr)
+        return EXIT_USAGE
+    return wrapped
+
+
+@_cli
+def cmd_report(args: argparse.Namespace, store: RunStore) -> int:
+    rid = _run_id(store, args.run_id)
+    print(report.format_report(report.compare(store.load(rid), store)))
+    if args.out:
+        paths = write_exports(rid, store, args.out)
+        print(f"exports: {len(paths)} files in {args.out} (open {Path(args.out) / 'report.html'})")
+    return 0
+
+
+@_cli
+def cmd_export(args: argparse.Namespace, store: RunStore) -> int:
+    rid = _run_id(store, args.run_id)
+    path = export_bundle(rid, store, args.file)
+    print(f"run {rid} exported to {path} ({path.stat().st_size} bytes)")
+    return 0
+
+
+@_cli
+def cmd_import(args: argparse.Namespace, store: RunStore) -> int:
+    rid = import_bundle(args.file, store)
+    print(f"imported as run {rid} into {store.path}")
+    return 0

@@ -47,10 +47,10 @@ from mpmcore.experiments.store import RunStore
 from mpmcore.traffic.limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
 
 __all__ = ["compare", "decode_histogram", "format_configs", "format_report", "format_table",
-           "merge_histograms", "traffic_seconds"]
+           "merge_histograms", "not_comparable_labels", "traffic_seconds"]
 
 #: target-run statuses whose figures count (a skipped or failed target has none)
-_MEASURED = frozenset({"complete", "incomplete", "stopped"})
+MEASURED = frozenset({"complete", "incomplete", "stopped"})
 
 
 # -- histograms -------------------------------------------------------------------------------------
@@ -168,7 +168,8 @@ def _spread(vals: Sequence[float | None]) -> float | None:
     return max(got) - min(got) if got else None
 
 
-def _not_comparable(runs: Sequence[TargetRun]) -> dict[str, str]:
+def not_comparable_labels(runs: Sequence[TargetRun]) -> dict[str, str]:
+    """Pattern label -> why these target runs could not run it (their configs and pattern results)."""
     out: dict[str, str] = {}
     for tr in runs:
         if tr.config is not None:
@@ -204,13 +205,13 @@ _EMPTY_PATTERN: dict[str, float | None] = dict.fromkeys(
 
 def _row(target: str, runs: Sequence[TargetRun], store: RunStore, labels: Sequence[str],
          excluded: set[str]) -> TargetFigures:
-    measured = [tr for tr in runs if tr.status in _MEASURED]
+    measured = [tr for tr in runs if tr.status in MEASURED]
     config: EffectiveConfig | None = next((tr.config for tr in reversed(runs) if tr.config is not None), None)
     status: str = "complete" if measured and len(measured) == len(runs) else (runs[-1].status if runs else "not run")
     if measured and len(measured) < len(runs):
         status = "partly"
     message = "; ".join(dict.fromkeys(tr.message for tr in runs if tr.message))
-    own_nc = _not_comparable(runs)
+    own_nc = not_comparable_labels(runs)
     rps_rounds: list[float | None] = []
     peaks: dict[str, list[int | None]] = {"busy": [], "processes": [], "threads": [], "pss_bytes": []}
     per_conn: list[float | None] = []
@@ -258,7 +259,7 @@ def compare(run: StoredRun, store: RunStore) -> Comparison:
     labels = list(dict.fromkeys(p.label for tr in run.targets for p in tr.patterns))
     excluded: set[str] = set()
     for runs in by_target.values():
-        excluded |= set(_not_comparable(runs))
+        excluded |= set(not_comparable_labels(runs))
     rows = tuple(_row(t, by_target[t], store, labels, excluded) for t in order)
     return Comparison(run_id=run.meta.id, name=run.meta.name, rows=rows)
 
