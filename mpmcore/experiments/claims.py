@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from hdrh.histogram import HdrHistogram
 
@@ -33,8 +35,6 @@ from mpmcore.experiments.model import (
     TargetRun,
     Verdict,
 )
-from mpmcore.experiments.plan import find_plan
-from mpmcore.experiments.runner import run_experiment
 from mpmcore.experiments.store import RunStore, StoreError, default_path
 
 __all__ = ["CLAIMS", "Claim", "Finding", "add_claims_commands", "latest_results", "verdict_for"]
@@ -680,50 +680,75 @@ def format_results(results: Sequence[ClaimResult]) -> str:
 
 
 def add_claims_commands(sub: Any) -> None:
-    """``mpmlab experiment claims [--run-all] [--runs-db PATH] [--json]`` on the experiment
-    subcommand's subparsers ``sub``."""
-    p = sub.add_parser("claims", help="the essay's claims: their last verdicts, or run them all",
-                       description="Print each claim's verdict from the newest run of its plan; "
-                                   "--run-all runs the nine claim plans first.")
-    p.add_argument("--run-all", action="store_true", help="run every claim's plan, then print the verdicts")
+    """``mpmlab experiment claims [--run-all] [--runs-db PATH] [--json]`` on the ``experiment``
+    subcommand's subparsers ``sub`` (mpmcore/experiments/cli.py calls it)."""
+    p = sub.add_parser("claims", help="the essay's claims: their last verdicts, or run them all first",
+                       description="Print each claim's verdict, read from the newest complete run of its "
+                                   "plan in the run store; --run-all runs the nine claim plans first.")
+    p.add_argument("--run-all", action="store_true", help="run every claim's plan first (about 10 minutes)")
     p.add_argument("--runs-db", metavar="PATH", help="the run store (default: the user's data directory)")
     p.add_argument("--json", action="store_true", help="the verdicts as JSON")
-    p.set_defaults(func=_cmd_claims)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(experiment_func=cmd_claims)
 
 
-def _cmd_claims(args: argparse.Namespace) -> int:
+def cmd_claims(args: argparse.Namespace) -> int:
     import json
+    import signal
+    import threading
+    from pathlib import Path
 
     from mpmcore.model import to_jsonable
-    store = _open_store(args.runs_db)
+
+    db = Path(args.runs_db) if args.runs_db else default_path()
     try:
         if args.run_all:
-            code = run_all(store, progress=sys.stderr)
-            if code:
-                return code
+            db.parent.mkdir(parents=True, exist_ok=True)
+        store = RunStore(db)
+    except (StoreError, OSError) as e:
+        print(f"mpmlab experiment claims: --runs-db {db}: {e}", file=sys.stderr)
+        return 2
+    code = 0
+    try:
+        if args.run_all:
+            stop = threading.Event()
+
+            def on_sigint(signum: int, frame: Any) -> None:
+                stop.set()
+                print("\nmpmlab experiment claims: stopping (everything started is stopped by pid)...",
+                      file=sys.stderr)
+
+            old = signal.signal(signal.SIGINT, on_sigint)
+            try:
+                code = run_all(store, progress=None if args.quiet else sys.stderr, stop=stop)
+            finally:
+                signal.signal(signal.SIGINT, old)
         results = latest_results(store)
     finally:
         store.close()
     print(json.dumps(to_jsonable(results), indent=2) if args.json else format_results(results))
-    return 0
+    return code
 
 
-def _open_store(path: str | None) -> RunStore:
-    try:
-        return RunStore(path or default_path())
-    except StoreError as e:
-        raise SystemExit(f"mpmlab experiment claims: {e}") from None
+def run_all(store: RunStore, progress: TextIO | None = None, stop: threading.Event | None = None) -> int:
+    """Run every claim's built-in plan into ``store``, one after another; 0, or 130 when ``stop``
+    was set (the plan running then ends "stopped", the others do not start)."""
+    from mpmcore.experiments.plan import find_plan  # (the runner is heavy: only when running)
+    from mpmcore.experiments.runner import run_experiment
 
-
-def run_all(store: RunStore, progress: Any = None) -> int:
-    """Run every claim's built-in plan into ``store``, one after another (exit status: 0, or 130
-    when interrupted)."""
+    stop = stop or threading.Event()
+    started = time.monotonic()
     for c in CLAIMS.values():
+        if stop.is_set():
+            return 130
         pl = find_plan(c.plan)
         if progress is not None:
-            print(f"claim {c.number}: {c.title} ({c.plan}, {len(pl.targets)} targets)", file=progress, flush=True)
-        try:
-            run_experiment(pl, store=store)
-        except KeyboardInterrupt:
-            return 130
-    return 0
+            print(f"[{time.monotonic() - started:5.0f}s] claim {c.number}/9 {c.title}: {c.plan} on "
+                  f"{', '.join(t.name for t in pl.targets)}", file=progress, flush=True)
+        run = run_experiment(pl, store=store, stop=stop)
+        if progress is not None:
+            for r in verdict_for(run, store):
+                print(f"        {r.verdict}: {r.why}", file=progress, flush=True)
+    if progress is not None:
+        print(f"[{time.monotonic() - started:5.0f}s] all claims run", file=progress, flush=True)
+    return 130 if stop.is_set() else 0

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import IO, Any
 
+from mpmcore.experiments.claims import add_claims_commands
 from mpmcore.experiments.exports import add_report_commands
 from mpmcore.experiments.model import Budget, Plan, PlanError, Progress, StoredRun, TargetSpec
 from mpmcore.experiments.plan import MAX_ROUNDS, MAX_SLOTS, builtin_plans, default_plans_dir, find_plan, user_plans
@@ -50,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser("experiment", help="run one traffic plan against several servers, record and compare",
                               description="Experiments: one traffic plan run against every target (the core's "
                                           "MPMs, real Apache, nginx, lighttpd), recorded in the run store.")
-    sub = p.add_subparsers(dest="experiment_command", metavar="list|show|run|report|export|import")
+    sub = p.add_subparsers(dest="experiment_command", metavar="list|show|run|report|export|import|claims")
     sub.required = True
 
     def plans_opt(sp: argparse.ArgumentParser) -> None:
@@ -79,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     r.add_argument("--quiet", action="store_true", help="no progress on stderr")
     r.set_defaults(experiment_func=cmd_run)
     add_report_commands(sub)
+    add_claims_commands(sub)  # mpmlab experiment claims [--run-all] (claims.py)
     p.set_defaults(func=run)
     return p
 

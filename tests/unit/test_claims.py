@@ -319,3 +319,28 @@ def test_format_results_one_line_each_and_the_why(store):
     text = claims.format_results(latest_results(store))
     assert text.splitlines()[0].startswith("1. prefork is fastest one request at a time: NOT RUN (no run)")
     assert len(text.splitlines()) == 18
+
+
+# -- what the claims' plans need of targets and sources ----------------------------------------------
+def test_target_options_the_claims_use():
+    from mpmcore.experiments.model import Budget
+    from mpmcore.experiments.targets import RRT_OFF, TargetError, effective_config, parse_target
+
+    pooled = parse_target("core:worker?fcgi_pool=4")
+    assert effective_config(pooled, Budget(), version="t").settings["UnsafeFastCGIPool"] == "4"
+    assert "UnsafeFastCGIPool" not in effective_config(parse_target("core:worker"), Budget(), version="t").settings
+    off = parse_target("apache:event?request_read_timeout=off")
+    assert effective_config(off, Budget(), version="t").settings["RequestReadTimeout"] == RRT_OFF == "header=0 body=0"
+    for bad, why in (("nginx?fcgi_pool=4", "core:MPM only"), ("core:worker?fcgi_pool=3", "one of 1, 2, 4, 8"),
+                     ("lighttpd?request_read_timeout=off", "core or Apache")):
+        with pytest.raises(TargetError, match=why):
+            parse_target(bad)
+
+
+def test_core_source_without_a_server_is_a_failed_frame_not_an_exception():
+    from mpmcore.sources.core import CoreSource, open_source
+    src = open_source("mpmlab+shm:127.0.0.1:9")
+    assert isinstance(src, CoreSource) and src.kind == "mpmlab"
+    frame = src.poll()
+    assert not frame.ok and "no scoreboard for 127.0.0.1:9" in (frame.error or "")
+    src.close()
