@@ -363,18 +363,20 @@ def plans_dir() -> Path:
 
 
 def list_plans(user_dir: Path) -> tuple[list[PlanEntry], list[tuple[str, str]]]:
-    """The built-in plans, then the user's files (sorted by name), and (path, error) for each user
-    file that is not a valid plan (listed with its error, never a crash)."""
+    """The built-in plans, then the user's files (sorted by name; one named as a built-in takes its
+    place), and (dir, error) for each user file that is not a valid plan (listed with its error,
+    never a crash)."""
     from mpmcore.experiments import plan as plans
 
-    out = [PlanEntry(p, "built-in") for p in plans.builtin_plans()]
+    mine: list[PlanEntry] = []
     problems: list[tuple[str, str]] = []
     for p in plans.user_plans(user_dir):
         if isinstance(p, PlanError):
             problems.append((str(user_dir), str(p)))
         else:
-            out.append(PlanEntry(p, p.path or str(user_dir)))
-    return out, problems
+            mine.append(PlanEntry(p, p.path or str(user_dir)))
+    names = {e.plan.name for e in mine}  # a user's plan of a built-in's name is run in its place
+    return [PlanEntry(p, "built-in") for p in plans.builtin_plans() if p.name not in names] + mine, problems
 
 
 def find_plan(name: str, user_dir: Path) -> Plan:
