@@ -180,6 +180,8 @@ def test_record_the_live_session(dash):
     tl = client.get(f"/api/runs/{run_id}/timeline").json()["targets"][0]
     assert len(tl["frame_times"]) >= 10 and len(tl["samples"]) >= 3
     assert any(m["kind"] == "switch" and "worker" in m["label"] for m in tl["marks"]), tl["marks"]
+    page = client.get(f"/runs/{run_id}")  # a recording has a compare view like any run
+    assert page.status_code == 200 and 'data-target="core:event"' in page.text
     # the frames are the live grid's: magic, version, and the MPMs it went through
     store = RunStore(d.experiments.path)
     try:
@@ -189,6 +191,26 @@ def test_record_the_live_session(dash):
     assert all(f.grid[0] == 0x4D and f.grid[1] == 1 for f in frames)
     assert {f.grid[2] for f in frames} >= {1, 2}  # worker (1) and event (2) both recorded
     assert len(frames) / max(frames[-1].t, 0.1) <= 11  # about 10 frames a second at most
+
+
+def test_run_all_claims_then_stop(dash):
+    client, d = dash
+    r = client.post("/api/claims/run")
+    assert r.status_code == 202, r.text
+    try:
+        assert len(r.json()["plans"]) == 9 and r.json()["plans"][0] == "claim-prefork-faster-single"
+        assert client.post("/api/claims/run").status_code == 409
+        assert client.post("/api/experiments/stop").json()["status"] == "stopping"
+        st = wait_for(lambda: (s := client.get("/api/experiments/progress").json())["running"] is False and s,
+                      timeout=60, interval=0.2, what="the suite to stop")
+    finally:
+        d.experiments.stop()
+        d.experiments.wait(60)
+    assert st["status"] == "stopped" and st["plan_index"] == 0, st  # the first plan's run, no other
+    for run_id in st["run_ids"]:
+        assert client.get(f"/api/runs/{run_id}").json()["meta"]["status"] in ("stopped", "failed")
+    claims = client.get("/api/claims").json()
+    assert [c["number"] for c in claims] == list(range(1, 10))
 
 
 def test_a_foreign_store_file_is_reported_not_fatal(tmp_path):
