@@ -376,7 +376,9 @@ def list_plans(user_dir: Path) -> tuple[list[PlanEntry], list[tuple[str, str]]]:
         else:
             mine.append(PlanEntry(p, p.path or str(user_dir)))
     names = {e.plan.name for e in mine}  # a user's plan of a built-in's name is run in its place
-    return [PlanEntry(p, "built-in") for p in plans.builtin_plans() if p.name not in names] + mine, problems
+    builtin = [p for p in plans.builtin_plans() if p.name not in names]
+    builtin.sort(key=lambda p: p.claim is not None)  # the claims' plans after the others (as packaged)
+    return [PlanEntry(p, "built-in") for p in builtin] + mine, problems
 
 
 def find_plan(name: str, user_dir: Path) -> Plan:

@@ -242,6 +242,7 @@ def test_claims_page_shows_a_stored_claim_run(page, dashboard):
     link = claim2.locator("a.claim-run")
     assert link.get_attribute("href") == f"/runs/{run_id}"
     assert page.locator(".claim").count() == 9
+    page.screenshot(path=str(artifact_path("experiments-claims.png")), full_page=True)
     shown = verdict.inner_text()
     assert dashboard.api("/api/claims")[1]["verdict"] == shown
     link.click()
