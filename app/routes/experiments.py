@@ -316,7 +316,10 @@ async def ui_progress(request: Request, d: Dashboard = Dash) -> Response:
     state = d.experiments.state
     # the poll that sees the run ended also refreshes the list of runs (out of band)
     runs = None if state.running else await _runs(d)
-    return _render(d, request, "fragments/_exp_progress.html", state=state, runs_oob=runs)
+    r = _render(d, request, "fragments/_exp_progress.html", state=state, runs_oob=runs)
+    if not state.running:
+        r.headers["HX-Trigger"] = "experiment-ended"  # the claims page refreshes its verdicts
+    return r
 
 
 @pages.post("/ui/experiments/{name}/run", response_class=HTMLResponse, dependencies=[Control])
@@ -374,6 +377,11 @@ async def claims_page(request: Request, d: Dashboard = Dash) -> Response:
         error = str(e)
     return _render(d, request, "claims.html", page="claims", results=results, error=error,
                    state=d.experiments.state)
+
+
+@pages.get("/ui/claims", response_class=HTMLResponse)
+async def ui_claims(request: Request, d: Dashboard = Dash) -> Response:
+    return _render(d, request, "fragments/_claims.html", results=await _claims(d))
 
 
 @pages.post("/ui/claims/run", response_class=HTMLResponse, dependencies=[Control])

@@ -211,6 +211,9 @@ def test_run_all_claims_then_stop(dash):
         assert client.get(f"/api/runs/{run_id}").json()["meta"]["status"] in ("stopped", "failed")
     claims = client.get("/api/claims").json()
     assert [c["number"] for c in claims] == list(range(1, 10))
+    # the claims page's fragment, refreshed when the progress poll says the run ended
+    assert client.get("/ui/claims").text.count('class="card claim ') == 9
+    assert client.get("/ui/experiments/progress").headers["HX-Trigger"] == "experiment-ended"
 
 
 def test_a_foreign_store_file_is_reported_not_fatal(tmp_path):
