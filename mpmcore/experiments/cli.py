@@ -268,15 +268,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
         nonlocal interrupted
+        if interrupted:  # a second Ctrl-C: do not wait for the patterns' figures, stop now
+            raise KeyboardInterrupt
         interrupted = True
         stop.set()
-        print("\nmpmlab experiment: stopping (everything started is stopped by pid)...", file=sys.stderr)
+        print("\nmpmlab experiment: stopping (everything started is stopped by pid; Ctrl-C again to hurry)...",
+              file=sys.stderr)
 
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
         progress = None if args.quiet else _ProgressPrinter(sys.stderr)
         result = run_experiment(plan, store=store, targets=targets, rounds=args.rounds, budget=budget,
                                 on_progress=progress, stop=stop)
+    except KeyboardInterrupt:  # the second Ctrl-C: every target was stopped by pid on the way out
+        store.close()
+        print("mpmlab experiment: interrupted; the run is stored as stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGINT, old)
     try:

@@ -163,10 +163,13 @@ class _Experiment:
         results: list[PatternResult] = []
         rec = Recorder(self.store, trid, target.source_spec, target.pids, t0=t0, error_log=target.error_log_path,
                        threads_per_child=target.threads_per_child)
-        unsubscribe = await tc.on_frame(rec.on_stats)
+        unsubscribe: Callable[[], None] | None = None
+        interrupted = False
         try:
+            unsubscribe = await tc.on_frame(rec.on_stats)
             self.store.set_config(trid, target.config)
             rec.start()
+            t_traffic = time.monotonic()  # progress counts the plan's seconds, not the start-up's
 
             def progress(stage: str, elapsed: float) -> None:
                 self.progress(name, rnd, index, stage, elapsed, "warmup" if stage == "warmup" else "running")
@@ -175,25 +178,33 @@ class _Experiment:
                 rec.stage = "warmup"
                 rec.mark("warmup", f"warm-up {self.plan.warmup:g} s (not counted)")
                 await self._run_mix(tc, rec, target, self.plan.stages[0].mix, self.plan.warmup, "warmup", progress,
-                                    t0)
+                                    t_traffic)
             for stage in self.plan.stages:
                 rec.stage = stage.name
                 rec.mark("stage", stage.name)
                 for use, info, hists in await self._run_mix(tc, rec, target, stage.mix, stage.duration, stage.name,
-                                                            progress, t0):
+                                                            progress, t_traffic):
                     results.append(self._result(target, stage, use, info, hists))
         except _Stopped:
             status, message = "stopped", "stopped before its end"
-        except (TargetError, TrafficError, ValueError, KeyError, OSError) as e:
-            status, message = "failed", str(e)
-            rec.note(f"failed: {e}")
+        except Exception as e:  # this target's trouble (or a bug): recorded, the run goes on
+            status, message = "failed", str(e) if isinstance(e, (TargetError, ValueError, OSError)) else (
+                f"{type(e).__name__}: {e}")
+            rec.note(f"failed: {message}")
+        except BaseException:  # KeyboardInterrupt, cancellation: recorded as stopped, then passed on
+            status, message = "stopped", "interrupted"
+            interrupted = True
+            raise
         finally:
-            unsubscribe()
-            self.progress(name, rnd, index, "", time.monotonic() - t0, "stopping", force=True)
+            if unsubscribe is not None:
+                unsubscribe()
+            self.progress(name, rnd, index, "", self.plan.duration, "stopping", force=True)
             try:
                 rec.stop()  # its last sample still sees the target's processes
             finally:
                 target.stop()
+                if interrupted:
+                    self.store.end_target(trid, status, results, message=message)
         failed = self._thresholds(results, rec) if status == "complete" else []
         if rec.last_error and rec.samples_written == 0:
             message = message or f"recorder: {rec.last_error}"
@@ -270,6 +281,9 @@ def run_experiment(plan: Plan, *, store: RunStore, targets: Sequence[TargetSpec]
     status: RunStatus = "failed"
     try:
         status = asyncio.run(exp.run())
+    except KeyboardInterrupt:
+        status = "stopped"
+        raise
     finally:
         store.end_run(exp.run_id, status)
         exp.progress("", n_rounds, len(specs) - 1, "", 0.0, "done" if status == "complete" else "failed",

@@ -97,3 +97,18 @@ def test_a_short_experiment_against_apache_nginx_and_lighttpd(tmp_path, installe
     assert apache is not None and "ThreadsPerChild 4" in apache.config_text and "MaxRequestWorkers 8" in apache.config_text
     assert apache.version.startswith("Apache/2.4")
     store.close()
+
+
+def test_a_target_that_cannot_run_the_plan_fails_and_the_run_goes_on(tmp_path, installed):
+    plan = parse_plan('name = "tls"\ntargets = ["nginx", "core:event"]\n[budget]\nslots = 4\nprocesses = 1\n'
+                      'tls = true\n[[stage]]\nduration = "1s"\n[[stage.pattern]]\npattern = "steady"\nclients = 2\n',
+                      "tls.toml")
+    with RunStore(tmp_path / "runs.sqlite3") as store:
+        run = run_experiment(plan, store=store, workdir=tmp_path / "work")
+        nginx, core = run.targets
+        assert (nginx.target, nginx.status) == ("nginx", "failed")
+        assert "tls = true is not supported for nginx" in nginx.message
+        assert (core.target, core.status) == ("core:event", "complete")
+        assert core.config is not None and core.config.url.startswith("https://127.0.0.1:")
+        assert core.patterns[0].total["responses"] > 0 and core.patterns[0].total["errors_total"] == 0
+        assert run.meta.status == "complete"

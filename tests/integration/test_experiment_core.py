@@ -87,10 +87,10 @@ def test_a_short_experiment_records_every_core_target(tmp_path):
     store.close()
 
 
-def _cli(*args: str, **kw) -> subprocess.Popen[str]:
+def _cli(*args: str, stderr_to=subprocess.PIPE) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "mpmcore", "experiment", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=stderr_to)
 
 
 ONE = """
@@ -148,10 +148,12 @@ def test_bad_usage_exits_2(tmp_path):
     assert proc.returncode == 2 and f"--runs-db {bad}" in err, err
 
 
-def test_ctrl_c_stops_everything_and_exits_130(tmp_path):
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_everything_and_exits_130(tmp_path, presses):
     f = tmp_path / "long.toml"
     f.write_text(ONE.format(thresholds="", directives="").replace('duration = "1s"', 'duration = "60s"'))
-    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"))
+    err_file = open(tmp_path / "err", "w")  # read while it runs
+    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"), stderr_to=err_file)
     try:
         me = psutil.Process(proc.pid)
         # the core target and the traffic runner are up once the stage runs
@@ -168,14 +170,37 @@ def test_ctrl_c_stops_everything_and_exits_130(tmp_path):
 
         wait_for(stage_began, timeout=30, what="the stage's mark in the store")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=40)
+        if presses == 2:  # a second Ctrl-C: stop at once
+            wait_for(lambda: "stopping" in (tmp_path / "err").read_text(), timeout=10, what="the first stop")
+            proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=40)
     finally:
         terminate(proc, 10)
+        err_file.close()
+    err = (tmp_path / "err").read_text()
     assert proc.returncode == 130, (out, err)
-    assert "(stopped)" in out
+    assert ("(stopped)" in out) if presses == 1 else ("the run is stored as stopped" in err), (out, err)
     wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
              timeout=10, what="every process of the experiment gone")
     store = RunStore(tmp_path / "runs.sqlite3")
     run = store.load(store.list_runs()[0].id)
     assert run.meta.status == "stopped" and run.targets[0].status == "stopped"
     store.close()
+
+
+def test_an_attached_server_gets_the_traffic_and_is_recorded_not_started(tmp_path, server_factory):
+    server = server_factory(mpm="worker", settings={"ThreadsPerChild": 4, "MaxRequestWorkers": 8,
+                                                     "ServerLimit": 2, "StartServers": 2})
+    plan = parse_plan(ONE.format(thresholds="", directives=""), "one.toml")
+    spec = f"attach:http://{server.listen}/server-status"
+    from mpmcore.experiments.targets import parse_target
+
+    with RunStore(tmp_path / "runs.sqlite3") as store:
+        run = run_experiment(plan, store=store, targets=[parse_target(spec)], workdir=tmp_path / "work")
+        (tr,) = run.targets
+        assert (tr.target, tr.status) == (spec, "complete")
+        assert tr.config is not None and tr.config.url == f"http://{server.listen}/"
+        assert tr.patterns[0].total["responses"] > 0
+        assert store.frame_times(tr.id) and store.samples(tr.id)[0].busy is not None
+        assert store.samples(tr.id)[0].pss_bytes is None  # not ours: no process tree to measure
+    assert server.proc.poll() is None  # an attached server is left running

@@ -94,6 +94,26 @@ def test_open_model_corrected_latency_exceeds_uncorrected(tiny, runner):
     run_coro(go())
 
 
+def test_histograms_op_hands_out_the_cumulative_hdr_histograms(tiny, runner):
+    from hdrh.histogram import HdrHistogram
+
+    async def go():
+        async with await runner.client() as tc:
+            pid = await tc.start("steady", target=f"http://127.0.0.1:{tiny.port}/", model="open", rate=50,
+                                 connections=4, duration=1)
+            frames = await frames_until(tc, pid, lambda p: p.state == "finished", 5)
+            total = frames[-1].total
+            hists = await tc.histograms(pid)
+            assert set(hists) == {"latency", "corrected", "ttfb", "connect"}
+            lat = HdrHistogram.decode(hists["latency"])
+            assert lat.get_total_count() == total.latency_ms.count == total.responses > 0
+            assert HdrHistogram.decode(hists["corrected"]).get_total_count() == total.corrected_latency_ms.count
+            assert HdrHistogram.decode(hists["connect"]).get_total_count() == total.connections_opened
+            with pytest.raises(KeyError, match="no pattern with id 'steady-999'"):
+                await tc.histograms("steady-999")
+    run_coro(go())
+
+
 def test_burst_sends_m_at_once_every_t(tiny, runner):
     async def go():
         async with await runner.client() as tc:
