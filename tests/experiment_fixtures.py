@@ -85,12 +85,12 @@ class BuiltRun:
 CORE_RESPONSES = (1000, 1200, 900)
 
 
-def build_run(store: RunStore, seed: int = 7, frames: int = 20) -> BuiltRun:
+def build_run(store: RunStore, seed: int = 7, frames: int = 20, name: str = "report-test") -> BuiltRun:
     """A 3-round run of core:event (two patterns, one open-model), nginx (cannot run "cpu": not
     comparable; no scoreboard) and lighttpd (skipped). Known numbers, see the asserts in
     tests/unit/test_experiment_report.py."""
     rnd = random.Random(seed)
-    run_id = store.begin_run("experiment", "report-test", "Report test", PLAN, ["core:event", "nginx", "lighttpd"],
+    run_id = store.begin_run("experiment", name, "Report test", PLAN, ["core:event", "nginx", "lighttpd"],
                              host={"cpus": "2"}, notes="")
     built = BuiltRun(run_id)
     for r in (1, 2, 3):

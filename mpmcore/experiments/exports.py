@@ -156,17 +156,22 @@ def _ms_int(us: float) -> int:
     return round(us / 1000.0)
 
 
-def _stats_row(type_: str, name: str, pats: Sequence[PatternResult]) -> list[Any]:
-    requests = int(sum(report._num(p.total, "requests") for p in pats))
+def _stats_row(type_: str, name: str, rounds: Sequence[Sequence[PatternResult]]) -> list[Any]:
+    """One row of ``_stats.csv`` over the patterns of every round (rates over the rounds' seconds)."""
+    pats = [p for r in rounds for p in r]
+    requests = int(sum(report.number(p.total, "requests") for p in pats))
     failures = int(sum(_failures(p.total) for p in pats))
-    responses = sum(report._num(p.total, "responses") for p in pats)
-    secs = report.traffic_seconds(pats)
-    h = report.merge_histograms(e for p in pats if (e := p.histograms.get("latency")))
-    count = report._count(h)
-    mean_w = sum(report._num(p.total.get("latency_ms") or {}, "mean") * report._num(p.total.get("latency_ms") or {},
+    responses = sum(report.number(p.total, "responses") for p in pats)
+    secs = sum(report.traffic_seconds(r) for r in rounds)
+    h = report.new_histogram()
+    for p in pats:
+        if (one := report.histogram_of(p, "latency")) is not None:
+            h.add(one)
+    count = report.total_count(h)
+    mean_w = sum(report.number(p.total.get("latency_ms") or {}, "mean") * report.number(p.total.get("latency_ms") or {},
                                                                                      "count") for p in pats)
     avg = mean_w / count if count else 0
-    size = sum(report._num(p.total, "bytes_in") for p in pats) / responses if responses else 0
+    size = sum(report.number(p.total, "bytes_in") for p in pats) / responses if responses else 0
     if count:
         pcts: list[Any] = [_ms_int(h.get_value_at_percentile(q * 100)) for q in LOCUST_PERCENTILES]
         med, mn, mx = pcts[0], _ms_int(h.get_min_value()), _ms_int(h.get_max_value())
@@ -179,7 +184,7 @@ def _stats_row(type_: str, name: str, pats: Sequence[PatternResult]) -> list[Any
 def _failures(total: dict[str, Any]) -> float:
     """Locust counts an error or a 4xx/5xx answer as a failure."""
     status = total.get("status") or {}
-    return report._num(total, "errors_total") + report._num(status, "4xx") + report._num(status, "5xx")
+    return report.number(total, "errors_total") + report.number(status, "4xx") + report.number(status, "5xx")
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
@@ -203,8 +208,9 @@ def csv_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Path]
         runs = sorted((tr for tr in run.targets if tr.target == target), key=lambda tr: tr.round)
         pats = [p for tr in runs for p in tr.patterns]
         labels = list(dict.fromkeys(p.label for p in pats))
-        rows = [_stats_row("GET", label, [p for p in pats if p.label == label]) for label in labels]
-        rows.append(_stats_row("", "Aggregated", pats))
+        rows = [_stats_row("GET", label, [[p for p in tr.patterns if p.label == label] for tr in runs])
+                for label in labels]
+        rows.append(_stats_row("", "Aggregated", [list(tr.patterns) for tr in runs]))
         paths.append(_write_csv(out / f"{s}_stats.csv", LOCUST_STATS_COLUMNS, rows))
         paths.append(_write_csv(out / f"{s}_stats_history.csv", LOCUST_HISTORY_COLUMNS,
                                 list(_history_rows(runs, labels, store))))
@@ -217,7 +223,7 @@ def csv_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Path]
                 for kind, n in (p.total.get("errors") or {}).items():
                     counts[kind] = counts.get(kind, 0) + int(n)
                 for cls in ("4xx", "5xx"):
-                    n = int(report._num(p.total.get("status") or {}, cls))
+                    n = int(report.number(p.total.get("status") or {}, cls))
                     counts[f"HTTP {cls}"] = counts.get(f"HTTP {cls}", 0) + n
             fails += [["GET", label, kind, n, "", ""] for kind, n in counts.items() if n]
         paths.append(_write_csv(out / f"{s}_failures.csv", LOCUST_FAILURES_COLUMNS, fails))
@@ -263,10 +269,8 @@ def hlog_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Path
         labels = list(dict.fromkeys(p.label for tr in runs for p in tr.patterns))
         for label in labels:
             for kind, suffix in (("latency", ""), ("corrected", ".corrected")):
-                intervals = [(tr, p) for tr in runs for p in tr.patterns
-                             if p.label == label and p.histograms.get(kind)]
-                hists = [(tr, report.decode_histogram(p.histograms[kind]), p) for tr, p in intervals]
-                hists = [(tr, h, p) for tr, h, p in hists if report._count(h)]
+                hists = [(tr, h, p) for tr in runs for p in tr.patterns
+                         if p.label == label and (h := report.histogram_of(p, kind)) is not None and report.total_count(h)]
                 if not hists:
                     continue
                 path = out / f"{s}_{slug(label)}{suffix}.hlog"
@@ -279,7 +283,7 @@ def hlog_exports(run_id: int, store: RunStore, out_dir: str | Path) -> list[Path
                     w.output_legend()
                     for tr, h, p in hists:
                         start = tr.started_at
-                        secs = report._num(p.total, "seconds") or ((tr.ended_at or start) - start)
+                        secs = report.number(p.total, "seconds") or ((tr.ended_at or start) - start)
                         w.output_interval_histogram(h, start_time_stamp_sec=start,
                                                     end_time_stamp_sec=start + max(secs, 0.001))
                 paths.append(path)
@@ -297,6 +301,16 @@ def export_bundle(run_id: int, store: RunStore, path: str | Path) -> Path:
     run = store.load(run_id)
     p = Path(path)
     tmp = p.with_name(p.name + ".part")
+    try:
+        _write_bundle(run, store, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(p)
+    return p
+
+
+def _write_bundle(run: StoredRun, store: RunStore, tmp: Path) -> None:
     records = 0
     with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as f:
 
@@ -318,8 +332,6 @@ def export_bundle(run_id: int, store: RunStore, path: str | Path) -> Path:
                 put({"kind": "frames", "i": i, "n": k,
                      "items": [[fr.t, base64.b64encode(fr.grid).decode("ascii")] for fr in chunk]})
         f.write(json.dumps({"kind": "end", "records": records}) + "\n")
-    tmp.replace(p)
-    return p
 
 
 def _frame_chunks(store: RunStore, tid: int) -> Iterator[list[FrameRecord]]:
@@ -412,6 +424,9 @@ def _import_records(p: Path, it: Iterator[dict[str, Any]], store: RunStore, run_
             i = int(obj["i"])
             if kind == "target":
                 tr = _target_run(obj["run"])
+                if bad := report.unreadable(tr.patterns):
+                    raise BundleError(f"{p}: record {records + 1}: histograms that are not HDR histograms "
+                                      f"({', '.join(bad)}): a damaged bundle")
                 tids[i] = store.begin_target(run_id, tr.target, tr.round, tr.config)
                 ends[i] = tr
             elif kind == "samples":
@@ -594,21 +609,7 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") ->
 
 
 def _pattern_table(cmp: Comparison) -> str:
-    head = ["target", "pattern", "req/s", "requests", "errors", "p50 ms", "p99 ms", "p99.9 ms", "cor p99 ms", "5xx"]
-    rows = []
-    for r in cmp.rows:
-        if not r.rounds:
-            rows.append([r.target, "", r.status or "not run", "", "", "", "", "", "", ""])
-            continue
-        for label, f in r.per_pattern.items():
-            if label in r.not_comparable:
-                rows.append([r.target, label, "not comparable", "", "", "", "", "", "", ""])
-                continue
-            rows.append([r.target, label, report._f(f.get("rps")), report._f(f.get("requests"), "{:.0f}"),
-                         report._f(f.get("errors"), "{:.0f}"), report._f(f.get("p50_ms"), "{:.2f}"),
-                         report._f(f.get("p99_ms"), "{:.2f}"), report._f(f.get("p99_9_ms"), "{:.2f}"),
-                         report._f(f.get("corrected_p99_ms"), "{:.2f}"), report._f(f.get("5xx"), "{:.0f}")])
-    return _table(head, rows, "patterns")
+    return _table(report.PATTERN_COLUMNS, report.pattern_rows(cmp), "patterns")
 
 
 def _verdict_html(verdicts: list[ClaimResult] | str) -> str:
@@ -667,6 +668,9 @@ def html_report(run_id: int, store: RunStore) -> str:
         "<p>Medians over rounds (± is the spread, max - min, of req/s); percentiles from the HDR histograms "
         "merged over rounds and patterns; - where a target cannot show a figure.</p>",
     ]
+    failed = [f"{tr.target} (round {tr.round}): {t}" for tr in run.targets for t in tr.thresholds_failed]
+    if failed:
+        parts.append('<p class="nc" id="thresholds">Thresholds failed: ' + "; ".join(_esc(x) for x in failed) + "</p>")
     if excluded:
         parts.append(f'<p class="nc">Left out of every row\'s totals (not comparable on some target): '
                      f"{_esc(', '.join(excluded))}</p>")

@@ -311,7 +311,7 @@ class TargetFigures:
     config: EffectiveConfig | None
     per_pattern: dict[str, dict[str, float | None]] = field(default_factory=dict)
     not_comparable: dict[str, str] = field(default_factory=dict)
-    status: str = ""  # "complete", "partly" (some rounds did not run), or the target runs' status
+    status: str = ""  # the target runs' status when they agree; "partly" when only some were measured
     message: str = ""  # why it was skipped or failed (the target runs' messages)
 
 

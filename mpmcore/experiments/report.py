@@ -46,8 +46,10 @@ from mpmcore.experiments.model import (
 from mpmcore.experiments.store import RunStore
 from mpmcore.traffic.limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
 
-__all__ = ["compare", "decode_histogram", "format_configs", "format_report", "format_table",
-           "merge_histograms", "not_comparable_labels", "traffic_seconds"]
+__all__ = ["MEASURED", "PATTERN_COLUMNS", "TABLE_COLUMNS", "HistogramError", "cell", "compare", "decode_histogram",
+           "format_configs", "format_report", "format_table", "histogram_of", "merge_histograms", "new_histogram",
+           "not_comparable_labels", "number", "pattern_rows", "table_rows", "total_count", "traffic_seconds",
+           "unreadable"]
 
 #: target-run statuses whose figures count (a skipped or failed target has none)
 MEASURED = frozenset({"complete", "incomplete", "stopped"})
@@ -59,55 +61,80 @@ def new_histogram() -> Any:
     return HdrHistogram(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_SIGNIFICANT_FIGURES)
 
 
+class HistogramError(ValueError):
+    """A stored histogram text that is not an encoded HDR histogram."""
+
+
 def decode_histogram(encoded: str | bytes) -> Any:
-    """An ``HdrHistogram.encode()`` text as a histogram."""
-    return HdrHistogram.decode(encoded.encode("ascii") if isinstance(encoded, str) else encoded)
+    """An ``HdrHistogram.encode()`` text as a histogram; HistogramError when it is not one."""
+    try:
+        return HdrHistogram.decode(encoded.encode("ascii") if isinstance(encoded, str) else encoded)
+    except Exception as e:  # hdrh raises binascii.Error, zlib.error and its own Hdr*Exception classes
+        raise HistogramError(f"not an encoded HDR histogram ({type(e).__name__}: {e})") from None
 
 
 def merge_histograms(encoded: Iterable[str]) -> Any:
-    """One histogram holding every value of the encoded ones."""
+    """One histogram holding every value of the encoded ones (HistogramError on a damaged one)."""
     out = new_histogram()
     for e in encoded:
         out.add(decode_histogram(e))
     return out
 
 
-def _count(h: Any) -> int:
+def total_count(h: Any) -> int:
     return int(h.get_total_count())
 
 
 def _pct_ms(h: Any, pct: float) -> float | None:
-    if _count(h) == 0:
+    if total_count(h) == 0:
         return None
     return round(int(h.get_value_at_percentile(pct)) / 1000.0, 3)
 
 
-def _hist_of(p: PatternResult, kind: str) -> str | None:
+def histogram_of(p: PatternResult, kind: str) -> Any | None:
+    """The pattern's histogram of that kind; None when it has none, or one that cannot be read
+    (``unreadable`` names those)."""
     enc = p.histograms.get(kind)
-    return enc or None
+    if not enc:
+        return None
+    try:
+        return decode_histogram(enc)
+    except HistogramError:
+        return None
 
 
-def _has_schedule(p: PatternResult) -> bool:
-    enc = _hist_of(p, "corrected")
-    return enc is not None and _count(decode_histogram(enc)) > 0
+def unreadable(patterns: Iterable[PatternResult]) -> list[str]:
+    """"label kind" for every stored histogram that is not an HDR histogram."""
+    out = []
+    for p in patterns:
+        for kind, enc in p.histograms.items():
+            if enc:
+                try:
+                    decode_histogram(enc)
+                except HistogramError:
+                    out.append(f"{p.label} {kind}")
+    return out
 
 
 def _latency_hists(patterns: Sequence[PatternResult]) -> tuple[Any, Any | None]:
     """(plain, corrected) merged over ``patterns``; corrected is None without an open-model pattern."""
-    plain = merge_histograms(e for p in patterns if (e := _hist_of(p, "latency")) is not None)
-    scheduled = [_has_schedule(p) for p in patterns]
-    if not any(scheduled):
-        return plain, None
+    plain = new_histogram()
     cor = new_histogram()
-    for p, sched in zip(patterns, scheduled, strict=True):
-        enc = _hist_of(p, "corrected" if sched else "latency")
-        if enc is not None:
-            cor.add(decode_histogram(enc))
-    return plain, cor
+    scheduled = False
+    for p in patterns:
+        lat, c = histogram_of(p, "latency"), histogram_of(p, "corrected")
+        if lat is not None:
+            plain.add(lat)
+        if c is not None and total_count(c) > 0:
+            scheduled = True
+            cor.add(c)
+        elif lat is not None:
+            cor.add(lat)
+    return plain, cor if scheduled else None
 
 
 # -- per-round figures ------------------------------------------------------------------------------
-def _num(total: Mapping[str, Any], key: str) -> float:
+def number(total: Mapping[str, Any], key: str) -> float:
     v = total.get(key)
     return float(v) if isinstance(v, (int, float)) else 0.0
 
@@ -116,14 +143,14 @@ def traffic_seconds(patterns: Sequence[PatternResult]) -> float:
     """Seconds of traffic the patterns cover: per stage, its longest pattern's seconds, summed."""
     by_stage: dict[str, float] = {}
     for p in patterns:
-        by_stage[p.stage] = max(by_stage.get(p.stage, 0.0), _num(p.total, "seconds"))
+        by_stage[p.stage] = max(by_stage.get(p.stage, 0.0), number(p.total, "seconds"))
     return sum(by_stage.values())
 
 
 def _round_rps(patterns: Sequence[PatternResult], samples: Sequence[SecondSample]) -> float | None:
     secs = traffic_seconds(patterns)
     if patterns and secs > 0:
-        return sum(_num(p.total, "responses") for p in patterns) / secs
+        return sum(number(p.total, "responses") for p in patterns) / secs
     counted = [s.rps for s in samples if s.stage and s.stage != "warmup"]
     return statistics.fmean(counted) if counted else None
 
@@ -182,9 +209,9 @@ def not_comparable_labels(runs: Sequence[TargetRun]) -> dict[str, str]:
 
 def _pattern_figures(label: str, runs: Sequence[TargetRun]) -> dict[str, float | None]:
     pats = [p for tr in runs for p in tr.patterns if p.label == label]
-    rps = [_num(p.total, "responses") / s for p in pats if (s := _num(p.total, "seconds")) > 0]
-    requests = sum(_num(p.total, "requests") for p in pats)
-    errors = sum(_num(p.total, "errors_total") for p in pats)
+    rps = [number(p.total, "responses") / s for p in pats if (s := number(p.total, "seconds")) > 0]
+    requests = sum(number(p.total, "requests") for p in pats)
+    errors = sum(number(p.total, "errors_total") for p in pats)
     plain, cor = _latency_hists(pats)
     return {
         "rps": _median(rps),
@@ -195,7 +222,7 @@ def _pattern_figures(label: str, runs: Sequence[TargetRun]) -> dict[str, float |
         "p99_ms": _pct_ms(plain, 99.0),
         "p99_9_ms": _pct_ms(plain, 99.9),
         "corrected_p99_ms": None if cor is None else _pct_ms(cor, 99.0),
-        "5xx": sum(_num(p.total.get("status") or {}, "5xx") for p in pats),
+        "5xx": sum(number(p.total.get("status") or {}, "5xx") for p in pats),
     }
 
 
@@ -207,10 +234,14 @@ def _row(target: str, runs: Sequence[TargetRun], store: RunStore, labels: Sequen
          excluded: set[str]) -> TargetFigures:
     measured = [tr for tr in runs if tr.status in MEASURED]
     config: EffectiveConfig | None = next((tr.config for tr in reversed(runs) if tr.config is not None), None)
-    status: str = "complete" if measured and len(measured) == len(runs) else (runs[-1].status if runs else "not run")
-    if measured and len(measured) < len(runs):
-        status = "partly"
-    message = "; ".join(dict.fromkeys(tr.message for tr in runs if tr.message))
+    statuses = list(dict.fromkeys(tr.status for tr in runs))  # a target of the plan that never began: none
+    status = ("not run" if not statuses else statuses[0] if len(statuses) == 1
+              else "partly" if measured else ", ".join(statuses))
+    messages = [tr.message for tr in runs if tr.message]
+    bad = unreadable(p for tr in runs for p in tr.patterns)
+    if bad:
+        messages.append("histograms that could not be read (left out): " + ", ".join(dict.fromkeys(bad)))
+    message = "; ".join(dict.fromkeys(messages))
     own_nc = not_comparable_labels(runs)
     rps_rounds: list[float | None] = []
     peaks: dict[str, list[int | None]] = {"busy": [], "processes": [], "threads": [], "pss_bytes": []}
@@ -227,8 +258,8 @@ def _row(target: str, runs: Sequence[TargetRun], store: RunStore, labels: Sequen
         per_conn.append(_pss_per_connection(samples))
         cpu.append(_cpu_seconds(samples))
     plain, cor = _latency_hists(counted)
-    requests = sum(_num(p.total, "requests") for p in counted)
-    errors = int(sum(_num(p.total, "errors_total") for p in counted))
+    requests = sum(number(p.total, "requests") for p in counted)
+    errors = int(sum(number(p.total, "errors_total") for p in counted))
     by_kind: dict[str, int] = {}
     for p in counted:
         for kind, n in (p.total.get("errors") or {}).items():
@@ -265,7 +296,7 @@ def compare(run: StoredRun, store: RunStore) -> Comparison:
 
 
 # -- the terminal table ------------------------------------------------------------------------------
-def _f(v: float | int | None, fmt: str = "{:.1f}") -> str:
+def cell(v: float | int | None, fmt: str = "{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
@@ -285,23 +316,18 @@ def table_rows(cmp: Comparison) -> list[list[str]]:
     """The compare table's cells as text ("-" where a target cannot show a figure)."""
     out = []
     for r in cmp.rows:
-        out.append([r.target, str(r.rounds), _f(r.rps), _f(r.rps_spread), _f(r.p50_ms, "{:.2f}"),
-                    _f(r.p99_ms, "{:.2f}"), _f(r.p99_9_ms, "{:.2f}"), _f(r.corrected_p99_ms, "{:.2f}"),
+        out.append([r.target, str(r.rounds), cell(r.rps), cell(r.rps_spread), cell(r.p50_ms, "{:.2f}"),
+                    cell(r.p99_ms, "{:.2f}"), cell(r.p99_9_ms, "{:.2f}"), cell(r.corrected_p99_ms, "{:.2f}"),
                     str(r.errors) if r.rounds else "-",
-                    _f(None if r.error_rate is None else r.error_rate * 100, "{:.2f}"),
-                    _f(r.peak_busy, "{}"), _f(r.peak_processes, "{}"), _f(r.peak_threads, "{}"),
-                    _mb(r.peak_pss_bytes), _kb(r.pss_per_connection_bytes), _f(r.cpu_seconds, "{:.2f}")])
+                    cell(None if r.error_rate is None else r.error_rate * 100, "{:.2f}"),
+                    cell(r.peak_busy, "{}"), cell(r.peak_processes, "{}"), cell(r.peak_threads, "{}"),
+                    _mb(r.peak_pss_bytes), _kb(r.pss_per_connection_bytes), cell(r.cpu_seconds, "{:.2f}")])
     return out
 
 
 def format_table(cmp: Comparison) -> str:
     """The compare table as aligned text."""
-    rows = [list(TABLE_COLUMNS), *table_rows(cmp)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    return _align(TABLE_COLUMNS, table_rows(cmp))
 
 
 def format_configs(cmp: Comparison) -> str:
@@ -320,9 +346,42 @@ def format_configs(cmp: Comparison) -> str:
     return "\n".join(out)
 
 
+PATTERN_COLUMNS = ("target", "pattern", "req/s", "requests", "errors", "p50 ms", "p99 ms", "p99.9 ms", "cor p99",
+                   "5xx")
+
+
+def pattern_rows(cmp: Comparison) -> list[list[str]]:
+    """Per target and pattern: its figures as text, "not comparable" where the target could not
+    run it (a skipped or failed target: one row with its status)."""
+    out = []
+    for r in cmp.rows:
+        if not r.rounds:
+            out.append([r.target, "", r.status or "not run", *[""] * (len(PATTERN_COLUMNS) - 3)])
+            continue
+        for label, f in r.per_pattern.items():
+            if label in r.not_comparable:
+                out.append([r.target, label, "not comparable", *[""] * (len(PATTERN_COLUMNS) - 3)])
+                continue
+            out.append([r.target, label, cell(f.get("rps")), cell(f.get("requests"), "{:.0f}"),
+                        cell(f.get("errors"), "{:.0f}"), cell(f.get("p50_ms"), "{:.2f}"), cell(f.get("p99_ms"), "{:.2f}"),
+                        cell(f.get("p99_9_ms"), "{:.2f}"), cell(f.get("corrected_p99_ms"), "{:.2f}"),
+                        cell(f.get("5xx"), "{:.0f}")])
+    return out
+
+
+def _align(head: Sequence[str], body: Sequence[Sequence[str]], left: int = 1) -> str:
+    rows = [list(head), *[list(b) for b in body]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def format_report(cmp: Comparison) -> str:
-    """Table, configurations and the per-pattern figures: what ``mpmlab experiment report`` prints."""
-    parts = [f"run {cmp.run_id}: {cmp.name}", "", format_table(cmp), "", format_configs(cmp)]
+    """Table, per-pattern figures and configurations: what ``mpmlab experiment report`` prints."""
+    parts = [f"run {cmp.run_id}: {cmp.name}", "", format_table(cmp), "", _align(PATTERN_COLUMNS, pattern_rows(cmp), 2),
+             "", format_configs(cmp)]
     excluded = sorted({label for r in cmp.rows for label in r.not_comparable})
     if excluded:
         parts += ["", "left out of every row's totals (not comparable on some target): " + ", ".join(excluded)]

@@ -141,6 +141,9 @@ def test_csvs_have_locusts_headers_and_the_figures(store, built, tmp_path):
     b_resp = sum(n * 3 // 4 for n in CORE_RESPONSES)
     assert int(b["Request Count"]) == b_resp + 15
     assert int(b["Failure Count"]) == 9 + 6  # client errors + the 5xx answers, as Locust counts them
+    assert float(b["Requests/s"]) == pytest.approx((b_resp + 15) / 30.0)  # 3 rounds of 10 s
+    agg_row = by_name["Aggregated"]
+    assert int(agg_row["Request Count"]) == sum(int(by_name[n]["Request Count"]) for n in ("browsers", "poll", "cpu"))
     assert int(b["99%"]) == round(hist(built.values[("core:event", "browsers")]).get_value_at_percentile(99) / 1000)
     assert int(b["100%"]) == round(max(built.values[("core:event", "browsers")]) / 1000)
     assert by_name["Aggregated"]["Type"] == ""
@@ -271,3 +274,64 @@ def test_a_live_recording_without_patterns_reports_from_its_samples(store, tmp_p
     path = exports.export_bundle(rid, store, tmp_path / "live.gz")
     new = exports.import_bundle(path, store)
     assert store.load(new).meta.status == "incomplete" and store.samples(store.load(new).targets[0].id) == store.samples(tid)
+
+
+def test_a_damaged_histogram_is_named_and_left_out_and_refused_in_a_bundle(store, tmp_path):
+    from experiment_fixtures import encoded, figures
+
+    from mpmcore.experiments.model import PatternResult
+
+    rid = store.begin_run("experiment", "damaged", "Damaged", "", ["core:event"])
+    tid = store.begin_target(rid, "core:event", 1)
+    good = PatternResult(label="good", pattern="steady", stage="s", params={}, total=figures(10, 10, 1.0),
+                         histograms={"latency": encoded([1000] * 10)})
+    bad = PatternResult(label="bad", pattern="steady", stage="s", params={}, total=figures(10, 10, 1.0),
+                        histograms={"latency": "not-a-histogram"})
+    store.end_target(tid, "complete", patterns=[good, bad])
+    store.end_run(rid, "complete")
+    (row,) = report.compare(store.load(rid), store).rows
+    assert row.p50_ms == 1.0 and "could not be read (left out): bad latency" in row.message
+    assert "<table" in exports.html_report(rid, store)
+    path = exports.export_bundle(rid, store, tmp_path / "d.gz")
+    other = RunStore(tmp_path / "other.sqlite3")
+    try:
+        with pytest.raises(exports.BundleError, match=r"not HDR histograms \(bad latency\)"):
+            exports.import_bundle(path, other)
+        assert other.list_runs() == []
+    finally:
+        other.close()
+
+
+def test_a_claims_run_shows_its_verdict_in_the_html_and_json(store):
+    from mpmcore.experiments import claims
+
+    claim = next(iter(claims.CLAIMS.values()))
+    built = build_run(store, name=claim.plan)
+    run = store.load(built.run_id)
+    (want,) = claims.verdict_for(run, store)
+    page = exports.html_report(built.run_id, store)
+    assert f"Claim {want.number}: " in page and f'<p class="verdict">{want.verdict}</p>' in page
+    doc = json.loads(exports.json_export(built.run_id, store))
+    assert doc["claims"][0]["claim"] == want.claim and doc["claims"][0]["verdict"] == want.verdict
+    # a run of a plan that is no claim's has no verdict section
+    other = build_run(store)
+    assert "<h2>Claim" not in exports.html_report(other.run_id, store)
+
+
+def test_a_target_that_never_began_and_a_failed_threshold(store):
+    from experiment_fixtures import encoded, figures
+
+    from mpmcore.experiments.model import PatternResult
+
+    rid = store.begin_run("experiment", "partial", "Partial", "", ["core:event", "core:worker"])
+    tid = store.begin_target(rid, "core:event", 1)
+    pat = PatternResult(label="a", pattern="steady", stage="s", params={}, total=figures(10, 10, 1.0),
+                        histograms={"latency": encoded([2000] * 10)})
+    store.end_target(tid, "complete", patterns=[pat], thresholds_failed=["p99>1ms: 2.0 ms"])
+    store.end_run(rid, "stopped")  # stopped before core:worker began
+    cmp = report.compare(store.load(rid), store)
+    by = {r.target: r for r in cmp.rows}
+    assert by["core:event"].status == "complete" and by["core:event"].p99_ms == 2.0
+    assert by["core:worker"].status == "not run" and by["core:worker"].rounds == 0
+    page = exports.html_report(rid, store)
+    assert "Thresholds failed: core:event (round 1): p99&gt;1ms: 2.0 ms" in page
