@@ -17,6 +17,7 @@ medians over the run's rounds with their spread (max - min): a difference within
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import threading
@@ -51,6 +52,10 @@ STARVED_SHARE_HOLDS = 0.5
 #: Claims 5/6: a probe "served promptly" has at most this share of its requests waiting (a slow
 #: moment of a loaded 2-core machine is not starvation).
 STARVED_SHARE_PROMPT = 0.1
+#: Claims 4, 6: a status page left unanswered this long (no frame for it, where ~10 come a second)
+#: means no thread was free to take it: a real Apache's mod_status is a request like any other,
+#: so its frames stall exactly while every thread is held, and its K count cannot be read then.
+STATUS_STALL_S = 2.0
 #: Claim 2: requests "wait in line" when their median latency is at least this many times the
 #: server's own work per request (/sleep?ms=N): with C clients on S < C slots a FIFO queue gives
 #: about C/S times (3x in the plan); 1.5x leaves room for the queue filling and draining.
@@ -359,6 +364,7 @@ class _HoldFigures:
     peak_parked: int | None
     starved: int
     probes: int
+    stall_s: float = 0.0  # the longest time without a frame during the stages
 
     @property
     def share(self) -> float:
@@ -369,6 +375,7 @@ def _hold_figures(store: RunStore, rs: Sequence[TargetRun]) -> _HoldFigures:
     peak_k: int | None = None
     peak_parked: int | None = None
     starved = probes = 0
+    stall = 0.0
     for r in rs:
         ss = _stage_samples(store, r)
         peak_k = _peak([peak_k, _peak_state(ss, "K")])
@@ -376,22 +383,33 @@ def _hold_figures(store: RunStore, rs: Sequence[TargetRun]) -> _HoldFigures:
         st, n = _starved(_pattern(r, "probe"))
         starved += st
         probes += n
-    return _HoldFigures(rs[0].target, _slots(rs[0]), peak_k, peak_parked, starved, probes)
+        stall = max(stall, _frame_stall(store, r))
+    return _HoldFigures(rs[0].target, _slots(rs[0]), peak_k, peak_parked, starved, probes, round(stall, 1))
+
+
+def _frame_stall(store: RunStore, tr: TargetRun) -> float:
+    """The longest gap between frames from the first stage on (to the last frame)."""
+    begin = min((m.t for m in store.marks(tr.id) if m.kind == "stage"), default=0.0)
+    ts = [t for t in store.frame_times(tr.id) if t >= begin]
+    return max((b - a for a, b in itertools.pairwise(ts)), default=0.0)
 
 
 def _holds_threads(h: _HoldFigures) -> bool:
-    return h.slots is not None and h.peak_k is not None and h.peak_k >= h.slots
+    """Every slot in K at a peak, or the status page itself starved (a real Apache's)."""
+    return (h.slots is not None and h.peak_k is not None and h.peak_k >= h.slots) or h.stall_s >= STATUS_STALL_S
 
 
 def _hold_text(h: _HoldFigures) -> str:
-    return (f"{h.target}: K slots at peak {h.peak_k} of {h.slots}, parked {h.peak_parked}, "
+    stalled = (f", its status page unanswered for {h.stall_s:.1f} s (no free thread)"
+               if h.stall_s >= STATUS_STALL_S else "")
+    return (f"{h.target}: K slots at peak {h.peak_k} of {h.slots}{stalled}, parked {h.peak_parked}, "
             f"{h.starved} of {h.probes} probe requests waited >= {STARVED_MS:.0f} ms or got no answer")
 
 
 def _hold_dict(h: _HoldFigures) -> dict[str, float | int | str | None]:
     t = h.target
     return {f"{t} slots": h.slots, f"{t} peak K": h.peak_k, f"{t} peak parked": h.peak_parked,
-            f"{t} probe starved": h.starved, f"{t} probe requests": h.probes}
+            f"{t} probe starved": h.starved, f"{t} probe requests": h.probes, f"{t} status stall s": h.stall_s}
 
 
 def _threaded_targets(run: StoredRun, mpm: str) -> dict[str, list[TargetRun]]:
@@ -415,7 +433,7 @@ def _rule_worker_holds(run: StoredRun, store: RunStore) -> Finding:
 def _frees(h: _HoldFigures) -> str:
     """"yes": event kept no thread in K and the probe was served promptly; "no": threads held and
     the probe starved; "within": one of the two."""
-    free = h.peak_k == 0
+    free = h.peak_k == 0 and h.stall_s < STATUS_STALL_S
     prompt = h.share <= STARVED_SHARE_PROMPT
     return "yes" if free and prompt else "no" if not free and not prompt else "within"
 

@@ -14,7 +14,15 @@ from hdrh.histogram import HdrHistogram
 
 from mpmcore.experiments import claims
 from mpmcore.experiments.claims import CLAIMS, STARVED_MS, latest_results, verdict_for
-from mpmcore.experiments.model import EffectiveConfig, PatternResult, PatternSecond, SecondSample, StoredRun
+from mpmcore.experiments.model import (
+    EffectiveConfig,
+    FrameRecord,
+    Mark,
+    PatternResult,
+    PatternSecond,
+    SecondSample,
+    StoredRun,
+)
 from mpmcore.experiments.store import RunStore
 
 MIB = 1 << 20
@@ -64,6 +72,7 @@ class T:
     settings: dict[str, str] = field(default_factory=dict)
     status: str = "complete"
     message: str = ""
+    frames: list[float] = field(default_factory=list)  # frame times; a "stage" mark at 0
 
 
 def write(store: RunStore, plan: str, targets: list[T], status: str = "complete") -> StoredRun:
@@ -77,6 +86,9 @@ def write(store: RunStore, plan: str, targets: list[T], status: str = "complete"
                               settings=settings)
         tid = store.begin_target(run_id, t.target, t.round, cfg)
         store.add_samples(tid, t.samples)
+        if t.frames:
+            store.add_marks(tid, [Mark(t=0.0, kind="stage", label="s")])
+            store.add_frames(tid, [FrameRecord(t=x, grid=b"grid") for x in t.frames])
         store.end_target(tid, t.status, t.patterns, message=t.message)  # type: ignore[arg-type]
     store.end_run(run_id, status)  # type: ignore[arg-type]
     return store.load(run_id)
@@ -196,6 +208,23 @@ def test_claim4_worker_holds_threads(store, k, slow, fast, timeouts, verdict):
     assert r.figures["core:worker peak K"] == k and r.figures["core:worker slots"] == 16
     assert r.figures["core:worker probe starved"] == slow + timeouts
     assert r.figures["core:worker probe requests"] == slow + fast + timeouts
+
+
+def test_claim4_a_real_apaches_status_page_starved_too_counts_as_threads_held(store):
+    # Apache's mod_status needs a free thread: while every one is in K, no frame comes (10.2 s here)
+    # and the K count read is from before; the stall itself says the threads were held
+    stalled = hold("apache:worker", 0, 8, 2)
+    stalled.frames = [0.1, 0.2, 10.4, 10.5]
+    r = judge(store, "worker-keepalive-holds-threads", [stalled])
+    assert r.verdict == "holds", r.why
+    assert r.figures["apache:worker status stall s"] == 10.2 and "unanswered for 10.2 s" in r.why
+    steady = hold("apache:worker", 0, 8, 2)
+    steady.frames = [x / 10 for x in range(100)]  # a frame every 0.1 s: no stall, K really 0
+    assert judge(store, "worker-keepalive-holds-threads", [steady]).verdict == "holds partly"
+    # under event a stalled status page is not "freed"
+    ev = hold("apache:event", 0, 8, 2)
+    ev.frames = stalled.frames
+    assert judge(store, "event-frees-threads", [ev]).verdict == "does not hold here"
 
 
 def test_claim4_without_a_histogram_reads_the_probes_median(store):
