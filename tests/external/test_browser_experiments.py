@@ -191,9 +191,7 @@ def test_record_stop_replay_scrub(page, dashboard):
     page.click("#record-btn")
     sync_api.expect(page.locator("#record-info")).to_contain_text("frames", timeout=10_000)
     # traffic, so that the grid changes while it records
-    # (through the API: the page's preset buttons log an htmx console error without attached servers,
-    # hx-include="#traffic-target", which is the live page's own matter)
-    dashboard.api("/api/traffic/presets/slowloris", method="POST", body={})
+    page.click("#preset-slowloris")
     wait_for(lambda: dashboard.api("/api/record")["frames"] >= 25 and dashboard.api("/api/record")["samples"] >= 3,
              timeout=30, interval=0.2, what="3 s of recording")
     page.click("#record-btn")
