@@ -5,7 +5,7 @@
 (function () {
   "use strict";
   const AXIS = {stroke: "#8b96a5", grid: {stroke: "#1f2630", width: 1}, ticks: {stroke: "#2a313c", width: 1}, font: "11px system-ui, sans-serif"};
-  const MARK_COLORS = {stage: "#8b96a5", round: "#6e7681", switch: "#bc8cff", restart: "#e3b341", warmup: "#39c5cf", threshold: "#f85149", note: "#4b5563"};
+  const MARK_COLORS = {stage: "#8b96a5", round: "#6e7681", switch: "#bc8cff", restart: "#e3b341", warmup: "#39c5cf", threshold: "#f85149", note: "#6e7681"};
   const mb = (v) => (v == null ? null : v / 1048576);
   const compact = (u, vals) => vals.map((v) => (v == null ? "" : Math.abs(v) >= 1000 ? +(v / 1000).toFixed(1) + "k" : +v.toFixed(2) + ""));
 
@@ -32,7 +32,7 @@
         ctx.strokeStyle = MARK_COLORS[m.kind] || "#8b96a5";
         ctx.setLineDash([4, 4]);
         ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + h); ctx.stroke();
-        if (m.kind !== "note") {
+        if (m.kind !== "note" || m.label.startsWith("traffic ")) {
           ctx.setLineDash([]);
           ctx.fillStyle = ctx.strokeStyle;
           ctx.font = `${10 * devicePixelRatio}px system-ui, sans-serif`;

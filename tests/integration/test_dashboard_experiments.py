@@ -164,8 +164,10 @@ def test_record_the_live_session(dash):
         assert client.post("/api/record").status_code == 409
         wait_for(lambda: client.get("/api/record").json()["frames"] >= 3, timeout=10, interval=0.1,
                  what="frames of event recorded")
-        # an MPM switch while recording is marked
+        # an MPM switch while recording is marked, and traffic starting
         assert client.post("/api/mpm", json={"mpm": "worker"}).status_code == 200
+        r = client.post("/api/traffic", json={"pattern": "steady", "params": {"clients": 1, "duration": 5}})
+        assert r.status_code == 201, r.text
         wait_for(lambda: (s := client.get("/api/record").json())["samples"] >= 3 and s["frames"] >= 10,
                  timeout=20, interval=0.2, what="frames and samples recorded")
         # the run shows as running while it records, and cannot be deleted then
@@ -173,6 +175,7 @@ def test_record_the_live_session(dash):
         assert client.delete(f"/api/runs/{run_id}").status_code == 409
     finally:
         stop = client.post("/api/record/stop")
+        client.post("/api/traffic/stop-all")
         client.post("/api/mpm", json={"mpm": "event"})
     assert stop.status_code == 200 and stop.json()["last_run_id"] == run_id
     run = client.get(f"/api/runs/{run_id}").json()
@@ -180,6 +183,7 @@ def test_record_the_live_session(dash):
     tl = client.get(f"/api/runs/{run_id}/timeline").json()["targets"][0]
     assert len(tl["frame_times"]) >= 10 and len(tl["samples"]) >= 3
     assert any(m["kind"] == "switch" and "worker" in m["label"] for m in tl["marks"]), tl["marks"]
+    assert any(m["label"] == "traffic +steady" for m in tl["marks"]), tl["marks"]
     page = client.get(f"/runs/{run_id}")  # a recording has a compare view like any run
     assert page.status_code == 200 and 'data-target="core:event"' in page.text
     # the frames are the live grid's: magic, version, and the MPMs it went through
