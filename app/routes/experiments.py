@@ -12,9 +12,13 @@ not be opened (its one-line reason).
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from app.dashboard import Dashboard
@@ -52,6 +56,8 @@ api = APIRouter(prefix="/api", tags=["experiments"])
 pages = APIRouter(include_in_schema=False)
 
 READ_ERRORS = error_responses(404, 503)
+#: The uploaded run bundle of an import.
+BUNDLE_FILE = File(description="the .mpmlab-run file (mpmlab experiment export's)")
 CONTROL_ERRORS = error_responses(403, 404, 409, 422, 503)
 
 
@@ -219,6 +225,33 @@ async def _delete(d: Dashboard, run_id: int) -> None:
     await asyncio.to_thread(_store(d).delete_run, run_id)
 
 
+async def _import(d: Dashboard, upload: UploadFile) -> int:
+    """A run bundle (``mpmlab experiment export``'s file) into the store as a new run; 422 naming the
+    file when it is not a bundle, damaged or cut."""
+    store = _store(d)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.filename or "upload").name)[:100] or "upload"
+
+    def run() -> int:
+        from mpmcore.experiments import exports
+
+        with tempfile.TemporaryDirectory(prefix="mpmlab-import-") as tmp:
+            path = Path(tmp) / name
+            with path.open("wb") as f:
+                shutil.copyfileobj(upload.file, f, 1 << 20)
+            try:
+                return exports.import_bundle(path, store)
+            except exports.BundleError as e:
+                raise HTTPException(422, str(e).replace(str(path), name)) from None
+    return await asyncio.to_thread(run)
+
+
+@api.post("/runs/import", summary="Import a run bundle (mpmlab experiment export's file): a new run, to replay",
+          response_model=RunMeta, status_code=201, responses=error_responses(403, 422, 503), dependencies=[Control])
+async def import_run(file: UploadFile = BUNDLE_FILE, d: Dashboard = Dash) -> RunMeta:
+    run_id = await _import(d, file)
+    return (await _load(d, run_id)).meta
+
+
 @api.get("/runs/{run_id}/timeline", summary="What the replay needs of a run: per target run its frame times, "
          "samples and marks", response_model=replay.Timeline, responses=READ_ERRORS)
 async def get_timeline(run_id: int, targets: str = Query("", description="comma-separated target names "
@@ -367,6 +400,19 @@ async def ui_delete(run_id: int, request: Request, d: Dashboard = Dash) -> Respo
     return _render(d, request, "fragments/_runs.html", runs=await _runs(d), error=error)
 
 
+@pages.post("/ui/runs/import", response_class=HTMLResponse, dependencies=[Control])
+async def ui_import(request: Request, file: UploadFile = BUNDLE_FILE, d: Dashboard = Dash) -> Response:
+    error, status, imported = None, 200, None
+    try:
+        imported = await _import(d, file)
+    except HTTPException as e:
+        error, status = str(e.detail), 422
+    except Unavailable as e:
+        error, status = str(e), 503
+    return _render(d, request, "fragments/_runs.html", status_code=status, runs=await _runs(d), error=error,
+                   imported=imported)
+
+
 @pages.get("/claims", response_class=HTMLResponse)
 async def claims_page(request: Request, d: Dashboard = Dash) -> Response:
     error = None
@@ -484,9 +530,7 @@ def _export(what: str, run_id: int, store: RunStore) -> tuple[bytes, str, str]:
     """(body, content type, file name suffix) of one export, made by mpmcore.experiments.exports
     (the file-writing ones into a temporary directory, zipped)."""
     import io
-    import tempfile
     import zipfile
-    from pathlib import Path
 
     from mpmcore.experiments import exports
 

@@ -168,6 +168,16 @@
   play.addEventListener("click", () => setPlaying(!replay.playing));
   speedSel.addEventListener("change", () => { replay.speed = parseFloat(speedSel.value) || 1; });
   slider.addEventListener("input", () => seek(replay.duration * parseInt(slider.value, 10) / 1000));
+  // keys: space plays/pauses, arrows step 1 s (with shift 10 s), Home/End jump
+  document.addEventListener("keydown", (e) => {
+    if (e.target.closest && e.target.closest("input, select, textarea") && e.target !== slider) return;
+    if (e.key === " ") { e.preventDefault(); setPlaying(!replay.playing); }
+    else if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+      e.preventDefault();
+      seek(replay.t + (e.key === "ArrowRight" ? 1 : -1) * (e.shiftKey ? 10 : 1));
+    } else if (e.key === "Home") { e.preventDefault(); seek(0); }
+    else if (e.key === "End") { e.preventDefault(); seek(replay.duration); }
+  });
 
   fetch(`/api/runs/${R.run}/timeline?targets=${R.targets.join(",")}`).then((r) => r.json()).then((tl) => {
     replay.duration = tl.duration;

@@ -138,7 +138,21 @@ def test_run_an_experiment_then_read_replay_delete_it(dash):
     # the pages render
     assert client.get(f"/runs/{run_id}/replay?targets=core:event,core:worker").status_code == 200
     assert 'data-run="%d"' % run_id in client.get("/experiments").text
+    # export as one file, import it back: a new run with the same frames
+    bundle = client.get(f"/runs/{run_id}/export/bundle")
+    assert bundle.status_code == 200 and "attachment" in bundle.headers["content-disposition"]
+    r = client.post("/api/runs/import", files={"file": ("run.mpmlab-run", bundle.content)})
+    assert r.status_code == 201, r.text
+    copy = r.json()["id"]
+    assert copy != run_id and r.json()["targets"] == runs[0]["targets"]
+    tl2 = client.get(f"/api/runs/{copy}/timeline?targets=core:event").json()["targets"][0]
+    assert tl2["frame_times"] == tt["frame_times"]
+    bad = client.post("/api/runs/import", files={"file": ("notes.txt", b"not a bundle")})
+    assert bad.status_code == 422 and "notes.txt" in bad.json()["detail"], bad.text
+    page = client.post("/ui/runs/import", files={"file": ("run.mpmlab-run", bundle.content)})
+    assert page.status_code == 200 and 'id="runs-imported"' in page.text
     # delete
+    assert client.delete(f"/api/runs/{copy}").status_code == 204
     assert client.delete(f"/api/runs/{run_id}").status_code == 204
     assert client.get(f"/api/runs/{run_id}").status_code == 404
 
