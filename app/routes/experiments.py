@@ -521,7 +521,8 @@ async def export(run_id: int, what: str, d: Dashboard = Dash) -> Response:
     if what not in EXPORTS:
         raise HTTPException(404, f"no export {what!r} (one of: {', '.join(EXPORTS)})")
     body, ctype, suffix = await asyncio.to_thread(_export, what, run_id, _store(d))
-    name = f"mpmlab-run-{run_id}-{run.meta.name}{suffix}"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run.meta.name)[:60]  # an imported run's name is anyone's
+    name = f"mpmlab-run-{run_id}-{safe}{suffix}"
     disposition = "inline" if what == "report.html" else "attachment"
     return Response(body, media_type=ctype, headers={"Content-Disposition": f'{disposition}; filename="{name}"'})
 
