@@ -25,7 +25,10 @@
       for (const t of withData) {
         const cell = document.createElement("div");
         cell.className = "multiple";
-        cell.innerHTML = `<div class="mult-title">${t.target}${withData.some((o) => o !== t && o.target === t.target) ? " #" + t.round : ""}</div>`;
+        const title = document.createElement("div");
+        title.className = "mult-title"; // a target's name: text, never markup (an imported run's is anyone's)
+        title.textContent = t.target + (withData.some((o) => o !== t && o.target === t.target) ? " #" + t.round : "");
+        cell.appendChild(title);
         row.appendChild(cell);
         charts.push(window.mpmRunCharts.chart(cell, kind, t.samples, t.marks, {width, height: 120, xMax: d.duration, yMax: yMax * 1.1}));
       }

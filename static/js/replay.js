@@ -32,6 +32,7 @@
     return best;
   }
 
+  const esc = (v) => String(v).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]);
   function fmt(v, digits) { return v == null ? "–" : (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(digits == null ? 1 : digits)) : String(v)); }
 
   function makeTarget(tt) {
@@ -109,7 +110,7 @@
     const items = [["req/s", fmt(s.rps)], ["errors", fmt(s.errors, 0)], ["busy", fmt(s.busy)], ["idle", fmt(s.idle)],
       ["processes", fmt(s.processes)], ["threads", fmt(s.threads)], ["connections", fmt(s.connections)],
       ["parked keep-alive", fmt(s.parked)], ["memory", mbv(s.pss_bytes)], ["CPU s", fmt(s.cpu_seconds, 2)]];
-    el.innerHTML = items.map(([k, v]) => `<div class="tile"><span>${k}</span><b>${v}</b><small>${k === "req/s" ? "stage " + (s.stage || "–") : ""}</small></div>`).join("");
+    el.innerHTML = items.map(([k, v]) => `<div class="tile"><span>${k}</span><b>${esc(v)}</b><small>${k === "req/s" ? "stage " + esc(s.stage || "–") : ""}</small></div>`).join("");
   }
 
   let scheduled = false;

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import artifact_path, wait_for
+from conftest import artifact_path, update_docs_screenshot, wait_for
 from dashboard_fixtures import DashboardProcess, launch_chromium
 
 pytestmark = pytest.mark.browser
@@ -218,7 +218,9 @@ def test_record_stop_replay_scrub(page, dashboard):
     page.wait_for_function("!window.mpmReplay.playing && window.mpmReplay.t >= window.mpmReplay.duration",
                            timeout=20_000)
     check_shown_is_stored(page, dashboard, run_id, [tid], duration)
-    page.screenshot(path=str(artifact_path("experiments-replay.png")), full_page=True)
+    shot = artifact_path("experiments-replay.png")
+    page.screenshot(path=str(shot), full_page=True)
+    update_docs_screenshot(shot, "screenshot-replay.png")
 
 
 def test_claims_page_shows_a_stored_claim_run(page, dashboard):
