@@ -13,7 +13,8 @@ and ``GET /api/experiments/progress``. A second start while one runs is refused 
 ``LiveRecorder`` records the embedded core's live session into the store as a run of kind
 "recording": the sampler's newest grid frame 10 times a second (only when it changed), one
 ``SecondSample`` a second from the sampler's summary and chart point, and a Mark when the MPM is
-switched or the server restarted (the generation moved). It buffers in memory and hands the buffer
+switched or the server restarted (the generation moved) or a traffic pattern started or stopped,
+and the master's error_log lines. It buffers in memory and hands the buffer
 to the store once a second, in a worker thread, so the event loop never waits for SQLite.
 """
 
@@ -33,9 +34,11 @@ from typing import TYPE_CHECKING
 
 from app.services.traffic import target_key
 from mpmcore import __version__
+from mpmcore.errorlog import read_from, tail
 from mpmcore.experiments.model import (
     EffectiveConfig,
     FrameRecord,
+    LogLine,
     Mark,
     PatternSecond,
     Plan,
@@ -237,6 +240,8 @@ class LiveRecorder:
         self._last_point_t: float | None = None
         self._last_gen = summary.mpm_generation if summary is not None else None
         self._traffic: set[str] = self._running_traffic()
+        self._logs: list[LogLine] = []
+        _, self._log_offset = tail(sampler.control.error_log, 0)  # the master's error_log from here on
         self._task: asyncio.Task[None] | None = None
         self.cpu_seconds = 0.0  # thread CPU time spent recording (what it costs the dashboard)
 
@@ -269,6 +274,7 @@ class LiveRecorder:
                 await self._task
             self._task = None
         self._marks.append(Mark(round(self.seconds, 3), "note", "recording ended"))
+        await asyncio.to_thread(self._read_log)
         await asyncio.to_thread(self._flush)
         await asyncio.to_thread(self._end, status)
         return self.run_id
@@ -287,6 +293,7 @@ class LiveRecorder:
             self.cpu_seconds += time.thread_time() - t0
             if time.monotonic() - last_flush >= FLUSH_INTERVAL:
                 last_flush = time.monotonic()
+                await asyncio.to_thread(self._read_log)
                 await asyncio.to_thread(self._flush)
 
     def take(self) -> None:
@@ -335,7 +342,13 @@ class LiveRecorder:
                 patterns=patterns))
             self.samples_recorded += 1
 
+    def _read_log(self) -> None:
+        lines, self._log_offset = read_from(self.sampler.control.error_log, self._log_offset)
+        t = round(time.time() - self.t0, 3)
+        self._logs.extend(LogLine(t, "error_log", line) for line in lines)
+
     def _flush(self) -> None:
+        logs, self._logs = self._logs, []
         frames, self._frames = self._frames, []
         samples, self._samples = self._samples, []
         marks, self._marks = self._marks, []
@@ -346,6 +359,8 @@ class LiveRecorder:
                 self.store.add_samples(self.target_run_id, samples)
             if marks:
                 self.store.add_marks(self.target_run_id, marks)
+            if logs:
+                self.store.add_logs(self.target_run_id, logs)
         except StoreError as e:  # the disk is full, the file went away: say so once a second, keep running
             log.error("recording %d: %s", self.run_id, e)
 

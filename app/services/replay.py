@@ -1,5 +1,5 @@
 """What the replay view reads from the run store: a run's timeline (per target run: its frame
-times, its per-second samples, its marks) in one answer, and its grid frames in batches.
+times, its per-second samples, its marks, its log lines) in one answer, and its grid frames in batches.
 
 The page opens a run with one ``timeline`` request, then fetches frames in batches (``frames_blob``:
 every frame of a time window, length-prefixed) around its clock, so scrubbing a 10-minute run never
@@ -18,7 +18,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mpmcore.experiments.model import Mark, RunMeta, RunStatus, SecondSample, StoredRun
+from mpmcore.experiments.model import LogLine, Mark, RunMeta, RunStatus, SecondSample, StoredRun
 from mpmcore.experiments.store import RunStore
 
 BATCH_MAGIC = 0x5250
@@ -41,6 +41,7 @@ class TargetTimeline:
     frame_times: list[float]
     samples: list[SecondSample]
     marks: list[Mark]
+    logs: list[LogLine]  # the server's error_log lines (and the runner's), at their time
     message: str = ""
 
 
@@ -75,9 +76,11 @@ def timeline(store: RunStore, run: StoredRun, target_ids: Sequence[int]) -> Time
         times = store.frame_times(tid)
         samples = store.samples(tid)
         marks = store.marks(tid)
+        logs = store.logs(tid)
         duration = max([0.0] + times[-1:] + [s.t for s in samples[-1:]] + [m.t for m in marks])
         out.append(TargetTimeline(id=tid, target=tr.target, round=tr.round, status=tr.status, duration=duration,
-                                  frame_times=times, samples=samples, marks=marks, message=tr.message))
+                                  frame_times=times, samples=samples, marks=marks, logs=logs,
+                                  message=tr.message))
     return Timeline(meta=run.meta, duration=max([0.0] + [t.duration for t in out]), targets=out)
 
 

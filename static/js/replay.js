@@ -40,6 +40,7 @@
     const view = window.mpmGrid.create({canvas: $(`${k}-grid`), wrap: $(`${k}-grid-wrap`), tooltip: $(`${k}-tooltip`),
       caption: $(`${k}-grid-caption`), legend: $(`${k}-legend`)}, {downText: "the server was down at this time"});
     const tg = {id: tt.id, target: tt.target, el: $(k), view, times: tt.frame_times, samples: tt.samples, marks: tt.marks,
+      logs: tt.logs || [], logShown: -2,
       chunks: new Map(), frames: [], byT: new Map(), shown: null, charts: []};
     const charts = $(`${k}-charts`);
     for (const kind of ["rps", "workers", "conns", "memory"]) {
@@ -96,6 +97,7 @@
     }
     const s = window.mpmRunCharts.sampleAt(tg.samples, t);
     tiles(tg, s);
+    logLines(tg, t);
     for (const c of tg.charts) c.setCursor(t);
     return s;
   }
@@ -111,6 +113,24 @@
       ["processes", fmt(s.processes)], ["threads", fmt(s.threads)], ["connections", fmt(s.connections)],
       ["parked keep-alive", fmt(s.parked)], ["memory", mbv(s.pss_bytes)], ["CPU s", fmt(s.cpu_seconds, 2)]];
     el.innerHTML = items.map(([k, v]) => `<div class="tile"><span>${k}</span><b>${esc(v)}</b><small>${k === "req/s" ? "stage " + esc(s.stage || "–") : ""}</small></div>`).join("");
+  }
+
+  // the last LOG_LINES error-log lines at or before t
+  const LOG_LINES = 8;
+  function logLines(tg, t) {
+    const el = $(`rt-${tg.id}-log`);
+    const i = lastAtOrBefore(tg.logs, t, "t");
+    if (i === tg.logShown) return;
+    tg.logShown = i;
+    el.hidden = !tg.logs.length;
+    el.textContent = "";
+    for (const l of tg.logs.slice(Math.max(0, i - LOG_LINES + 1), i + 1)) {
+      const d = document.createElement("div");
+      d.className = "ll";
+      d.textContent = `${l.t.toFixed(1)} s  ${l.text}`;
+      el.appendChild(d);
+    }
+    if (i < 0 && tg.logs.length) el.innerHTML = '<span class="muted small">no error-log line yet at this time</span>';
   }
 
   let scheduled = false;

@@ -198,6 +198,8 @@ def test_record_the_live_session(dash):
     assert len(tl["frame_times"]) >= 10 and len(tl["samples"]) >= 3
     assert any(m["kind"] == "switch" and "worker" in m["label"] for m in tl["marks"]), tl["marks"]
     assert any(m["label"] == "traffic +steady" for m in tl["marks"]), tl["marks"]
+    # the master's error_log as it was written: the switch's graceful restart is in it
+    assert any("graceful" in line["text"].lower() or "worker" in line["text"] for line in tl["logs"]), tl["logs"]
     page = client.get(f"/runs/{run_id}")  # a recording has a compare view like any run
     assert page.status_code == 200 and 'data-target="core:event"' in page.text
     # the frames are the live grid's: magic, version, and the MPMs it went through
