@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
-# Debian packages the tests and benchmarks use (real peers: Apache, nginx, wrk, ...).
+# Debian packages the tests and benchmarks use (real peers: Apache, nginx, lighttpd, wrk, ...).
 SYSTEM_PACKAGES=(apache2 nginx lighttpd wrk slowhttptest prometheus-apache-exporter chromium docker-compose)
 SYSTEM_COMMANDS=(apache2 nginx lighttpd wrk slowhttptest prometheus-apache-exporter chromium docker-compose)
 

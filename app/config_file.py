@@ -149,8 +149,8 @@ def _attach_list(v: Any) -> list[str]:
             if not isinstance(item.get("url"), str) or not item["url"].strip():
                 raise ValueError(f"entry {i + 1}: url is required")
             kind = item.get("kind")
-            if kind not in (None, "apache", "nginx"):
-                raise ValueError(f"entry {i + 1}: kind must be apache or nginx, not {kind!r}")
+            if kind not in (None, "apache", "nginx", "lighttpd", "locust"):
+                raise ValueError(f"entry {i + 1}: kind must be apache, nginx, lighttpd or locust, not {kind!r}")
             spec = (f"{item['name']}=" if item.get("name") else "") + (f"{kind}+" if kind else "") + item["url"].strip()
             if item.get("threads_per_child") is not None:
                 spec += f"#threads_per_child={item['threads_per_child']}"

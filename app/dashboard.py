@@ -17,6 +17,7 @@ from app import metrics
 from app.routes import views
 from app.services.core import CoreControl, EmbeddedCore
 from app.services.experiments import ExperimentService
+from app.services.locust import LocustWatcher
 from app.services.sampler import Sampler
 from app.services.sources import AttachedSource, SourceManager
 from app.services.traffic import TrafficService, pattern_catalogue, target_key
@@ -56,10 +57,13 @@ class Dashboard:
         self._traffic_ids: tuple[str, ...] = ()
         self.sources = SourceManager(settings, self.traffic, render_panel=self.render_source)
         self.sources.live_hub = self.sampler.live_hub
+        self.locust = LocustWatcher(settings)  # Locust masters (attach locust+URL), beside our own patterns
         # /metrics: the traffic runner's cumulative figures, kept from its 250 ms frames
         self.traffic_totals = metrics.TrafficTotals()
         self.traffic.add_listener(self.traffic_totals.update)
-        self.metrics_registry = metrics.build_registry(self.metric_frames, self.traffic_totals)
+        self.metrics_registry = metrics.build_registry(self.metric_frames, self.traffic_totals,
+                                                       failures=self.scrape_failures, targets=self.target_names,
+                                                       process=True)
         # the run store (--runs-db), experiments in the background, the record button
         self.experiments = ExperimentService(settings.runs_db)
 
@@ -96,6 +100,10 @@ class Dashboard:
         out.extend(self.sources.frames())
         return out
 
+    def scrape_failures(self) -> list[metrics.SourceFailures]:
+        """Every attached source's failed polls so far, for /metrics."""
+        return [metrics.SourceFailures(s.name, s.kind, s.errors) for s in self.sources.sources]
+
     def _on_traffic_frame(self, frame: StatsFrame) -> None:
         hub = self.sampler.live_hub
         if not hub.channels:
@@ -128,6 +136,7 @@ class Dashboard:
                 self.sampler.start()
                 await self.sampler.refresh_core_state()
             self.sources.start()
+            self.locust.start()
             await asyncio.to_thread(self.experiments.open)  # a bad file is reported, not fatal
         except BaseException:
             await self.stop()
@@ -138,6 +147,7 @@ class Dashboard:
             rec, self.experiments.recorder = self.experiments.recorder, None
             await rec.stop()
         await asyncio.to_thread(self.experiments.close)  # stops a running experiment first
+        await self.locust.stop()
         await self.sources.stop()
         await self.sampler.stop()
         await self.traffic.close()

@@ -110,10 +110,12 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
 
     @app.get("/metrics", tags=["api"], response_class=PlainTextResponse,
              summary="Prometheus text format: every source (core and attached), the traffic generator")
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
         # Read-only figures, like every GET here: no token needed (Prometheus scrapes it; see
-        # docs/security.md). The Host check above still applies on a loopback bind.
-        body, ctype = await asyncio.to_thread(metrics.make_metrics_response, dashboard.metrics_registry)
+        # docs/security.md). The Host check above still applies on a loopback bind. OpenMetrics
+        # when the scraper's Accept asks for it (Prometheus does).
+        body, ctype = await asyncio.to_thread(metrics.make_metrics_response, dashboard.metrics_registry,
+                                              request.headers.get("accept"))
         return Response(body, media_type=ctype)
 
     app.include_router(api.router)
@@ -153,6 +155,20 @@ def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
         runs_db=getattr(args, "runs_db", None) or None)
 
 
+def printed_url(settings: DashboardSettings, host: str | None = None) -> str:
+    """The URL the start line prints. A generated token is printed whole (it is the only way to
+    learn it); a token the user chose (``--token``, ``MPMLAB_TOKEN``, the file) is not, so that it
+    never lands whole in a container's or a service's logs: its first two characters, then the
+    reminder of where it came from."""
+    host = host or settings.host
+    base = f"http://{host}:{settings.port}/"
+    if not settings.token:
+        return base
+    if settings.token_generated:
+        return base + f"?token={quote(settings.token, safe='')}"
+    return base + f"?token={quote(settings.token[:2], safe='')}… (your token, as set with --token or MPMLAB_TOKEN)"
+
+
 def run_dashboard(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
@@ -162,11 +178,12 @@ def run_dashboard(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    url = f"http://{host}:{settings.port}/" + (f"?token={quote(settings.token, safe='')}" if settings.token else "")
+    url = printed_url(settings, host)
 
     def announce() -> None:  # after the lifespan started the core: the URL is about to be live
         watched = [f"embedded server: {settings.mpm} on http://{settings.core_listen}/"] if settings.watch_core else []
         watched += [f"attached: {s.name} ({s.url})" for s in app.state.dashboard.sources.sources]
+        watched += [f"Locust master: {m.name} ({m.url})" for m in app.state.dashboard.locust.masters]
         # The one line that shows the token: open this URL (it sets the cookie and drops ?token=).
         print(f"mpmlab dashboard: {url}  ({'; '.join(watched)})", file=sys.stderr, flush=True)
         if settings.token is None:

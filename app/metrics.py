@@ -1,7 +1,7 @@
 """``/metrics``: the dashboard's figures in the Prometheus text format (prometheus-client).
 
 One custom collector reads, at scrape time, the latest frame of every source (the embedded core's
-summary, attached Apache/nginx servers: ``mpmcore.model.SourceFrame``) and the traffic
+summary, attached Apache/nginx/lighttpd servers: ``mpmcore.model.SourceFrame``) and the traffic
 generator's latest cumulative figures. Nothing is registered in prometheus-client's global default
 registry: ``build_registry()`` makes a ``CollectorRegistry`` per app, so two apps in one process
 (tests) never see each other's series.
@@ -18,10 +18,11 @@ Wiring in the dashboard (one route)::
         body, ctype = metrics.make_metrics_response(registry)
         return Response(body, media_type=ctype)
 
-Families (``source`` is the frame's name; a source that cannot show a figure has no series for it,
-see ``docs/ecosystem.md``):
+Families (``source`` is the frame's name; a source that cannot show a figure has no series for it;
+the table, the naming rules and the renames: ``docs/ecosystem.md``):
 
-* ``mpmlab_source_up{source,kind}``: 1 when the last poll succeeded.
+* ``mpmlab_source_up{source,kind}``: 1 when the last poll succeeded;
+  ``mpmlab_source_scrape_failures_total{source,kind}``: failed polls of an attached source.
 * ``mpmlab_scoreboard_slots{source,state}``: slots per state, state names as apache_exporter's
   (idle, startup, read, reply, keepalive, dns, closing, logging, graceful_stop, idle_cleanup,
   open_slot).
@@ -30,38 +31,49 @@ see ``docs/ecosystem.md``):
 * ``mpmlab_connections{source,state}``: total (event's ConnsTotal, nginx's Active), and nginx's
   reading | writing | waiting.
 * ``mpmlab_async_connections{source,state}``: keepalive | writing | closing (event).
-* ``mpmlab_accesses_total{source}``, ``mpmlab_bytes_total{source}`` (counters).
+* ``mpmlab_accesses_total{source}``, ``mpmlab_sent_bytes_total{source}`` (counters).
 * ``mpmlab_nginx_connections_total{source,event}``: accepted | handled (counters).
-* ``mpmlab_generation{source}``: the MPM generation (ParentServerMPMGeneration).
-* ``mpmlab_uptime_seconds{source}``.
+* ``mpmlab_generation{source,kind}``: kind config | mpm (ParentServerConfigGeneration,
+  ParentServerMPMGeneration), as apache_exporter's ``apache_generation{type}``.
+* ``mpmlab_restart_start_time_seconds{source}``; ``mpmlab_server_info{source,kind,mpm,generation,version}``.
 * ``mpmlab_memory_pss_bytes{source,mpm}``, ``mpmlab_memory_rss_bytes{source,mpm}``: children's
   memory summed per MPM (two MPMs side by side during a live switch); embedded core only.
-* ``mpmlab_traffic_requests_total{id,pattern,label}``, ``mpmlab_traffic_responses_total{...,class}``,
-  ``mpmlab_traffic_errors_total{...,kind}``, ``mpmlab_traffic_bytes_total{...,direction}``,
-  ``mpmlab_traffic_active_connections{...}``.
-* ``mpmlab_traffic_latency_seconds{id,pattern,label,quantile}`` and
-  ``mpmlab_traffic_ttfb_seconds``: summaries. The runner's frames carry HDR percentiles
-  (p50/p90/p99/p99.9), the count and the mean, not bucket counts, so these are Prometheus
-  summaries with quantiles 0.5/0.9/0.99/0.999, ``_count`` and ``_sum`` (mean x count), not
-  histograms; ``mpmlab_traffic_latency_max_seconds`` has the maximum.
+* traffic, per pattern run, labels ``id, pattern, label, target`` (``target``: ``core`` or the
+  attached server's name the run is aimed at): ``mpmlab_traffic_requests_total``,
+  ``..._responses_total{class}``, ``..._errors_total{kind}``, ``..._sent_bytes_total``,
+  ``..._received_bytes_total``, ``..._active_connections``.
+* latency: ``mpmlab_traffic_request_duration_seconds`` and
+  ``mpmlab_traffic_corrected_request_duration_seconds`` (open model: from the intended send
+  time) are **histograms**, buckets ``LATENCY_BUCKETS_S``, filled from the runner's HDR-quantized
+  values (``Figures.latency_buckets``), so ``histogram_quantile`` over ``rate()`` windows works;
+  ``mpmlab_traffic_latency_seconds``, ``mpmlab_traffic_corrected_latency_seconds`` and
+  ``mpmlab_traffic_ttfb_seconds`` are summaries of the HDR percentiles over the whole run
+  (quantiles 0.5/0.9/0.99/0.999, exact per run, not aggregatable);
+  ``mpmlab_traffic_latency_max_seconds`` is the maximum.
+* the dashboard's own process: prometheus-client's ``process_*`` (CPU seconds, resident memory,
+  start time, open file descriptors).
+
+``GET /metrics`` answers the Prometheus text format 0.0.4, or OpenMetrics 1.0 when the scraper's
+``Accept`` asks for ``application/openmetrics-text`` (``make_metrics_response(registry, accept)``).
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterable
-from typing import TypeAlias
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, TypeAlias
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mpmcore.model import SourceFrame, StateLetter, Summary
+from app.services.traffic import target_key
+from mpmcore.model import SourceFrame, SourceKind, StateLetter, Summary
 from mpmcore.sources.frames import frame_from_summary
 from mpmcore.traffic.limits import FINISHED_HISTORY
-from mpmcore.traffic.runstats import LatencySummary, RunInfo, StatsFrame
+from mpmcore.traffic.runstats import LATENCY_BUCKETS_S, LatencySummary, RunInfo, StatsFrame
 
 __all__ = [
     "FAMILIES",
@@ -75,7 +87,9 @@ __all__ = [
 #: Scoreboard letter -> state label, the names Prometheus' apache_exporter uses.
 SCOREBOARD_STATES: dict[StateLetter, str] = {"_": "idle", "S": "startup", "R": "read", "W": "reply", "K": "keepalive", "D": "dns",
                      "C": "closing", "L": "logging", "G": "graceful_stop", "I": "idle_cleanup", ".": "open_slot"}
-TRAFFIC_LABELS = ("id", "pattern", "label")
+TRAFFIC_LABELS = ("id", "pattern", "label", "target")
+#: The histograms' ``le`` bounds as exposed (the runner's buckets, then +Inf).
+BUCKET_LE = tuple(f"{b:g}" for b in LATENCY_BUCKETS_S) + ("+Inf",)
 QUANTILES = (("p50", "0.5"), ("p90", "0.9"), ("p99", "0.99"), ("p99_9", "0.999"))  # LatencySummary fields
 #: Finished patterns whose last totals stay exported (the runner keeps as many).
 FINISHED_KEPT = FINISHED_HISTORY  # as many as the runner itself keeps
@@ -83,6 +97,8 @@ FINISHED_KEPT = FINISHED_HISTORY  # as many as the runner itself keeps
 # name (as exposed, without _total for counters) -> (type, help)
 FAMILIES: dict[str, tuple[str, str]] = {
     "mpmlab_source_up": ("gauge", "1 when the last poll of the source succeeded"),
+    "mpmlab_source_scrape_failures": ("counter", "Polls of an attached source that failed (no answer, an error "
+                                                 "status, not a status page)"),
     "mpmlab_scoreboard_slots": ("gauge", "Scoreboard slots per state (letters of mod_status' Scoreboard)"),
     "mpmlab_workers": ("gauge", "Workers by mod_status' counting: busy, idle, graceful"),
     "mpmlab_processes": ("gauge", "Child processes counted by mod_status (not quiescing)"),
@@ -90,10 +106,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "mpmlab_connections": ("gauge", "Connections: total (event ConnsTotal, nginx Active), nginx reading/writing/waiting"),
     "mpmlab_async_connections": ("gauge", "event's parked connections (ConnsAsync*): keepalive, writing, closing"),
     "mpmlab_accesses": ("counter", "Requests served (Total Accesses; nginx: requests)"),
-    "mpmlab_bytes": ("counter", "Bytes served (Apache: Total kBytes x 1024)"),
+    "mpmlab_sent_bytes": ("counter", "Bytes sent to clients (Apache, lighttpd: Total kBytes x 1024)"),
     "mpmlab_nginx_connections": ("counter", "nginx connections accepted and handled"),
-    "mpmlab_generation": ("gauge", "MPM generation (ParentServerMPMGeneration)"),
-    "mpmlab_uptime_seconds": ("gauge", "Seconds since the server's last restart"),
+    "mpmlab_generation": ("gauge", "Generation by kind: config (ParentServerConfigGeneration) and mpm "
+                                   "(ParentServerMPMGeneration), as apache_exporter's apache_generation"),
     "mpmlab_server_info": ("gauge", "1, labelled with what the source runs: its kind, MPM, generation and version "
                                     "(a Grafana panel can show which MPM served a time range)"),
     "mpmlab_restart_start_time_seconds": ("gauge", "Unix time of the server's last (re)start (Restart Time)"),
@@ -102,10 +118,19 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "mpmlab_traffic_requests": ("counter", "Requests sent by the traffic generator, per pattern run"),
     "mpmlab_traffic_responses": ("counter", "Responses received by the traffic generator, per status class"),
     "mpmlab_traffic_errors": ("counter", "Client-side errors of the traffic generator, per kind"),
-    "mpmlab_traffic_bytes": ("counter", "Bytes received (in) and sent (out) by the traffic generator"),
+    "mpmlab_traffic_sent_bytes": ("counter", "Bytes the traffic generator sent (requests)"),
+    "mpmlab_traffic_received_bytes": ("counter", "Bytes the traffic generator received (responses)"),
     "mpmlab_traffic_active_connections": ("gauge", "Open connections of a running pattern"),
     "mpmlab_traffic_latency_seconds": ("summary", "Response latency (request sent to response complete), HDR "
                                                   "percentiles over the pattern's whole run"),
+    "mpmlab_traffic_corrected_latency_seconds": ("summary", "Open model: latency from the intended send time "
+                                                            "(corrected for coordinated omission), HDR percentiles "
+                                                            "over the pattern's whole run"),
+    "mpmlab_traffic_request_duration_seconds": ("histogram", "Response latency (request sent to response "
+                                                             "complete), buckets from the runner's HDR values"),
+    "mpmlab_traffic_corrected_request_duration_seconds": ("histogram", "Open model: latency from the intended "
+                                                                       "send time, buckets from the runner's HDR "
+                                                                       "values"),
     "mpmlab_traffic_latency_max_seconds": ("gauge", "Largest response latency over the pattern's whole run"),
     "mpmlab_traffic_ttfb_seconds": ("summary", "Time to first byte, HDR percentiles over the pattern's whole run"),
 }
@@ -143,6 +168,16 @@ class TrafficTotals:
 
 
 Source: TypeAlias = SourceFrame | tuple[str, Summary]
+#: (host, port) of a traffic target -> the source's name (``Dashboard.target_names``).
+TargetNames: TypeAlias = Mapping[tuple[str, int] | None, str]
+
+
+class SourceFailures(NamedTuple):
+    """An attached source's failed polls so far."""
+
+    source: str
+    kind: SourceKind
+    failures: int
 
 
 def _as_frames(items: Iterable[Source]) -> list[SourceFrame]:
@@ -170,9 +205,13 @@ class MpmlabCollector(Collector):
     every scrape. A failing callable costs its families, never the scrape."""
 
     def __init__(self, sources: Callable[[], Iterable[Source]],
-                 traffic: TrafficTotals | Callable[[], StatsFrame | None] | None = None) -> None:
+                 traffic: TrafficTotals | Callable[[], StatsFrame | None] | None = None,
+                 failures: Callable[[], Iterable[SourceFailures]] | None = None,
+                 targets: Callable[[], TargetNames] | None = None) -> None:
         self.sources = sources
         self.traffic = traffic
+        self.failures = failures
+        self.targets = targets
 
     def describe(self) -> list[Metric]:
         return [_family(name) for name in FAMILIES]
@@ -186,11 +225,21 @@ class MpmlabCollector(Collector):
         for fr in frames:
             self._source(fam, fr)
         try:
+            failed = list(self.failures()) if self.failures is not None else []
+        except Exception:
+            failed = []
+        for f in failed:
+            _add(fam, "mpmlab_source_scrape_failures", [f.source, f.kind], f.failures)
+        try:
             runs = self._traffic_runs()
         except Exception:
             runs = []
+        try:
+            names: TargetNames = self.targets() if self.targets is not None else {}
+        except Exception:
+            names = {}
         for run in runs:
-            self._pattern(fam, run)
+            self._pattern(fam, run, names)
         return list(fam.values())
 
     # -- sources --------------------------------------------------------------------------------
@@ -207,10 +256,11 @@ class MpmlabCollector(Collector):
             _add(fam, "mpmlab_workers", [src, state], v)
         figures: tuple[tuple[str, float | None], ...] = (
             ("mpmlab_processes", s.processes), ("mpmlab_processes_stopping", s.stopping),
-            ("mpmlab_generation", s.mpm_generation), ("mpmlab_uptime_seconds", s.uptime),
             ("mpmlab_restart_start_time_seconds", s.restart_time))
         for name, figure in figures:
             _add(fam, name, [src], figure)
+        _add(fam, "mpmlab_generation", [src, "config"], s.config_generation)
+        _add(fam, "mpmlab_generation", [src, "mpm"], s.mpm_generation)
         gen = "" if s.mpm_generation is None else str(s.mpm_generation)
         _add(fam, "mpmlab_server_info", [src, fr.kind, s.mpm, gen, s.server_version or ""], 1.0)
         event = s.mpm == "event"  # connection counters exist for event (and nginx) only
@@ -228,7 +278,7 @@ class MpmlabCollector(Collector):
                 _add(fam, "mpmlab_async_connections", [src, state], v)
         if s.totals is not None:
             _add(fam, "mpmlab_accesses", [src], s.totals.accesses)
-            _add(fam, "mpmlab_bytes", [src], s.totals.bytes)
+            _add(fam, "mpmlab_sent_bytes", [src], s.totals.bytes)
         if fr.capabilities.memory:
             pss: dict[str, float] = {}
             rss: dict[str, float] = {}
@@ -251,8 +301,10 @@ class MpmlabCollector(Collector):
         frame = t()
         return [p for p in (frame.patterns if frame else []) if p.total is not None]
 
-    def _pattern(self, fam: dict[str, Metric], run: RunInfo) -> None:
-        labels = [str(run.id or run.pattern), str(run.pattern or ""), str(run.label or run.pattern or "")]
+    def _pattern(self, fam: dict[str, Metric], run: RunInfo, names: TargetNames) -> None:
+        key = target_key(run.target)
+        target = names.get(key) or (f"{key[0]}:{key[1]}" if key else run.target)
+        labels = [str(run.id or run.pattern), str(run.pattern or ""), str(run.label or run.pattern or ""), target]
         tot = run.total
         if tot is None:
             return
@@ -261,12 +313,16 @@ class MpmlabCollector(Collector):
             _add(fam, "mpmlab_traffic_responses", labels + [cls], n or 0)
         for kind, n in tot.errors.items():
             _add(fam, "mpmlab_traffic_errors", labels + [kind], n or 0)
-        _add(fam, "mpmlab_traffic_bytes", labels + ["in"], tot.bytes_in or 0)
-        _add(fam, "mpmlab_traffic_bytes", labels + ["out"], tot.bytes_out or 0)
+        _add(fam, "mpmlab_traffic_received_bytes", labels, tot.bytes_in or 0)
+        _add(fam, "mpmlab_traffic_sent_bytes", labels, tot.bytes_out or 0)
         if run.running:
             _add(fam, "mpmlab_traffic_active_connections", labels, run.active_connections or 0)
         _summary(fam["mpmlab_traffic_latency_seconds"], labels, tot.latency_ms)
+        _summary(fam["mpmlab_traffic_corrected_latency_seconds"], labels, tot.corrected_latency_ms)
         _summary(fam["mpmlab_traffic_ttfb_seconds"], labels, tot.ttfb_ms)
+        _histogram(fam["mpmlab_traffic_request_duration_seconds"], labels, tot.latency_buckets, tot.latency_sum_s)
+        _histogram(fam["mpmlab_traffic_corrected_request_duration_seconds"], labels, tot.corrected_buckets,
+                   tot.corrected_sum_s)
         lat = tot.latency_ms
         if lat:
             _add(fam, "mpmlab_traffic_latency_max_seconds", labels, lat.max / 1000.0)
@@ -275,10 +331,11 @@ class MpmlabCollector(Collector):
 def _family(name: str) -> Metric:
     mtype, doc = FAMILIES[name]
     if name.startswith("mpmlab_traffic_"):
-        labels = list(TRAFFIC_LABELS) + {"mpmlab_traffic_responses": ["class"], "mpmlab_traffic_errors": ["kind"],
-                                         "mpmlab_traffic_bytes": ["direction"]}.get(name, [])
+        labels = list(TRAFFIC_LABELS) + {"mpmlab_traffic_responses": ["class"],
+                                         "mpmlab_traffic_errors": ["kind"]}.get(name, [])
     else:
-        labels = ["source"] + {"mpmlab_source_up": ["kind"], "mpmlab_scoreboard_slots": ["state"],
+        labels = ["source"] + {"mpmlab_source_up": ["kind"], "mpmlab_source_scrape_failures": ["kind"],
+                               "mpmlab_generation": ["kind"], "mpmlab_scoreboard_slots": ["state"],
                                "mpmlab_workers": ["state"], "mpmlab_connections": ["state"],
                                "mpmlab_async_connections": ["state"], "mpmlab_nginx_connections": ["event"],
                                "mpmlab_memory_pss_bytes": ["mpm"], "mpmlab_memory_rss_bytes": ["mpm"],
@@ -287,7 +344,21 @@ def _family(name: str) -> Metric:
         return CounterMetricFamily(name, doc, labels=labels)
     if mtype == "gauge":
         return GaugeMetricFamily(name, doc, labels=labels)
+    if mtype == "histogram":
+        return HistogramMetricFamily(name, doc, labels=labels)
     return Metric(name, doc, "summary")
+
+
+def _histogram(m: Metric, labels: list[str], buckets: tuple[int, ...] | None, sum_s: float | None) -> None:
+    """The runner's per-bucket counts as a Prometheus histogram (cumulative ``le`` buckets)."""
+    if not buckets or len(buckets) != len(BUCKET_LE) or not sum(buckets):
+        return
+    assert isinstance(m, HistogramMetricFamily)
+    cum, out = 0, []
+    for le, n in zip(BUCKET_LE, buckets, strict=True):
+        cum += n
+        out.append((le, float(cum)))
+    m.add_metric(labels, out, sum_value=float(sum_s or 0.0))
 
 
 def _summary(m: Metric, labels: list[str], s: LatencySummary | None) -> None:
@@ -302,13 +373,22 @@ def _summary(m: Metric, labels: list[str], s: LatencySummary | None) -> None:
 
 
 def build_registry(sources: Callable[[], Iterable[Source]],
-                   traffic: TrafficTotals | Callable[[], StatsFrame | None] | None = None) -> CollectorRegistry:
-    """A fresh registry (never the global one) with the mpmlab collector in it."""
+                   traffic: TrafficTotals | Callable[[], StatsFrame | None] | None = None, *,
+                   failures: Callable[[], Iterable[SourceFailures]] | None = None,
+                   targets: Callable[[], TargetNames] | None = None,
+                   process: bool = False) -> CollectorRegistry:
+    """A fresh registry (never the global one) with the mpmlab collector in it; ``process``: also
+    prometheus-client's process collector (``process_*``: this process' CPU, memory, start time)."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(MpmlabCollector(sources, traffic))
+    registry.register(MpmlabCollector(sources, traffic, failures, targets))
+    if process:
+        ProcessCollector(registry=registry)
     return registry
 
 
-def make_metrics_response(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """(body, Content-Type) for ``GET /metrics`` in the Prometheus text format 0.0.4."""
-    return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
+def make_metrics_response(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
+    """(body, Content-Type) for ``GET /metrics``: the Prometheus text format 0.0.4, or OpenMetrics
+    (ending ``# EOF``) when ``accept`` (the scraper's Accept header) asks for
+    ``application/openmetrics-text``, as Prometheus does by default."""
+    encoder, ctype = choose_encoder(accept or "")
+    return encoder(registry), ctype

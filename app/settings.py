@@ -11,8 +11,18 @@ from pathlib import Path
 from mpmcore.sources.attach import make_source
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _assets(name: str) -> Path:
+    """templates/ or static/: inside the package when installed from a wheel (setup.py copies them
+    there), else the repository's top-level folder (a checkout, an editable install)."""
+    inside = PACKAGE_DIR / name
+    return inside if inside.is_dir() else ROOT / name
+
+
+TEMPLATES_DIR = _assets("templates")
+STATIC_DIR = _assets("static")
 
 #: Scoreboard frames per second sent to browsers (10-20 looks live; more costs the sampler, not the eye).
 GRID_HZ = 20
@@ -65,7 +75,7 @@ class DashboardSettings:
     grid_hz: float = GRID_HZ
     summary_hz: float = SUMMARY_HZ
     history_seconds: int = HISTORY_SECONDS
-    #: Real servers to watch (``--attach``: ``[NAME=][apache+|nginx+]URL[#threads_per_child=N]``).
+    #: Real servers to watch (``--attach``: ``[NAME=][apache+|nginx+|lighttpd+]URL[#threads_per_child=N]``).
     attach: list[str] = field(default_factory=list)
     attach_interval: float = ATTACH_INTERVAL
     allow_remote_attach: bool = False

@@ -180,8 +180,9 @@ def add_dashboard_options(d: argparse.ArgumentParser) -> None:
     d.add_argument("--mpm", choices=MPMS, help="MPM the embedded core starts with" + default("mpm"))
     d.add_argument("--core-listen", help="where the embedded core listens" + default("core_listen"))
     d.add_argument("--set", action="append", metavar="Directive=value", help="an Apache directive for the core")
-    d.add_argument("--attach", action="append", metavar="[NAME=][apache+|nginx+]URL",
-                   help="also watch a real server: Apache's /server-status or nginx's stub_status "
+    d.add_argument("--attach", action="append", metavar="[NAME=][apache+|nginx+|lighttpd+|locust+]URL",
+                   help="also watch a real server: Apache's or lighttpd's /server-status, nginx's stub_status, or a "
+                        "Locust master's web UI (locust+URL) "
                         "(repeatable; loopback only unless --allow-remote-attach)")
     d.add_argument("--attach-interval", type=float, metavar="SECONDS",
                    help="seconds between polls of each attached server (0.1-60)" + default("attach_interval"))

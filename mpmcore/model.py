@@ -29,7 +29,7 @@ NO_REQUEST_LETTERS: frozenset[str] = frozenset("_.SI")
 BUSY_WORKERS_SHOWN = 60
 
 ProcKind: TypeAlias = Literal["child", "fcgi"]
-SourceKind: TypeAlias = Literal["apache", "nginx", "mpmlab", "unknown"]
+SourceKind: TypeAlias = Literal["apache", "nginx", "lighttpd", "mpmlab", "unknown"]
 ErrorKind: TypeAlias = Literal["bad-url", "not-allowed", "unreachable", "timeout", "http-status",
                                "not-status-page", "internal"]
 Level: TypeAlias = Literal["ok", "info", "warn", "crit"]
@@ -135,6 +135,22 @@ class NginxCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class LighttpdCounts:
+    """lighttpd's mod_status ``?auto``, as it prints it: ``busy_servers`` are its open connections,
+    ``idle_servers`` its free connection slots (server.max-connections minus the open ones);
+    ``states`` counts the connections per lighttpd state letter (``.qrQRhsWSECxk``, see
+    ``mpmcore.sources.lighttpd``), ``scoreboard`` is its own letters, one per connection slot."""
+
+    accesses: int
+    kbytes: int
+    uptime: int
+    busy_servers: int
+    idle_servers: int
+    scoreboard: str
+    states: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     """Everything mod_status shows about a server, by Apache's counting rules.
 
@@ -177,6 +193,7 @@ class Summary:
     totals: Totals | None = None
     graceful_shown: int | None = None
     nginx: NginxCounts | None = None
+    lighttpd: LighttpdCounts | None = None
 
     def count(self, letter: StateLetter) -> int:
         """Slots in state ``letter`` (0 when the source has no scoreboard)."""
@@ -443,3 +460,39 @@ class Tile:
     value: str
     note: str
     id: str | None = None  # a DOM id, for the tiles tests and scripts read
+
+
+# -- a Locust master, as a traffic source ----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LocustRow:
+    """One line of a Locust master's statistics (``/stats/requests``, summed over its workers);
+    ``name`` "Aggregated" is the total. Times in milliseconds; a percentile Locust has no value
+    for yet is None."""
+
+    method: str
+    name: str
+    requests: int
+    failures: int
+    rps: float  # current (Locust's sliding window)
+    fail_per_s: float
+    avg_ms: float
+    max_ms: float
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LocustStats:
+    """One poll of a Locust master's web UI. ``ok`` False: ``error`` says why, no figures."""
+
+    name: str
+    url: str
+    t: float
+    ok: bool = False
+    error: str | None = None
+    state: str | None = None  # Locust's: ready, spawning, running, stopped, ...
+    users: int | None = None
+    workers: int | None = None  # None: not a master (a standalone Locust)
+    rows: tuple[LocustRow, ...] = ()
+    total: LocustRow | None = None
+    poll_ms: float | None = None

@@ -51,7 +51,7 @@ from app.services.sources import AttachedSource, SourceEntry
 from app.services.traffic import PRESETS, pattern_catalogue, target_key
 from app.settings import CORE_SOURCE
 from mpmcore.directives import MPMS, catalogue
-from mpmcore.model import AttachedSlotDetail, Insight, SlotDetail, Summary
+from mpmcore.model import AttachedSlotDetail, Insight, LocustStats, SlotDetail, Summary
 from mpmcore.netloc import TargetError, resolve_target_sync
 from mpmcore.sources import client
 
@@ -180,7 +180,13 @@ def _core_entry(d: Dashboard) -> SourceEntry:
                        traffic_target=d.settings.core_url, insight=d.sampler.insight, frame=d.sampler.frame)
 
 
-@router.get("/sources", summary="Every source watched (embedded core, attached Apache/nginx) with its latest frame",
+@router.get("/locust", summary="Every Locust master watched (attach locust+URL): its latest statistics per request name",
+            response_model=list[LocustStats])
+async def locust_stats(d: Dashboard = Dash) -> list[LocustStats]:
+    return d.locust.stats()
+
+
+@router.get("/sources", summary="Every source watched (embedded core, attached Apache/nginx/lighttpd) with its latest frame",
             response_model=SourcesResponse)
 async def sources(d: Dashboard = Dash) -> SourcesResponse:
     out = [_core_entry(d)] if d.settings.watch_core else []

@@ -51,7 +51,7 @@ async def index(request: Request, d: Dashboard = Dash) -> Response:
     return _render(d, request, "index.html", mpm=mpm, core=st, links=_core_links(d),
                    rows=directive_rows(mpm, values), catalogue=pattern_catalogue(), presets=PRESETS,
                    running=d.traffic.patterns, traffic_error=d.traffic.error,
-                   sources=d.sources.sources, targets=d.traffic_targets(), target_names=d.target_names(),
+                   sources=d.sources.sources, targets=d.traffic_targets(), locust_masters=d.locust.masters, target_names=d.target_names(),
                    log_lines=list(d.sampler.log_lines)[-LOG_BACKLOG:], live=d.sampler.live_context(),
                    settings=d.settings, needs_token=d.settings.token is not None and
                    not d.settings.token_ok(given_token(request, d.settings)))
@@ -244,3 +244,9 @@ async def ui_traffic_stop_all(request: Request, d: Dashboard = Dash) -> Response
     except ActionError as e:
         return await _traffic_refused(request, d, e)
     return await _traffic_panel(request, d, message=f"stopped {len(stopped.stopped)} pattern(s)", level="ok")
+
+
+# -- Locust masters (attach locust+URL), beside our own patterns -------------------------------------
+@router.get("/ui/locust", response_class=HTMLResponse)
+async def ui_locust(request: Request, d: Dashboard = Dash) -> Response:
+    return _render(d, request, "fragments/_locust.html", masters=d.locust.masters, stats=d.locust.stats())

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from mpmcore.model import Insight, Level, NginxCounts, Summary
+from mpmcore.model import Insight, Level, LighttpdCounts, NginxCounts, Summary
 
 OK: Level = "ok"
 INFO: Level = "info"
 WARN: Level = "warn"
 CRIT: Level = "crit"
 
-__all__ = ["CRIT", "INFO", "OK", "WARN", "Insight", "describe", "describe_nginx"]
+__all__ = ["CRIT", "INFO", "OK", "WARN", "Insight", "describe", "describe_lighttpd", "describe_nginx"]
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
@@ -30,6 +30,25 @@ def describe_nginx(c: NginxCounts) -> Insight:
                          f"{c.writing} writing a reply, {c.waiting} idle keep-alive (waiting)",
                    ("nginx has no scoreboard: the words the dashboard reads from Apache's numbers do not "
                     "apply; these are stub_status' own counts",))
+
+
+def describe_lighttpd(c: LighttpdCounts) -> Insight:
+    """lighttpd's connection slots in its own states' words; nothing inferred about workers (it has none)."""
+    st = c.states
+    reading = st.get(".", 0) + st.get("q", 0) + st.get("r", 0)
+    body = st.get("R", 0)
+    replying = sum(st.get(x, 0) for x in "QhsWSx")
+    closing = st.get("E", 0) + st.get("C", 0)
+    parts = [f"{reading} reading a request", f"{body} reading a request body", f"{replying} handling or writing a reply",
+             f"{st.get('k', 0)} idle keep-alive", f"{closing} closing"]
+    level = WARN if c.idle_servers == 0 else INFO
+    head = f"{_plural(c.busy_servers, 'open connection')} of {c.busy_servers + c.idle_servers} slots: " + ", ".join(parts)
+    details = ["lighttpd is one event-driven process: a slow client holds a connection slot, never a worker; "
+               "these are its own states' counts (the grid shows them as Apache's letters)"]
+    if level == WARN:
+        details.insert(0, "no free connection slot: lighttpd accepts no new connection until one closes "
+                          "(server.max-connections)")
+    return Insight(level, head, tuple(details))
 
 
 def describe(s: Summary, config: dict[str, Any] | None = None, rps: float | None = None) -> Insight:

@@ -1,10 +1,10 @@
-"""Attached sources: real servers (Apache httpd's mod_status, nginx's stub_status) watched beside
+"""Attached sources: real servers (Apache httpd's and lighttpd's mod_status, nginx's stub_status) watched beside
 (or instead of) the embedded core.
 
 One ``poll_loop`` task per source (``mpmcore.sources.attach``), started and stopped by the app's lifespan.
 Each frame is turned, once, into what every browser needs: the binary grid frame (same layout as
 ``app.services.grid``, so the same canvas code draws it), the summary message with "what is happening"
-(Apache only: nginx has no scoreboard for the rules to read) and a chart point, and the panel's
+(Apache's by the rules; nginx and lighttpd in their own counts' words) and a chart point, and the panel's
 HTML fragments. Both go out through hubs (``app.services.hub``): per client, one pending message per kind
 and source, the latest wins, so a slow browser never slows a poller.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.services.hub import Hub
-from app.services.insights import describe, describe_nginx
+from app.services.insights import describe, describe_lighttpd, describe_nginx
 from app.services.sampler import HISTORY_INTERVAL, History
 from app.services.tiles import source_tiles
 from app.services.traffic import TrafficService
@@ -36,6 +36,7 @@ from mpmcore.netloc import TargetError, base_url, parse_url
 from mpmcore.sources.attach import make_source
 from mpmcore.sources.frames import chart_point, poll_loop, summary_message
 from mpmcore.sources.grid import grid_frame
+from mpmcore.sources.locust import locust_spec
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -166,8 +167,9 @@ class SourceManager:
         self.settings = settings
         self.traffic = traffic
         self.render_panel = render_panel
-        self.sources: list[AttachedSource] = [AttachedSource(spec, i, settings)
-                                              for i, spec in enumerate(settings.attach)]
+        # Locust masters (locust+URL) are traffic sources, watched by app.services.locust
+        pages = [s for s in settings.attach if locust_spec(s) is None]
+        self.sources: list[AttachedSource] = [AttachedSource(spec, i, settings) for i, spec in enumerate(pages)]
         self.hub = Hub("sources")  # /ws/sources: grid frames in envelopes, JSON summaries
         self.live_hub: Hub | None = None  # the page's /ws/live (htmx fragments), set by the app
         self._seq = 0
@@ -215,6 +217,8 @@ class SourceManager:
             s.insight = describe(frame.summary)
         elif frame.ok and frame.kind == "nginx" and frame.connections:
             s.insight = describe_nginx(frame.connections)
+        elif frame.ok and frame.kind == "lighttpd" and frame.summary and frame.summary.lighttpd:
+            s.insight = describe_lighttpd(frame.summary.lighttpd)
         elif not frame.ok:
             s.insight = _down_insight(frame, s.last_ok)
         else:

@@ -58,18 +58,21 @@ def source_tiles(f: SourceFrame | None) -> tuple[Tile, ...]:
         return ()
     s = f.summary
     nginx = f.kind == "nginx"
+    lighttpd = f.kind == "lighttpd"
     out: list[Tile] = []
     if s.busy is not None:
-        out.append(Tile("busy", str(s.busy), "BusyWorkers"))
+        out.append(Tile("busy", str(s.busy), "BusyServers: open connections" if lighttpd else "BusyWorkers"))
     if s.idle is not None:
-        out.append(Tile("idle", str(s.idle), "ready (_)"))
+        out.append(Tile("idle", str(s.idle), "IdleServers: free connection slots (_)" if lighttpd else "ready (_)"))
     if s.graceful is not None:
         out.append(_graceful(s))
     if s.processes is not None:
         out.append(Tile("processes", str(s.processes),
                         f"{s.stopping} stopping" if s.stopping is not None else "from the scoreboard"))
-    if s.conns_total is not None:
+    if s.conns_total is not None and not lighttpd:  # lighttpd's open connections are its busy tile
         out.append(Tile("connections", str(s.conns_total), "Active" if nginx else "ConnsTotal"))
+    if s.lighttpd is not None:
+        out.append(Tile("keep-alive", str(s.lighttpd.states.get("k", 0)), "idle keep-alive (k): no worker held"))
     if s.conns_async_keep_alive is not None:
         out.append(Tile("waiting" if nginx else "parked keep-alive", str(s.conns_async_keep_alive),
                         "idle keep-alive" if nginx else

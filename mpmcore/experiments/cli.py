@@ -32,7 +32,7 @@ from mpmcore.experiments.claims import add_claims_commands
 from mpmcore.experiments.exports import add_report_commands
 from mpmcore.experiments.model import Budget, Plan, PlanError, Progress, StoredRun, TargetSpec
 from mpmcore.experiments.plan import MAX_ROUNDS, MAX_SLOTS, builtin_plans, default_plans_dir, find_plan, user_plans
-from mpmcore.experiments.targets import TargetError, available, effective_config, parse_target
+from mpmcore.experiments.targets import TargetError, available, check_budget, effective_config, parse_target
 from mpmcore.traffic.thresholds import EXIT_THRESHOLDS
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "add_parser", "exit_status", "format_progress",
@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser("experiment", help="run one traffic plan against several servers, record and compare",
                               description="Experiments: one traffic plan run against every target (the core's "
                                           "MPMs, real Apache, nginx, lighttpd), recorded in the run store.")
-    sub = p.add_subparsers(dest="experiment_command", metavar="list|show|run|report|export|import|claims")
+    sub = p.add_subparsers(dest="experiment_command", metavar="list|show|run|claims|report|export|import")
     sub.required = True
 
     def plans_opt(sp: argparse.ArgumentParser) -> None:
@@ -79,8 +79,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     r.add_argument("--runs-db", metavar="PATH", help="the run store (default: the user's data directory)")
     r.add_argument("--quiet", action="store_true", help="no progress on stderr")
     r.set_defaults(experiment_func=cmd_run)
-    add_report_commands(sub)
     add_claims_commands(sub)  # mpmlab experiment claims [--run-all] (claims.py)
+    add_report_commands(sub)  # mpmlab experiment report|export|import (exports.py)
     p.set_defaults(func=run)
     return p
 
@@ -116,6 +116,10 @@ def _plan_and_targets(args: argparse.Namespace) -> tuple[Plan, list[TargetSpec],
             raise _Usage(f"--slots must be a multiple of the budget's processes ({budget.processes}), "
                          f"got {args.slots}")
         budget = dataclasses.replace(budget, slots=args.slots)
+    for spec in targets:
+        problem = check_budget(spec, budget, plan.server_directives)
+        if problem:
+            raise _Usage(problem)
     return plan, targets, budget
 
 

@@ -644,6 +644,24 @@ def _configs_html(cmp: Comparison) -> str:
     return "".join(out)
 
 
+LOG_LINES_SHOWN = 200
+
+
+def _logs_html(run: StoredRun, store: RunStore) -> str:
+    """Each target run's log lines (error log, stderr, the runner's notes), the last
+    LOG_LINES_SHOWN of each, folded."""
+    out = []
+    for tr in sorted(run.targets, key=lambda r: (r.target, r.round)):
+        lines = store.logs(tr.id)
+        if not lines:
+            continue
+        more = len(lines) - LOG_LINES_SHOWN
+        text = "\n".join(f"{x.t:7.2f} {x.source}: {x.text}" for x in lines[-LOG_LINES_SHOWN:])
+        out.append(f"<details><summary>{_esc(tr.target)} round {tr.round}: {len(lines)} log line{'' if len(lines) == 1 else 's'}"
+                   + (f" (the last {LOG_LINES_SHOWN})" if more > 0 else "") + f"</summary><pre>{_esc(text)}</pre></details>")
+    return "<h2>Logs</h2>" + "".join(out) if out else ""
+
+
 def html_report(run_id: int, store: RunStore) -> str:
     """The run as one self-contained HTML page (no script, nothing fetched: it opens offline)."""
     run = store.load(run_id)
@@ -676,6 +694,7 @@ def html_report(run_id: int, store: RunStore) -> str:
                      f"{_esc(', '.join(excluded))}</p>")
     parts += ["<h2>Per pattern</h2>", _pattern_table(cmp), "<h2>Series</h2>", _charts(run, store),
               "<h2>Effective configuration</h2>", _configs_html(cmp)]
+    parts.append(_logs_html(run, store))
     if m.notes:
         parts.append(f"<h2>Notes</h2><pre>{_esc(m.notes)}</pre>")
     if m.plan_source:

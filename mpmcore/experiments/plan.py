@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mpmcore.experiments.model import Budget, PatternUse, Plan, PlanError, Stage, TargetSpec
-from mpmcore.experiments.targets import TargetError, parse_target
-from mpmcore.traffic.catalogue import PATTERNS, declared_connections, parse_duration, validate_params
-from mpmcore.traffic.limits import MAX_CONNECTIONS
+from mpmcore.experiments.targets import TargetError, check_budget, parse_target
+from mpmcore.traffic.catalogue import PATTERNS, declared_connections, declared_rate, parse_duration, validate_params
+from mpmcore.traffic.limits import MAX_CONNECTIONS, MAX_PATTERNS, MAX_RATE
 from mpmcore.traffic.thresholds import ThresholdError, parse_thresholds
 
 __all__ = ["MAX_ROUNDS", "MAX_SLOTS", "PlanError", "builtin_names", "builtin_plans", "default_plans_dir",
@@ -167,12 +167,18 @@ def _stage(w: _Where, i: int, raw: object) -> Stage:
         raise w.err(f"{key}.pattern", "a stage needs at least one [[stage.pattern]]")
     mix = tuple(_pattern(w, f"{key}.pattern[{j}]", p, duration) for j, p in enumerate(pats))
     conns = 0
+    rate = 0.0
     for use in mix:
         full = validate_params(use.pattern, {**use.params, "target": "http://127.0.0.1:1/", "duration": duration})
         conns += declared_connections(use.pattern, full)
+        rate += declared_rate(use.pattern, full)
     if conns > MAX_CONNECTIONS:
         raise w.err(key, f"its patterns open up to {conns} connections, more than the generator's "
                          f"MAX_CONNECTIONS={MAX_CONNECTIONS}")
+    if rate > MAX_RATE:
+        raise w.err(key, f"its patterns ask for {rate:g} requests/s, more than the generator's MAX_RATE={MAX_RATE}")
+    if len(mix) > MAX_PATTERNS:
+        raise w.err(key, f"{len(mix)} patterns, more than the generator runs at once (MAX_PATTERNS={MAX_PATTERNS})")
     return Stage(name=name, duration=duration, mix=mix)
 
 
@@ -232,6 +238,10 @@ def parse_plan(text: str, fname: str = "<plan>", default_name: str | None = None
                 canonical(k)
             except DirectiveError as e:
                 raise w.err(f"directives.{k}", str(e)) from None
+    for spec in targets:
+        problem = check_budget(spec, budget, server_directives)
+        if problem:
+            raise w.err("budget", problem)
     stages_raw = raw.get("stage")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise w.err("stage", "a plan needs at least one [[stage]]")

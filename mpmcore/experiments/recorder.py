@@ -1,8 +1,9 @@
 """The recorder of one target run: what the target does, second by second, into the run store.
 
-A thread polls the target's status page ~10 times a second through ``mpmcore.sources``
-(``make_source``), keeps each poll's scoreboard as a grid frame (``grid_frame``: what the
-dashboard's scoreboard.js draws), and once a second writes to the store: the frames of that second,
+One thread polls the target ~10 times a second through ``mpmcore.sources`` (``open_source``: the
+core's scoreboard, a real server's status page), keeps each poll's scoreboard as a grid frame
+(``grid_frame``: what the dashboard's scoreboard.js draws); another, once a second, whatever the
+polls do (a starved Apache answers its status page late), writes to the store: the frames of that second,
 one ``SecondSample`` (scoreboard states, busy/idle, processes, threads, connections, parked
 connections from the last poll's summary; PSS, RSS and CPU seconds of the target's whole process
 tree from psutil; the generator's per-pattern figures handed in by the runner from its stats
@@ -150,6 +151,7 @@ class Recorder:
         self._last_frame: SourceFrame | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._poller: threading.Thread | None = None
         self._seq = 0
         self.frames_written = 0
         self.samples_written = 0
@@ -193,34 +195,45 @@ class Recorder:
 
     # -- the thread -----------------------------------------------------------------------------
     def start(self) -> Recorder:
+        # Two threads: a status poll can wait (a starved Apache answers its status page late, up
+        # to the source's timeout), the samples and the hand-over to the store must not.
+        self._poller = threading.Thread(target=self._poll_loop, name=f"recorder-poll-{self.id}", daemon=True)
         self._thread = threading.Thread(target=self._run, name=f"recorder-{self.id}", daemon=True)
+        self._poller.start()
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        for th in (self._poller, self._thread):
+            if th is not None:
+                th.join(10)
         if self.source is not None:
             self.source.close()
 
-    def _run(self) -> None:
-        last_sample = time.monotonic()
+    def _poll_loop(self) -> None:
         next_poll = time.monotonic()
         try:
             while not self._stop.is_set():
                 self._poll()
-                now = time.monotonic()
-                if now - last_sample >= SAMPLE_INTERVAL:
-                    self._flush(now - last_sample)
-                    last_sample = now
                 next_poll += self.frame_interval
                 delay = next_poll - time.monotonic()
                 if delay < 0:  # a slow poll: start again from now instead of piling up
                     next_poll = time.monotonic()
                     delay = 0.0
                 self._stop.wait(delay)
-            self._poll()
+        except Exception as e:  # a bug: say so, the samples go on without frames
+            self.last_error = f"{type(e).__name__}: {e}"
+
+    def _run(self) -> None:
+        last_sample = time.monotonic()
+        try:
+            while not self._stop.wait(max(0.0, last_sample + SAMPLE_INTERVAL - time.monotonic())):
+                now = time.monotonic()
+                self._flush(now - last_sample)
+                last_sample = now
+            if self._poller is not None:
+                self._poller.join(10)  # its last frame goes into the last hand-over
             self._flush(max(time.monotonic() - last_sample, 0.001))
         except Exception as e:  # the store is gone, or a bug: say so, the run goes on unrecorded
             self.last_error = f"{type(e).__name__}: {e}"

@@ -41,7 +41,7 @@ from mpmcore.experiments.model import MPMS, TARGET_KINDS, Budget, EffectiveConfi
 from mpmcore.procs import ProcessIdentity, stop_pid, terminate
 from mpmcore.sources.core import CORE_SHM_PREFIX
 
-__all__ = ["RunningTarget", "TargetError", "available", "effective_config", "not_comparable", "parse_target",
+__all__ = ["RunningTarget", "TargetError", "available", "check_budget", "effective_config", "not_comparable", "parse_target",
            "plan_paths", "start"]
 
 #: seconds a target has to answer its status page after it was started
@@ -273,13 +273,13 @@ def _index_page() -> bytes:
     return _INDEX
 
 
-def _payload(n: int) -> bytes:
-    from mpmcore.content.handlers import _payload as core_payload
+#: the core's /bytes/N payload repeats this (mpmcore.content.handlers; a unit test keeps them equal)
+PAYLOAD_PATTERN = b"mpmlab-payload-0123456789abcdefghijklmnopqrstuvwxyz\n"
 
-    if n <= 1 << 20:
-        return bytes(core_payload()[:n])
-    pattern = bytes(core_payload()[:53])
-    return (pattern * (n // len(pattern) + 1))[:n]
+
+def _payload(n: int) -> bytes:
+    """The bytes the core's /bytes/N answers (without building its 64 MiB buffer here)."""
+    return (PAYLOAD_PATTERN * (n // len(PAYLOAD_PATTERN) + 1))[:n]
 
 
 def _version(spec: TargetSpec) -> str:
@@ -321,6 +321,23 @@ def effective_config(spec: TargetSpec, budget: Budget, plan: Plan | None = None,
                            version=_version(spec) if version is None else version, settings=settings,
                            config_text=config_text, url=url, status_url=status_url,
                            not_comparable=not_comparable(spec, plan))
+
+
+def check_budget(spec: TargetSpec, budget: Budget, directives: dict[str, str] | None = None) -> str | None:
+    """None when the embedded core can take the budget (and the plan's directives) under
+    ``spec``'s MPM; else the core's own message (e.g. ``ServerLimit: 4096 is out of range``).
+    Other targets are not checked here: their own servers say at start-up."""
+    if spec.kind != "core" or spec.mpm is None:
+        return None
+    from mpmcore.directives import DirectiveError, resolve
+
+    settings = {k: v for k, v in effective_config(spec, budget, version="").settings.items() if k != "TLS"}
+    settings.update(directives or {})
+    try:
+        resolve(spec.mpm, settings)
+    except DirectiveError as e:
+        return f"{spec.name} cannot take this budget: {e}"
+    return None
 
 
 # -- running targets -----------------------------------------------------------------------------

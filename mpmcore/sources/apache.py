@@ -32,6 +32,7 @@ from mpmcore.netloc import Target
 from mpmcore.scoreboard import STATE_LETTERS, STATE_NAMES
 from mpmcore.sources.client import DEFAULT_TIMEOUT, SourceError, get
 from mpmcore.sources.frames import HTTPSource, with_workers
+from mpmcore.sources.lighttpd import parse_lighttpd_auto
 from mpmcore.sources.nginx import looks_like_stub_status
 
 #: ThreadLimit's compiled-in maximum is far higher, but Apache's default ThreadLimit is 64; a row
@@ -534,6 +535,9 @@ class ApacheSource(HTTPSource):
         text = ans.body.decode("latin-1")
         if looks_like_stub_status(text):
             raise SourceError("not-status-page", f"{self.url} is an nginx stub_status page: attach it as nginx")
+        if parse_lighttpd_auto(text) is not None:
+            raise SourceError("not-status-page", f"{self.url} is lighttpd's mod_status page: attach it as lighttpd "
+                                                 "(lighttpd+URL)")
         name, fields = parse_auto(text)
         if "Scoreboard" not in fields and "BusyWorkers" not in fields:
             raise SourceError("not-status-page", f"{self.url}?auto has no BusyWorkers or Scoreboard line: "

@@ -1,5 +1,5 @@
 """Attach mode: watch real servers beside the embedded core (Apache httpd's mod_status, nginx's
-stub_status), and the one module that names every part of it.
+stub_status, lighttpd's mod_status), and the one module that names every part of it.
 
 A *source* is polled (``poll()``, synchronous: the dashboard runs it in a thread at its own rate)
 and returns a ``mpmcore.model.SourceFrame``: the same typed summary the embedded core's
@@ -12,8 +12,9 @@ what this source cannot show. By concern:
   summary message and chart point of any frame, the poll loop.
 * ``mpmcore.sources.apache``: ``ApacheSource``, ``?auto`` and the HTML page into the model.
 * ``mpmcore.sources.nginx``: ``NginxSource``, stub_status into the model.
+* ``mpmcore.sources.lighttpd``: ``LighttpdSource``, lighttpd's ``?auto`` into the model.
 * ``mpmcore.sources.grid``: an attached scoreboard as the dashboard's binary grid frame.
-* here: ``AutoSource(url)``, which looks at the page once and becomes one of the two, and
+* here: ``AutoSource(url)``, which looks at the page once and becomes one of the three, and
   ``make_source``/``parse_spec`` for ``--attach`` values.
 """
 
@@ -38,11 +39,19 @@ from mpmcore.sources.apache import (
 from mpmcore.sources.client import DEFAULT_TIMEOUT, MAX_BODY, SourceError, _tls_context, get
 from mpmcore.sources.frames import HTTPSource, Source, chart_point, frame_from_summary, poll_loop, summary_message
 from mpmcore.sources.grid import GRID_HEADER, GRID_MAGIC, GRID_VERSION, grid_frame
+from mpmcore.sources.lighttpd import (
+    CANNOT_LIGHTTPD,
+    LighttpdSource,
+    lighttpd_frame,
+    looks_like_lighttpd,
+    parse_lighttpd_auto,
+)
 from mpmcore.sources.nginx import CANNOT_NGINX, NginxSource, looks_like_stub_status, nginx_frame, parse_stub_status
 from mpmcore.status.render import JSON_KEYS as SUMMARY_KEYS
 
 __all__ = [
     "CANNOT_APACHE",
+    "CANNOT_LIGHTTPD",
     "CANNOT_NGINX",
     "DEFAULT_TIMEOUT",
     "GRID_HEADER",
@@ -52,6 +61,7 @@ __all__ = [
     "SUMMARY_KEYS",
     "ApacheSource",
     "AutoSource",
+    "LighttpdSource",
     "NginxSource",
     "Source",
     "SourceError",
@@ -65,9 +75,11 @@ __all__ = [
     "frame_from_summary",
     "grid_frame",
     "infer_threads_per_child",
+    "lighttpd_frame",
     "make_source",
     "nginx_frame",
     "parse_auto",
+    "parse_lighttpd_auto",
     "parse_spec",
     "parse_status_html",
     "parse_stub_status",
@@ -77,7 +89,9 @@ __all__ = [
 
 
 class AutoSource(HTTPSource):
-    """Looks at ``url`` once (GET, without ?auto) and becomes an ApacheSource or an NginxSource."""
+    """Looks at ``url`` once (GET, without ?auto) and becomes an ApacheSource, an NginxSource or a
+    LighttpdSource (lighttpd's status page: its Server header or its "Server-Status (lighttpd"
+    heading; checked before Apache's, since lighttpd's ?auto borrows Apache's words)."""
 
     def __init__(self, url: str, name: str | None = None, *, allow_remote: bool = False,
                  timeout: float = DEFAULT_TIMEOUT, threads_per_child: int | None = None) -> None:
@@ -85,7 +99,7 @@ class AutoSource(HTTPSource):
         self.kw: dict[str, Any] = {"allow_remote": allow_remote, "timeout": timeout}
         if threads_per_child:
             self.kw["threads_per_child"] = threads_per_child
-        self.inner: ApacheSource | NginxSource | None = None
+        self.inner: ApacheSource | NginxSource | LighttpdSource | None = None
 
     def close(self) -> None:
         if self.inner is not None:
@@ -96,7 +110,7 @@ class AutoSource(HTTPSource):
             frame = super().poll()  # the detection: its frame is the answer only when it failed
             if self.inner is None:
                 return frame
-        inner: ApacheSource | NginxSource = self.inner
+        inner: ApacheSource | NginxSource | LighttpdSource = self.inner
         self.kind = inner.kind
         return inner.poll()
 
@@ -105,19 +119,25 @@ class AutoSource(HTTPSource):
         text = ans.body[:65536].decode("latin-1")
         if looks_like_stub_status(text):
             self.inner = NginxSource(self.url, self.name, allow_remote=self.allow_remote, timeout=self.timeout)
+        elif ans.status == 200 and looks_like_lighttpd(text, ans.headers.get("server")):
+            self.inner = LighttpdSource(self.url, self.name, allow_remote=self.allow_remote, timeout=self.timeout)
         elif ans.status == 200 and ("Apache Status" in text or "Server MPM" in text or "Scoreboard" in text):
             self.inner = ApacheSource(self.url, self.name, **self.kw)
         else:
-            raise SourceError("not-status-page", f"{self.url} is neither Apache's mod_status page nor "
-                                                 f"nginx's stub_status (HTTP {ans.status})")
+            raise SourceError("not-status-page", f"{self.url} is not Apache's or lighttpd's mod_status "
+                                                 f"page nor nginx's stub_status (HTTP {ans.status})")
         return frame
+
+
+_KINDS: dict[str, SourceKind] = {"apache": "apache", "nginx": "nginx", "lighttpd": "lighttpd"}
 
 
 def parse_spec(spec: str) -> tuple[SourceKind | None, str | None, str, dict[str, int]]:
     """``[NAME=][KIND+]URL[#threads_per_child=N]`` -> (kind, name, url, options).
 
     ``apache-event=http://127.0.0.1:8081/server-status``, ``nginx+http://127.0.0.1:8082/nginx_status``,
-    ``http://127.0.0.1:8083/server-status#threads_per_child=25``. KIND is apache or nginx
+    ``http://127.0.0.1:8083/server-status#threads_per_child=25``,
+    ``lighttpd+http://127.0.0.1:8084/server-status``. KIND is apache, nginx or lighttpd
     (otherwise detected). Raises ValueError for an unknown option or a bad value."""
     spec = spec.strip()
     name = None
@@ -125,9 +145,9 @@ def parse_spec(spec: str) -> tuple[SourceKind | None, str | None, str, dict[str,
     if eq != -1 and (colon == -1 or eq < colon):
         name, spec = spec[:eq].strip() or None, spec[eq + 1:].strip()
     kind: SourceKind | None = None
-    m = re.match(r"(apache|nginx)\+(.*)$", spec, re.I)
+    m = re.match(r"(apache|nginx|lighttpd)\+(.*)$", spec, re.I)
     if m:
-        kind, spec = ("apache" if m.group(1).lower() == "apache" else "nginx"), m.group(2)
+        kind, spec = _KINDS[m.group(1).lower()], m.group(2)
     options: dict[str, int] = {}
     spec, _, frag = spec.partition("#")
     for part in filter(None, frag.split("&")):
@@ -146,7 +166,7 @@ def parse_spec(spec: str) -> tuple[SourceKind | None, str | None, str, dict[str,
 
 def make_source(spec: str, *, allow_remote: bool = False, timeout: float = DEFAULT_TIMEOUT,
                 kind: SourceKind | None = None, name: str | None = None,
-                threads_per_child: int | None = None) -> ApacheSource | NginxSource | AutoSource:
+                threads_per_child: int | None = None) -> ApacheSource | NginxSource | LighttpdSource | AutoSource:
     """A source from an ``--attach`` value (see ``parse_spec``). Never contacts the server: errors
     in the URL show up in the first poll's frame, like every other error (ValueError only for a
     malformed ``#option``)."""
@@ -156,8 +176,12 @@ def make_source(spec: str, *, allow_remote: bool = False, timeout: float = DEFAU
     if kind is None and re.search(r"(stub_status|nginx_status|nginx)", urlsplit(url if "://" in url else
                                                                                   "http://" + url).path):
         kind = "nginx"
+    elif kind is None and "lighttpd" in urlsplit(url if "://" in url else "http://" + url).path:
+        kind = "lighttpd"
     if kind == "nginx":
         return NginxSource(url, name, allow_remote=allow_remote, timeout=timeout)
+    if kind == "lighttpd":
+        return LighttpdSource(url, name, allow_remote=allow_remote, timeout=timeout)
     if kind == "apache":
         return ApacheSource(url, name, allow_remote=allow_remote, timeout=timeout,
                             threads_per_child=threads_per_child)

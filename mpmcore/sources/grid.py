@@ -14,6 +14,8 @@ from mpmcore.scoreboard import MPM_IDS, STATE_LETTERS
 
 GRID_HEADER = struct.Struct("<BBBBIdIHHHH")
 GRID_MAGIC, GRID_VERSION, GRID_NO_SERVER = 0x4D, 1, 255
+#: The MPM byte of a server with a scoreboard but no MPM (lighttpd): not "down", no MPM name.
+GRID_NO_MPM = 254
 ROW_ALIVE, ROW_STOPPING, ROW_OLD_GEN, ROW_NOT_ACCEPTING = 1, 2, 4, 8
 _STATE_BY_LETTER = {ch: i for i, ch in enumerate(STATE_LETTERS)}
 
@@ -45,7 +47,7 @@ def grid_frame(frame: SourceFrame, seq: int = 0, now_ms: float | None = None) ->
         flags[p.slot] = f
         pids[p.slot] = max(0, p.pid or 0)
         gens[p.slot] = p.generation if p.generation is not None else run_gen
-    head = GRID_HEADER.pack(GRID_MAGIC, GRID_VERSION, MPM_IDS.get(s.mpm, GRID_NO_SERVER), 0,
+    head = GRID_HEADER.pack(GRID_MAGIC, GRID_VERSION, MPM_IDS.get(s.mpm, GRID_NO_MPM), 0,
                             seq & 0xFFFFFFFF, time.time() * 1000 if now_ms is None else now_ms, run_gen & 0xFFFFFFFF,
                             rows, cols, lay.threads_per_child, 0)
     return b"".join((head, statuses, bytes(rows * cols), bytes(flags), struct.pack(f"<{rows}I", *pids),

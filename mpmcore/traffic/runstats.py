@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 __all__ = [
     "COUNTERS",
     "ERROR_KINDS",
+    "LATENCY_BUCKETS_S",
     "STATUS_CLASSES",
     "Figures",
     "FrameTotals",
@@ -36,6 +37,11 @@ Json = dict[str, Any]
 ERROR_KINDS = ("refused", "reset", "timeout", "closed", "tls", "protocol", "cap", "other")
 #: Response status classes, the keys of ``Figures.status``.
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+#: Upper bounds (seconds) of the latency histograms' buckets (``Figures.latency_buckets``), from
+#: 0.5 ms to a minute; a last bucket holds what is above (+Inf). Fixed, so that a Prometheus
+#: ``histogram_quantile`` can add the buckets of every run and every rate window.
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                     60.0)
 #: Counters summed per interval and in total (the first fields of ``Figures``, in this order, but
 #: for ``corrupted``, added later and so the last field, after the latency summaries).
 COUNTERS = ("requests", "responses", "bytes_in", "bytes_out", "arrivals", "dropped", "late",
@@ -80,6 +86,11 @@ class LatencySummary:
 
 
 _SUMMARY_FIELDS = ("latency_ms", "corrected_latency_ms", "ttfb_ms", "connect_ms")
+_OPTIONAL_FIELDS = ("latency_buckets", "corrected_buckets", "latency_sum_s", "corrected_sum_s")
+
+
+def _buckets(v: Any) -> tuple[int, ...] | None:
+    return None if v is None else tuple(int(x) for x in v)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +121,13 @@ class Figures:
     #: responses carrying ``X-Unsafe-Corrupted: 1``: /unsafe answered with another request's state
     #: (a thread-unsafe module under a threaded MPM). Last, so the JSON keeps its key order.
     corrupted: int = 0
+    #: cumulative only (``total``): responses per LATENCY_BUCKETS_S bucket (not cumulative: each
+    #: counts the latencies above the previous bound up to its own, the last one above every
+    #: bound), from the same HDR-quantized values as the histograms; and their sum in seconds
+    latency_buckets: tuple[int, ...] | None = None
+    corrected_buckets: tuple[int, ...] | None = None
+    latency_sum_s: float | None = None
+    corrected_sum_s: float | None = None
 
     def to_json(self) -> Json:
         out: Json = {}
@@ -119,6 +137,10 @@ class Figures:
                 v = None if v is None else v.to_json()
             elif isinstance(v, dict):
                 v = dict(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            elif v is None and f.name in _OPTIONAL_FIELDS:
+                continue  # live figures: no buckets
             out[f.name] = v
         return out
 
@@ -134,7 +156,10 @@ class Figures:
                    requests_per_s=d["requests_per_s"], latency_ms=LatencySummary.from_json(d["latency_ms"]),
                    corrected_latency_ms=LatencySummary.from_json(d["corrected_latency_ms"]),
                    ttfb_ms=LatencySummary.from_json(d["ttfb_ms"]),
-                   connect_ms=LatencySummary.from_json(d["connect_ms"]), corrupted=d.get("corrupted", 0))
+                   connect_ms=LatencySummary.from_json(d["connect_ms"]), corrupted=d.get("corrupted", 0),
+                   latency_buckets=_buckets(d.get("latency_buckets")),
+                   corrected_buckets=_buckets(d.get("corrected_buckets")),
+                   latency_sum_s=d.get("latency_sum_s"), corrected_sum_s=d.get("corrected_sum_s"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,17 +7,28 @@ interval into the live figures, adds it into the cumulative histograms and start
 
 from __future__ import annotations
 
+import bisect
 import time
 
 from hdrh.histogram import HdrHistogram
 
 from mpmcore.traffic.limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
-from mpmcore.traffic.runstats import COUNTERS, ERROR_KINDS, STATUS_CLASSES, Figures, LatencySummary
+from mpmcore.traffic.runstats import (
+    COUNTERS,
+    ERROR_KINDS,
+    LATENCY_BUCKETS_S,
+    STATUS_CLASSES,
+    Figures,
+    LatencySummary,
+)
 
 __all__ = ["PERCENTILES", "PatternStats"]
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 HISTOGRAMS = ("latency", "corrected", "ttfb", "connect")
+#: The histograms whose cumulative bucket counts the totals carry (for Prometheus histograms).
+BUCKETED = ("latency", "corrected")
+_BOUNDS_US = tuple(round(b * 1_000_000) for b in LATENCY_BUCKETS_S)
 
 
 def _hist() -> HdrHistogram:
@@ -63,7 +74,7 @@ TOTAL_SUMMARY_EVERY = 1.0
 
 
 class _Window:
-    __slots__ = ("counts", "errors", "hists", "pending", "status", "sums")
+    __slots__ = ("buckets", "counts", "errors", "hists", "pending", "status", "sums")
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
@@ -72,6 +83,16 @@ class _Window:
         self.hists = {name: _hist() for name in HISTOGRAMS}
         self.sums: dict[str, int] = dict.fromkeys(HISTOGRAMS, 0)  # microseconds, for the means
         self.pending: dict[str, dict[int, int]] = {name: {} for name in HISTOGRAMS}  # quantized value -> count
+        # per LATENCY_BUCKETS_S bucket (+Inf last), filled from the pending values: the totals' only
+        self.buckets: dict[str, list[int]] = {name: [0] * (len(_BOUNDS_US) + 1) for name in BUCKETED}
+
+    def count_buckets(self, into: _Window) -> None:
+        """Add the pending values to ``into``'s bucket counts (before ``flush``): one bisect per
+        distinct HDR-quantized value, a value counted up to the first bound at or above it."""
+        for name in BUCKETED:
+            b = into.buckets[name]
+            for v, c in self.pending[name].items():
+                b[bisect.bisect_left(_BOUNDS_US, v)] += c
 
     def flush(self) -> None:
         for name, pend in self.pending.items():
@@ -163,6 +184,7 @@ class PatternStats:
     def _figures(self, w: _Window, seconds: float, summaries: Summaries | None = None) -> Figures:
         c = w.counts
         lat, cor, ttfb, conn = summaries if summaries is not None else self._summaries(w)
+        total = w is self._tot
         return Figures(
             requests=c["requests"], responses=c["responses"], bytes_in=c["bytes_in"], bytes_out=c["bytes_out"],
             arrivals=c["arrivals"], dropped=c["dropped"], late=c["late"], reconnects=c["reconnects"],
@@ -171,7 +193,11 @@ class PatternStats:
             errors=dict(w.errors), errors_total=sum(w.errors.values()), seconds=round(seconds, 3),
             rps=round(c["responses"] / seconds, 2) if seconds > 0 else 0.0,
             requests_per_s=round(c["requests"] / seconds, 2) if seconds > 0 else 0.0,
-            latency_ms=lat, corrected_latency_ms=cor, ttfb_ms=ttfb, connect_ms=conn, corrupted=c["corrupted"])
+            latency_ms=lat, corrected_latency_ms=cor, ttfb_ms=ttfb, connect_ms=conn, corrupted=c["corrupted"],
+            latency_buckets=tuple(w.buckets["latency"]) if total else None,
+            corrected_buckets=tuple(w.buckets["corrected"]) if total and cor is not None else None,
+            latency_sum_s=w.sums["latency"] / 1e6 if total else None,
+            corrected_sum_s=w.sums["corrected"] / 1e6 if total and cor is not None else None)
 
     @staticmethod
     def _summaries(w: _Window) -> Summaries:
@@ -183,6 +209,7 @@ class PatternStats:
         """Close the current interval: return its figures, add it to the totals."""
         now = time.monotonic() if now is None else now
         iv, tot = self._iv, self._tot
+        iv.count_buckets(tot)
         iv.flush()
         live = self._figures(iv, now - self._iv_started)
         for k, v in iv.counts.items():

@@ -14,7 +14,9 @@ Metrics (latency values accept ``ms``, ``s`` or ``us``; a bare number is millise
 - ``errors``, ``5xx``, ``4xx``, ``non_2xx``: a count, or with ``%`` a share of the requests sent
   (errors) or of the responses (status classes);
 - ``rps``: responses per second over the run (write ``rps<100`` to fail a run slower than that);
-- ``responses``: how many responses arrived.
+- ``responses``: how many responses arrived;
+- ``corrupted``: answers of /unsafe carrying another request's state (``X-Unsafe-Corrupted: 1``), a
+  count or a share of the responses (``corrupted>0`` fails a thread-unsafe module's run).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _LATENCY_KEYS = {"p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p99_9", "max": "max", "mean": "mean"}
 _LATENCY_SOURCES = {"": "latency_ms", "corrected_": "corrected_latency_ms", "ttfb_": "ttfb_ms"}
-_COUNT_METRICS = ("errors", "5xx", "4xx", "non_2xx", "responses")
+_COUNT_METRICS = ("errors", "5xx", "4xx", "non_2xx", "responses", "corrupted")
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "us": 0.001, "": 1.0}
 _CONDITION = re.compile(r"^\s*([a-z0-9_.]+)\s*(>=|<=|>|<)\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|us|s|%)?\s*$")
 
@@ -102,6 +104,8 @@ def _count(metric: str, t: Figures) -> tuple[int, int]:
         return t.responses, t.responses
     if metric == "non_2xx":
         return t.responses - t.status.get("2xx", 0), t.responses
+    if metric == "corrupted":
+        return t.corrupted, t.responses
     return t.status.get(metric, 0), t.responses
 
 

@@ -16,6 +16,10 @@
     // nginx: chart_point puts Reading/Writing in R/W and Waiting in parked_keep_alive
     "conns-nginx": [["reading", (p) => p.R, "#f85149"], ["writing", (p) => p.W, "#3fb950"],
       ["waiting (idle keep-alive)", (p) => p.parked_keep_alive, "#e3b341", false, [6, 4]], ["active", (p) => p.conns_total, "#58a6ff"]],
+    // lighttpd: its keep-alive connections (k) hold no worker; R/W/C are its states mapped (mpmcore/sources/lighttpd.py)
+    "conns-lighttpd": [["reading (R)", (p) => p.R, "#f85149"], ["writing (W)", (p) => p.W, "#3fb950"],
+      ["idle keep-alive (k)", (p) => p.K, "#e3b341", false, [6, 4]], ["closing (C)", (p) => p.C, "#db61a2"],
+      ["open connections", (p) => p.conns_total, "#58a6ff"]],
     memory: [["PSS MB", (p) => p.pss_mb, "#a5d6ff", true]],
   };
 

@@ -55,7 +55,8 @@
   // -- one grid view ---------------------------------------------------------------------------
   // els: {canvas, wrap, tooltip, caption, legend, panel (optional: the pinned-slot panel)}
   // opts: {detailURL(p, t) (optional: where a slot's details are), accept(d) (optional: whether an
-  //        answer has any), downText, patterns() (table), captionSuffix()}
+  //        answer has any), downText, patterns() (table), captionSuffix(), captionText(f, live) (optional:
+//        the caption's text for a grid that is not processes x threads)}
   function createView(els, opts) {
     const {canvas, wrap, tooltip, caption, legend, panel} = els;
     const ctx = canvas.getContext("2d");
@@ -198,7 +199,7 @@
       prev = f;
       const slots = f.counts;
       const live = n - slots["."];
-      caption.textContent = (g.single
+      caption.textContent = (opts.captionText ? opts.captionText(f, live) : g.single
         ? `${f.rows} process slots · ${live} live · one cell per process (prefork)`
         : `${f.rows} process slots × ${f.cols} threads · ${live} live slots`) + (opts.captionSuffix ? opts.captionSuffix() : "");
       view.layout = {rows: f.rows, cols: f.cols, single: g.single, mpm: MPMS[f.mpm], cell: g.cell, label: g.label};

@@ -1,4 +1,4 @@
-// Attached servers (real Apache httpd, nginx): one panel each, beside the embedded core's.
+// Attached servers (real Apache httpd, nginx, lighttpd): one panel each, beside the embedded core's.
 // /ws/sources sends, per source, its grid frame in an envelope naming it (0x53, name length, name,
 // then app/grid.py's frame) and its summary as JSON with "source"; the panels' words and tables
 // come as htmx fragments over /ws/live. window.mpmSources[name] exposes what tests need
@@ -24,13 +24,15 @@
         // Apache's ExtendedStatus row for the cell, when its place in the grid is certain
         detailURL: (p, t) => `/api/sources/${encodeURIComponent(name)}/slots/${p}/${t}`,
         accept: (d) => d.detail,
+        // lighttpd: a row is 50 connection slots of its one process, not a process
+        captionText: kind === "lighttpd" ? (f, live) => `${f.rows * f.cols} connection slots (${f.rows} rows of ${f.cols}) · ${f.counts["_"]} free · one event-driven process` : null,
         captionSuffix: () => (src.summary && src.summary.layout && src.summary.layout.inferred ? " · row width inferred" : "")});
     }
     const subs = [];
     const ids = {};
     for (const c of ["rps", "workers", "conns", "latency"]) if (q(`ch-${c}`)) ids[c] = `${key}-ch-${c}`;
     src.charts = window.mpmChartSet({ids, history: `/api/sources/${encodeURIComponent(name)}/history`,
-      specs: kind === "nginx" ? {conns: "conns-nginx"} : {}, subscribe: (push) => subs.push(push)});
+      specs: kind === "nginx" ? {conns: "conns-nginx"} : kind === "lighttpd" ? {conns: "conns-lighttpd"} : {}, subscribe: (push) => subs.push(push)});
     src.onSummary = (m) => { src.summary = m; if (m.point) for (const push of subs) push(m.point); };
   }
   window.mpmSources = byName;

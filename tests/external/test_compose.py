@@ -5,6 +5,8 @@
 * deploy/apache/httpd.conf and deploy/nginx/default.conf: run for real with Debian's apache2 and
   nginx on a loopback port (paths rewritten from the official images' layout), and attached to.
 * deploy/prometheus/prometheus.yml: parsed; it scrapes the dashboard's /metrics.
+* the grafana profile: Grafana with deploy/grafana mounted where its provisioning reads (the
+  dashboard's queries are checked against a real /metrics in tests/external/test_grafana.py).
 * Dockerfile: parsed by a small reader of the Dockerfile grammar (instructions, continuations,
   stages, JSON forms); every file it copies exists in the build context; its command line runs.
   Not checked: that the images build and start (that needs an engine).
@@ -18,6 +20,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -41,7 +44,7 @@ def _compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def compose_config() -> dict:
-    r = _compose("--profile", "prometheus", "config", env={"MPMLAB_TOKEN": TOKEN})
+    r = _compose("--profile", "grafana", "config", env={"MPMLAB_TOKEN": TOKEN})
     assert r.returncode == 0, r.stderr
     out = subprocess.run([SYSTEM_PYTHON, "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
                          input=r.stdout, capture_output=True, text=True, timeout=30)
@@ -54,33 +57,59 @@ def test_compose_file_validates():
     assert r.returncode == 0, r.stderr
     r = _compose("--profile", "prometheus", "config", "-q", env={"MPMLAB_TOKEN": TOKEN})
     assert r.returncode == 0, r.stderr
+    r = _compose("--profile", "grafana", "config", "-q", env={"MPMLAB_TOKEN": TOKEN})
+    assert r.returncode == 0, r.stderr
     r = _compose("config", "--services", env={"MPMLAB_TOKEN": TOKEN})
-    assert set(r.stdout.split()) == {"mpmlab", "apache", "nginx", "prometheus"}
+    assert set(r.stdout.split()) == {"mpmlab", "apache", "nginx", "prometheus", "grafana"}
     r = _compose("config", "-q")
     assert r.returncode != 0 and "MPMLAB_TOKEN" in r.stderr
 
 
 def test_compose_services_fit_together(compose_config):
     svc = compose_config["services"]
-    assert set(svc) == {"mpmlab", "apache", "nginx", "prometheus"}
+    assert set(svc) == {"mpmlab", "apache", "nginx", "prometheus", "grafana"}
     m = svc["mpmlab"]
     env = m["environment"]
-    assert env["MPMLAB_TOKEN"] == TOKEN and env["MPMLAB_ALLOW_REMOTE_ATTACH"] == "1"
+    assert env["MPMLAB_TOKEN"] == TOKEN and "MPMLAB_ALLOW_REMOTE_ATTACH" not in env
     # the attach specs are valid and name the other services, with the same option parser the CLI uses
     import argparse
 
     from app.config_file import apply_defaults
     ns = apply_defaults(argparse.Namespace(), env=env)
-    assert ns.allow_remote_attach is True and ns.host == "0.0.0.0" and ns.token == TOKEN
-    hosts = {re.match(r"https?://([^/:]+)", spec.split("+", 1)[-1].split("=", 1)[-1]).group(1) for spec in ns.attach}
-    assert hosts == {"apache", "nginx"} <= set(svc)
-    assert svc["apache"]["image"].startswith("httpd:2.4")
-    assert svc["nginx"]["image"].startswith("nginx")
-    assert svc["prometheus"]["profiles"] == ["prometheus"]
-    for name in ("apache", "nginx", "prometheus"):
+    assert not ns.allow_remote_attach and ns.host == "0.0.0.0" and ns.token == TOKEN
+    # Apache and nginx share the dashboard's network namespace: it attaches to them on loopback, so
+    # its traffic panel may aim at them (the loopback rule holds, nothing remote is allowed)
+    from mpmcore.sources.attach import parse_spec
+    from mpmcore.sources.frames import split_url
+    ports = {}
+    for spec in ns.attach:
+        _, name, url, _ = parse_spec(spec)
+        host_port = re.match(r"http://([^/]+)/", split_url(url)[0]).group(1)
+        assert host_port.startswith("127.0.0.1:"), spec
+        ports[name] = int(host_port.rsplit(":", 1)[1])
+    assert ports == {"apache": 8081, "nginx": 8082}
+    for name in ("apache", "nginx"):
+        assert svc[name]["network_mode"] == "service:mpmlab" and "ports" not in svc[name], name
+        assert "mpmlab" in svc[name]["depends_on"]
+    httpd = (ROOT / "deploy/apache/httpd.conf").read_text()
+    assert re.search(r"^Listen 127\.0\.0\.1:8081$", httpd, re.M)
+    assert "listen 127.0.0.1:8082;" in (ROOT / "deploy/nginx/default.conf").read_text()
+    # every service has a healthcheck; every image a version tag (no :latest, no bare major)
+    for name, s in svc.items():
+        assert s.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        image = s["image"]
+        tag = image.rsplit(":", 1)[1] if ":" in image else ""
+        assert tag and tag != "latest" and re.match(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image}"
+    # --profile grafana brings its Prometheus along
+    assert svc["prometheus"]["profiles"] == ["prometheus", "grafana"] and svc["grafana"]["profiles"] == ["grafana"]
+    for name in ("apache", "nginx", "prometheus", "grafana"):
         for vol in svc[name]["volumes"]:
             src = vol["source"] if isinstance(vol, dict) else vol.split(":", 1)[0]
-            assert Path(src).is_file(), src
+            assert Path(src).exists(), src
+    mounts = {(v["source"] if isinstance(v, dict) else v.split(":")[0]): (v["target"] if isinstance(v, dict)
+              else v.split(":")[1]) for v in svc["grafana"]["volumes"]}
+    assert mounts[str(ROOT / "deploy/grafana/dashboards")] == "/var/lib/grafana/dashboards"
+    assert mounts[str(ROOT / "deploy/grafana/provisioning/datasources")] == "/etc/grafana/provisioning/datasources"
     assert m["build"]["context"] == str(ROOT) and (ROOT / "Dockerfile").is_file()
 
 
@@ -122,7 +151,7 @@ def test_deploy_apache_conf_runs_and_attaches(apache_dir):
         if m and not (DEBIAN_MODULES / m.group(1)).exists():
             continue  # compiled into Debian's httpd (unixd, log_config)
         line = line.replace('ServerRoot "/usr/local/apache2"', "ServerRoot /usr/lib/apache2")
-        line = re.sub(r"^Listen 80$", f"Listen 127.0.0.1:{port}", line)
+        line = re.sub(r"^Listen 127\.0\.0\.1:8081$", f"Listen 127.0.0.1:{port}", line)
         line = line.replace("PidFile logs/httpd.pid", f"PidFile {tmp_path}/httpd.pid")
         line = line.replace("TypesConfig conf/mime.types", "TypesConfig /etc/mime.types")
         line = line.replace("/usr/local/apache2/htdocs", str(htdocs))
@@ -161,7 +190,7 @@ def test_deploy_nginx_conf_runs_and_attaches(tmp_path):
     nginx = need("nginx")
     port = free_port()
     server = (ROOT / "deploy/nginx/default.conf").read_text()
-    server = re.sub(r"listen 80;", f"listen 127.0.0.1:{port};", server)
+    server = re.sub(r"listen 127\.0\.0\.1:8082;", f"listen 127.0.0.1:{port};", server)
     server = server.replace("/usr/share/nginx/html", str(tmp_path))
     (tmp_path / "index.html").write_text("hello\n")
     # the official image's /etc/nginx/nginx.conf includes conf.d/*.conf inside http { }
@@ -215,7 +244,10 @@ def parse_dockerfile(text: str) -> list[tuple[str, str]]:
 def test_dockerfile_parses_and_fits_the_context():
     instrs = parse_dockerfile((ROOT / "Dockerfile").read_text())
     froms = [a for i, a in instrs if i == "FROM"]
-    assert froms[-1] == "python:3.11-slim"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", froms[-1]), froms
+    # a Node.js LTS line (even major, 22 or later), pinned to a release
+    node = re.fullmatch(r"node:(\d+)\.\d+\.\d+-\S+ AS frontend", froms[0])
+    assert node and int(node.group(1)) % 2 == 0 and int(node.group(1)) >= 22, froms[0]
     stages = {a.split()[-1] for a in froms if " AS " in a.upper()}
     for i, a in instrs:
         if i == "COPY":
@@ -230,23 +262,34 @@ def test_dockerfile_parses_and_fits_the_context():
                     assert (ROOT / src).exists(), f"COPY source {src} is not in the build context"
         if i in ("CMD", "ENTRYPOINT") and a.startswith("["):
             json.loads(a)  # the exec form must be valid JSON, or Docker silently runs it via sh
-    ignored = (ROOT / ".dockerignore").read_text().split()
-    assert ".venv" in ignored and "node_modules" in ignored
+    ignored = [w for w in (ROOT / ".dockerignore").read_text().split() if not w.startswith("#")]
+    assert {".venv", "node_modules", "tests", "bench", "docs", "**/*.png", ".git"} <= set(ignored), ignored
+    # layers: the lock is installed before any source is copied, the sources last
+    order = [(i, a) for i, a in instrs[[n for n, (i, _) in enumerate(instrs) if i == "FROM"][-1]:]]
+    lock_at = next(n for n, (i, a) in enumerate(order) if i == "RUN" and "requirements.lock" in a)
+    src_at = [n for n, (i, a) in enumerate(order) if i == "COPY" and re.search(r"\b(mpmcore|app|templates|static)\b", a)]
+    assert src_at and lock_at < min(src_at), order
+    assert "--require-hashes" in order[lock_at][1]
+    assert not any(i == "COPY" and a.split()[0] == "." for i, a in order), "COPY . . would rebuild every layer"
     runs = " ".join(a for i, a in instrs if i == "RUN")
     assert "npm ci" in runs and "pip install" in runs and "python -m app.vendor" in runs
     assert "apt-get" not in runs  # no Debian test packages in the image
     assert any(i == "USER" and a != "root" for i, a in instrs)
 
-    # the command line: run it with `mpmlab` swapped for a printer of its arguments
+    # the command line: exec form (mpmlab is PID 1's child under --init and gets SIGTERM), no token
+    # on it (MPMLAB_TOKEN comes from the environment, where `ps` does not show it)
     (cmd,) = [json.loads(a) for i, a in instrs if i == "CMD"]
-    assert cmd[:2] == ["sh", "-c"]
-    script = cmd[2].replace("exec mpmlab", "exec printf '%s\\n'")
-    env = {"PATH": os.environ["PATH"], "MPMLAB_TOKEN": TOKEN}
-    r = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=10)
-    assert r.returncode == 0 and r.stdout.split("\n")[:4] == ["--host", "0.0.0.0", "--token", TOKEN]
+    assert cmd[0] == "mpmlab" and not any("token" in c.lower() for c in cmd), cmd
+    from app.config_file import apply_defaults
+    from app.main import printed_url, settings_from_args
     from mpmcore.cli import build_parser
-    args = build_parser().parse_args(["dashboard", *r.stdout.split()])
-    assert args.host == "0.0.0.0" and args.token == TOKEN
-    r = subprocess.run(["sh", "-c", script], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True,
-                       timeout=10)
-    assert r.returncode != 0 and "MPMLAB_TOKEN" in r.stderr
+    args = build_parser().parse_args(["dashboard", *cmd[1:]])
+    settings = settings_from_args(apply_defaults(args, env={"MPMLAB_TOKEN": TOKEN}))
+    settings.check()
+    assert settings.host == "0.0.0.0" and settings.token == TOKEN and not settings.token_generated
+    assert TOKEN not in printed_url(settings)  # the container's log never shows it whole
+    # without MPMLAB_TOKEN the real command stops at once: one line naming it, status 2
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "mpmcore.cli", *cmd[1:], "--port", str(free_port())], env=env,
+                       capture_output=True, text=True, timeout=30, cwd=str(ROOT))
+    assert r.returncode == 2 and "MPMLAB_TOKEN" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

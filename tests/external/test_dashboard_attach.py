@@ -164,7 +164,7 @@ def test_metrics_for_both_sources_and_the_traffic(dash, event_apache):
         assert slots[("core", "idle")] >= 1 and ("apache", "read") in slots and slots[("apache", "idle")] > 0
         workers = {(s.labels["source"], s.labels["state"]) for s in fams["mpmlab_workers"].samples}
         assert {("core", "busy"), ("core", "idle"), ("apache", "busy"), ("apache", "idle")} <= workers
-        for fam in ("mpmlab_processes", "mpmlab_accesses", "mpmlab_bytes", "mpmlab_generation", "mpmlab_async_connections"):
+        for fam in ("mpmlab_processes", "mpmlab_accesses", "mpmlab_sent_bytes", "mpmlab_generation", "mpmlab_async_connections"):
             assert {s.labels["source"] for s in fams[fam].samples} >= {"core", "apache"}, fam
         # memory: the embedded core only (Apache's page has none), per MPM
         assert {(s.labels["source"], s.labels["mpm"]) for s in fams["mpmlab_memory_pss_bytes"].samples} == {("core", "event")}

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_for
 
 from mpmcore import scoreboard as sb
 from mpmcore.procs import terminate
@@ -79,3 +79,78 @@ def test_a_host_off_this_machine_is_refused_without_traffic(tmp_path):
     assert p.returncode == 1
     assert json.loads(out) == []  # not one request was made
     assert "only sends to loopback" in err
+
+
+def test_the_dashboard_shows_a_locust_masters_statistics(tmp_path):
+    """A Locust master (web UI on loopback, --autostart) and two workers drive the dashboard's own
+    embedded core; the dashboard, attached to the master (locust+URL), shows Locust's request counts
+    (equal to the master's own /stats/requests once the run stopped) in /api/locust and in the
+    traffic panel's fragment, while its scoreboard shows the states the patterns cause."""
+    from dashboard_fixtures import BASE, assert_core_gone, in_process_settings
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from mpmcore.netloc import resolve_target_sync
+    from mpmcore.sources.client import get
+
+    web, bus = free_port(), free_port()
+    settings = in_process_settings(mpm="worker", attach_interval=0.25, attach=[f"locust=locust+http://127.0.0.1:{web}"],
+                                   core_settings={"ServerLimit": 2, "ThreadsPerChild": 25, "MaxRequestWorkers": 50,
+                                                  "StartServers": 2, "KeepAliveTimeout": 30})
+    app = create_app(settings)
+    common = ["--mpmlab-think-time", "20", "--mpmlab-interval", "1"]
+    procs: list[subprocess.Popen[str]] = []
+    pids: list[int] = []
+
+    def own() -> dict:
+        ans = get(resolve_target_sync(f"http://127.0.0.1:{web}/"), "/stats/requests", 3.0)
+        assert ans.status == 200
+        return json.loads(ans.body)
+
+    try:
+        with TestClient(app, base_url=BASE) as client:
+            d = app.state.dashboard
+            pids = [d.core.pid, d.traffic.pid, client.get("/api/status").json()["core"]["pid"]]
+            # before the master runs: the poll's error is a sentence, nothing breaks
+            first = wait_for(lambda: client.get("/api/locust").json(), timeout=10, what="a first Locust poll")
+            assert first[0]["ok"] is False and "refused" in first[0]["error"]
+            procs.append(locust("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(bus),
+                                "--web-host", "127.0.0.1", "--web-port", str(web), "--autostart", "--autoquit", "20",
+                                "--expect-workers", "2", "--users", "8", "--spawn-rate", "8", "--run-time", "10s",
+                                "--host", settings.core_url.rstrip("/"), *common, "BrowserUser", "SlowlorisUser",
+                                cwd=tmp_path))
+            procs += [locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(bus), *common,
+                             "BrowserUser", "SlowlorisUser", cwd=tmp_path) for _ in range(2)]
+
+            def patterns_on_the_board():
+                c = client.get("/api/scoreboard").json()["state_counts"]
+                return c if c["K"] >= 4 and c["R"] >= 4 else None
+
+            wait_for(patterns_on_the_board, timeout=30, interval=0.2, what="browsers in K and slowloris in R")
+            running = wait_for(lambda: [s for s in client.get("/api/locust").json() if s["ok"] and s["state"] == "running"
+                                        and s["total"] and s["total"]["requests"] > 0],
+                               timeout=20, interval=0.25, what="Locust's statistics in the dashboard")
+            assert running[0]["workers"] == 2 and running[0]["users"] == 8
+
+            def stopped_and_equal():
+                (s,) = client.get("/api/locust").json()
+                ref = own()
+                if not s["ok"] or s["state"] != "stopped" or ref["state"] != "stopped":
+                    return None
+                mine = {(r["method"], r["name"]): r["requests"] for r in s["rows"]}
+                theirs = {(r["method"], r["name"]): r["num_requests"] for r in ref["stats"] if r["name"] != "Aggregated"}
+                return s if mine == theirs else None
+
+            s = wait_for(stopped_and_equal, timeout=30, interval=0.25, what="the run's final counts, as Locust's own")
+            rows = {(r["method"], r["name"]): r for r in s["rows"]}
+            assert rows[("GET", "/")]["requests"] >= 4 and rows[("GET", "/")]["failures"] == 0
+            assert rows[("GET", "asset")]["requests"] >= 4 * 12 and ("SLOWLORIS", "headers never end") in rows
+            assert s["total"]["requests"] == sum(r["requests"] for r in s["rows"])
+            # the traffic panel: its fragment, and the page that loads it
+            frag = client.get("/ui/locust").text
+            assert 'data-locust="locust"' in frag and f'<td class="n requests">{rows[("GET", "asset")]["requests"]}</td>' in frag
+            assert 'id="locust-stats"' in client.get("/").text
+    finally:
+        for p in procs:
+            terminate(p, 10)
+        assert_core_gone(settings.core_listen, [p for p in pids if p])

@@ -279,6 +279,15 @@ def test_claim7_concurrency_per_model(store):
     assert r.figures["core:prefork slowloris reconnects"] == 40
     assert "core:event (slots 48): slowloris 24/24, ajax 3/24, browsers 5/24" in r.why
     assert "without-RequestReadTimeout targets did not run" in r.why
+    # with and without RequestReadTimeout: the server cuts slowloris connections only with it
+    both = [model_run("core:worker", full, reconnects=48), model_run("core:event", event, reconnects=48),
+            model_run("core:worker?request_read_timeout=off", full),
+            model_run("core:event?request_read_timeout=off", event)]
+    r = judge(store, "concurrency-per-model", both)
+    assert r.verdict == "holds", r.why
+    assert "cut by RequestReadTimeout: core:worker 48 with, 0 without, core:event 48 with, 0 without" in r.why
+    both[3] = model_run("core:event?request_read_timeout=off", event, reconnects=5)  # cut without it too
+    assert judge(store, "concurrency-per-model", both).verdict == "holds partly"
     # event holding a slot per polling client: partly
     r = judge(store, "concurrency-per-model", [model_run("core:worker", full), model_run("core:event", full)])
     assert r.verdict == "holds partly"
@@ -373,3 +382,28 @@ def test_core_source_without_a_server_is_a_failed_frame_not_an_exception():
     frame = src.poll()
     assert not frame.ok and "no scoreboard for 127.0.0.1:9" in (frame.error or "")
     src.close()
+
+
+def test_claims_command_reads_the_store_and_never_creates_one(tmp_path, capsys):
+    import argparse
+    import json
+
+    db = tmp_path / "none" / "runs.sqlite3"
+    args = argparse.Namespace(runs_db=str(db), run_all=False, json=False, quiet=True)
+    assert claims.cmd_claims(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("NOT RUN") == 9 and not db.parent.exists()
+    s = RunStore(tmp_path / "runs.sqlite3")
+    write(s, "claim-unsafe-module-threads", [unsafe("core:prefork", 0), unsafe("core:worker", 9),
+                                            unsafe("core:worker?fcgi_pool=4", 0, pool=4)])
+    s.close()
+    args = argparse.Namespace(runs_db=str(tmp_path / "runs.sqlite3"), run_all=False, json=True, quiet=True)
+    assert claims.cmd_claims(args) == 0
+    got = {r["claim"]: r for r in json.loads(capsys.readouterr().out)}
+    assert got["unsafe-module-threads"]["verdict"] == "holds" and got["unsafe-module-threads"]["run_id"] == 1
+    bad = tmp_path / "bad.sqlite3"
+    bad.write_bytes(b"not a database at all" * 100)
+    args = argparse.Namespace(runs_db=str(bad), run_all=False, json=False, quiet=True)
+    assert claims.cmd_claims(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mpmlab experiment claims: --runs-db") and "not an mpmlab run store" in err

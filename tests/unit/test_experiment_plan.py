@@ -106,6 +106,10 @@ def test_the_generator_cap_is_checked_per_stage():
             'connections = 15000\n[[stage.pattern]]\npattern = "ajax"\nclients = 15000\n')
     with pytest.raises(PlanError, match=r"^big.toml: stage\[0\]: its patterns open up to 30000 connections"):
         parse_plan(text, "big.toml")
+    fast = ('name = "fast"\n[[stage]]\nduration = "1s"\n' + '[[stage.pattern]]\npattern = "steady"\nmodel = "open"\n'
+            'rate = 30000\nlabel = "a"\n' + '[[stage.pattern]]\npattern = "steady"\nmodel = "open"\nrate = 30000\n')
+    with pytest.raises(PlanError, match=r"^fast.toml: stage\[0\]: its patterns ask for 60000 requests/s"):
+        parse_plan(fast, "fast.toml")
 
 
 def test_every_builtin_parses_and_names_are_unique():
@@ -136,3 +140,12 @@ def test_find_plan_by_path_user_dir_and_builtin(tmp_path):
     (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(PlanError, match=r"^bin.toml: not a text file"):
         load_plan(tmp_path / "bin.toml")
+
+
+def test_a_budget_the_core_cannot_take_is_refused_with_its_message():
+    text = GOOD.replace("slots = 32", "slots = 4096").replace("processes = 4", "processes = 2")
+    with pytest.raises(PlanError, match=r"^t.toml: budget: core:event cannot take this budget: ThreadLimit: 2048"):
+        parse_plan(text, "t.toml")
+    with pytest.raises(PlanError, match=r"^t.toml: budget: core:event cannot take this budget: "
+                                        r"MaxConnectionsPerChild: -1"):
+        parse_plan(GOOD.replace("MaxConnectionsPerChild = 1000", "MaxConnectionsPerChild = -1"), "t.toml")

@@ -254,6 +254,7 @@ def test_write_exports_writes_every_file(store, built, tmp_path):
     # 5 series x the 2 targets that ran, but nginx has no busy slots; lighttpd was skipped
     assert page.count("<svg") == 5 * 2 - 1
     assert page.count("not shown by this target") == 1 and page.count("did not run") == 5
+    assert "nginx round 2: 1 log line<" in page and "[mpm_event:notice] nginx round 2 resuming" in page
 
 
 def test_a_live_recording_without_patterns_reports_from_its_samples(store, tmp_path):

@@ -135,3 +135,11 @@ def test_progress_line_says_target_stage_and_time_left():
     p = Progress(run_id=1, target="core:event", round=1, rounds=2, stage="browsers", target_index=1, targets=3,
                  elapsed=4.2, target_seconds=12, seconds_left=75)
     assert format_progress(p) == "[round 1/2, target 2/3] core:event: browsers 4/12 s  (1m15s left)"
+
+
+def test_real_servers_get_the_cores_bytes():
+    from mpmcore.content.handlers import _INDEX, _payload
+
+    for n in (0, 1, 52, 53, 4096, 3 << 20):
+        assert tg._payload(n) == bytes(_payload()[:n])
+    assert tg._index_page() == _INDEX

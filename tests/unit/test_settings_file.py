@@ -110,7 +110,7 @@ def test_bad_env_values_name_the_variable(env, where, what):
     ("no_core = 'maybe'\n", "no_core", "true or false"),
     ("attach = ['ftp://x']\n", "attach", "scheme"),
     ("attach = [{ name = 'x' }]\n", "attach", "url is required"),
-    ("attach = [{ url = 'http://127.0.0.1/', kind = 'iis' }]\n", "attach", "apache or nginx"),
+    ("attach = [{ url = 'http://127.0.0.1/', kind = 'iis' }]\n", "attach", "apache, nginx, lighttpd or locust"),
     ("attach = [{ url = 'http://127.0.0.1/', color = 'red' }]\n", "attach", "unknown key"),
     ("[directives]\nBogus = 1\n", "directives", "unknown directive"),
     ("[directives]\nMaxRequestWorkers = [1, 2]\n", "directives", "single value"),

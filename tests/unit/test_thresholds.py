@@ -14,14 +14,14 @@ def lat(p99: float) -> LatencySummary:
 
 
 def run(*, p99: float = 120.0, errors: int = 3, requests: int = 200, responses: int = 197,
-        s5xx: int = 10, corrected: bool = False) -> RunInfo:
+        s5xx: int = 10, corrected: bool = False, corrupted: int = 0) -> RunInfo:
     total = Figures(requests=requests, responses=responses, bytes_in=0, bytes_out=0, arrivals=0, dropped=0,
                     late=0, reconnects=0, connections_opened=1, throttled=0,
                     status={"1xx": 0, "2xx": responses - s5xx, "3xx": 0, "4xx": 0, "5xx": s5xx},
                     errors={"reset": errors}, errors_total=errors, seconds=2.0, rps=responses / 2.0,
                     requests_per_s=requests / 2.0, latency_ms=lat(p99),
                     corrected_latency_ms=lat(p99 * 3) if corrected else None, ttfb_ms=lat(p99 / 2),
-                    connect_ms=None)
+                    connect_ms=None, corrupted=corrupted)
     return RunInfo(id="p1", pattern="steady", label="steady", state=RunState.FINISHED,
                    stop_reason=StopReason.DURATION, error=None, target="http://127.0.0.1:1/",
                    address="127.0.0.1:1", started_at=0.0, elapsed=2.0, params={}, active_connections=0,
@@ -60,6 +60,13 @@ def test_shares_are_of_requests_for_errors_and_of_responses_for_status():
     assert failed("non_2xx>=10", r) == [True]
     assert failed("rps<100", r) == [True]  # 98.5 responses/s
     assert failed("responses<197", r) == [False]
+
+
+def test_corrupted_answers_a_count_or_a_share_of_the_responses():
+    assert failed("corrupted>0", run()) == [False]
+    r = run(responses=200, corrupted=4)
+    assert failed("corrupted>0", r) == [True]
+    assert failed("corrupted>2%", r) == [False] and failed("corrupted>=2%", r) == [True]
 
 
 def test_a_condition_on_a_figure_the_run_lacks_fails_and_says_so():

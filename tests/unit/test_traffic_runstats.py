@@ -21,6 +21,8 @@ from mpmcore.traffic.stats import PatternStats
 
 FIGURE_KEYS = [*COUNTERS[:-1], "status", "errors", "errors_total", "seconds", "rps", "requests_per_s",
                "latency_ms", "corrected_latency_ms", "ttfb_ms", "connect_ms", "corrupted"]
+#: the totals' extra keys (the latency histograms' buckets and sums for /metrics); live figures have none
+TOTAL_KEYS = [*FIGURE_KEYS, "latency_buckets", "corrected_buckets", "latency_sum_s", "corrected_sum_s"]
 RUN_KEYS = ["id", "pattern", "label", "state", "stop_reason", "error", "target", "address", "started_at",
             "elapsed", "params", "active_connections", "peak_connections"]
 
@@ -48,7 +50,7 @@ def _run(**kw: object) -> RunInfo:
 def test_figures_json_keys_in_wire_order_and_round_trip():
     f = _figures()
     d = f.to_json()
-    assert list(d) == FIGURE_KEYS
+    assert list(d) == TOTAL_KEYS
     assert list(d["status"]) == list(STATUS_CLASSES) and d["status"]["2xx"] == 4 and d["status"]["5xx"] == 1
     assert list(d["errors"]) == list(ERROR_KINDS) and d["errors"]["refused"] == 1 == d["errors_total"]
     assert d["responses"] == 5 and d["bytes_in"] == 0 and d["connections_opened"] == 1
@@ -67,7 +69,8 @@ def test_corrupted_counter_is_the_last_key_and_old_frames_read_as_zero():
     s.counts["corrupted"] += 1  # what ClientConnection does for an X-Unsafe-Corrupted: 1 reply
     s.fold(s.started + 0.25)
     d = s.total(s.started + 0.25, elapsed=0.25).to_json()
-    assert list(d)[-1] == "corrupted" and d["corrupted"] == 1
+    # the last of the figures' keys; the totals-only histogram keys follow it
+    assert list(d)[:len(FIGURE_KEYS)] == FIGURE_KEYS and FIGURE_KEYS[-1] == "corrupted" and d["corrupted"] == 1
     del d["corrupted"]  # a frame from a runner older than the counter
     old = Figures.from_json(d)
     assert old is not None and old.corrupted == 0
