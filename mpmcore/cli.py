@@ -9,7 +9,6 @@ from typing import Any
 
 from mpmcore import __version__
 from mpmcore.directives import MPMS, DirectiveError, parse_assignments
-from mpmcore.experiments.cli import add_parser as add_experiment
 from mpmcore.httpdconf import read_httpd_conf
 from mpmcore.master import Master, control_path, ctl_request
 from mpmcore.traffic.cli import add_parser as add_traffic
@@ -121,7 +120,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return run_dashboard(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: commands that need no experiment machinery: their start-up does not import it (~0.2 s; every
+#: core an experiment or the dashboard starts is an ``mpmlab serve``)
+LIGHT_COMMANDS = ("serve", "ctl")
+
+
+def build_parser(light: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; ``light``: the ``experiment`` command as a name only (for serve and ctl)."""
     p = argparse.ArgumentParser(prog="mpmlab", description="See how Apache httpd's MPMs behave under real traffic.")
     p.add_argument("--version", action="version", version=f"mpmlab {__version__}")
     sub = p.add_subparsers(dest="command")
@@ -151,7 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_ctl)
 
     add_traffic(sub).set_defaults(func=run_traffic)
-    add_experiment(sub)  # sets its own func
+    if light:
+        sub.add_parser("experiment", help="run one traffic plan against several servers, record and compare")
+    else:
+        from mpmcore.experiments.cli import add_parser as add_experiment
+
+        add_experiment(sub)  # sets its own func
 
     d = sub.add_parser("dashboard", help="the dashboard with the embedded server core (the default)")
     add_dashboard_options(d)
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["dashboard", *argv]  # plain `mpmlab` is the dashboard
-    args = build_parser().parse_args(argv)
+    args = build_parser(light=argv[0] in LIGHT_COMMANDS).parse_args(argv)
     code: int | None = args.func(args)
     return code or 0
 

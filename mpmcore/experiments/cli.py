@@ -18,25 +18,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType, ModuleType
-from typing import IO, Any
+from types import FrameType
+from typing import IO
 
+from mpmcore.experiments import exports, report
 from mpmcore.experiments.claims import add_claims_commands
 from mpmcore.experiments.exports import add_report_commands
 from mpmcore.experiments.model import Budget, Plan, PlanError, Progress, StoredRun, TargetSpec
 from mpmcore.experiments.plan import MAX_ROUNDS, MAX_SLOTS, builtin_plans, default_plans_dir, find_plan, user_plans
+from mpmcore.experiments.store import RunStore, StoreError, default_path
 from mpmcore.experiments.targets import TargetError, available, check_budget, effective_config, parse_target
 from mpmcore.traffic.thresholds import EXIT_THRESHOLDS
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "add_parser", "exit_status", "format_progress",
-           "minimal_table", "run"]
+           "run"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -123,14 +124,6 @@ def _plan_and_targets(args: argparse.Namespace) -> tuple[Plan, list[TargetSpec],
     return plan, targets, budget
 
 
-def _optional(module: str) -> ModuleType | None:
-    """The report helper's modules, when this build has them."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
-
-
 def _dur(seconds: float) -> str:
     s = round(seconds)
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
@@ -211,31 +204,11 @@ class _ProgressPrinter:
         self.last_key = key
 
 
-def minimal_table(run: StoredRun) -> str:
-    """The comparison as a plain table, when the report module is not there: per target run,
-    each pattern's responses/s, p50/p99 and errors."""
-    rows = [("target", "round", "status", "pattern", "resp/s", "p50 ms", "p99 ms", "errors")]
-    for tr in run.targets:
-        if not tr.patterns:
-            rows.append((tr.target, str(tr.round), tr.status, "-", "-", "-", "-", tr.message[:40]))
-        for pr in tr.patterns:
-            lat = pr.total.get("latency_ms") or {}
-            rows.append((tr.target, str(tr.round), tr.status, pr.label + ("" if pr.comparable else " (n/c)"),
-                         f"{pr.total.get('rps', 0):.1f}", f"{lat.get('p50', '-')}", f"{lat.get('p99', '-')}",
-                         str(pr.total.get("errors_total", 0))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def print_comparison(run: StoredRun, store: Any, out: IO[str]) -> None:
-    report = _optional("mpmcore.experiments.report")
-    if report is not None and hasattr(report, "compare") and hasattr(report, "format_table"):
-        cmp = report.compare(run, store)
-        print(report.format_table(cmp), file=out)
-        if hasattr(report, "format_configs"):
-            print(report.format_configs(cmp), file=out)
-    else:
-        print(minimal_table(run), file=out)
+def print_comparison(run: StoredRun, store: RunStore, out: IO[str]) -> None:
+    """The compare table and each target's configuration (``report``)."""
+    cmp = report.compare(run, store)
+    print(report.format_table(cmp), file=out)
+    print(report.format_configs(cmp), file=out)
 
 
 def exit_status(run: StoredRun) -> int:
@@ -250,7 +223,6 @@ def exit_status(run: StoredRun) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mpmcore.experiments.runner import run_experiment
-    from mpmcore.experiments.store import RunStore, StoreError, default_path
 
     plan, targets, budget = _plan_and_targets(args)
     if args.rounds is not None and not 1 <= args.rounds <= MAX_ROUNDS:
@@ -299,12 +271,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"  {tr.target} (round {tr.round}): threshold FAILED: {line}")
         print_comparison(result, store, sys.stdout)
         if out_dir is not None:
-            exports = _optional("mpmcore.experiments.exports")
-            if exports is not None and hasattr(exports, "write_exports"):
-                paths = exports.write_exports(result.meta.id, store, out_dir)
-                print(f"exports: {len(paths)} files in {out_dir}")
-            else:
-                print("--out: this build has no exports module; the run is in the store", file=sys.stderr)
+            paths = exports.write_exports(result.meta.id, store, out_dir)
+            print(f"exports: {len(paths)} files in {out_dir}")
     finally:
         store.close()
     return EXIT_INTERRUPTED if interrupted else exit_status(result)
