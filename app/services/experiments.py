@@ -14,7 +14,8 @@ and ``GET /api/experiments/progress``. A second start while one runs is refused 
 "recording": the sampler's newest grid frame 10 times a second (only when it changed), one
 ``SecondSample`` a second from the sampler's summary and chart point, and a Mark when the MPM is
 switched or the server restarted (the generation moved) or a traffic pattern started or stopped,
-and the master's error_log lines. It buffers in memory and hands the buffer
+the grid's traffic-pattern table when it grows (``PATTERNS_MARK``), and the master's error_log
+lines. It buffers in memory and hands the buffer
 to the store once a second, in a worker thread, so the event loop never waits for SQLite.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -59,6 +61,10 @@ log = logging.getLogger("mpmlab.dashboard")
 RECORD_HZ = 10.0
 #: Seconds between hand-overs of a recording's buffer to the store.
 FLUSH_INTERVAL = 1.0
+#: A recording's note mark holding the grid's traffic-pattern table (a JSON list: a frame's pattern
+#: byte n names table[n-1]) from its time on, so the replay can color cells by pattern as the live
+#: page does. Not drawn on the charts.
+PATTERNS_MARK = "patterns: "
 
 
 class Busy(Exception):
@@ -241,6 +247,7 @@ class LiveRecorder:
         self._last_gen = summary.mpm_generation if summary is not None else None
         self._traffic: set[str] = self._running_traffic()
         self._logs: list[LogLine] = []
+        self._patterns: list[str] | None = None  # the grid's pattern table as last marked
         _, self._log_offset = tail(sampler.control.error_log, 0)  # the master's error_log from here on
         self._task: asyncio.Task[None] | None = None
         self.cpu_seconds = 0.0  # thread CPU time spent recording (what it costs the dashboard)
@@ -303,6 +310,10 @@ class LiveRecorder:
         t = round(time.time() - self.t0, 3)
         frame = s.last_frame
         if frame is not None and frame is not self._last_frame:
+            table = list(s.grid.patterns) if s.grid is not None else []
+            if table != self._patterns:  # what the frames' pattern bytes index (PATTERNS_MARK)
+                self._patterns = table
+                self._marks.append(Mark(t, "note", PATTERNS_MARK + json.dumps(table)))
             self._last_frame = frame
             self._frames.append(FrameRecord(t, frame))
             self.frames_recorded += 1

@@ -37,10 +37,19 @@
 
   function makeTarget(tt) {
     const k = `rt-${tt.id}`;
+    // a recording's pattern tables over time (app/services/experiments.py: PATTERNS_MARK)
+    const tables = tt.marks.filter((m) => m.kind === "note" && m.label.startsWith("patterns: "))
+      .map((m) => ({t: m.t, names: JSON.parse(m.label.slice(10))}));
+    const patternsAt = () => {
+      const at = tg.shown ? tg.shown.t : replay.t;
+      const i = lastAtOrBefore(tables, at, "t");
+      return i < 0 ? [] : tables[i].names;
+    };
     const view = window.mpmGrid.create({canvas: $(`${k}-grid`), wrap: $(`${k}-grid-wrap`), tooltip: $(`${k}-tooltip`),
-      caption: $(`${k}-grid-caption`), legend: $(`${k}-legend`)}, {downText: "the server was down at this time"});
+      caption: $(`${k}-grid-caption`), legend: $(`${k}-legend`)}, {downText: "the server was down at this time",
+      patterns: patternsAt});
     const tg = {id: tt.id, target: tt.target, el: $(k), view, times: tt.frame_times, samples: tt.samples, marks: tt.marks,
-      logs: tt.logs || [], logShown: -2,
+      logs: tt.logs || [], logShown: -2, hasPatterns: tables.length > 0, patternsAt,
       chunks: new Map(), frames: [], byT: new Map(), shown: null, charts: []};
     const charts = $(`${k}-charts`);
     for (const kind of ["rps", "workers", "conns", "memory"]) {
@@ -188,6 +197,13 @@
   replay.pause = () => setPlaying(false);
   play.addEventListener("click", () => setPlaying(!replay.playing));
   speedSel.addEventListener("change", () => { replay.speed = parseFloat(speedSel.value) || 1; });
+  // color by state or by traffic pattern (recordings carry the pattern table; experiment frames do not)
+  for (const b of document.querySelectorAll("#color-mode [data-mode]")) {
+    b.addEventListener("click", () => {
+      for (const o of document.querySelectorAll("#color-mode [data-mode]")) o.classList.toggle("on", o === b);
+      for (const id in replay.targets) replay.targets[id].view.setMode(b.dataset.mode);
+    });
+  }
   slider.addEventListener("input", () => seek(replay.duration * parseInt(slider.value, 10) / 1000));
   // keys: space plays/pauses, arrows step 1 s (with shift 10 s), Home/End jump
   document.addEventListener("keydown", (e) => {
@@ -203,6 +219,8 @@
   fetch(`/api/runs/${R.run}/timeline?targets=${R.targets.join(",")}`).then((r) => r.json()).then((tl) => {
     replay.duration = tl.duration;
     for (const tt of tl.targets) replay.targets[tt.id] = makeTarget(tt);
+    const mode = document.getElementById("color-mode");
+    if (mode) mode.hidden = !Object.values(replay.targets).some((tg) => tg.hasPatterns);
     replay.ready = true;
     seek(0);
   });

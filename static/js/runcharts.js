@@ -27,6 +27,7 @@
       ctx.save();
       ctx.lineWidth = 1;
       for (const m of marks) {
+        if (m.kind === "note" && m.label.startsWith("patterns: ")) continue; // a recording's pattern table, not an event
         const x = Math.round(u.valToPos(m.t, "x", true));
         if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
         ctx.strokeStyle = MARK_COLORS[m.kind] || "#8b96a5";

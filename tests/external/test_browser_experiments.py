@@ -209,6 +209,13 @@ def test_record_stop_replay_scrub(page, dashboard):
     for v in (900, 150, 600, 400):
         page.locator("#slider").fill(str(v))
         check_shown_is_stored(page, dashboard, run_id, [tid], duration * v / 1000)
+    # color by traffic pattern, as the live page: the recording carried the pattern table
+    page.click("#mode-pattern")
+    assert page.evaluate(f"window.mpmReplay.targets[{tid}].view.mode") == "pattern"
+    page.locator("#slider").fill("1000")
+    page.wait_for_function("window.mpmReplay.settled()", timeout=10_000)
+    assert "slowloris" in page.evaluate(f"window.mpmReplay.targets[{tid}].patternsAt()")
+    page.click("#color-mode [data-mode=state]")
     # the tiles show the sample at t, the charts their cursor and marks
     sync_api.expect(page.locator(f"#rt-{tid}-tiles .tile").first).to_be_visible()
     assert page.locator(f"#rt-{tid}-charts canvas").count() >= 4

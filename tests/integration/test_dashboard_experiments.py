@@ -6,6 +6,7 @@ a store file that is not a run store gives 503 with the store's message while th
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
@@ -14,6 +15,7 @@ from dashboard_fixtures import BASE, assert_core_gone, in_process_settings
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.services.experiments import PATTERNS_MARK
 from mpmcore.experiments.store import RunStore
 
 QUICK = """
@@ -198,6 +200,10 @@ def test_record_the_live_session(dash):
     assert len(tl["frame_times"]) >= 10 and len(tl["samples"]) >= 3
     assert any(m["kind"] == "switch" and "worker" in m["label"] for m in tl["marks"]), tl["marks"]
     assert any(m["label"] == "traffic +steady" for m in tl["marks"]), tl["marks"]
+    # the grid's pattern table, for the replay's "color by traffic pattern"
+    tables = [json.loads(m["label"].removeprefix(PATTERNS_MARK)) for m in tl["marks"]
+              if m["label"].startswith(PATTERNS_MARK)]
+    assert tables and "steady" in tables[-1], tl["marks"]
     # the master's error_log as it was written: the switch's graceful restart is in it
     assert any("graceful" in line["text"].lower() or "worker" in line["text"] for line in tl["logs"]), tl["logs"]
     page = client.get(f"/runs/{run_id}")  # a recording has a compare view like any run
