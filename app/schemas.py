@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.services.actions import PatternInfo
 from app.services.sources import SourceEntry
+from mpmcore.experiments.plan import MAX_ROUNDS, MAX_SLOTS
 from mpmcore.model import (
     ChartPoint,
     Insight,
@@ -187,8 +188,8 @@ class ExperimentsResponse(BaseModel):
 
 class RunBody(BaseModel):
     targets: list[str] | None = Field(None, description="target names (default: the plan's)")
-    rounds: int | None = Field(None, ge=1, le=20)
-    slots: int | None = Field(None, ge=1, le=16384, description="the capacity budget's request slots")
+    rounds: int | None = Field(None, ge=1, le=MAX_ROUNDS)
+    slots: int | None = Field(None, ge=1, le=MAX_SLOTS, description="the capacity budget's request slots")
 
 
 class RecordState(BaseModel):

@@ -212,6 +212,8 @@ class ExperimentService:
                 self._state = replace(self._state, run_ids=tuple(ids))
             if stop.is_set():
                 status, message = "stopped", "stopped by the user"
+            else:
+                status, message = _outcome(store, ids)
         except (PlanError, ValueError, StoreError, OSError, RuntimeError) as e:
             status, message = "failed", str(e)
             log.error("experiment failed: %s", e)
@@ -220,6 +222,21 @@ class ExperimentService:
             log.exception("experiment failed")
         self._state = replace(self._state, running=False, status=status, message=message, run_ids=tuple(ids),
                               ended_at=time.time())
+
+
+def _outcome(store: RunStore, ids: Sequence[int]) -> tuple[str, str]:
+    """How the runs ended, as the stored runs say: "complete" (with the skipped targets named: a
+    missing package does not fail a run), or "failed" with each failed target's reason."""
+    failed, notes = False, []
+    for run_id in ids:
+        run = store.load(run_id)
+        bad = [f"{t.target}: {t.message or 'failed'}" for t in run.targets if t.status == "failed"]
+        skipped = [f"{t.target} skipped ({t.message})" for t in run.targets if t.status == "skipped"]
+        if run.meta.status == "failed" or bad:
+            failed = True
+        if bad or skipped or run.meta.status == "failed":
+            notes.append(f"run {run_id} ({run.meta.name}): " + ("; ".join(bad + skipped) or run.meta.status))
+    return ("failed" if failed else "complete"), " · ".join(notes)
 
 
 # -- the record button ------------------------------------------------------------------------------
