@@ -1,6 +1,6 @@
 """The experiments pages in headless Chromium (Debian's /usr/bin/chromium) against `mpmlab dashboard`
 started as a user would, with its own run store (--runs-db in tmp) and its own plans directory:
-run a short experiment from the page (the core's worker and event, 1 s each) and see progress then
+run a short experiment from the page (the core's three MPMs, 1 s each) and see progress then
 the compare table; record the live session, stop, replay and scrub: the grid shown at t is the
 stored frame for t, byte for byte; two targets replay in sync on one clock; the claims page shows
 the verdict of a stored claim run, linked to it. No console errors on any page."""
@@ -140,6 +140,7 @@ def test_run_from_page_progress_then_compare_and_sync_replay(page, dashboard):
     assert form.locator("input[value='core:worker']").is_checked()
     assert form.locator("input[value='core:event']").is_checked()
     assert not form.locator("input[value='core:prefork']").is_checked()
+    form.locator("input[value='core:prefork']").check()  # the core's three MPMs
     form.locator("button.run-btn").click()
     # progress: the running card names a target, then the run ends complete
     page.wait_for_function("""() => { const t = document.querySelector('#exp-progress.running #prog-target');
@@ -156,16 +157,16 @@ def test_run_from_page_progress_then_compare_and_sync_replay(page, dashboard):
     page.wait_for_url("**/runs/*")
     run_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     rows = page.locator("#compare-table tbody tr")
-    sync_api.expect(rows).to_have_count(2)
-    assert {rows.nth(i).get_attribute("data-target") for i in range(2)} == {"core:worker", "core:event"}
+    sync_api.expect(rows).to_have_count(3)
+    assert {rows.nth(i).get_attribute("data-target") for i in range(3)} == {"core:prefork", "core:worker", "core:event"}
     page.wait_for_function("window.mpmCompare && window.mpmCompare.ready", timeout=10_000)
-    assert page.evaluate("window.mpmCompare.rows.rps.charts") == 2
-    assert page.locator(".multiples-row[data-kind=workers] canvas").count() == 2
+    assert page.evaluate("window.mpmCompare.rows.rps.charts") == 3
+    assert page.locator(".multiples-row[data-kind=workers] canvas").count() == 3
     page.screenshot(path=str(artifact_path("experiments-compare.png")), full_page=True)
 
     # both targets side by side on one clock
     run = dashboard.api(f"/api/runs/{run_id}")
-    tids = [t["id"] for t in run["targets"]]
+    tids = [t["id"] for t in run["targets"] if t["target"] in ("core:worker", "core:event")]
     page.goto(f"{dashboard.url}/runs/{run_id}/replay?targets=core:worker,core:event")
     page.wait_for_function("window.mpmReplay && window.mpmReplay.ready", timeout=10_000)
     assert page.locator(".replay-target").count() == 2
