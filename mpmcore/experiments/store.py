@@ -206,23 +206,36 @@ class RunStore:
 
     def _open(self) -> None:
         db = self._db
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if app_id == 0 and not tables:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
-        elif app_id != APPLICATION_ID:
-            raise StoreError(f"{self.path}: an SQLite database of something else, not an mpmlab run store")
-        else:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: run store schema version {version}; this mpmlab reads "
-                                 f"version {SCHEMA_VERSION}")
-            if not tables >= _TABLES:
-                raise StoreError(f"{self.path}: run store lacks tables {sorted(_TABLES - tables)}: corrupt")
-            db.execute("PRAGMA journal_mode=WAL")
+        # BEGIN IMMEDIATE takes the write lock before looking: two processes opening a new file at
+        # once (an experiment and the dashboard) would otherwise both see it empty and both create
+        # the schema, and the second would fail on "table runs already exists". The loser waits
+        # (busy timeout) and then finds the schema made.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            created = app_id == 0 and not tables
+            if created:
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                for statement in _SCHEMA.split(";"):  # (executescript would commit first)
+                    if statement.strip():
+                        db.execute(statement)
+            elif app_id != APPLICATION_ID:
+                raise StoreError(f"{self.path}: an SQLite database of something else, not an mpmlab run store")
+            else:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: run store schema version {version}; this mpmlab reads "
+                                     f"version {SCHEMA_VERSION}")
+                if not tables >= _TABLES:
+                    raise StoreError(f"{self.path}: run store lacks tables {sorted(_TABLES - tables)}: corrupt")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("PRAGMA journal_mode=WAL")  # (not inside a transaction)
+        if not created:
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreError(f"{self.path}: run store is corrupt ({check})")

@@ -379,6 +379,7 @@ class RunningTarget:
         self._master: ProcessIdentity | None = None
         self._dir: Path | None = None
         self._stderr: IO[bytes] | None = None
+        self._shm: str | None = None  # the core's scoreboard segment
         self.stopped = False
 
     @property
@@ -400,8 +401,10 @@ class RunningTarget:
             return
         self.stopped = True
         try:
-            if self._proc is not None:
-                terminate(self._proc, STOP_TIMEOUT)
+            if self._proc is not None and terminate(self._proc, STOP_TIMEOUT) and self._shm is not None:
+                # a core killed after the deadline could not remove its scoreboard: do it for it
+                with contextlib.suppress(OSError):
+                    os.unlink("/dev/shm" + self._shm)
             if self._master is not None:
                 stop_pid(self._master, STOP_TIMEOUT)
         finally:
@@ -475,6 +478,9 @@ def _start_core(spec: TargetSpec, budget: Budget, workdir: Path, plan: Plan | No
     # request, its scoreboard still shows every slot (mpmcore/sources/core.py)
     t = RunningTarget(spec, url, status_url, f"{CORE_SHM_PREFIX}{listen}", cfg, error_log)
     t.threads_per_child = 1 if spec.mpm == "prefork" else budget.slots // budget.processes
+    from mpmcore.scoreboard import segment_name
+
+    t._shm = segment_name(listen)
     env = dict(os.environ)
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -549,7 +555,7 @@ def _start_foreground(spec: TargetSpec, budget: Budget, workdir: Path, plan: Pla
     else:
         text = realservers.lighttpd_config(port, d, settings)
         status_url = f"{url}server-status"
-        source = f"apache+{status_url}"
+        source = f"lighttpd+{status_url}"  # mpmcore.sources.lighttpd: its ?auto, read as lighttpd means it
         cmd = [exe, "-D", "-f", str(d / "server.conf")]
     (d / "server.conf").write_text(text)
     cfg = effective_config(spec, budget, plan, url=url, status_url=status_url, config_text=text,

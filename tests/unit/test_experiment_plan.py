@@ -149,3 +149,13 @@ def test_a_budget_the_core_cannot_take_is_refused_with_its_message():
     with pytest.raises(PlanError, match=r"^t.toml: budget: core:event cannot take this budget: "
                                         r"MaxConnectionsPerChild: -1"):
         parse_plan(GOOD.replace("MaxConnectionsPerChild = 1000", "MaxConnectionsPerChild = -1"), "t.toml")
+
+
+def test_the_documented_plan_parses():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    p = parse_plan(example, "experiments.md")
+    assert p.name == "browsers-vs-mpm" and p.rounds == 2 and p.server_directives
+    assert [u.name for u in p.stages[0].mix] == ["browsers", "poll"]
