@@ -421,7 +421,7 @@ async def claims_page(request: Request, d: Dashboard = Dash) -> Response:
         results = await _claims(d)
     except Unavailable as e:
         error = str(e)
-    return _render(d, request, "claims.html", page="claims", results=results, error=error,
+    return _render(d, request, "claims.html", page="claims", results=results, store_error=error,
                    state=d.experiments.state)
 
 
