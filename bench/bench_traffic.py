@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "tests"))  # apache_launcher.py, the launcher the tests use too
 
 import apache_launcher  # noqa: E402
-from common import free_port  # noqa: E402  (bench/ is the script's directory)
+from common import free_port, stop_apache  # noqa: E402  (bench/ is the script's directory)
 
-from mpmcore.procs import ProcessIdentity, stop_pid, terminate  # noqa: E402
+from mpmcore.procs import terminate  # noqa: E402
 from mpmcore.traffic import RunInfo, TrafficRunner  # noqa: E402
 
 
@@ -127,22 +127,6 @@ def bench_throughput(seconds: float, connections: int, rounds: int) -> None:
               f"(target >= 0.50x)")
     finally:  # also after a failed start: whatever Apache did start is stopped, its files removed
         stop_apache(port)
-
-
-def stop_apache(port: int) -> None:
-    """Stop the Apache on ``port`` by the pid in its pid file (SIGTERM; after 15 s SIGKILL of its
-    process group: `-k start` makes the master a session leader), and remove its files in /tmp."""
-    run_dir = apache_launcher.apache_dir(port)
-    try:
-        master = ProcessIdentity.from_pidfile(apache_launcher.pidfile(port), {"apache2"})
-        if master is None:
-            apache_launcher.signal_stop(port)
-        else:
-            if stop_pid(master, 15):
-                print(f"Apache {master.pid} on :{port} did not stop within 15s: killed its process group",
-                      file=sys.stderr)
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # -- capacity ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,10 +13,45 @@ from pathlib import Path
 
 import psutil
 
-from mpmcore.procs import terminate
+from mpmcore.procs import ProcessIdentity, stop_pid, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+sys.path.insert(1, str(ROOT / "tests"))  # apache_launcher.py, the launcher the tests use too
+
+import apache_launcher  # noqa: E402
+
+
+def stop_apache(port: int) -> None:
+    """Stop the Apache on ``port`` by the pid in its pid file (SIGTERM; after 15 s SIGKILL of its
+    process group: `-k start` makes the master a session leader), and remove its files in /tmp."""
+    run_dir = apache_launcher.apache_dir(port)
+    try:
+        master = ProcessIdentity.from_pidfile(apache_launcher.pidfile(port), {"apache2"})
+        if master is None:
+            apache_launcher.signal_stop(port)
+        else:
+            if stop_pid(master, 15):
+                print(f"Apache {master.pid} on :{port} did not stop within 15s: killed its process group",
+                      file=sys.stderr)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def tree_pss_kb(pid: int) -> tuple[int, int]:
+    """Sum of PSS over process ``pid`` and its descendants (KiB), and how many processes."""
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    total = 0
+    for pr in procs:
+        try:
+            with open(f"/proc/{pr.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total, len(procs)
 
 
 def free_port() -> int:
@@ -67,18 +103,8 @@ class Proc:
 
     def tree_pss_mb(self) -> tuple[float, int]:
         """Sum of PSS over the process and its descendants (MB), and how many processes."""
-        procs = [psutil.Process(self.p.pid)]
-        procs += procs[0].children(recursive=True)
-        total = 0
-        for pr in procs:
-            try:
-                with open(f"/proc/{pr.pid}/smaps_rollup") as f:
-                    for line in f:
-                        if line.startswith("Pss:"):
-                            total += int(line.split()[1])
-            except OSError:
-                pass
-        return total / 1024, len(procs)
+        kb, n = tree_pss_kb(self.p.pid)
+        return kb / 1024, n
 
     def __enter__(self):
         return self

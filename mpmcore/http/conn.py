@@ -145,8 +145,18 @@ def _recv(c: Conn, deadline: float) -> bytes | None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return None
+    sock = c.sock
+    if sock.gettimeout() == 0.0:
+        # event: a non-blocking socket, usually readable already (the listener saw it so): try
+        # the read first, and only when nothing is there wait with a timeout (ioctl + poll)
+        try:
+            return sock.recv(RECV_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except (ConnectionError, ssl.SSLError, OSError):
+            return b""
     try:
-        c.sock.settimeout(remaining)
+        sock.settimeout(remaining)
         return c.sock.recv(RECV_SIZE)
     except TimeoutError:
         return None
@@ -182,7 +192,8 @@ def write_some(c: Conn) -> Written:
     """Event's write completion: send what the socket takes now."""
     parts = c.out or []
     try:
-        c.sock.setblocking(False)
+        if c.sock.gettimeout() != 0.0:
+            c.sock.setblocking(False)
         while parts:
             head = memoryview(parts[0])
             n = c.sock.send(head)
@@ -263,9 +274,13 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 # Between requests on a kept-alive connection.
                 if ctx.stopping.is_set():
                     return CLOSE
+                data = None
                 if readable:
                     readable = False
                 elif not hold and not (c.tls and _pending(c.sock)):  # decrypted bytes waiting: read now
+                    # event: park it (no K under event). Trying one non-blocking read first was
+                    # measured and dropped: the next request was there for 5% of requests under
+                    # wrk, and the failed read cost the other 95% more (docs/performance.md).
                     return PARK_KEEPALIVE
                 else:
                     slot.set(sb.BUSY_KEEPALIVE)
@@ -283,7 +298,8 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 if shown_pattern is not None:  # the previous request's pattern is not this one's
                     shown_pattern = None
                     slot.set_pattern(None)
-                data = _recv(c, time.monotonic() + ctx.timeout)
+                if data is None:
+                    data = _recv(c, time.monotonic() + ctx.timeout)
             else:
                 deadline, status = http.read_deadline()
                 if http.requests_completed == 0 and http.phase is Phase.IDLE:

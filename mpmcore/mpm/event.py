@@ -87,15 +87,28 @@ class Counters:
             self.connections += 1
             self._publish(self)
 
-    def connection_closed(self) -> None:
+    def connection_closed(self, worker_idle: bool = False) -> None:
         with self.lock:
             self.connections -= 1
+            self.idle += worker_idle
             self._publish(self)
 
-    def parked(self, q: Queue) -> None:
+    def parked(self, q: Queue, worker_idle: bool = False) -> None:
+        """Parked in ``q``; with ``worker_idle``, the worker that parked it counts itself idle in
+        the same step (one publish per request instead of two)."""
         with self.lock:
             self.queued[q] += 1
+            self.idle += worker_idle
             self._publish(self)
+
+    def unparked_to_worker(self, q: Queue) -> bool:
+        """Out of ``q`` and, when there is one, an idle worker reserved for it, in one publish."""
+        with self.lock:
+            self.queued[q] -= 1
+            took = self.idle > 0
+            self.idle -= took
+            self._publish(self)
+            return took
 
     def unparked(self, q: Queue) -> None:
         with self.lock:
@@ -131,8 +144,10 @@ class EventChild:
         self.tpc = env.config["ThreadsPerChild"]
         self.factor = math.floor(env.config["AsyncRequestWorkerFactor"])
         self.sync_tls = bool(env.config.values.get("SSLSyncEventMPM", False))
-        self.tasks: queue.Queue[tuple[cn.Conn, bool] | Wake | None] = queue.Queue()  # None: exit
+        # None: exit. SimpleQueue (C): a put/get costs a fraction of queue.Queue's Condition dance
+        self.tasks: queue.SimpleQueue[tuple[cn.Conn, bool] | Wake | None] = queue.SimpleQueue()
         self.returns: collections.deque[tuple[cn.Conn, cn.Served]] = collections.deque()  # from workers
+        self.child_record = env.scoreboard.child_counters(env.proc)
         self.counters = Counters(self._publish)
         self.ret_r, self.ret_w = os.pipe()
         os.set_blocking(self.ret_r, False)
@@ -162,15 +177,15 @@ class EventChild:
     # -- counters (published on every change: current, unlike Apache's lagging ones) --------------
     def _publish(self, c: Counters) -> None:
         """Counters' publish (its lock held): the child's record in the scoreboard."""
-        self.env.scoreboard.update_child(
-            self.env.proc, pid=self.pid, connections=c.connections, keep_alive=c.queued[KA],
-            write_completion=c.queued[WRITE], lingering_close=c.queued[LINGER],
-            not_accepting=1 if c.not_accepting else 0)
+        q = c.queued
+        self.child_record.publish(self.pid, 1 if c.not_accepting else 0, c.connections, q[WRITE], q[LINGER], q[KA])
 
     # -- the timeout queues (callers hold qlock) --------------------------------------------------
-    def _park(self, c: cn.Conn, kind: Queue) -> None:
+    def _park(self, c: cn.Conn, kind: Queue, worker_idle: bool = False) -> None:
         """Into a queue and the pollset. EPOLLONESHOT: an event disarms the fd, so handing it on
-        needs no epoll call; the next park re-arms it with one. Closing the socket removes it."""
+        needs no epoll call; the next park re-arms it with one. Closing the socket removes it.
+        ``worker_idle``: the calling worker counts itself idle in the same counters step (it holds
+        qlock, so the listener cannot hand the connection on before that)."""
         fd = c.sock.fileno()
         now = time.monotonic()
         if kind == KA:
@@ -187,11 +202,11 @@ class EventChild:
                 self.ep.register(fd, mask | select.EPOLLONESHOT)
         except (OSError, ValueError):
             del self.parked[fd]
-            self.counters.connection_closed()
+            self.counters.connection_closed(worker_idle)
             cn.close_quietly(c)
             return
         self.queues[kind][fd] = deadline
-        self.counters.parked(kind)
+        self.counters.parked(kind, worker_idle)
 
     def _unpark(self, fd: int) -> tuple[cn.Conn, Queue]:
         c, kind = self.parked.pop(fd)
@@ -280,13 +295,14 @@ class EventChild:
                     outcome = cn.Served.GONE
                 slot.set(sb.READY)
                 # Count ourselves idle before the connection can be seen again: it may be readable
-                # at once (a pipelining or fast client) and must find a free worker.
-                self.counters.worker_idle()
+                # at once (a pipelining or fast client) and must find a free worker. Parking it
+                # here does both in one step, under qlock (the listener waits for it).
                 if outcome is cn.Served.PARK_KEEPALIVE:
                     with self.qlock:
                         if not self.env.stopping.is_set():
-                            self._park(c, KA)
+                            self._park(c, KA, worker_idle=True)
                             continue
+                self.counters.worker_idle()
                 self._give_back(c, outcome)
         finally:
             slot.release(sb.DEAD)
@@ -409,12 +425,17 @@ class EventChild:
             return  # closed meanwhile
         c, kind = entry
         if kind == KA:
-            self._unpark(fd)
-            if dying or not self.dispatch(c, False):
-                # No idle worker: close it (the client reconnects), and since workers ran out,
-                # the whole keep-alive queue goes too.
-                self._close(c)
-                self.workers_were_busy = True
+            del self.parked[fd]
+            del self.queues[KA][fd]
+            if dying:
+                self.counters.unparked(KA)
+            elif self.counters.unparked_to_worker(KA):  # one counters step for both
+                self.tasks.put((c, False))  # the worker is reserved already
+                return
+            # Dying, or no idle worker: close it (the client reconnects), and since workers ran
+            # out, the whole keep-alive queue goes too.
+            self._close(c)
+            self.workers_were_busy = True
         elif kind == WRITE:
             done = cn.write_some(c)
             self._unpark(fd)

@@ -75,3 +75,36 @@ def test_accepting_allowed_is_apaches_connections_above_limit(idle, connections,
     c = Counters(lambda _: None)
     c.idle, c.connections, c.queued[LINGER] = idle, connections, lingering
     assert c.accepting_allowed(threads_per_child=25, factor=2) is allowed
+
+
+def test_parking_worker_counts_itself_idle_in_the_same_publish(counters):
+    c, pub = counters
+    c.connection_opened()
+    c.parked(KA, worker_idle=True)
+    assert pub.seen[-1] == (1, 1, {KA: 1, WRITE: 0, LINGER: 0}, False)
+    assert len(pub.seen) == 2
+
+
+def test_unparked_to_worker_reserves_the_idle_worker_in_one_publish(counters):
+    c, pub = counters
+    c.connection_opened()
+    c.parked(KA, worker_idle=True)
+    pub.seen.clear()
+    assert c.unparked_to_worker(KA)
+    assert pub.seen == [(0, 1, {KA: 0, WRITE: 0, LINGER: 0}, False)]
+
+
+def test_unparked_to_worker_without_an_idle_worker_still_leaves_the_queue(counters):
+    c, pub = counters
+    c.connection_opened()
+    c.parked(KA)
+    pub.seen.clear()
+    assert not c.unparked_to_worker(KA)  # the caller closes it
+    assert (c.idle, c.queued[KA]) == (0, 0) and len(pub.seen) == 1
+
+
+def test_a_failed_park_still_counts_the_worker_idle(counters):
+    c, pub = counters
+    c.connection_opened()
+    c.connection_closed(worker_idle=True)
+    assert (c.idle, c.connections) == (1, 0) and len(pub.seen) == 2
