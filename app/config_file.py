@@ -249,6 +249,8 @@ OPTIONS: dict[str, Option] = {o.dest: o for o in [
     Option("attach_interval", _float_range(0.1, 60, " s"), 1.0, "seconds between polls of each attached source"),
     Option("allow_remote_attach", _bool, False, "allow attaching to non-loopback servers"),
     Option("access_log", _bool, False, "uvicorn's access log on stderr (tokens redacted)"),
+    Option("runs_db", _str, None, "the run store (SQLite file of experiment runs and recordings); "
+                                  "none given: $XDG_DATA_HOME/mpmlab/runs.sqlite3"),
     # --config-file / MPMLAB_CONFIG_FILE: where the file is, so not a key inside it
     Option("config_file", _str, None, "the TOML configuration file"),
 ]}

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from app import metrics
 from app.routes import views
 from app.services.core import CoreControl, EmbeddedCore
+from app.services.experiments import ExperimentService
 from app.services.locust import LocustWatcher
 from app.services.sampler import Sampler
 from app.services.sources import AttachedSource, SourceManager
@@ -63,6 +64,8 @@ class Dashboard:
         self.metrics_registry = metrics.build_registry(self.metric_frames, self.traffic_totals,
                                                        failures=self.scrape_failures, targets=self.target_names,
                                                        process=True)
+        # the run store (--runs-db), experiments in the background, the record button
+        self.experiments = ExperimentService(settings.runs_db)
 
     def render_live(self, ctx: dict[str, Any]) -> str:
         return str(self.templates.get_template("live/_panels.html").render(**ctx))
@@ -134,11 +137,16 @@ class Dashboard:
                 await self.sampler.refresh_core_state()
             self.sources.start()
             self.locust.start()
+            await asyncio.to_thread(self.experiments.open)  # a bad file is reported, not fatal
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        if self.experiments.recorder is not None:  # the record button's run ends with the dashboard
+            rec, self.experiments.recorder = self.experiments.recorder, None
+            await rec.stop()
+        await asyncio.to_thread(self.experiments.close)  # stops a running experiment first
         await self.locust.stop()
         await self.sources.stop()
         await self.sampler.stop()

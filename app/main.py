@@ -28,10 +28,11 @@ from fastapi.staticfiles import StaticFiles
 
 from app import metrics
 from app.dashboard import Dashboard
-from app.routes import api, ui, ws
+from app.routes import api, experiments, ui, ws
 from app.security import SAFE_METHODS, control_problem, host_allowed, install_log_redaction, refusal, token_link
 from app.services.actions import ActionError
 from app.services.core import ControlError, CoreError
+from app.services.experiments import Busy, Unavailable
 from app.settings import STATIC_DIR, DashboardSettings
 from mpmcore import __version__
 from mpmcore.directives import DirectiveError, parse_assignments
@@ -99,6 +100,14 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
     async def _traffic_error(request: Request, e: TrafficError) -> Response:
         return _error(503, str(e))
 
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, e: Busy) -> Response:
+        return _error(409, str(e))
+
+    @app.exception_handler(Unavailable)
+    async def _no_store(request: Request, e: Unavailable) -> Response:
+        return _error(503, str(e))
+
     @app.get("/metrics", tags=["api"], response_class=PlainTextResponse,
              summary="Prometheus text format: every source (core and attached), the traffic generator")
     async def prometheus_metrics(request: Request) -> Response:
@@ -112,6 +121,8 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
     app.include_router(api.router)
     app.include_router(ui.router)
     app.include_router(ws.router)
+    app.include_router(experiments.api)
+    app.include_router(experiments.pages)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     @app.get("/docs", include_in_schema=False)
@@ -140,7 +151,8 @@ def settings_from_args(args: argparse.Namespace) -> DashboardSettings:
         start_core=not args.no_core, grid_hz=float(getattr(args, "fps", None) or 20),
         attach=list(getattr(args, "attach", None) or []),
         attach_interval=float(getattr(args, "attach_interval", None) or 1.0),
-        allow_remote_attach=bool(getattr(args, "allow_remote_attach", False)))
+        allow_remote_attach=bool(getattr(args, "allow_remote_attach", False)),
+        runs_db=getattr(args, "runs_db", None) or None)
 
 
 def printed_url(settings: DashboardSettings, host: str | None = None) -> str:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.services.actions import PatternInfo
 from app.services.sources import SourceEntry
+from mpmcore.experiments.plan import MAX_ROUNDS, MAX_SLOTS
 from mpmcore.model import (
     ChartPoint,
     Insight,
@@ -130,3 +131,71 @@ class TrafficListResponse(BaseModel):
     target: str | None
     targets: list[TrafficTargetInfo]
     patterns: list[TrafficRun]
+
+
+# -- experiments (app/routes/experiments.py) --------------------------------------------------------
+class TargetChoice(BaseModel):
+    """One target an experiment can run against, as the page's checkbox shows it."""
+
+    name: str = Field(description="core:event, apache:worker, nginx, lighttpd, attach:URL")
+    planned: bool = Field(description="the plan lists it (checked by default)")
+    available: bool
+    why: str | None = Field(None, description="why it cannot run here (e.g. its package is missing)")
+
+
+class PlanInfo(BaseModel):
+    name: str
+    title: str
+    description: str
+    origin: str = Field(description="'built-in', or the user's plan file")
+    claim: str | None
+    duration: float = Field(description="seconds of traffic per target per round (warm-up included)")
+    rounds: int
+    slots: int
+    stages: list[str] = Field(description="each stage: its name, duration and pattern mix, in words")
+    targets: list[TargetChoice]
+
+
+class PlanProblem(BaseModel):
+    """A user plan file that could not be read: its path and the one-line error."""
+
+    path: str
+    error: str
+
+
+class RunStateModel(BaseModel):
+    """The background experiment: whether one runs, its last progress, how the last one ended."""
+
+    running: bool
+    plans: list[str]
+    plan_index: int
+    progress: dict[str, Any] | None = Field(None, description="mpmcore.experiments.model.Progress")
+    run_ids: list[int]
+    status: str = Field(description="idle | running | stopping | complete | stopped | failed")
+    message: str
+    started_at: float | None
+    ended_at: float | None
+
+
+class ExperimentsResponse(BaseModel):
+    store: str = Field(description="the run store's file")
+    store_error: str | None
+    plans_dir: str = Field(description="where the user's own plan files (*.toml) are read from")
+    plans: list[PlanInfo]
+    problems: list[PlanProblem]
+    state: RunStateModel
+
+
+class RunBody(BaseModel):
+    targets: list[str] | None = Field(None, description="target names (default: the plan's)")
+    rounds: int | None = Field(None, ge=1, le=MAX_ROUNDS)
+    slots: int | None = Field(None, ge=1, le=MAX_SLOTS, description="the capacity budget's request slots")
+
+
+class RecordState(BaseModel):
+    recording: bool
+    run_id: int | None
+    seconds: float | None
+    frames: int
+    samples: int
+    last_run_id: int | None = Field(None, description="the recording stopped last (replay it)")

@@ -81,6 +81,9 @@ class DashboardSettings:
     allow_remote_attach: bool = False
     #: uvicorn's access log on stderr (``--access-log``); tokens in it are redacted (app.security).
     access_log: bool = False
+    #: The run store (``--runs-db PATH``, SQLite; None: ``mpmcore.experiments.store.default_path()``):
+    #: experiment runs and recorded live sessions (docs/dashboard.md#experiments).
+    runs_db: str | None = None
     token_generated: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:

@@ -211,6 +211,9 @@ def add_dashboard_options(d: argparse.ArgumentParser) -> None:
                    help="print uvicorn's access log on stderr (tokens in it are redacted)")
     d.add_argument("--fps", type=float, metavar="N",
                    help="scoreboard frames per second sent to browsers (1-30)" + default("fps"))
+    d.add_argument("--runs-db", metavar="PATH",
+                   help="the run store: experiment runs and recorded sessions (SQLite; default "
+                        "$XDG_DATA_HOME/mpmlab/runs.sqlite3, i.e. ~/.local/share/mpmlab/runs.sqlite3)")
     d.add_argument("--config-file", metavar="FILE",
                    help="TOML file with the same names as these flags (also MPMLAB_CONFIG_FILE); "
                         "every flag also reads MPMLAB_<NAME>, e.g. MPMLAB_PORT")

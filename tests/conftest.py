@@ -32,6 +32,10 @@ ARTIFACTS = ROOT / "test-artifacts"
 SESSION_TMP = tempfile.mkdtemp(prefix="mpmlab-tests-")
 os.chmod(SESSION_TMP, 0o755)  # Apache's children (www-data) read document roots made under it
 os.environ["TMPDIR"] = SESSION_TMP
+# The run store's default place (mpmcore.experiments.store.default_path) is under it too: a dashboard
+# a test starts without --runs-db never writes into the user's ~/.local/share (nor reads their plans).
+os.environ["XDG_DATA_HOME"] = os.path.join(SESSION_TMP, "xdg-data")
+os.environ["XDG_CONFIG_HOME"] = os.path.join(SESSION_TMP, "xdg-config")  # the user plans dir: none
 tempfile.tempdir = None
 
 

@@ -38,12 +38,38 @@ def _loglevel(line: str) -> str:
             "notice": "l-notice"}.get(level, "l-info")
 
 
+def _fig(v: Any) -> str:
+    """A figure of the compare table: an en dash for none, 3 significant digits at most."""
+    if v is None:
+        return "\u2013"
+    if isinstance(v, (bool, int)):
+        return str(v)
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) >= 1:
+            return str(int(v))
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def _mb(v: float | int | None) -> str:
+    return "\u2013" if v is None else f"{v / 1048576:.1f} MB"
+
+
+def _kib(v: float | int | None) -> str:
+    return "\u2013" if v is None else f"{v / 1024:.1f} KiB"
+
+
+def _when(v: float | None) -> str:
+    return "\u2013" if v is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v))
+
+
 def setup_templates(t: Jinja2Templates) -> None:
     from app.services.traffic import target_key
     t.env.filters["tkey"] = target_key
     t.env.filters["loglevel"] = _loglevel
     t.env.filters["kb"] = kb
     t.env.filters["num"] = _num
+    t.env.filters.update(fig=_fig, mb=_mb, kib=_kib, when=_when)  # the experiments pages
     t.env.globals.update(legend=LEGEND, state_css=STATE_CSS, mpms=MPMS)
 
 

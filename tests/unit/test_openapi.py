@@ -19,6 +19,9 @@ def test_every_get_route_has_a_response_schema() -> None:
     for path, op in gets.items():
         if path in PASSTHROUGH:
             continue
+        if list(op["responses"]["200"]["content"]) == ["application/octet-stream"]:
+            assert "frames" in path or "frame" in path, path  # the replay's binary grid frames, declared so
+            continue
         schema = op["responses"]["200"]["content"]["application/json"]["schema"]
         assert schema and schema != {}, path
     assert "/api/status" in gets and gets["/api/status"]["responses"]["503"]
