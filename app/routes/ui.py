@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.dashboard import Dashboard
 from app.routes.deps import Control, Dash
-from app.routes.views import current_config, directive_rows
+from app.routes.views import current_config, directive_rows, num_text
 from app.security import given_token
 from app.services import actions
 from app.services.actions import ActionError, Restart
@@ -87,11 +87,23 @@ def _changed(mpm: str, values: dict[str, Any], parsed: dict[str, Any], form: dic
             if DIRECTIVES[name].applies_to(mpm) and v != values.get(name, DIRECTIVES[name].defaults[mpm])}
 
 
+def _applied_text(settings: dict[str, str], values: dict[str, Any]) -> str:
+    """What was applied, with the value that runs: "MaxRequestWorkers=200 (asked 210)" when Apache's
+    rules adjusted it (the warning says why)."""
+    out = []
+    for name, asked in settings.items():
+        adjusted = name in values and DIRECTIVES[name].parse(asked) != values[name]
+        out.append(f"{name}={num_text(values[name])} (asked {asked})" if adjusted else f"{name}={asked}")
+    return ", ".join(out)
+
+
 @router.post("/ui/directives", response_class=HTMLResponse, dependencies=[Control])
 async def ui_apply_directives(request: Request, d: Dashboard = Dash) -> Response:
     form = await _form(request)
     hard = form.pop("restart", "graceful") == "hard"
     mpm, values, _ = current_config(d.sampler)
+    # the adjustments of the running configuration: said when they were made, not again at every Apply
+    before = set(((d.sampler.core_state or {}).get("config") or {}).get("warnings") or ())
     try:
         # every field checked at once, so that each bad one gets its error beside it
         settings = _changed(mpm, values, actions.validate_directives(form), form)
@@ -108,9 +120,9 @@ async def ui_apply_directives(request: Request, d: Dashboard = Dash) -> Response
     mpm, values, _ = current_config(d.sampler)
     what = "hard restart" if hard else "graceful restart"
     return _render(d, request, "fragments/_directives.html", rows=directive_rows(mpm, values), mpm=mpm,
-                   message=f"applied {', '.join(f'{k}={v}' for k, v in settings.items()) or 'the configuration'} "
+                   message=f"applied {_applied_text(settings, values) or 'the configuration'} "
                            f"by {what}: generation {change.generation}",
-                   level="ok", warnings=change.warnings)
+                   level="ok", warnings=[w for w in change.warnings if w not in before])
 
 
 @router.post("/ui/httpd-conf", response_class=HTMLResponse, dependencies=[Control])

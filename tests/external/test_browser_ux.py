@@ -1,0 +1,138 @@
+"""The dashboard as a person meets it (issue 11), in headless Chromium (Debian's /usr/bin/chromium)
+against `mpmlab dashboard` started as a user starts it: the Directives tab keeps its messages in
+view, the charts mark switches and read values on hover, controls answer at once, the page works
+at 800 px and by keyboard, and a first visit gets an introduction and a tour. Every console error
+and page error of every test is collected and asserted absent. Waits are polls with deadlines."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import artifact_path
+from dashboard_fixtures import DashboardProcess, launch_chromium
+
+pytestmark = pytest.mark.browser
+
+from playwright import sync_api  # noqa: E402 (pinned in pyproject; Chromium is Debian's)
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory):
+    d = DashboardProcess(tmp_path_factory.mktemp("dash-ux"), mpm="worker")
+    yield d
+    d.stop()
+    d.assert_clean()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+def _open(browser, dashboard, width: int = 1600, height: int = 1200, seen_intro: bool = True, **kw):
+    pg = browser.new_page(viewport={"width": width, "height": height}, **kw)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    pg.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    if seen_intro:  # the first-visit introduction is tested on its own
+        pg.add_init_script("try { localStorage.setItem('mpmlab.intro', 'seen'); } catch (e) {}")
+    pg.goto(dashboard.url + "/")
+    pg.wait_for_function("window.mpmlab && window.mpmlab.frames > 0", timeout=10_000)
+    return pg, errors
+
+
+#: Chromium logs every 4xx answer as a console error; a test that provokes a refusal on purpose
+#: (marked ``refuses``) may see exactly that line, for a 422, and nothing else.
+REFUSAL = "console.error: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
+
+
+@pytest.fixture
+def opened(browser, dashboard, request):
+    pages: list[tuple] = []
+    refuses = request.node.get_closest_marker("refuses") is not None
+
+    def open_(**kw):
+        pg, errors = _open(browser, dashboard, **kw)
+        pages.append((pg, errors))
+        return pg
+
+    yield open_
+    collected = [e for _, errs in pages for e in errs if not (refuses and e == REFUSAL)]
+    for pg, _ in pages:
+        pg.close()
+    dashboard.reset()
+    assert not collected, collected
+
+
+@pytest.fixture
+def page(opened):
+    return opened()
+
+
+IN_VIEW = """(el) => { const r = el.getBoundingClientRect();
+    let ok = r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight && r.left >= 0 && r.right <= window.innerWidth;
+    for (let p = el.parentElement; p && ok; p = p.parentElement) {
+        const s = getComputedStyle(p);
+        if (/(auto|scroll|hidden)/.test(s.overflowY)) { const q = p.getBoundingClientRect();
+            ok = r.top >= q.top - 1 && r.bottom <= q.bottom + 1; }
+    }
+    return ok; }"""
+
+
+def in_view(locator) -> bool:
+    return bool(locator.evaluate(IN_VIEW))
+
+
+# -- point 3: the Directives tab -------------------------------------------------------------------
+def test_directives_table_fits_the_panel(page):
+    page.click(".tab[data-tab=directives]")
+    side = page.locator(".side-col").bounding_box()
+    width = page.evaluate("document.querySelector('.dtable').scrollWidth")
+    assert width <= page.evaluate("document.querySelector('.side-col').clientWidth"), width
+    for cell in page.locator(".dtable td.range").all():
+        box = cell.bounding_box()
+        assert box["x"] + box["width"] <= side["x"] + side["width"], (cell.text_content(), box, side)
+    rrt = page.locator("#row-RequestReadTimeout td.range")
+    sync_api.expect(rrt).to_contain_text("MinRate=500")
+
+
+@pytest.mark.refuses
+def test_directive_errors_in_view_after_apply(page):
+    page.click(".tab[data-tab=directives]")
+    page.fill("#d-StartServers", "lots")
+    page.fill("#d-LimitRequestFields", "0")
+    # Apply from the bottom of the panel, as a person does after editing a field lower down
+    page.evaluate("document.querySelector('.side-col').scrollTop = 1e6")
+    page.click("#apply-directives")
+    err = page.locator("#error-StartServers")
+    sync_api.expect(err).to_contain_text("integer", timeout=10_000)
+    sync_api.expect(page.locator("#error-LimitRequestFields")).to_contain_text("out of range")
+    msg = page.locator("#directives-message")
+    sync_api.expect(msg).to_contain_text("2 invalid values: nothing applied")
+    page.wait_for_function(f"({IN_VIEW})(document.getElementById('error-StartServers'))", timeout=5_000)
+    assert in_view(msg) and in_view(page.locator("#apply-directives"))
+    assert page.evaluate("document.activeElement.id") == "d-StartServers"
+    page.screenshot(path=str(artifact_path("ux-directive-errors.png")))
+
+
+def test_adjusted_value_warned_once_with_what_runs(page):
+    page.click(".tab[data-tab=directives]")
+    page.fill("#d-MaxRequestWorkers", "210")
+    page.click("#apply-directives")
+    msg = page.locator("#directives-message")
+    sync_api.expect(msg).to_contain_text("MaxRequestWorkers=200 (asked 210)", timeout=15_000)
+    sync_api.expect(page.locator("#directive-warnings")).to_contain_text("decreasing to nearest multiple 200")
+    assert in_view(msg) and in_view(page.locator("#directive-warnings"))
+    sync_api.expect(page.locator("#d-MaxRequestWorkers")).to_have_value("200")
+    # the next Apply changes something else: the adjustment is not reported again
+    page.fill("#d-KeepAliveTimeout", "6")
+    page.click("#apply-directives")
+    sync_api.expect(msg).to_contain_text("applied KeepAliveTimeout=6 by graceful restart", timeout=15_000)
+    sync_api.expect(page.locator("#directive-warnings")).to_have_count(0)
+    assert "210" not in page.locator("#directives").inner_text().replace("(asked 210)", "")
+    page.fill("#d-MaxRequestWorkers", "400")
+    page.fill("#d-KeepAliveTimeout", "5")
+    page.click("#apply-directives")
+    sync_api.expect(msg).to_contain_text("MaxRequestWorkers=400", timeout=15_000)
