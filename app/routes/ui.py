@@ -50,7 +50,7 @@ async def index(request: Request, d: Dashboard = Dash) -> Response:
     mpm, values, _ = current_config(d.sampler)
     return _render(d, request, "index.html", mpm=mpm, core=st, links=_core_links(d),
                    rows=directive_rows(mpm, values), catalogue=pattern_catalogue(), presets=PRESETS,
-                   running=d.traffic.patterns, traffic_error=d.traffic.error,
+                   running=d.traffic.patterns, recent=d.traffic.recent(), traffic_error=d.traffic.error,
                    sources=d.sources.sources, targets=d.traffic_targets(), target_names=d.target_names(),
                    log_lines=list(d.sampler.log_lines)[-LOG_BACKLOG:], live=d.sampler.live_context(),
                    settings=d.settings, needs_token=d.settings.token is not None and
@@ -159,7 +159,8 @@ async def ui_traffic_form(request: Request, pattern: str = "steady", d: Dashboar
     cat = pattern_catalogue()
     if pattern not in cat:
         pattern = "steady"
-    return _render(d, request, "fragments/_traffic_form.html", pattern=cat[pattern], values={}, error=None)
+    return _render(d, request, "fragments/_traffic_form.html", pattern=cat[pattern], values={}, error=None,
+                   sources=d.sources.sources)
 
 
 def _number(text: str) -> int | float | str:
@@ -193,7 +194,7 @@ async def _traffic_panel(request: Request, d: Dashboard, status_code: int = 200,
         running = [p for p in await d.traffic.list() if p.running]
     except TrafficError:
         running = []
-    return _render(d, request, "fragments/_traffic_running.html", status_code, running=running,
+    return _render(d, request, "fragments/_traffic_running.html", status_code, running=running, recent=d.traffic.recent(),
                    catalogue=pattern_catalogue(), target_names=d.target_names(), **ctx)
 
 

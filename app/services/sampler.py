@@ -190,7 +190,7 @@ class Sampler:
         last = self.history.last()
         rps = last.rps if last is not None and now - last.t <= 3 * HISTORY_INTERVAL else None
         self.summary, self.insight = s, describe(s, (self.core_state or {}).get("config"), rps)
-        self.tiles = core_tiles(s)
+        self.tiles = core_tiles(s, rps)
         # the same frame, message and chart point as an attached server's (mpmcore.sources.attach)
         frame = self.frame = frame_from_summary(CORE_SOURCE, s, url=self.settings.core_url)
         point = None

@@ -136,3 +136,41 @@ def test_adjusted_value_warned_once_with_what_runs(page):
     page.fill("#d-KeepAliveTimeout", "5")
     page.click("#apply-directives")
     sync_api.expect(msg).to_contain_text("MaxRequestWorkers=400", timeout=15_000)
+
+
+# -- point 4: charts that can be read --------------------------------------------------------------
+SAMPLE_TEXT = """([root, sel, ms]) => new Promise((done) => {
+    const seen = []; const el = document.querySelector(root);
+    const obs = new MutationObserver(() => { const s = el.querySelector(sel); if (s) seen.push(s.textContent); });
+    obs.observe(el, {childList: true, characterData: true, subtree: true});
+    setTimeout(() => { obs.disconnect(); done(seen); }, ms); })"""
+
+
+def test_charts_mark_switch_and_cards_read_now(page):
+    page.click("#preset-browsers")
+    stats = page.locator("#traffic-running .tcard .tstats")
+    sync_api.expect(stats).to_contain_text("p99", timeout=20_000)
+    # the card reads its last seconds: p50/p99 and a rate in nearly every update, not a 250 ms frame
+    # that happened to have no response
+    seen = page.evaluate(SAMPLE_TEXT, ["#traffic-running", ".tcard .tstats", 4000])
+    assert len(seen) >= 4, seen
+    with_latency = [t for t in seen if "p50" in t and " 0 req/s" not in t]
+    assert len(with_latency) >= 0.8 * len(seen), seen
+    # the requests tile: the rate now, and the lifetime figures beside it
+    tile = page.locator("#tile-requests")
+    page.wait_for_function("/^[0-9][0-9,.]*\\/s$/.test(document.querySelector('#tile-requests b').textContent)",
+                           timeout=10_000)
+    sync_api.expect(tile.locator("small")).to_contain_text("since restart")
+    # a switch is marked on every chart, where it happened
+    page.click("#switch-event")
+    mark = page.locator("#ch-rps .chart-mark")
+    sync_api.expect(mark.first).to_contain_text("\u2192 event", timeout=30_000)
+    sync_api.expect(page.locator("#ch-workers .chart-mark").first).to_contain_text("\u2192 event")
+    assert "worker \u2192 event" in (mark.first.get_attribute("title") or "")
+    # hovering a chart shows the values of that second in its legend
+    over = page.locator("#ch-rps .u-over")
+    box = over.bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 4, box["y"] + box["height"] / 2)
+    page.wait_for_function("""(() => { const v = document.querySelector('#ch-rps .u-legend .u-series:nth-child(2) .u-value');
+        return v && /[0-9]/.test(v.textContent); })()""", timeout=5_000)
+    page.screenshot(path=str(artifact_path("ux-charts-switch.png")), full_page=True)
