@@ -5,7 +5,10 @@ the traffic generator is down: the statuses the page's htmx configuration swaps 
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -22,6 +25,32 @@ from mpmcore.directives import DIRECTIVES
 from mpmcore.traffic import TrafficError
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger("mpmlab.dashboard")
+T = TypeVar("T")
+
+#: How long a control's answer waits for the traffic runner. A stop that takes longer (at 256
+#: prefork children closing hundreds of connections took seconds) is answered "stopping" at once and
+#: finishes in the background; the running list and the grid follow it over /ws/live.
+ANSWER_BUDGET = 0.25
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _background_done(task: asyncio.Task[Any]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a traffic stop finished with an error: %s", task.exception())
+
+
+async def _within_budget(coro: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+    """(True, its result) when ``coro`` finished within ANSWER_BUDGET (its exception raised here),
+    else (False, None) with it left running in the background."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=ANSWER_BUDGET)
+    if task in done:
+        return True, task.result()
+    _background.add(task)
+    task.add_done_callback(_background_done)
+    return False, None
 
 
 def _render(d: Dashboard, request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
@@ -189,13 +218,18 @@ def _pattern_form(form: dict[str, str], pattern: str) -> dict[str, Any]:
     return out
 
 
-async def _traffic_panel(request: Request, d: Dashboard, status_code: int = 200, **ctx: Any) -> HTMLResponse:
-    try:
-        running = [p for p in await d.traffic.list() if p.running]
-    except TrafficError:
-        running = []
+async def _traffic_panel(request: Request, d: Dashboard, status_code: int = 200,
+                         stopping: tuple[str, ...] = (), **ctx: Any) -> HTMLResponse:
+    if stopping:
+        # the runner answers nothing else until its stop is done: the last frame's list it is
+        running = list(d.traffic.patterns)
+    else:
+        try:
+            running = [p for p in await d.traffic.list() if p.running]
+        except TrafficError:
+            running = []
     return _render(d, request, "fragments/_traffic_running.html", status_code, running=running, recent=d.traffic.recent(),
-                   catalogue=pattern_catalogue(), target_names=d.target_names(), **ctx)
+                   catalogue=pattern_catalogue(), target_names=d.target_names(), stopping=stopping, **ctx)
 
 
 async def _traffic_refused(request: Request, d: Dashboard, e: ActionError) -> HTMLResponse:
@@ -244,16 +278,24 @@ async def ui_traffic_update(request: Request, pattern_id: str, d: Dashboard = Da
 @router.post("/ui/traffic/{pattern_id}/stop", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_stop(request: Request, pattern_id: str, d: Dashboard = Dash) -> Response:
     try:
-        await actions.stop_traffic(d, pattern_id)
+        done, _ = await _within_budget(actions.stop_traffic(d, pattern_id))
     except ActionError as e:
         return await _traffic_refused(request, d, e)
+    if not done:
+        return await _traffic_panel(request, d, stopping=(pattern_id,), level="info",
+                                    message=f"stopping {pattern_id}: its connections close in the background")
     return await _traffic_panel(request, d, message=f"stopped {pattern_id}", level="ok")
 
 
 @router.post("/ui/traffic/stop-all", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_stop_all(request: Request, d: Dashboard = Dash) -> Response:
+    ids = tuple(p.id for p in d.traffic.patterns)
     try:
-        stopped = await actions.stop_all_traffic(d)
+        done, stopped = await _within_budget(actions.stop_all_traffic(d))
     except ActionError as e:
         return await _traffic_refused(request, d, e)
+    if not done or stopped is None:
+        return await _traffic_panel(request, d, stopping=ids, level="info",
+                                    message=f"stopping {len(ids)} pattern(s): their connections close in the "
+                                            "background; the list and the grid follow")
     return await _traffic_panel(request, d, message=f"stopped {len(stopped.stopped)} pattern(s)", level="ok")
