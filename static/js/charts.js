@@ -44,7 +44,10 @@
     }
     return {hooks: {draw: [place]}};
   }
-  const AXIS = {stroke: "#8b96a5", grid: {stroke: "#1f2630", width: 1}, ticks: {stroke: "#2a313c", width: 1}, font: "11px system-ui, sans-serif"};
+  // axis colors from the page's theme (dashboard.css: dark, or light after prefers-color-scheme)
+  const css = (name, dflt) => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || dflt;
+  const AXIS = {stroke: css("--chart-axis", "#8b96a5"), grid: {stroke: css("--chart-grid", "#1f2630"), width: 1},
+    ticks: {stroke: css("--chart-grid", "#2a313c"), width: 1}, font: "11px system-ui, sans-serif"};
 
   const FIXED = {
     rps: [["requests/s", (p) => p.rps, "#58a6ff", true]],

@@ -229,3 +229,80 @@ def test_controls_answer_under_prefork_browsers(opened, prefork_dashboard):
         {"timings": timings, "stop_all_click_to_answer_s": round(click_to_answer, 2),
          "grid_fps_under_load": round(fps_loaded, 1)}, indent=1))
     print("control timings", timings, "click to answer", round(click_to_answer, 2), "s; grid fps", round(fps_loaded, 1))
+
+
+# -- point 7: narrow screens, keyboards, light and dark ----------------------------------------------
+def test_800px_no_sideways_scroll_controls_in_reach(opened):
+    page = opened(width=800, height=900)
+    sync_api.expect(page.locator("#conn-state")).to_have_text("live", timeout=10_000)
+    assert page.evaluate("document.documentElement.scrollWidth === document.documentElement.clientWidth"), \
+        page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    # the header: two tidy rows at most, no link broken over two lines
+    assert page.locator(".topbar").bounding_box()["height"] <= 90
+    for a in page.locator(".links a").all():
+        assert a.bounding_box()["height"] <= 24, a.text_content()
+    # the traffic controls are in reach while the grid is in view, also scrolled to the grid
+    grid = page.locator("#scoreboard")
+    for y in (0, grid.bounding_box()["y"] - 90):
+        page.evaluate(f"window.scrollTo(0, {y})")
+        page.wait_for_function(f"Math.abs(window.scrollY - {max(0, y)}) < 2", timeout=2_000)
+        box = grid.bounding_box()
+        assert box["y"] < 900 and box["y"] + box["height"] > 0, box
+        assert in_view(page.locator("#preset-browsers")), y
+    page.click("#preset-ajax")
+    sync_api.expect(page.locator("#traffic-running .tcard")).to_have_count(1, timeout=10_000)
+    page.screenshot(path=str(artifact_path("ux-800px.png")))
+
+
+def test_keyboard_reaches_a_cell_and_pins_it(page):
+    sync_api.expect(page.locator("#conn-state")).to_have_text("live", timeout=10_000)
+    page.wait_for_function("window.mpmlab.counts()['_'] >= 75", timeout=15_000)
+    for _ in range(60):  # Tab through the page until the grid has the focus
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "scoreboard":
+            break
+    assert page.evaluate("document.activeElement.id") == "scoreboard"
+    tip = page.locator("#tooltip")
+    sync_api.expect(tip).to_be_visible()
+    sync_api.expect(tip).to_contain_text("slot0 / thread 0")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("window.mpmlab.keyboardCell()") == [1, 1]
+    # the same detail as hovering: state, pid, generation and the fetched slot details
+    sync_api.expect(tip).to_contain_text("slot1 / thread 1")
+    sync_api.expect(tip).to_contain_text("Waiting for Connection")
+    sync_api.expect(tip).to_contain_text("generation")
+    # pinning (Enter) fills the slot panel below the grid without pushing the page down
+    tiles_y = page.locator("#totals").bounding_box()["y"]
+    page.keyboard.press("Enter")
+    sync_api.expect(page.locator("#slot-panel")).to_contain_text("pinned slot", timeout=5_000)
+    sync_api.expect(page.locator("#slot-panel")).to_contain_text("thread 1")
+    assert page.locator("#totals").bounding_box()["y"] == tiles_y
+    # every legend chip of a state with no slot is dimmed, also those at 0 from the start
+    page.wait_for_function("""[...document.querySelectorAll('#legend .chip')].every(c =>
+        c.classList.contains('zero') === (c.querySelector('.cnt').textContent === '0'))""", timeout=5_000)
+
+
+CONTRAST = """() => {
+    const rgb = (c) => c.match(/[0-9.]+/g).slice(0, 3).map(Number);
+    const lum = (c) => { const [r, g, b] = rgb(c).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+    const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+    const bg = (el) => { for (let e = el; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor;
+        if (c && !c.startsWith('rgba(0, 0, 0, 0)') && c !== 'transparent') return c; } return 'rgb(255, 255, 255)'; };
+    const out = {};
+    for (const sel of ['.card h2', '.tile span', '.tile b', '.muted', '.preset span', '.tab', '.links a', '#insight-headline']) {
+        const el = document.querySelector(sel); if (el) out[sel] = ratio(getComputedStyle(el).color, bg(el)); }
+    return {body: getComputedStyle(document.body).backgroundColor, ratios: out}; }"""
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_color_scheme_follows_the_system_with_contrast(opened, scheme):
+    page = opened(color_scheme=scheme)
+    sync_api.expect(page.locator("#conn-state")).to_have_text("live", timeout=10_000)
+    got = page.evaluate(CONTRAST)
+    lum = sum(int(v) for v in got["body"][got["body"].index("(") + 1:-1].split(",")[:3])
+    assert (lum > 600) == (scheme == "light"), got
+    low = {k: round(v, 2) for k, v in got["ratios"].items() if v < 4.5}  # WCAG AA for text
+    assert not low and len(got["ratios"]) >= 6, got
+    page.screenshot(path=str(artifact_path(f"ux-{scheme}.png")))
