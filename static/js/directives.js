@@ -12,6 +12,15 @@
     const input = row.querySelector("input, select");
     if (input) input.focus({preventScroll: true});
   }
+  // "?" beside a directive: its why-row below (Apache's meaning, default, what raising it costs)
+  document.body.addEventListener("click", (e) => {
+    const b = e.target.closest && e.target.closest(".why-toggle");
+    if (!b) return;
+    const row = document.getElementById(b.getAttribute("aria-controls"));
+    if (!row) return;
+    row.hidden = !row.hidden;
+    b.setAttribute("aria-expanded", row.hidden ? "false" : "true");
+  });
   document.body.addEventListener("htmx:afterSettle", (e) => reveal(e.detail.elt));
   document.body.addEventListener("htmx:oobAfterSwap", (e) => reveal(e.detail.target || e.target));
 })();
