@@ -115,10 +115,12 @@ class Dashboard:
         if changed:
             self._traffic_ids = ids
             hub.offer("traffic-list", t.get_template("live/_traffic_list_oob.html").render(
-                running=running, catalogue=pattern_catalogue(), target_names=self.target_names()))
+                running=running, catalogue=pattern_catalogue(), target_names=self.target_names(),
+                recent=self.traffic.recent()))
         if not running and not changed:
             return  # nothing runs, and the empty stats went out when the last pattern stopped
-        hub.offer("traffic-stats", t.get_template("live/_traffic_stats.html").render(running=running))
+        hub.offer("traffic-stats", t.get_template("live/_traffic_stats.html").render(
+            running=running, recent=self.traffic.recent()))
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:

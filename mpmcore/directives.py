@@ -139,6 +139,66 @@ _DIRECTIVES = [
     Directive("UnsafeFastCGIPool", "int", _all(0), 0, 64,
               help="mpmlab: serve /unsafe through N single-threaded FastCGI processes (0 = in-process)"),
 ]
+#: Why a directive matters, for the dashboard's help beside each field: what Apache does with it,
+#: and what raising (or lowering) it costs. The default and range are shown beside it from the
+#: Directive itself. Apache's own words: https://httpd.apache.org/docs/2.4/mod/mpm_common.html,
+#: core.html, event.html, prefork.html, mod_reqtimeout.html.
+WHY: dict[str, str] = {
+    "StartServers": "Children the master forks at start. Only the first minutes feel it: the spare-server "
+                    "rules take over at once. Raising it costs memory from the start.",
+    "MinSpareServers": "prefork: fewer idle children than this and the master forks more (1, 2, 4 ... up to 32 "
+                       "a second). Raising it absorbs bursts without a fork delay; each idle child costs its memory.",
+    "MaxSpareServers": "prefork: more idle children than this and the master stops one a second. Raising it keeps "
+                       "children for the next burst, at the price of their memory while idle.",
+    "MinSpareThreads": "worker/event: fewer idle threads server-wide than this and a new child is forked. Raising it "
+                       "keeps headroom for bursts; each spare child costs ThreadsPerChild threads of memory.",
+    "MaxSpareThreads": "worker/event: more idle threads than this and a child is stopped gracefully. Raising it keeps "
+                       "capacity around between bursts, in memory.",
+    "ServerLimit": "The most child processes the scoreboard has room for, fixed at start (a graceful restart cannot "
+                   "grow it). Raising it costs scoreboard memory even when unused.",
+    "ThreadLimit": "The most threads per child the scoreboard has room for, fixed at start. Raising it costs "
+                   "scoreboard memory for every possible child.",
+    "ThreadsPerChild": "Threads in each worker/event child: the unit the master adds or removes. More threads per "
+                       "child mean fewer processes, but a crash or a stop takes more requests with it.",
+    "MaxRequestWorkers": "The most requests served at once (prefork: children; worker/event: threads). Beyond it new "
+                         "connections wait in the listen backlog. Raising it costs memory per worker and needs the "
+                         "CPU and back ends to keep up.",
+    "MaxConnectionsPerChild": "A child exits after this many connections (0: never), a guard against leaks. Lowering "
+                              "it costs a fork (and a cold cache) every so many connections.",
+    "AsyncRequestWorkerFactor": "event: how many connections beyond ThreadsPerChild a child may hold per idle thread "
+                                "before it stops accepting. Raising it parks more keep-alive connections per child; "
+                                "too high and a burst finds every thread of the child busy.",
+    "GracefulShutdownTimeout": "How long a graceful stop waits for requests in flight (0: as long as they take). "
+                               "Lowering it cuts slow downloads off at a stop.",
+    "ListenBacklog": "Connections the kernel queues for the server when every worker is busy (capped by "
+                     "net.core.somaxconn). Raising it makes clients wait instead of being refused.",
+    "SendBufferSize": "The TCP send buffer (0: the system's). Raising it helps large responses on long fat links, "
+                      "at the price of kernel memory per connection.",
+    "Timeout": "How long a read or write may wait, each time. Raising it lets slow clients hold a worker longer; "
+               "lowering it cuts off slow networks.",
+    "KeepAlive": "Whether a connection may carry more than one request. Off costs a TCP (and TLS) handshake per "
+                 "request; On holds a worker per idle connection under prefork and worker (event parks them).",
+    "KeepAliveTimeout": "How long an idle keep-alive connection waits for its next request. Under prefork and worker "
+                        "an idle connection holds a worker (K) all that time; event parks it on its listener thread.",
+    "MaxKeepAliveRequests": "Requests per connection before the server closes it (0: unlimited). Raising it saves "
+                            "handshakes; it rarely costs anything.",
+    "RequestReadTimeout": "mod_reqtimeout: the time (and the minimum rate) a client has to send its headers and body; "
+                          "the defence against slowloris. Raising it lets slow clients hold workers longer.",
+    "LimitRequestLine": "The longest request line (method, URL, protocol) before a 414. Raising it admits longer URLs "
+                        "and costs memory per request being read.",
+    "LimitRequestFieldSize": "The longest header line before the request is refused (Apache: 400; mpmcore: 431). "
+                             "Raising it admits big cookies, and costs memory per request.",
+    "LimitRequestFields": "The most header lines in a request before it is refused (Apache: 400; mpmcore: 431). "
+                          "Raising it costs parsing time and memory.",
+    "LimitRequestBody": "The largest request body before a 413 (0: unlimited). Raising it lets uploads hold a worker "
+                        "as long as they take.",
+    "ExtendedStatus": "Per-request detail in the scoreboard (client, request, times), as mod_status shows it. It "
+                      "costs a few time calls per request; Off hides the request of every slot.",
+    "SSLSyncEventMPM": "mpmlab only: TLS connections keep their worker for their whole life under event, as before "
+                       "Apache 2.4.7. On shows why event once helped only plain HTTP.",
+    "UnsafeFastCGIPool": "mpmlab only: /unsafe is served by N single-threaded FastCGI processes (as a PHP that is not "
+                         "thread-safe behind mod_proxy_fcgi). Raising it costs one process each.",
+}
 DIRECTIVES: dict[str, Directive] = {d.name: d for d in _DIRECTIVES}
 _BY_LOWER = {name.lower(): name for name in DIRECTIVES}
 # Apache 2.2 names still accepted by 2.4
@@ -295,5 +355,6 @@ def catalogue(mpm: str) -> list[dict[str, Any]]:
     for d in DIRECTIVES.values():
         if d.applies_to(mpm):
             rows.append({"name": d.name, "kind": d.kind, "default": d.defaults[mpm], "min": d.min,
-                         "max": d.max, "unit": d.unit, "help": d.help, "restart_only": d.restart_only})
+                         "max": d.max, "unit": d.unit, "help": d.help, "why": WHY.get(d.name, d.help),
+                         "restart_only": d.restart_only})
     return rows

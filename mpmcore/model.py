@@ -398,6 +398,10 @@ class ChartPoint:
     conns_total: int | None = None
     pss_mb: float | None = None
     traffic: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the MPM and the master's generation at this point: a change between two points is a switch
+    # or a restart, which the charts mark
+    mpm: str | None = None
+    generation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,14 +5,17 @@ the traffic generator is down: the statuses the page's htmx configuration swaps 
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.dashboard import Dashboard
 from app.routes.deps import Control, Dash
-from app.routes.views import current_config, directive_rows
+from app.routes.views import current_config, directive_rows, num_text
 from app.security import given_token
 from app.services import actions
 from app.services.actions import ActionError, Restart
@@ -22,6 +25,32 @@ from mpmcore.directives import DIRECTIVES
 from mpmcore.traffic import TrafficError
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger("mpmlab.dashboard")
+T = TypeVar("T")
+
+#: How long a control's answer waits for the traffic runner. A stop that takes longer (at 256
+#: prefork children closing hundreds of connections took seconds) is answered "stopping" at once and
+#: finishes in the background; the running list and the grid follow it over /ws/live.
+ANSWER_BUDGET = 0.25
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _background_done(task: asyncio.Task[Any]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a traffic stop finished with an error: %s", task.exception())
+
+
+async def _within_budget(coro: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+    """(True, its result) when ``coro`` finished within ANSWER_BUDGET (its exception raised here),
+    else (False, None) with it left running in the background."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=ANSWER_BUDGET)
+    if task in done:
+        return True, task.result()
+    _background.add(task)
+    task.add_done_callback(_background_done)
+    return False, None
 
 
 def _render(d: Dashboard, request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
@@ -50,8 +79,9 @@ async def index(request: Request, d: Dashboard = Dash) -> Response:
     mpm, values, _ = current_config(d.sampler)
     return _render(d, request, "index.html", mpm=mpm, core=st, links=_core_links(d),
                    rows=directive_rows(mpm, values), catalogue=pattern_catalogue(), presets=PRESETS,
-                   running=d.traffic.patterns, traffic_error=d.traffic.error,
-                   sources=d.sources.sources, targets=d.traffic_targets(), locust_masters=d.locust.masters, target_names=d.target_names(),
+                   running=d.traffic.patterns, recent=d.traffic.recent(), traffic_error=d.traffic.error,
+                   sources=d.sources.sources, targets=d.traffic_targets(), locust_masters=d.locust.masters,
+                   target_names=d.target_names(),
                    log_lines=list(d.sampler.log_lines)[-LOG_BACKLOG:], live=d.sampler.live_context(),
                    settings=d.settings, needs_token=d.settings.token is not None and
                    not d.settings.token_ok(given_token(request, d.settings)))
@@ -87,11 +117,23 @@ def _changed(mpm: str, values: dict[str, Any], parsed: dict[str, Any], form: dic
             if DIRECTIVES[name].applies_to(mpm) and v != values.get(name, DIRECTIVES[name].defaults[mpm])}
 
 
+def _applied_text(settings: dict[str, str], values: dict[str, Any]) -> str:
+    """What was applied, with the value that runs: "MaxRequestWorkers=200 (asked 210)" when Apache's
+    rules adjusted it (the warning says why)."""
+    out = []
+    for name, asked in settings.items():
+        adjusted = name in values and DIRECTIVES[name].parse(asked) != values[name]
+        out.append(f"{name}={num_text(values[name])} (asked {asked})" if adjusted else f"{name}={asked}")
+    return ", ".join(out)
+
+
 @router.post("/ui/directives", response_class=HTMLResponse, dependencies=[Control])
 async def ui_apply_directives(request: Request, d: Dashboard = Dash) -> Response:
     form = await _form(request)
     hard = form.pop("restart", "graceful") == "hard"
     mpm, values, _ = current_config(d.sampler)
+    # the adjustments of the running configuration: said when they were made, not again at every Apply
+    before = set(((d.sampler.core_state or {}).get("config") or {}).get("warnings") or ())
     try:
         # every field checked at once, so that each bad one gets its error beside it
         settings = _changed(mpm, values, actions.validate_directives(form), form)
@@ -108,9 +150,9 @@ async def ui_apply_directives(request: Request, d: Dashboard = Dash) -> Response
     mpm, values, _ = current_config(d.sampler)
     what = "hard restart" if hard else "graceful restart"
     return _render(d, request, "fragments/_directives.html", rows=directive_rows(mpm, values), mpm=mpm,
-                   message=f"applied {', '.join(f'{k}={v}' for k, v in settings.items()) or 'the configuration'} "
+                   message=f"applied {_applied_text(settings, values) or 'the configuration'} "
                            f"by {what}: generation {change.generation}",
-                   level="ok", warnings=change.warnings)
+                   level="ok", warnings=[w for w in change.warnings if w not in before])
 
 
 @router.post("/ui/httpd-conf", response_class=HTMLResponse, dependencies=[Control])
@@ -147,7 +189,8 @@ async def ui_traffic_form(request: Request, pattern: str = "steady", d: Dashboar
     cat = pattern_catalogue()
     if pattern not in cat:
         pattern = "steady"
-    return _render(d, request, "fragments/_traffic_form.html", pattern=cat[pattern], values={}, error=None)
+    return _render(d, request, "fragments/_traffic_form.html", pattern=cat[pattern], values={}, error=None,
+                   sources=d.sources.sources)
 
 
 def _number(text: str) -> int | float | str:
@@ -176,13 +219,18 @@ def _pattern_form(form: dict[str, str], pattern: str) -> dict[str, Any]:
     return out
 
 
-async def _traffic_panel(request: Request, d: Dashboard, status_code: int = 200, **ctx: Any) -> HTMLResponse:
-    try:
-        running = [p for p in await d.traffic.list() if p.running]
-    except TrafficError:
-        running = []
-    return _render(d, request, "fragments/_traffic_running.html", status_code, running=running,
-                   catalogue=pattern_catalogue(), target_names=d.target_names(), **ctx)
+async def _traffic_panel(request: Request, d: Dashboard, status_code: int = 200,
+                         stopping: tuple[str, ...] = (), **ctx: Any) -> HTMLResponse:
+    if stopping:
+        # the runner answers nothing else until its stop is done: the last frame's list it is
+        running = list(d.traffic.patterns)
+    else:
+        try:
+            running = [p for p in await d.traffic.list() if p.running]
+        except TrafficError:
+            running = []
+    return _render(d, request, "fragments/_traffic_running.html", status_code, running=running, recent=d.traffic.recent(),
+                   catalogue=pattern_catalogue(), target_names=d.target_names(), stopping=stopping, **ctx)
 
 
 async def _traffic_refused(request: Request, d: Dashboard, e: ActionError) -> HTMLResponse:
@@ -231,18 +279,26 @@ async def ui_traffic_update(request: Request, pattern_id: str, d: Dashboard = Da
 @router.post("/ui/traffic/{pattern_id}/stop", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_stop(request: Request, pattern_id: str, d: Dashboard = Dash) -> Response:
     try:
-        await actions.stop_traffic(d, pattern_id)
+        done, _ = await _within_budget(actions.stop_traffic(d, pattern_id))
     except ActionError as e:
         return await _traffic_refused(request, d, e)
+    if not done:
+        return await _traffic_panel(request, d, stopping=(pattern_id,), level="info",
+                                    message=f"stopping {pattern_id}: its connections close in the background")
     return await _traffic_panel(request, d, message=f"stopped {pattern_id}", level="ok")
 
 
 @router.post("/ui/traffic/stop-all", response_class=HTMLResponse, dependencies=[Control])
 async def ui_traffic_stop_all(request: Request, d: Dashboard = Dash) -> Response:
+    ids = tuple(p.id for p in d.traffic.patterns)
     try:
-        stopped = await actions.stop_all_traffic(d)
+        done, stopped = await _within_budget(actions.stop_all_traffic(d))
     except ActionError as e:
         return await _traffic_refused(request, d, e)
+    if not done or stopped is None:
+        return await _traffic_panel(request, d, stopping=ids, level="info",
+                                    message=f"stopping {len(ids)} pattern(s): their connections close in the "
+                                            "background; the list and the grid follow")
     return await _traffic_panel(request, d, message=f"stopped {len(stopped.stopped)} pattern(s)", level="ok")
 
 

@@ -20,7 +20,7 @@ LEGEND = [(sb.LETTERS[i], sb.STATE_NAMES[i], STATE_CSS[sb.LETTERS[i]]) for i in
            sb.CLOSING, sb.GRACEFUL, sb.IDLE_KILL, sb.DEAD)]
 
 
-def _num(v: Any) -> str:
+def num_text(v: Any) -> str:
     if isinstance(v, bool):
         return "On" if v else "Off"
     if isinstance(v, float) and v.is_integer():
@@ -68,7 +68,7 @@ def setup_templates(t: Jinja2Templates) -> None:
     t.env.filters["tkey"] = target_key
     t.env.filters["loglevel"] = _loglevel
     t.env.filters["kb"] = kb
-    t.env.filters["num"] = _num
+    t.env.filters["num"] = num_text
     t.env.filters.update(fig=_fig, mb=_mb, kib=_kib, when=_when)  # the experiments pages
     t.env.globals.update(legend=LEGEND, state_css=STATE_CSS, mpms=MPMS)
 
@@ -86,8 +86,8 @@ def directive_rows(mpm: str, values: dict[str, Any], form: dict[str, str] | None
     for d in catalogue(mpm):
         name = d["name"]
         cur = values.get(name, d["default"])
-        rows.append(dict(d, value=(form or {}).get(name, _num(cur)), current=_num(cur),
-                         default_text=_num(d["default"]), changed=cur != d["default"],
+        rows.append(dict(d, value=(form or {}).get(name, num_text(cur)), current=num_text(cur),
+                         default_text=num_text(d["default"]), changed=cur != d["default"],
                          error=(errors or {}).get(name)))
     return rows
 

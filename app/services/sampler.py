@@ -40,6 +40,7 @@ HISTORY_INTERVAL = 1.0  # seconds between chart points
 LOG_POLL = 0.25  # seconds between reads of the error log
 REATTACH_INTERVAL = 1.0  # seconds between tries to attach to the scoreboard when it is gone
 STATE_RETRY = 1.0  # seconds before a failed `status` after a new generation is asked again
+BIG_TABLE = 32  # process table rows beyond which /ws/live sends the table once a second, not with every summary
 
 
 class History:
@@ -90,6 +91,7 @@ class Sampler:
         self._state_task: asyncio.Task[None] | None = None
         self._known_generation: int | None = None
         self.ticks = 0
+        self._summaries = 0
         self.work_seconds = 0.0  # CPU time spent in ticks (for /api/dashboard)
         self.frames_sent = 0
         self.started = time.monotonic()
@@ -190,7 +192,7 @@ class Sampler:
         last = self.history.last()
         rps = last.rps if last is not None and now - last.t <= 3 * HISTORY_INTERVAL else None
         self.summary, self.insight = s, describe(s, (self.core_state or {}).get("config"), rps)
-        self.tiles = core_tiles(s)
+        self.tiles = core_tiles(s, rps)
         # the same frame, message and chart point as an attached server's (mpmcore.sources.attach)
         frame = self.frame = frame_from_summary(CORE_SOURCE, s, url=self.settings.core_url)
         point = None
@@ -203,8 +205,13 @@ class Sampler:
         msg = dataclasses.replace(summary_message(frame, patterns=tuple(self.grid.patterns) if self.grid else ()),
                                   insight=self.insight, point=point)
         self.grid_hub.offer("summary", json.dumps(to_jsonable(msg), separators=(",", ":")))
+        self._summaries += 1
         if self.render_live is not None and self.live_hub.channels:
-            self.live_hub.offer("panels", self.render_live(self.live_context()))
+            # a long process table (256 prefork children) re-rendered and swapped 4 times a second kept
+            # the page's main thread busy: beyond BIG_TABLE rows it goes out once a second
+            every = max(1, round(self.settings.summary_hz))
+            procs = len(s.procs) <= BIG_TABLE or self._summaries % every == 0
+            self.live_hub.offer("panels", self.render_live(dict(self.live_context(), with_procs=procs)))
 
     def _point(self, frame: SourceFrame, now: float) -> ChartPoint | None:
         seconds = now - self._last_point_t if self._last_point_t else HISTORY_INTERVAL

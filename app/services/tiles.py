@@ -24,8 +24,16 @@ def _graceful(s: Summary, id: str | None = None) -> Tile:
     return Tile("graceful", str(g), note, id)
 
 
-def core_tiles(s: Summary) -> tuple[Tile, ...]:
-    """The embedded core's tiles."""
+def rate(rps: float | None) -> str:
+    """Requests a second for people: "1,683/s", "4.5/s", an en dash when not known yet."""
+    if rps is None:
+        return "\u2013"
+    return f"{rps:,.0f}/s" if rps >= 10 else f"{rps:.1f}/s"
+
+
+def core_tiles(s: Summary, rps: float | None = None) -> tuple[Tile, ...]:
+    """The embedded core's tiles; ``rps``: the request rate of the last chart second (the requests
+    tile shows it, with the lifetime figures beside it)."""
     t = s.totals
     if s.mpm == "event":
         conns = Tile("connections", str(s.conns_total), "ConnsTotal", "tile-connections")
@@ -46,8 +54,9 @@ def core_tiles(s: Summary) -> tuple[Tile, ...]:
         conns,
         Tile("parked keep-alive", str(s.conns_async_keep_alive),
              f"writing {s.conns_async_writing} · closing {s.conns_async_closing}"),
-        Tile("requests", str((t.accesses if t else None) or 0),
-             f"{(t.req_per_sec if t else None) or 0:.1f}/s since restart"),
+        Tile("requests", rate(rps),
+             f"now; {(t.accesses if t else None) or 0:,} total, {(t.req_per_sec if t else None) or 0:.1f}/s since restart",
+             "tile-requests"),
         Tile("memory", kb(s.proc_sum.pss_kb), "children PSS"),
     )
 

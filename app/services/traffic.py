@@ -10,6 +10,7 @@ that names a target in its parameters is refused, and the generator's own rule (
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,21 @@ log = logging.getLogger("mpmlab.dashboard")
 HIDDEN_PARAMS = ("target", "allow_remote", "tls_verify", "tls_cafile")
 #: How long presets run unless stopped (the generator's own default is 30 s).
 PRESET_DURATION = 600.0
+#: Seconds of frames a running pattern's card reads its rate and latency over: a 250 ms frame of
+#: Browsers (think time between pages) often has no response at all.
+RECENT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecentFigures:
+    """A running pattern's figures over its last RECENT_SECONDS of frames (its card's line): rps
+    over that time, p50 the count-weighted mean of the frames' p50, p99 the worst frame's."""
+
+    seconds: float
+    rps: float
+    p50: float | None
+    p99: float | None
+    errors: int
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,8 @@ class TrafficService:
         self.patterns: list[RunInfo] = []  # running patterns, from the last frame
         # per target (host, port), per label: the figures of the current second
         self._windows: dict[tuple[str, int] | None, dict[str, _Window]] = {}
+        # per running pattern id: (seconds, responses, errors, p50, p99, latency count) of its last frames
+        self._recent: dict[str, collections.deque[tuple[float, int, int, float | None, float | None, int]]] = {}
         self._listeners: list[Callable[[StatsFrame], None]] = []
         self.error: str | None = None
 
@@ -188,6 +206,7 @@ class TrafficService:
 
     def _on_frame(self, frame: StatsFrame) -> None:
         self.patterns = [p for p in frame.patterns if p.running]
+        self._keep_recent()
         for p in frame.patterns:
             per_target = self._windows.setdefault(target_key(p.target), {})
             wdw = per_target.setdefault(p.label or p.pattern, _Window())
@@ -204,6 +223,37 @@ class TrafficService:
                 wdw.p99 = lat.p99 if wdw.p99 is None else max(wdw.p99, lat.p99)
         for cb in list(self._listeners):
             cb(frame)
+
+    def _keep_recent(self) -> None:
+        ids = set()
+        for p in self.patterns:
+            ids.add(p.id)
+            live = p.live
+            if live is None:
+                continue
+            dq = self._recent.setdefault(p.id, collections.deque())
+            lat = live.latency_ms
+            dq.append((live.seconds, live.responses, live.errors_total, lat.p50 if lat else None,
+                       lat.p99 if lat else None, lat.count if lat else 0))
+            while len(dq) > 1 and sum(x[0] for x in dq) - dq[0][0] >= RECENT_SECONDS:
+                dq.popleft()
+        for gone in set(self._recent) - ids:
+            del self._recent[gone]
+
+    def recent(self) -> dict[str, RecentFigures]:
+        """Per running pattern id, its figures over the last RECENT_SECONDS."""
+        out: dict[str, RecentFigures] = {}
+        for pid, dq in self._recent.items():
+            seconds = sum(x[0] for x in dq)
+            responses = sum(x[1] for x in dq)
+            counted = [(x[3], x[4], x[5]) for x in dq if x[5] and x[3] is not None and x[4] is not None]
+            n = sum(c for _, _, c in counted)
+            out[pid] = RecentFigures(
+                seconds=round(seconds, 2), rps=responses / seconds if seconds > 0 else 0.0,
+                p50=sum(p50 * c for p50, _, c in counted) / n if n else None,
+                p99=max(p99 for _, p99, _ in counted) if counted else None,
+                errors=sum(x[2] for x in dq))
+        return out
 
     def take_second(self, seconds: float, target: str | None = None) -> dict[str, dict[str, Any]]:
         """Per label of the patterns aimed at ``target`` (default: the embedded server) since the

@@ -216,5 +216,6 @@ def chart_point(frame: SourceFrame, last: tuple[float, int] | None) -> tuple[Cha
         parked_keep_alive=s.conns_async_keep_alive, async_writing=s.conns_async_writing,
         async_closing=s.conns_async_closing, conns_total=s.conns_total,
         pss_mb=round(pss / 1024, 1) if pss is not None else None,
+        mpm=s.mpm, generation=s.mpm_generation,
     )
     return point, ((frame.t, accesses) if accesses is not None else last)

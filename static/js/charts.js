@@ -5,7 +5,49 @@
 (function () {
   "use strict";
   const WINDOW = 600; // seconds kept on screen (the server keeps the same)
-  const AXIS = {stroke: "#8b96a5", grid: {stroke: "#1f2630", width: 1}, ticks: {stroke: "#2a313c", width: 1}, font: "11px system-ui, sans-serif"};
+  const RECENT = 120; // seconds whose values set the latency chart's scale: an old spike does not flatten now
+  const pad = (n) => String(n).padStart(2, "0");
+  // time labels as a clock, one format for every tick (uPlot's default glues a date to the first)
+  function clock(u, splits, axisIdx, space, incr) {
+    return splits.map((v) => { const d = new Date(v * 1000);
+      return incr < 60 ? `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}` : `${pad(d.getHours())}:${pad(d.getMinutes())}`; });
+  }
+
+  // where the MPM changed or the master restarted: a point whose generation differs from the one before
+  function marksOf(points) {
+    const out = [];
+    for (let i = 1; i < points.length; i++) {
+      const a = points[i - 1], b = points[i];
+      if (b.generation == null || a.generation == null || b.generation === a.generation) continue;
+      const switched = b.mpm && a.mpm && b.mpm !== a.mpm;
+      out.push({t: b.t, generation: b.generation, label: switched ? `→ ${b.mpm}` : "restart",
+        title: switched ? `generation ${b.generation}: ${a.mpm} → ${b.mpm}` : `generation ${b.generation}: restart`});
+    }
+    return out;
+  }
+
+  // a uPlot plugin: the marks as vertical lines over the plot, as elements (with a title on hover)
+  function marksPlugin(getMarks) {
+    function place(u) {
+      let layer = u.over.querySelector(".chart-marks");
+      if (!layer) { layer = document.createElement("div"); layer.className = "chart-marks"; u.over.appendChild(layer); }
+      const [x0, x1] = [u.scales.x.min, u.scales.x.max];
+      const html = [];
+      for (const m of getMarks()) {
+        if (x0 == null || m.t < x0 || m.t > x1) continue;
+        const left = u.valToPos(m.t, "x");
+        const side = left > u.over.clientWidth - 60 ? " left" : "";
+        html.push(`<div class="chart-mark${side}" style="left:${left.toFixed(1)}px" data-generation="${m.generation}" title="${m.title}"><span>${m.label}</span></div>`);
+      }
+      const text = html.join("");
+      if (layer.dataset.html !== text) { layer.innerHTML = text; layer.dataset.html = text; }
+    }
+    return {hooks: {draw: [place]}};
+  }
+  // axis colors from the page's theme (dashboard.css: dark, or light after prefers-color-scheme)
+  const css = (name, dflt) => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || dflt;
+  const AXIS = {stroke: css("--chart-axis", "#8b96a5"), grid: {stroke: css("--chart-grid", "#1f2630"), width: 1},
+    ticks: {stroke: css("--chart-grid", "#2a313c"), width: 1}, font: "11px system-ui, sans-serif"};
 
   const FIXED = {
     rps: [["requests/s", (p) => p.rps, "#58a6ff", true]],
@@ -62,11 +104,15 @@
       if (charts[kind]) charts[kind].plot.destroy();
       el.innerHTML = "";
       const width = Math.max(240, el.clientWidth);
+      const yRange = kind === "latency" ? recentRange : (u, min, max) => [0, Math.max(1, max * 1.1)];
       const opts = {
-        width, height: 150, cursor: {points: {size: 5}}, legend: {show: true, live: false},
-        scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.1)]}},
-        axes: [Object.assign({}, AXIS, {space: 60}), Object.assign({}, AXIS, {size: 54})],
-        series: [{}].concat(spec.map(([label, , color, fill, dash]) => ({label, stroke: color, width: 1.5, dash,
+        width, height: 150, cursor: {points: {size: 5}},
+        // hovering shows every series' value at that second in the legend
+        legend: {show: true, live: true},
+        scales: {x: {time: true}, y: {range: yRange}},
+        axes: [Object.assign({}, AXIS, {space: 70, values: clock}), Object.assign({}, AXIS, {size: 54})],
+        plugins: [marksPlugin(() => set.marks)],
+        series: [{label: "time", value: (u, v) => (v == null ? "--" : clock(u, [v], 0, 0, 1)[0])}].concat(spec.map(([label, , color, fill, dash]) => ({label, stroke: color, width: 1.5, dash,
           fill: fill ? color + "22" : undefined, spanGaps: false, points: {show: false}}))),
       };
       if (!spec.length) {
@@ -78,12 +124,27 @@
       return charts[kind];
     }
 
+    // the latency scale: the largest value of the last RECENT seconds (older spikes run off the top)
+    function recentRange(u) {
+      const xs = u.data[0];
+      let max = 0;
+      if (xs.length) {
+        const cut = xs[xs.length - 1] - RECENT;
+        for (let s = 1; s < u.data.length; s++) {
+          const ys = u.data[s];
+          for (let i = ys.length - 1; i >= 0 && xs[i] >= cut; i--) if (ys[i] != null && ys[i] > max) max = ys[i];
+        }
+      }
+      return [0, Math.max(1, max * 1.15)];
+    }
+
     function data(spec) {
       const xs = points.map((p) => p.t);
       return [xs].concat(spec.map((s) => points.map((p) => { const v = s[1](p); return v == null ? null : v; })));
     }
 
     function render() {
+      set.marks = marksOf(points);
       const ls = labels();
       for (const kind of Object.keys(ids)) {
         const spec = seriesFor(kind, ls);
@@ -99,7 +160,7 @@
       render();
     }
 
-    const set = {points, push, render};
+    const set = {points, push, render, marks: [], charts};
     fetch(options.history).then((r) => r.json()).then((h) => {
       for (const p of h.points) if (!points.length || p.t > points[points.length - 1].t) points.push(p);
       render();

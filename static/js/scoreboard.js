@@ -63,6 +63,7 @@
     opts = opts || {};
     const view = {mode: "state", layout: null};
     let frame = null, prev = null, full = true, geo = null, pending = false, hover = null, pinned = null;
+    let kb = null; // the keyboard's cell [p, t] while the grid has the focus
     Object.defineProperty(view, "frame", {get: () => frame});
     // the legend's count chips, found once (the legend itself is never replaced)
     const chips = legend ? [...legend.querySelectorAll("[data-count]")] : [];
@@ -124,6 +125,11 @@
       if (g.cell >= 12 && st !== 0) {
         ctx.fillStyle = view.mode === "pattern" && st > 2 ? "#0b0f14" : INK[st];
         ctx.fillText(LETTERS[st], x + (g.cell - gap) / 2, y + (g.cell - gap) / 2 + 0.5);
+      }
+      if (kb && kb[0] === p && kb[1] === t && document.activeElement === canvas) {
+        ctx.strokeStyle = "#4da3ff";
+        ctx.lineWidth = 2;
+        ctx.strokeRect(x + 1, y + 1, g.cell - gap - 2, g.cell - gap - 2);
       }
       if (pinned && pinned[0] === p && pinned[1] === t) {
         ctx.strokeStyle = "#ffffff";
@@ -205,10 +211,9 @@
       view.layout = {rows: f.rows, cols: f.cols, single: g.single, mpm: MPMS[f.mpm], cell: g.cell, label: g.label};
       for (const chip of chips) {
         const n = slots[chip.dataset.count] || 0;
-        if (chip.textContent !== String(n)) {
-          chip.textContent = n;
-          chip.parentNode.classList.toggle("zero", !n);
-        }
+        if (chip.textContent !== String(n)) chip.textContent = n;
+        // every chip, also one that was 0 from the start (it used to change only with its count)
+        chip.parentNode.classList.toggle("zero", !n);
       }
       if (hover && hover[0] < f.rows && hover[1] < f.cols) showTooltip(hover[0], hover[1], hover[2], hover[3], false);
       else if (hover) { hover = null; tooltip.hidden = true; } // the layout changed under the mouse
@@ -295,11 +300,55 @@
     });
     canvas.addEventListener("mouseleave", () => { hover = null; tooltip.hidden = true; });
 
+    // -- the keyboard: Tab reaches the grid, arrows move a cell at a time (Home/End: a row's ends),
+    // the same detail as hovering is shown beside the cell, Enter or Space pins it, Escape hides it
+    canvas.tabIndex = 0;
+    canvas.setAttribute("role", "application");
+    canvas.setAttribute("aria-roledescription", "scoreboard grid");
+    canvas.setAttribute("aria-describedby", tooltip.id || "");
+    function showKb(refetch) {
+      if (!kb || !geo || !frame) return;
+      const [x, y] = cellXY(geo, kb[0], kb[1]);
+      const r = canvas.getBoundingClientRect();
+      const cx = r.left + x + geo.cell / 2, cy = r.top + y + geo.cell / 2;
+      const changed = refetch || !hover || hover[0] !== kb[0] || hover[1] !== kb[1];
+      hover = [kb[0], kb[1], cx, cy];
+      showTooltip(kb[0], kb[1], cx, cy, changed);
+      tooltip.setAttribute("aria-live", "polite");
+      full = true; schedule();
+    }
+    canvas.addEventListener("focus", () => { if (!kb) kb = [0, 0]; showKb(true); });
+    canvas.addEventListener("blur", () => { hover = null; tooltip.hidden = true; tooltip.removeAttribute("aria-live"); full = true; schedule(); });
+    canvas.addEventListener("keydown", (ev) => {
+      if (!geo || !frame || !kb) return;
+      let [p, t] = kb;
+      const single = geo.single;
+      switch (ev.key) {
+        case "ArrowRight": if (single) p++; else t++; break;
+        case "ArrowLeft": if (single) p--; else t--; break;
+        case "ArrowDown": p += single ? geo.perLine : 1; break;
+        case "ArrowUp": p -= single ? geo.perLine : 1; break;
+        case "Home": if (single) p -= p % geo.perLine; else t = 0; break;
+        case "End": if (single) p = Math.min(frame.rows - 1, p - (p % geo.perLine) + geo.perLine - 1); else t = frame.cols - 1; break;
+        case "Enter": case " ":
+          if (panel) { pinned = pinned && pinned[0] === p && pinned[1] === t ? null : [p, t]; full = true; schedule(); refreshPinned(); }
+          ev.preventDefault(); return;
+        case "Escape": hover = null; tooltip.hidden = true; return;
+        default: return;
+      }
+      ev.preventDefault();
+      p = Math.max(0, Math.min(frame.rows - 1, p));
+      t = Math.max(0, Math.min(frame.cols - 1, t));
+      kb = [p, t];
+      showKb(false);
+    });
+    view.keyboardCell = () => (kb && document.activeElement === canvas ? kb.slice() : null);
+
     function refreshPinned() {
       if (!panel) return;
       if (!pinned || !frame) {
         panel.classList.add("muted");
-        panel.innerHTML = "Hover a cell for its slot; click to pin it here.";
+        panel.innerHTML = panel.dataset.idle || "Hover a cell for its slot; click to pin it here.";
         return;
       }
       const [p, t] = pinned;
@@ -373,6 +422,7 @@
     on(kind, cb) { listeners[kind].push(cb); },
     cellState: core.cellState,
     counts: core.counts,
+    keyboardCell: core.keyboardCell,
     setMode(m) { core.setMode(m); updatePatternLegend(); },
   };
   Object.defineProperty(mpmlab, "layout", {get: () => core.layout});

@@ -1,0 +1,125 @@
+"""How fast the page's controls answer, and the grid's frame rate, under the heaviest loads a person
+makes with the presets: prefork with Browsers (up to 256 children), and event with 4096 slots.
+
+    ./dev.sh bench controls [--only prefork|event] [--window 5]
+
+For each case: `mpmlab dashboard` in its own process (a control token of its own), one page in
+headless Chromium (/usr/bin/chromium); the Browsers preset is started from the page and the load
+built up (prefork: until 200 children are busy or 90 s passed); then
+- the grid's frame rate in the page (frames received and drawn, over --window seconds),
+- each control clicked in the page, timed in the page from the click to htmx's answer
+  (htmx:afterRequest; what a person waits for, the page's own main-thread delays included):
+  a second preset (AJAX polling), "stop all", and (prefork) the switch to event.
+Targets (issue 11): every answer within 300 ms, or progress shown (the page's busy bar after
+300 ms); the grid at >= 10 frames/s. Figures, never asserted, go to docs/dashboard.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from bench_dashboard import ARGS, CHROMIUM, ROOT, SLOTS_SETTINGS, TOKEN, api
+from common import free_port, wait_until
+
+from mpmcore.procs import terminate
+
+CASES = {
+    "prefork": ("prefork", {}),  # Apache's defaults: ServerLimit = MaxRequestWorkers = 256
+    "event": ("event", SLOTS_SETTINGS),  # 64 children x 64 threads = 4096 slots
+}
+
+CLICK = """(sel) => new Promise((ok) => {
+    const t0 = performance.now();
+    const h = (e) => { document.body.removeEventListener('htmx:afterRequest', h);
+        ok({ms: performance.now() - t0, status: e.detail.xhr.status, text: e.detail.xhr.responseText.slice(0, 300)}); };
+    document.body.addEventListener('htmx:afterRequest', h);
+    document.querySelector(sel).click(); })"""
+FPS = """(ms) => new Promise((done) => { const f0 = window.mpmlab.frames, t0 = performance.now();
+    let drawn = 0; const tick = () => { drawn++; if (performance.now() - t0 < ms) requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+    setTimeout(() => done({frames: 1000 * (window.mpmlab.frames - f0) / (performance.now() - t0),
+                           raf: 1000 * drawn / (performance.now() - t0)}), ms); })"""
+
+
+def run(case: str, window: float) -> None:
+    from playwright.sync_api import sync_playwright
+
+    mpm, settings = CASES[case]
+    port, core_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "mpmcore.cli", "dashboard", "--port", str(port), "--core-listen",
+           f"127.0.0.1:{core_port}", "--mpm", mpm]
+    for k, v in settings.items():
+        cmd += ["--set", f"{k}={v}"]
+    print(f"== {case}: {' '.join(cmd[1:])}")
+    dash = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            env={**os.environ, "MPMLAB_TOKEN": TOKEN})
+    try:
+        def ready():
+            if dash.poll() is not None:
+                raise SystemExit(f"dashboard exited with {dash.returncode}")
+            try:
+                return api(base, "/api/scoreboard")
+            except OSError:
+                return None
+        wait_until(ready, 60, "the dashboard", interval=0.1)
+        if case == "event":
+            wait_until(lambda: api(base, "/api/scoreboard")["state_counts"]["_"] >= 4000, 180, "4096 ready slots")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            pg = browser.new_page(viewport={"width": 1600, "height": 1200})
+            errors: list[str] = []
+            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            pg.add_init_script("localStorage.setItem('mpmlab.intro', 'seen')")
+            pg.goto(f"{base}/?token={TOKEN}")
+            pg.wait_for_function("window.mpmlab && window.mpmlab.frames > 0", timeout=30_000)
+            answers = {"preset Browsers": pg.evaluate(CLICK, "#preset-browsers")}
+            t0 = time.monotonic()
+
+            def loaded():
+                if case == "event":  # event parks idle keep-alive connections: they leave the grid
+                    return (api(base, "/api/status")["summary"].get("conns_async_keep_alive") or 0) >= 400 \
+                        or time.monotonic() - t0 > 90
+                c = api(base, "/api/scoreboard")["state_counts"]
+                return sum(c.get(k, 0) for k in "RWKCLDG") >= 200 or time.monotonic() - t0 > 90
+            wait_until(loaded, 120, "the load built up", interval=0.5)
+            st = api(base, "/api/status")
+            tiles = {t["label"]: t["value"] for t in st["tiles"]}
+            print(f"load: processes {tiles.get('processes')}, busy {tiles.get('busy')}, memory {tiles.get('memory')}, "
+                  f"after {time.monotonic() - t0:.0f} s")
+            fps = pg.evaluate(FPS, int(window * 1000))
+            print(f"grid: {fps['frames']:.1f} frames/s received and drawn; the page's animation frames "
+                  f"{fps['raf']:.1f}/s (main thread free that often)")
+            answers["preset AJAX polling"] = pg.evaluate(CLICK, "#preset-ajax")
+            answers["stop all"] = pg.evaluate(CLICK, "#tab-traffic h3 button")
+            if case == "prefork":
+                answers["switch to event"] = pg.evaluate(CLICK, "#switch-event")
+            for what, a in answers.items():
+                words = "stopping" if "stopping" in a["text"] else ""
+                print(f"  {what:<22} answered in {a['ms']:7.0f} ms (HTTP {a['status']}) {words}")
+            drained = time.monotonic()
+            wait_until(lambda: not [x for x in api(base, "/api/traffic")["patterns"] if x["state"] == "running"],
+                       60, "every pattern stopped", interval=0.2)
+            print(f"  patterns finished {time.monotonic() - drained:.1f} s after the stop's answer")
+            print(f"  console errors: {len(errors)} {errors[:3]}")
+            browser.close()
+    finally:
+        terminate(dash, 40)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=list(CASES))
+    ap.add_argument("--window", type=float, default=5.0, help="seconds of frame counting")
+    args = ap.parse_args()
+    for case in [args.only] if args.only else list(CASES):
+        run(case, args.window)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
