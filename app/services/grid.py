@@ -101,7 +101,10 @@ class GridReader:
         return pid
 
     def frame(self, now_ms: float) -> tuple[bytes, bytes, Layout]:
-        """(frame bytes, status bytes of the shown region, layout)."""
+        """(frame bytes, what the frame shows, layout). What it shows is every byte but its sequence
+        number, clock and pattern-table flag: two frames with the same content draw the same page,
+        and a frame whose MPM, generation, rows, pids or flags changed while the letters did not
+        (worker's 75 idle threads become event's 75) differs from the one before."""
         r = self.reader
         g = sb.GlobalRecord.from_buffer_copy(r.mm, 0)
         if g.superseded:
@@ -178,7 +181,12 @@ class GridReader:
         body = b"".join((head, region, pats, bytes(flags),
                          struct.pack(f"<{rows}I", *[max(0, x) for x in pids[:rows]]),
                          struct.pack(f"<{rows}I", *gens[:rows])))
-        return body, region + pats, lay
+        return body, body[2:3] + body[_SHOWN_FROM:], lay
+
+
+#: where a frame's content starts after its sequence number and clock (HEADER: magic, version, mpm,
+#: table flag, seq, now_ms, then the running generation and the rest)
+_SHOWN_FROM = struct.calcsize("<BBBBId")
 
 
 def core_down_frame(seq: int, now_ms: float) -> bytes:

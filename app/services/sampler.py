@@ -167,14 +167,14 @@ class Sampler:
                 self._last_grid_sent = now
             return
         try:
-            frame, region, _ = self.grid.frame(now * 1000)
+            frame, shown, _ = self.grid.frame(now * 1000)
         except (FileNotFoundError, ValueError, sb.StaleScoreboard, OSError):
             self._detach()  # the server went away: try again later
             return
-        if region != self._last_grid or now - self._last_grid_sent >= 1.0 or frame[3] & 1:
+        if shown != self._last_grid or now - self._last_grid_sent >= 1.0 or frame[3] & 1:
             self.grid_hub.offer("grid", frame)
             self.last_frame = frame
-            self._last_grid, self._last_grid_sent = region, now
+            self._last_grid, self._last_grid_sent = shown, now
             self.frames_sent += 1
         if summary:
             self._summarize(now)
