@@ -236,19 +236,21 @@ def test_scoreboard_websocket_frames(dash):
         hello = json.loads(ws.receive_text())
         assert hello["type"] == "hello" and hello["grid_hz"] == 20
         got_frame = got_summary = None
-        ready = 0
-        # StartServers 3 x 25 threads: 75 READY once every child is up; on a loaded machine the
-        # first frames may come before the last child started, so read on (at 20 frames/s, 200
-        # messages are ~10 s) until a frame shows them all
+        ready = mpm_id = 0
+        # StartServers 3 x 25 threads: 75 READY once every child is up. The first frame is the last
+        # one the sampler offered, which after the switch tests before this one may still be a
+        # worker frame, and on a loaded machine the last child may not be up yet: read on (at 20
+        # frames/s, 200 messages are ~10 s) until a frame shows event with all of them
         for _ in range(200):
             msg = ws.receive()
             if msg.get("bytes"):
                 got_frame = msg["bytes"]
+                mpm_id = got_frame[2]
                 rows, cols = struct.unpack_from("<HH", got_frame, 20)
                 ready = got_frame[28:28 + rows * cols].count(2)
             elif msg.get("text"):
                 got_summary = json.loads(msg["text"])
-            if got_frame and got_summary and ready >= 75:
+            if got_frame and got_summary and ready >= 75 and mpm_id == 2:
                 break
         assert got_frame and got_summary, ("no grid frame and summary in 200 messages", got_frame, got_summary)
         magic, version, mpm, _flags, _seq, _t_ms, _gen, rows, cols, tpc, _np = struct.unpack_from("<BBBBIdIHHHH", got_frame)
