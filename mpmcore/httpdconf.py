@@ -29,7 +29,8 @@ from mpmcore.directives import ALIASES, DIRECTIVES, MPMS, DirectiveError, canoni
 
 __all__ = ["ConfError", "ConfLine", "ParsedConf", "read_httpd_conf"]
 
-_BY_LOWER = {name.lower(): name for name in DIRECTIVES} | {a: DIRECTIVES[t].name for a, t in ALIASES.items()}
+#: every name mpmcore takes, lower-cased -> its canonical name (Apache 2.2's aliases included)
+_NAMES = {name.lower(): name for name in DIRECTIVES} | ALIASES
 _MPM_MODULE = re.compile(r"^(!?)\s*(?:mpm_)?(prefork|worker|event)(?:_module|\.c)?$", re.I)
 #: Sections whose contents apply to one context (a directory, a virtual host, a URL...): mpmcore
 #: runs one server-wide configuration, so everything inside is listed as ignored.
@@ -119,8 +120,8 @@ def _known(name: str) -> str | None:
 
 
 def _typo_of(name: str) -> str | None:
-    close = difflib.get_close_matches(name.lower(), list(_BY_LOWER), n=1, cutoff=_TYPO_RATIO)
-    return _BY_LOWER[close[0]] if close else None
+    close = difflib.get_close_matches(name.lower(), list(_NAMES), n=1, cutoff=_TYPO_RATIO)
+    return _NAMES[close[0]] if close else None
 
 
 def read_httpd_conf(text: str, mpm: str) -> ParsedConf:
