@@ -12,20 +12,17 @@ Equivalent content: every real server's document root gets the core's ``/`` page
 server cannot do (``/cpu``, ``/sleep``, ``/unsafe``: the core's handlers) is named in
 ``EffectiveConfig.not_comparable``, pattern label -> reason, and never compared.
 
-Run as ``python -m mpmcore.experiments.targets --parent-pid N -- serve ...`` it is the core
-target's launcher: Linux sends it SIGTERM when its parent dies (PR_SET_PDEATHSIG), then it runs
-``mpmlab serve`` in-process.
+The core target runs through ``mpmcore.launch`` (as the dashboard's core does): Linux sends it
+SIGTERM when the experiment's process dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -66,7 +63,6 @@ _STATIC_PATHS = re.compile(r"^/(index\.html)?$|^/bytes/([0-9]+)$|^/health$")
 _INSTALL = {"apache": "apt-get install apache2", "nginx": "apt-get install nginx",
             "lighttpd": "apt-get install lighttpd"}
 _EXE = {"apache": realservers.APACHE, "nginx": realservers.NGINX, "lighttpd": realservers.LIGHTTPD}
-PR_SET_PDEATHSIG = 1
 
 
 class TargetError(ValueError):
@@ -457,7 +453,7 @@ def _start_core(spec: TargetSpec, budget: Budget, workdir: Path, plan: Plan | No
     listen = f"127.0.0.1:{port}"
     cfg = effective_config(spec, budget, plan)
     settings = {k: v for k, v in cfg.settings.items() if k != "TLS"}
-    cmd = [sys.executable, "-m", "mpmcore.experiments.targets", "--parent-pid", str(os.getpid()), "--",
+    cmd = [sys.executable, "-m", "mpmcore.launch", "--parent-pid", str(os.getpid()), "--",
            "serve", "--listen", listen, "--mpm", spec.mpm, "--log-level", "info"]
     for k, v in settings.items():
         cmd += ["--set", f"{k}={v}"]
@@ -605,22 +601,3 @@ def running(spec: TargetSpec, budget: Budget, workdir: str | os.PathLike[str],
     finally:
         t.stop()
 
-
-def _launch(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[0] != "--parent-pid" or "--" not in argv:
-        print("usage: python -m mpmcore.experiments.targets --parent-pid PID -- serve ...", file=sys.stderr)
-        return 2
-    parent = int(argv[1])
-    rest = argv[argv.index("--") + 1:]
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        return 1
-    # exec keeps the death signal (not a set-uid program) and the pid the runner knows
-    os.execv(sys.executable, [sys.executable, "-m", "mpmcore", *rest])
-
-
-if __name__ == "__main__":
-    sys.exit(_launch(sys.argv[1:]))
