@@ -43,18 +43,24 @@ from mpmcore.experiments import report
 from mpmcore.experiments.model import (
     ClaimResult,
     Comparison,
-    EffectiveConfig,
     FrameRecord,
     LogLine,
     Mark,
     PatternResult,
-    PatternSecond,
     RunMeta,
     SecondSample,
     StoredRun,
     TargetRun,
 )
-from mpmcore.experiments.store import RunNotFound, RunStore, StoreError, default_path
+from mpmcore.experiments.store import (
+    RunNotFound,
+    RunStore,
+    StoreError,
+    config_from_json,
+    default_path,
+    patterns_from_json,
+    sample_from_json,
+)
 from mpmcore.model import to_jsonable
 
 __all__ = ["BUNDLE_FORMAT", "LOCUST_FAILURES_COLUMNS", "LOCUST_HISTORY_COLUMNS", "LOCUST_PERCENTILES",
@@ -366,14 +372,8 @@ def _meta(d: dict[str, Any]) -> RunMeta:
 
 
 def _target_run(d: dict[str, Any]) -> TargetRun:
-    cfg = d.get("config")
-    return TargetRun(**{**d, "config": None if cfg is None else EffectiveConfig(**cfg),
-                        "patterns": tuple(PatternResult(**p) for p in d["patterns"]),
+    return TargetRun(**{**d, "config": config_from_json(d.get("config")), "patterns": patterns_from_json(d["patterns"]),
                         "thresholds_failed": tuple(d["thresholds_failed"])})
-
-
-def _sample(d: dict[str, Any]) -> SecondSample:
-    return SecondSample(**{**d, "patterns": {k: PatternSecond(**v) for k, v in d["patterns"].items()}})
 
 
 def import_bundle(path: str | Path, store: RunStore) -> int:
@@ -430,7 +430,7 @@ def _import_records(p: Path, it: Iterator[dict[str, Any]], store: RunStore, run_
                 tids[i] = store.begin_target(run_id, tr.target, tr.round, tr.config)
                 ends[i] = tr
             elif kind == "samples":
-                store.add_samples(tids[i], [_sample(d) for d in obj["items"]])
+                store.add_samples(tids[i], [sample_from_json(d) for d in obj["items"]])
             elif kind == "frames":
                 store.add_frames(tids[i], [FrameRecord(t=float(t), grid=base64.b64decode(g, validate=True))
                                            for t, g in obj["items"]])

@@ -40,12 +40,12 @@ from mpmcore.experiments.model import (
     RunStatus,
     SecondSample,
     StoredRun,
-    TargetKind,
     TargetRun,
 )
-from mpmcore.model import StateCounts, to_jsonable
+from mpmcore.model import to_jsonable
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "RunNotFound", "RunStore", "StoreError", "default_path"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "RunNotFound", "RunStore", "StoreError", "config_from_json", "default_path",
+           "patterns_from_json", "sample_from_json"]
 
 #: ``PRAGMA application_id`` of a run store ("MPML"): tells our files from other SQLite databases.
 APPLICATION_ID = 0x4D504D4C
@@ -135,22 +135,20 @@ def _dumps(obj: Any) -> str:
     return json.dumps(to_jsonable(obj), separators=(",", ":"))
 
 
-def _sample(d: dict[str, Any]) -> SecondSample:
-    pats = {k: PatternSecond(**v) for k, v in d.pop("patterns", {}).items()}
-    states = d.pop("states", None)
-    return SecondSample(**d, states=cast(StateCounts | None, states), patterns=pats)
+def sample_from_json(d: dict[str, Any]) -> SecondSample:
+    """A SecondSample from its JSON form (``to_jsonable``'s: a samples row, a bundle's record)."""
+    pats = {k: PatternSecond(**v) for k, v in d.get("patterns", {}).items()}
+    return SecondSample(**{**d, "patterns": pats})
 
 
-def _config(text: str | None) -> EffectiveConfig | None:
-    if text is None:
-        return None
-    d = json.loads(text)
-    d["kind"] = cast(TargetKind, d["kind"])
-    return EffectiveConfig(**d)
+def config_from_json(d: dict[str, Any] | None) -> EffectiveConfig | None:
+    """An EffectiveConfig from its JSON form (None stays None)."""
+    return None if d is None else EffectiveConfig(**d)
 
 
-def _patterns(text: str) -> tuple[PatternResult, ...]:
-    return tuple(PatternResult(**d) for d in json.loads(text))
+def patterns_from_json(items: Sequence[dict[str, Any]]) -> tuple[PatternResult, ...]:
+    """Pattern results from their JSON form."""
+    return tuple(PatternResult(**d) for d in items)
 
 
 def _writer_alive(pid: int | None, start: float | None) -> bool:
@@ -376,7 +374,8 @@ class RunStore:
                 " FROM target_runs WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
         targets = tuple(
             TargetRun(id=i, run_id=r, target=tg, round=rnd, status=st, started_at=sa, ended_at=ea,
-                      config=_config(cfg), patterns=_patterns(pats), message=msg,
+                      config=config_from_json(None if cfg is None else json.loads(cfg)),
+                      patterns=patterns_from_json(json.loads(pats)), message=msg,
                       thresholds_failed=tuple(json.loads(thr)))
             for (i, r, tg, rnd, st, sa, ea, cfg, pats, msg, thr) in trs)
         return StoredRun(meta=self._meta(row), targets=targets)
@@ -392,7 +391,7 @@ class RunStore:
         with self._lock:
             rows = self._db.execute("SELECT data FROM samples WHERE target_run_id=? ORDER BY t",
                                     (target_run_id,)).fetchall()
-        return [_sample(json.loads(r[0])) for r in rows]
+        return [sample_from_json(json.loads(r[0])) for r in rows]
 
     def frame_times(self, target_run_id: int) -> list[float]:
         with self._lock:
