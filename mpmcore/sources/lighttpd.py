@@ -60,6 +60,7 @@ from mpmcore.model import (
 from mpmcore.netloc import Target
 from mpmcore.sources.client import SourceError, get
 from mpmcore.sources.frames import HTTPSource
+from mpmcore.status.aprfmt import show_time
 
 #: lighttpd's state letters in its own order (``http_request_state_short``), then keep-alive
 #: and free slot, with the state names its HTML page uses.
@@ -128,21 +129,13 @@ def looks_like_lighttpd(text: str, server_header: str | None) -> bool:
     return "lighttpd" in (server_header or "").lower() or "Server-Status (lighttpd" in text
 
 
-def _uptime_text(seconds: int) -> str:
-    d, rest = divmod(seconds, 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    parts = [f"{v} {u}" for v, u in ((d, "days"), (h, "hours"), (m, "minutes")) if v]
-    return " ".join([*parts, f"{s} seconds"])
-
-
 def lighttpd_frame(frame: SourceFrame, lt: LighttpdCounts, server_header: str | None) -> SourceFrame:
     """``frame`` (a poll's start) filled from lighttpd's ``?auto``."""
     letters = "".join(TO_APACHE[ch] for ch in lt.scoreboard)
     rows = math.ceil(len(letters) / ROW_WIDTH) if letters else 0
     summary = Summary(
         server_version=server_header, mpm="lighttpd", current_time=frame.t,
-        restart_time=frame.t - lt.uptime, uptime=lt.uptime, uptime_text=_uptime_text(lt.uptime),
+        restart_time=frame.t - lt.uptime, uptime=lt.uptime, uptime_text=show_time(lt.uptime).strip(),
         extended_status=True,
         busy=lt.busy_servers, idle=lt.idle_servers,
         scoreboard=letters, state_counts=count_states(letters),
