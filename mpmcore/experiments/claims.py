@@ -279,7 +279,7 @@ def _rule_prefork_queue(run: StoredRun, store: RunStore) -> Finding:
     slots = _slots(rs[0])
     p50s = [_num(_pattern(r, "queue").total, "latency_ms", "p50") for r in rs]
     cor = [_num(_pattern(r, "queue").total, "corrected_latency_ms", "p50") for r in rs]
-    busy = _peak(_peak(s.busy for s in _stage_samples(store, r)) for r in rs)
+    busy = _peak(_peak(s.peak_busy for s in _stage_samples(store, r)) for r in rs)
     p50 = _median([v for v in p50s if v is not None]) if any(v is not None for v in p50s) else None
     cp50 = _median([v for v in cor if v is not None]) if any(v is not None for v in cor) else None
     clients = _declared_connections(p)
@@ -509,7 +509,7 @@ def _rule_concurrency(run: StoredRun, store: RunStore) -> Finding:
             if p is None:
                 continue
             conns = _declared_connections(p)
-            busy = _peak(_peak(s.busy for s in _stage_samples(store, r, stage)) for r in rs)
+            busy = _peak(_peak(s.peak_busy for s in _stage_samples(store, r, stage)) for r in rs)
             k = _peak(_peak_state(_stage_samples(store, r, stage), "K") for r in rs)
             figures[f"{target} {stage} connections"] = conns
             figures[f"{target} {stage} peak busy"] = busy

@@ -552,7 +552,7 @@ def _charts(run: StoredRun, store: RunStore) -> str:
 
     kinds: list[tuple[str, str, Any]] = [
         ("req/s", "responses/s", simple("rps")), ("p99 per pattern", "ms", p99),
-        ("busy slots", "slots", simple("busy")), ("PSS", "MB", simple("pss_bytes", 1 / 1048576)),
+        ("busy slots", "slots", simple("peak_busy")), ("PSS", "MB", simple("pss_bytes", 1 / 1048576)),
         ("CPU", "% of one core", _cpu_series_dict)]
     xmax = max((s.t for rows in data.values() for _, samples, _ in rows for s in samples), default=1.0)
     out = ['<table class="mult"><thead><tr><th></th>' + "".join(f"<th>{_esc(t)}</th>" for t in targets)

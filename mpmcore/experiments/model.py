@@ -172,7 +172,7 @@ class SecondSample:
     rps: float  # responses/s of every pattern
     errors: int
     states: StateCounts | None = None
-    busy: int | None = None
+    busy: int | None = None  # at the second's last read of the status page
     idle: int | None = None
     processes: int | None = None  # server processes (children; the master not counted)
     threads: int | None = None  # worker threads over every child (prefork: = processes)
@@ -183,6 +183,14 @@ class SecondSample:
     cpu_seconds: float | None = None  # cumulative user+system CPU of the tree since the target started
     client_connections: int = 0  # the generator's open connections
     patterns: dict[str, PatternSecond] = field(default_factory=dict)
+    #: the most slots busy at any of the second's reads (~10): event's short requests leave most
+    #: single instants with none busy although slots are used all the time
+    busy_max: int | None = None
+
+    @property
+    def peak_busy(self) -> int | None:
+        """Busy slots over the second: ``busy_max`` where recorded (older runs: ``busy``)."""
+        return self.busy_max if self.busy_max is not None else self.busy
 
 
 @dataclass(frozen=True, slots=True)

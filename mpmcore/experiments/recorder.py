@@ -149,6 +149,7 @@ class Recorder:
         self._last: dict[str, RunInfo] = {}  # label -> latest RunInfo
         self._client_conns = 0
         self._last_frame: SourceFrame | None = None
+        self._busy_max: int | None = None  # the most busy slots read since the last sample
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poller: threading.Thread | None = None
@@ -248,6 +249,10 @@ class Recorder:
             self.last_error = frame.error
             return
         self._last_frame = frame
+        busy = frame.summary.busy if frame.summary is not None else None
+        if busy is not None:
+            with self._lock:
+                self._busy_max = busy if self._busy_max is None else max(self._busy_max, busy)
         self._seq += 1
         grid = grid_frame(frame, self._seq)
         if grid is not None:
@@ -276,6 +281,7 @@ class Recorder:
             self._acc.clear()
             self._last = {label: info for label, info in self._last.items() if label in self._patterns.values()}
             client_conns = self._client_conns
+            busy_max, self._busy_max = self._busy_max, None
         s = self._last_frame.summary if self._last_frame is not None else None
         threads = None
         if s is not None and s.scoreboard is not None:
@@ -293,7 +299,7 @@ class Recorder:
             idle=s.idle if s is not None else None, processes=s.processes if s is not None else None,
             threads=threads, connections=conns, parked=parked, pss_bytes=usage.pss_bytes,
             rss_bytes=usage.rss_bytes, cpu_seconds=usage.cpu_seconds, client_connections=client_conns,
-            patterns=patterns)
+            patterns=patterns, busy_max=busy_max)
 
     def _flush(self, seconds: float) -> None:
         sample = self._sample(seconds)

@@ -244,7 +244,7 @@ def _row(target: str, runs: Sequence[TargetRun], store: RunStore, labels: Sequen
     message = "; ".join(dict.fromkeys(messages))
     own_nc = not_comparable_labels(runs)
     rps_rounds: list[float | None] = []
-    peaks: dict[str, list[int | None]] = {"busy": [], "processes": [], "threads": [], "pss_bytes": []}
+    peaks: dict[str, list[int | None]] = {"peak_busy": [], "processes": [], "threads": [], "pss_bytes": []}
     per_conn: list[float | None] = []
     cpu: list[float | None] = []
     counted: list[PatternResult] = []
@@ -275,7 +275,7 @@ def _row(target: str, runs: Sequence[TargetRun], store: RunStore, labels: Sequen
         corrected_p99_ms=None if cor is None else _pct_ms(cor, 99.0),
         corrected_p99_9_ms=None if cor is None else _pct_ms(cor, 99.9),
         errors=errors, error_rate=errors / requests if requests else None, errors_by_kind=by_kind,
-        peak_busy=_median_int(peaks["busy"]), peak_processes=_median_int(peaks["processes"]),
+        peak_busy=_median_int(peaks["peak_busy"]), peak_processes=_median_int(peaks["processes"]),
         peak_threads=_median_int(peaks["threads"]), peak_pss_bytes=_median_int(peaks["pss_bytes"]),
         pss_per_connection_bytes=_median(per_conn), cpu_seconds=_median(cpu), config=config,
         per_pattern=per_pattern, not_comparable=own_nc, status=status, message=message)
