@@ -15,8 +15,8 @@ and ``GET /api/experiments/progress``. A second start while one runs is refused 
 ``SecondSample`` a second from the sampler's summary and chart point, and a Mark when the MPM is
 switched or the server restarted (the generation moved) or a traffic pattern started or stopped,
 the grid's traffic-pattern table when it grows (``PATTERNS_MARK``), and the master's error_log
-lines. It buffers in memory and hands the buffer
-to the store once a second, in a worker thread, so the event loop never waits for SQLite.
+lines as the sampler reads them (``Sampler.log_listeners``). It buffers in memory and hands the
+buffer to the store once a second, in a worker thread, so the event loop never waits for SQLite.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 
 from app.services.traffic import target_key
 from mpmcore import __version__
-from mpmcore.errorlog import read_from, tail
 from mpmcore.experiments.model import (
     EffectiveConfig,
     FrameRecord,
@@ -265,7 +264,6 @@ class LiveRecorder:
         self._traffic: set[str] = self._running_traffic()
         self._logs: list[LogLine] = []
         self._patterns: list[str] | None = None  # the grid's pattern table as last marked
-        _, self._log_offset = tail(sampler.control.error_log, 0)  # the master's error_log from here on
         self._task: asyncio.Task[None] | None = None
         self.cpu_seconds = 0.0  # thread CPU time spent recording (what it costs the dashboard)
 
@@ -289,6 +287,7 @@ class LiveRecorder:
         return time.time() - self.t0
 
     def start(self) -> None:
+        self.sampler.log_listeners.append(self._on_log)  # the master's error_log from here on
         self._task = asyncio.create_task(self._loop(), name="recorder")
 
     async def stop(self, status: RunStatus = "complete") -> int:
@@ -298,7 +297,9 @@ class LiveRecorder:
                 await self._task
             self._task = None
         self._marks.append(Mark(round(self.seconds, 3), "note", "recording ended"))
-        await asyncio.to_thread(self._read_log)
+        self.sampler.read_log()  # the lines written since the sampler's last read
+        with contextlib.suppress(ValueError):
+            self.sampler.log_listeners.remove(self._on_log)
         await asyncio.to_thread(self._flush)
         await asyncio.to_thread(self._end, status)
         return self.run_id
@@ -317,7 +318,6 @@ class LiveRecorder:
             self.cpu_seconds += time.thread_time() - t0
             if time.monotonic() - last_flush >= FLUSH_INTERVAL:
                 last_flush = time.monotonic()
-                await asyncio.to_thread(self._read_log)
                 await asyncio.to_thread(self._flush)
 
     def take(self) -> None:
@@ -370,8 +370,7 @@ class LiveRecorder:
                 patterns=patterns))
             self.samples_recorded += 1
 
-    def _read_log(self) -> None:
-        lines, self._log_offset = read_from(self.sampler.control.error_log, self._log_offset)
+    def _on_log(self, lines: list[str]) -> None:
         t = round(time.time() - self.t0, 3)
         self._logs.extend(LogLine(t, "error_log", line) for line in lines)
 
