@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.services.traffic import target_key
 from mpmcore import __version__
 from mpmcore.experiments.model import (
     EffectiveConfig,
@@ -261,17 +260,11 @@ class LiveRecorder:
         self._last_frame: bytes | None = None
         self._last_point_t: float | None = None
         self._last_gen = summary.mpm_generation if summary is not None else None
-        self._traffic: set[str] = self._running_traffic()
+        self._traffic: set[str] = self.sampler.traffic.running_labels()
         self._logs: list[LogLine] = []
         self._patterns: list[str] | None = None  # the grid's pattern table as last marked
         self._task: asyncio.Task[None] | None = None
         self.cpu_seconds = 0.0  # thread CPU time spent recording (what it costs the dashboard)
-
-    def _running_traffic(self) -> set[str]:
-        """The labels of the traffic patterns aimed at the embedded core now."""
-        t = self.sampler.traffic
-        key = target_key(t.target_url)
-        return {p.label or p.pattern for p in t.patterns if target_key(p.target) == key}
 
     def _config(self) -> EffectiveConfig:
         st = self.sampler.core_state or {}
@@ -344,7 +337,7 @@ class LiveRecorder:
             else:
                 self._marks.append(Mark(t, "restart", f"generation {summary.mpm_generation}"))
             self._last_gen = summary.mpm_generation
-        traffic = self._running_traffic()
+        traffic = self.sampler.traffic.running_labels()
         if traffic != self._traffic:  # a pattern started or stopped: a mark, as a stage is in an experiment
             started, stopped = sorted(traffic - self._traffic), sorted(self._traffic - traffic)
             words = [f"+{x}" for x in started] + [f"-{x}" for x in stopped]
