@@ -112,15 +112,15 @@ class Dashboard:
         ids = tuple(p.id for p in running)
         t = self.templates
         changed = ids != self._traffic_ids
+        if not running and not changed:
+            return  # nothing runs, and the empty stats went out when the last pattern stopped
+        recent = self.traffic.recent()  # once per frame, for both fragments
         if changed:
             self._traffic_ids = ids
             hub.offer("traffic-list", t.get_template("live/_traffic_list_oob.html").render(
                 running=running, catalogue=pattern_catalogue(), target_names=self.target_names(),
-                recent=self.traffic.recent()))
-        if not running and not changed:
-            return  # nothing runs, and the empty stats went out when the last pattern stopped
-        hub.offer("traffic-stats", t.get_template("live/_traffic_stats.html").render(
-            running=running, recent=self.traffic.recent()))
+                recent=recent))
+        hub.offer("traffic-stats", t.get_template("live/_traffic_stats.html").render(running=running, recent=recent))
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -92,21 +92,15 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
     async def _directive_error(request: Request, e: DirectiveError) -> Response:
         return _error(422, str(e), e.directive)
 
-    @app.exception_handler(CoreError)
-    async def _core_error(request: Request, e: CoreError) -> Response:
-        return _error(503, str(e))
+    # the errors whose message is the whole answer: the core or the runner is down, an experiment
+    # (or a recording) runs already, the run store could not be opened
+    plain: dict[type[Exception], int] = {CoreError: 503, TrafficError: 503, Busy: 409, Unavailable: 503}
 
-    @app.exception_handler(TrafficError)
-    async def _traffic_error(request: Request, e: TrafficError) -> Response:
-        return _error(503, str(e))
+    async def _plain_error(request: Request, e: Exception) -> Response:
+        return _error(next(status for cls, status in plain.items() if isinstance(e, cls)), str(e))
 
-    @app.exception_handler(Busy)
-    async def _busy(request: Request, e: Busy) -> Response:
-        return _error(409, str(e))
-
-    @app.exception_handler(Unavailable)
-    async def _no_store(request: Request, e: Unavailable) -> Response:
-        return _error(503, str(e))
+    for exc in plain:
+        app.add_exception_handler(exc, _plain_error)
 
     @app.get("/metrics", tags=["api"], response_class=PlainTextResponse,
              summary="Prometheus text format: every source (core and attached), the traffic generator")

@@ -58,7 +58,7 @@ def _render(d: Dashboard, request: Request, name: str, status_code: int = 200, *
 
 
 def _status(e: ActionError) -> int:
-    """The page's status for a refused action: htmx swaps only 422 and 503 (index.html's htmx-config)."""
+    """The page's status for a refused action: htmx swaps only 422 and 503 (the live page's htmx-config, fragments/_head.html)."""
     return 503 if e.status == 503 else 422
 
 

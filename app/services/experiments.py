@@ -15,8 +15,8 @@ and ``GET /api/experiments/progress``. A second start while one runs is refused 
 ``SecondSample`` a second from the sampler's summary and chart point, and a Mark when the MPM is
 switched or the server restarted (the generation moved) or a traffic pattern started or stopped,
 the grid's traffic-pattern table when it grows (``PATTERNS_MARK``), and the master's error_log
-lines. It buffers in memory and hands the buffer
-to the store once a second, in a worker thread, so the event loop never waits for SQLite.
+lines as the sampler reads them (``Sampler.log_listeners``). It buffers in memory and hands the
+buffer to the store once a second, in a worker thread, so the event loop never waits for SQLite.
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.services.traffic import target_key
 from mpmcore import __version__
-from mpmcore.errorlog import read_from, tail
 from mpmcore.experiments.model import (
     EffectiveConfig,
     FrameRecord,
@@ -262,18 +260,11 @@ class LiveRecorder:
         self._last_frame: bytes | None = None
         self._last_point_t: float | None = None
         self._last_gen = summary.mpm_generation if summary is not None else None
-        self._traffic: set[str] = self._running_traffic()
+        self._traffic: set[str] = self.sampler.traffic.running_labels()
         self._logs: list[LogLine] = []
         self._patterns: list[str] | None = None  # the grid's pattern table as last marked
-        _, self._log_offset = tail(sampler.control.error_log, 0)  # the master's error_log from here on
         self._task: asyncio.Task[None] | None = None
         self.cpu_seconds = 0.0  # thread CPU time spent recording (what it costs the dashboard)
-
-    def _running_traffic(self) -> set[str]:
-        """The labels of the traffic patterns aimed at the embedded core now."""
-        t = self.sampler.traffic
-        key = target_key(t.target_url)
-        return {p.label or p.pattern for p in t.patterns if target_key(p.target) == key}
 
     def _config(self) -> EffectiveConfig:
         st = self.sampler.core_state or {}
@@ -289,6 +280,7 @@ class LiveRecorder:
         return time.time() - self.t0
 
     def start(self) -> None:
+        self.sampler.log_listeners.append(self._on_log)  # the master's error_log from here on
         self._task = asyncio.create_task(self._loop(), name="recorder")
 
     async def stop(self, status: RunStatus = "complete") -> int:
@@ -298,7 +290,9 @@ class LiveRecorder:
                 await self._task
             self._task = None
         self._marks.append(Mark(round(self.seconds, 3), "note", "recording ended"))
-        await asyncio.to_thread(self._read_log)
+        self.sampler.read_log()  # the lines written since the sampler's last read
+        with contextlib.suppress(ValueError):
+            self.sampler.log_listeners.remove(self._on_log)
         await asyncio.to_thread(self._flush)
         await asyncio.to_thread(self._end, status)
         return self.run_id
@@ -317,7 +311,6 @@ class LiveRecorder:
             self.cpu_seconds += time.thread_time() - t0
             if time.monotonic() - last_flush >= FLUSH_INTERVAL:
                 last_flush = time.monotonic()
-                await asyncio.to_thread(self._read_log)
                 await asyncio.to_thread(self._flush)
 
     def take(self) -> None:
@@ -344,7 +337,7 @@ class LiveRecorder:
             else:
                 self._marks.append(Mark(t, "restart", f"generation {summary.mpm_generation}"))
             self._last_gen = summary.mpm_generation
-        traffic = self._running_traffic()
+        traffic = self.sampler.traffic.running_labels()
         if traffic != self._traffic:  # a pattern started or stopped: a mark, as a stage is in an experiment
             started, stopped = sorted(traffic - self._traffic), sorted(self._traffic - traffic)
             words = [f"+{x}" for x in started] + [f"-{x}" for x in stopped]
@@ -370,8 +363,7 @@ class LiveRecorder:
                 patterns=patterns))
             self.samples_recorded += 1
 
-    def _read_log(self) -> None:
-        lines, self._log_offset = read_from(self.sampler.control.error_log, self._log_offset)
+    def _on_log(self, lines: list[str]) -> None:
         t = round(time.time() - self.t0, 3)
         self._logs.extend(LogLine(t, "error_log", line) for line in lines)
 

@@ -82,6 +82,7 @@ class Sampler:
         self.core_state: dict[str, Any] | None = None  # the master's `status` answer
         self.log_lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
         self._log_offset = 0
+        self.log_listeners: list[Callable[[list[str]], None]] = []  # fed every new error-log line
         self._last_grid: bytes | None = None
         self.last_frame: bytes | None = None
         self._last_grid_sent = 0.0
@@ -249,18 +250,25 @@ class Sampler:
 
     # -- the error log --------------------------------------------------------------------------
     async def _follow_log(self) -> None:
-        path = self.control.error_log
         while True:
             await asyncio.sleep(LOG_POLL)
-            try:
-                if os.path.getsize(path) < self._log_offset:
-                    self._log_offset = 0  # replaced by a new master
-            except OSError:
-                continue
-            lines, self._log_offset = read_from(path, self._log_offset)
-            if lines:
-                self.log_lines.extend(lines)
-                self.live_hub.append("log", lines)
+            self.read_log()
+
+    def read_log(self) -> None:
+        """The error log's new lines to the page and to ``log_listeners`` (the record button's
+        recorder, which also calls this when it stops, for the last lines)."""
+        path = self.control.error_log
+        try:
+            if os.path.getsize(path) < self._log_offset:
+                self._log_offset = 0  # replaced by a new master
+        except OSError:
+            return
+        lines, self._log_offset = read_from(path, self._log_offset)
+        if lines:
+            self.log_lines.extend(lines)
+            self.live_hub.append("log", lines)
+            for cb in list(self.log_listeners):
+                cb(lines)
 
     def stats(self) -> dict[str, Any]:
         up = time.monotonic() - self.started

@@ -27,6 +27,7 @@ from typing import Any
 
 from app.services.hub import Hub
 from app.services.insights import describe, describe_lighttpd, describe_nginx
+from app.services.locust import split_specs
 from app.services.sampler import HISTORY_INTERVAL, History
 from app.services.tiles import source_tiles
 from app.services.traffic import TrafficService
@@ -36,7 +37,6 @@ from mpmcore.netloc import TargetError, base_url, parse_url
 from mpmcore.sources.attach import make_source
 from mpmcore.sources.frames import chart_point, poll_loop, summary_message
 from mpmcore.sources.grid import grid_frame
-from mpmcore.sources.locust import locust_spec
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -167,8 +167,7 @@ class SourceManager:
         self.settings = settings
         self.traffic = traffic
         self.render_panel = render_panel
-        # Locust masters (locust+URL) are traffic sources, watched by app.services.locust
-        pages = [s for s in settings.attach if locust_spec(s) is None]
+        pages, _ = split_specs(settings.attach)  # Locust masters are traffic sources: app.services.locust
         self.sources: list[AttachedSource] = [AttachedSource(spec, i, settings) for i, spec in enumerate(pages)]
         self.hub = Hub("sources")  # /ws/sources: grid frames in envelopes, JSON summaries
         self.live_hub: Hub | None = None  # the page's /ws/live (htmx fragments), set by the app

@@ -255,13 +255,18 @@ class TrafficService:
                 errors=sum(x[2] for x in dq))
         return out
 
+    def running_labels(self, target: str | None = None) -> set[str]:
+        """The labels of the running patterns aimed at ``target`` (default: the embedded server)."""
+        key = target_key(target or self.target_url)
+        return {p.label or p.pattern for p in self.patterns if target_key(p.target) == key}
+
     def take_second(self, seconds: float, target: str | None = None) -> dict[str, dict[str, Any]]:
         """Per label of the patterns aimed at ``target`` (default: the embedded server) since the
         last call for that target: p50 (count-weighted mean of the frames' p50), p99 (worst frame),
         responses/s, errors/s (client-side errors plus 5xx)."""
         out: dict[str, dict[str, Any]] = {}
         key = target_key(target or self.target_url)
-        running = {p.label or p.pattern for p in self.patterns if target_key(p.target) == key}
+        running = self.running_labels(target)
         for label, w in self._windows.get(key, {}).items():
             out[label] = {
                 "p50": round(w.p50_weighted / w.p50_count, 3) if w.p50_count else None,

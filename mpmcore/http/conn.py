@@ -157,7 +157,7 @@ def _recv(c: Conn, deadline: float) -> bytes | None:
             return b""
     try:
         sock.settimeout(remaining)
-        return c.sock.recv(RECV_SIZE)
+        return sock.recv(RECV_SIZE)
     except TimeoutError:
         return None
     except ssl.SSLWantReadError:
@@ -274,7 +274,6 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 # Between requests on a kept-alive connection.
                 if ctx.stopping.is_set():
                     return CLOSE
-                data = None
                 if readable:
                     readable = False
                 elif not hold and not (c.tls and _pending(c.sock)):  # decrypted bytes waiting: read now
@@ -298,8 +297,7 @@ def serve(c: Conn, slot: sb.SlotWriter, ctx: ServerContext, hold: bool, readable
                 if shown_pattern is not None:  # the previous request's pattern is not this one's
                     shown_pattern = None
                     slot.set_pattern(None)
-                if data is None:
-                    data = _recv(c, time.monotonic() + ctx.timeout)
+                data = _recv(c, time.monotonic() + ctx.timeout)
             else:
                 deadline, status = http.read_deadline()
                 if http.requests_completed == 0 and http.phase is Phase.IDLE:

@@ -16,7 +16,7 @@
       row.className = "multiples-row";
       row.dataset.kind = kind;
       el.appendChild(row);
-      // y range shared by the row: drawn once to learn each chart's largest value, then on one axis
+      // y range shared by the row: the largest value of any of its target runs
       let yMax = 0;
       const [, spec] = window.mpmRunCharts.SERIES[kind];
       for (const t of withData) for (const s of t.samples) for (const x of spec) { const v = x[1](s); if (v != null && v > yMax) yMax = v; }

@@ -26,11 +26,7 @@
     return out;
   }
 
-  function lastAtOrBefore(arr, t, key) {
-    let lo = 0, hi = arr.length - 1, best = -1;
-    while (lo <= hi) { const mid = (lo + hi) >> 1; if ((key ? arr[mid][key] : arr[mid]) <= t + 1e-9) { best = mid; lo = mid + 1; } else hi = mid - 1; }
-    return best;
-  }
+  const {lastAtOrBefore, sampleAt} = window.mpmRunCharts; // runcharts.js loads first
 
   const esc = (v) => String(v).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]);
   function fmt(v, digits) { return v == null ? "–" : (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(digits == null ? 1 : digits)) : String(v)); }
@@ -104,7 +100,7 @@
         tg.el.dataset.exact = Math.abs(f.t - want) < 1e-6 ? "1" : "0";
       }
     }
-    const s = window.mpmRunCharts.sampleAt(tg.samples, t);
+    const s = sampleAt(tg.samples, t);
     tiles(tg, s);
     logLines(tg, t);
     for (const c of tg.charts) c.setCursor(t);

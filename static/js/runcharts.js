@@ -1,10 +1,14 @@
 // Charts of a stored run (uPlot), shared by the replay view (static/js/replay.js) and the compare
 // view's small multiples (static/js/compare.js): one point per SecondSample, the run's marks
 // (stages, rounds, MPM switches, restarts) as dashed vertical lines, an optional cursor line at the
-// replay's clock. window.mpmRunCharts.SERIES names the series both views draw.
+// replay's clock. window.mpmRunCharts.SERIES names the series both views draw; lastAtOrBefore and
+// sampleAt find what the clock shows.
 (function () {
   "use strict";
-  const AXIS = {stroke: "#8b96a5", grid: {stroke: "#1f2630", width: 1}, ticks: {stroke: "#2a313c", width: 1}, font: "11px system-ui, sans-serif"};
+  // axis colors from the page's theme, as the live charts' (static/js/charts.js, dashboard.css)
+  const css = (name, dflt) => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || dflt;
+  const AXIS = {stroke: css("--chart-axis", "#8b96a5"), grid: {stroke: css("--chart-grid", "#1f2630"), width: 1},
+    ticks: {stroke: css("--chart-grid", "#2a313c"), width: 1}, font: "11px system-ui, sans-serif"};
   const MARK_COLORS = {stage: "#8b96a5", round: "#6e7681", switch: "#bc8cff", restart: "#e3b341", warmup: "#39c5cf", threshold: "#f85149", note: "#6e7681"};
   const mb = (v) => (v == null ? null : v / 1048576);
   const compact = (u, vals) => vals.map((v) => (v == null ? "" : Math.abs(v) >= 1000 ? +(v / 1000).toFixed(1) + "k" : +v.toFixed(2) + ""));
@@ -21,7 +25,7 @@
     cpu: ["CPU seconds (cumulative)", [["CPU s", (s) => s.cpu_seconds, "#d29922"]]],
   };
 
-  function markPlugin(marks, cursor) {
+  function markPlugin(marks) {
     return {hooks: {draw: [(u) => {
       const ctx = u.ctx, top = u.bbox.top, h = u.bbox.height;
       ctx.save();
@@ -79,7 +83,6 @@
     }
     return {
       plot: u, box,
-      maxY() { let m = 0; for (let i = 1; i < data.length; i++) for (const v of data[i]) if (v != null && v > m) m = v; return m; },
       setCursor(t) {
         if (!line) return;
         const x = u.valToPos(t, "x") + u.bbox.left / devicePixelRatio;
@@ -90,12 +93,18 @@
     };
   }
 
-  // the last sample at or before t (samples sorted by t)
-  function sampleAt(samples, t) {
-    let lo = 0, hi = samples.length - 1, best = -1;
-    while (lo <= hi) { const mid = (lo + hi) >> 1; if (samples[mid].t <= t) { best = mid; lo = mid + 1; } else hi = mid - 1; }
-    return best < 0 ? null : samples[best];
+  // the index of the last item at or before t in arr, sorted by t (by item[key] with a key), else -1
+  function lastAtOrBefore(arr, t, key) {
+    let lo = 0, hi = arr.length - 1, best = -1;
+    while (lo <= hi) { const mid = (lo + hi) >> 1; if ((key ? arr[mid][key] : arr[mid]) <= t + 1e-9) { best = mid; lo = mid + 1; } else hi = mid - 1; }
+    return best;
   }
 
-  window.mpmRunCharts = {chart, sampleAt, SERIES};
+  // the last sample at or before t (samples sorted by t)
+  function sampleAt(samples, t) {
+    const i = lastAtOrBefore(samples, t, "t");
+    return i < 0 ? null : samples[i];
+  }
+
+  window.mpmRunCharts = {chart, lastAtOrBefore, sampleAt, SERIES};
 })();
