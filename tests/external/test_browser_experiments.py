@@ -14,6 +14,7 @@ import pytest
 from browser_fixtures import LIVE, PageErrors, http_refusal
 from conftest import artifact_path, update_docs_screenshot, wait_for
 from dashboard_fixtures import DashboardProcess
+from experiment_fixtures import user_plans_dir
 
 pytestmark = pytest.mark.browser
 
@@ -60,16 +61,8 @@ duration = "2s"
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dash-exp")
-    plans = tmp / "config" / "mpmlab" / "experiments"
-    plans.mkdir(parents=True)
-    (plans / "ui-quick.toml").write_text(QUICK)
-    (plans / "claim-prefork-queues.toml").write_text(CLAIM)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CONFIG_HOME", str(tmp / "config"))  # inherited by the dashboard: its plans dir
-    try:
+    with user_plans_dir(tmp, {"ui-quick": QUICK, "claim-prefork-queues": CLAIM}):  # inherited by the dashboard
         d = DashboardProcess(tmp, mpm="event", extra_args=["--runs-db", str(tmp / "runs.sqlite3")])
-    finally:
-        mp.undo()
     yield d
     d.stop()
     d.assert_clean()
