@@ -53,10 +53,13 @@ def test_a_real_experiment_exports_imports_and_replays(tmp_path):
         for r in by.values():
             assert r.rounds == 1 and r.rps is not None and r.rps > 0
             assert r.p50_ms is not None and r.p99_ms is not None and r.p99_ms >= r.p50_ms
-            assert r.peak_busy is not None and r.peak_busy >= 1
+            assert r.peak_busy is not None
             assert r.peak_processes is not None and r.peak_pss_bytes is not None and r.cpu_seconds is not None
             assert r.config is not None and r.config.settings
         assert by["core:prefork"].config.settings.get("MaxRequestWorkers") == "8"
+        # prefork holds a slot per kept-alive connection (K) between requests; event parks them,
+        # so its busy count at the sampled instants may be 0
+        assert by["core:prefork"].peak_busy >= 1
         src_frames = {tr.target: store.frame_times(tr.id) for tr in store.load(run.id).targets}
         assert all(len(t) >= 10 for t in src_frames.values()), {k: len(v) for k, v in src_frames.items()}
     finally:
