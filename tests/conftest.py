@@ -47,7 +47,7 @@ tempfile.tempdir = None
 # exporter test): a test that uses a costlier layer's fixture carries that layer's marker instead.
 LAYERS = ("unit", "integration", "external")
 LAYER_FIXTURES = {"integration": {"server_factory", "runner"},
-                  "external": {"real_apache", "event_apache", "real_nginx", "real_lighttpd", "exporter"}}
+                  "external": {"real_apache", "event_apache", "real_nginx", "real_lighttpd", "exporter", "browser"}}
 TESTS = Path(__file__).resolve().parent
 
 
@@ -301,8 +301,9 @@ def artifact_path(name: str) -> Path:
     return ARTIFACTS / name
 
 
-# The real-Apache, real-nginx, real-lighttpd and apache_exporter fixtures, for every test module
-# (imported last: they use the helpers above).
+# The real-Apache, real-nginx, real-lighttpd, apache_exporter and Chromium fixtures, for every test
+# module (imported last: they use the helpers above).
+from browser_fixtures import browser  # noqa: E402,F401
 from exporter_fixtures import exporter  # noqa: E402,F401
 from real_apache_fixtures import event_apache, real_apache  # noqa: E402,F401
 from real_lighttpd_fixtures import real_lighttpd  # noqa: E402,F401

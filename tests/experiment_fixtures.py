@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import struct
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
+from conftest import ROOT
 from hdrh.histogram import HdrHistogram
 
 from mpmcore.experiments.model import (
@@ -18,7 +26,9 @@ from mpmcore.experiments.model import (
     PatternSecond,
     SecondSample,
 )
+from mpmcore.experiments.plan import default_plans_dir
 from mpmcore.experiments.store import RunStore
+from mpmcore.procs import terminate
 from mpmcore.sources.grid import GRID_HEADER, GRID_MAGIC, GRID_VERSION
 from mpmcore.traffic.limits import HIST_HIGHEST_US, HIST_LOWEST_US, HIST_SIGNIFICANT_FIGURES
 
@@ -157,5 +167,35 @@ def build_run(store: RunStore, seed: int = 7, frames: int = 20, name: str = "rep
     return built
 
 
+@contextlib.contextmanager
+def user_plans_dir(tmp: Path, plans: dict[str, str]) -> Iterator[Path]:
+    """The user's plans directory (plan.default_plans_dir) under ``tmp``, holding ``plans`` (file
+    stem -> TOML), while the block runs: XDG_CONFIG_HOME points under ``tmp`` (a dashboard started
+    in the block inherits it), and is put back after."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CONFIG_HOME", str(tmp / "config"))
+    try:
+        where = default_plans_dir()
+        where.mkdir(parents=True)
+        for stem, text in plans.items():
+            (where / f"{stem}.toml").write_text(text)
+        yield where
+    finally:
+        mp.undo()
 
 
+def experiment_cli(*args: str, stderr: int | object = subprocess.PIPE) -> subprocess.Popen[str]:
+    """``mpmlab experiment ARGS`` as a user types it, in its own process (stopped by the caller)."""
+    return subprocess.Popen([sys.executable, "-m", "mpmcore", "experiment", *args], text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=stderr)
+
+
+def run_experiment_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``mpmlab experiment ARGS`` to its end; past ``timeout`` s it is stopped by its pid (SIGTERM,
+    which stops what it started, then SIGKILL) and the test fails."""
+    proc = experiment_cli(*args)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        terminate(proc, 10)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import signal
 
 import pytest
+from browser_fixtures import LIVE, PageErrors
 from conftest import artifact_path, pid_alive, update_docs_screenshot
-from dashboard_fixtures import DashboardProcess, hover_cell, launch_chromium, shm_path
+from dashboard_fixtures import DashboardProcess, hover_cell, shm_path
 
 pytestmark = pytest.mark.browser
 
@@ -23,25 +24,16 @@ def dashboard(tmp_path_factory):
     d.assert_clean()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, dashboard):
-    pg = browser.new_page(viewport={"width": 1600, "height": 1200})
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+    errors = PageErrors(console=())
+    pg = errors.watch(browser.new_page(viewport={"width": 1600, "height": 1200}))
     pg.goto(dashboard.url + "/")
-    pg.wait_for_function("window.mpmlab && window.mpmlab.frames > 0", timeout=10_000)
+    pg.wait_for_function(LIVE, timeout=10_000)
     yield pg
     pg.close()
     dashboard.reset()  # a failed test leaves no traffic or MPM switch to the next one
-    assert not errors, errors
+    assert not errors.unexpected(), errors.lines
 
 
 def counts(pg) -> dict:

@@ -11,8 +11,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from browser_fixtures import LIVE, PageErrors, http_refusal
 from conftest import artifact_path, update_docs_screenshot, wait_for
-from dashboard_fixtures import DashboardProcess, launch_chromium
+from dashboard_fixtures import DashboardProcess
+from experiment_fixtures import user_plans_dir
 
 pytestmark = pytest.mark.browser
 
@@ -59,44 +61,24 @@ duration = "2s"
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dash-exp")
-    plans = tmp / "config" / "mpmlab" / "experiments"
-    plans.mkdir(parents=True)
-    (plans / "ui-quick.toml").write_text(QUICK)
-    (plans / "claim-prefork-queues.toml").write_text(CLAIM)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CONFIG_HOME", str(tmp / "config"))  # inherited by the dashboard: its plans dir
-    try:
+    with user_plans_dir(tmp, {"ui-quick": QUICK, "claim-prefork-queues": CLAIM}):  # inherited by the dashboard
         d = DashboardProcess(tmp, mpm="event", extra_args=["--runs-db", str(tmp / "runs.sqlite3")])
-    finally:
-        mp.undo()
     yield d
     d.stop()
     d.assert_clean()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
+@pytest.fixture
+def page_errors():
+    return PageErrors(console=("error",))
 
 
 @pytest.fixture
-def page(browser, dashboard):
-    pg = browser.new_page(viewport={"width": 1500, "height": 1100})
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+def page(browser, dashboard, page_errors):
+    pg = page_errors.watch(browser.new_page(viewport={"width": 1500, "height": 1100}))
     yield pg
     pg.close()
-    expected = EXPECTED_CONSOLE.copy()
-    EXPECTED_CONSOLE.clear()
-    assert not [e for e in errors if e not in expected], errors
-
-
-#: Console messages a test provokes on purpose (Chromium logs every 4xx answer as an error).
-EXPECTED_CONSOLE: set[str] = set()
+    assert not page_errors.unexpected(), page_errors.lines
 
 
 def frame_at(dashboard, run_id: int, tid: int, t: float) -> tuple[float, bytes] | None:
@@ -133,7 +115,7 @@ def check_shown_is_stored(page, dashboard, run_id: int, tids: list[int], t: floa
         assert page.evaluate(f"window.mpmReplay.targets[{tid}].view.frame.seq") == seq
 
 
-def test_run_from_page_progress_then_compare_and_sync_replay(page, dashboard):
+def test_run_from_page_progress_then_compare_and_sync_replay(page, dashboard, page_errors):
     page.goto(dashboard.url + "/experiments")
     form = page.locator("#plan-ui-quick")
     sync_api.expect(form).to_be_visible()
@@ -147,7 +129,7 @@ def test_run_from_page_progress_then_compare_and_sync_replay(page, dashboard):
         return t && /core:(worker|event)/.test(t.textContent); }""", timeout=30_000)
     page.screenshot(path=str(artifact_path("experiments-progress.png")), full_page=True)
     # a second Run while it runs: refused (409) with the reason, in the page
-    EXPECTED_CONSOLE.add("Failed to load resource: the server responded with a status of 409 (Conflict)")
+    page_errors.expect(http_refusal(409, "Conflict"))
     page.locator("#plan-mixed button.run-btn").click()
     sync_api.expect(page.locator("#exp-error")).to_contain_text("already running", timeout=10_000)
     sync_api.expect(page.locator("#exp-done-status")).to_have_text("complete", timeout=90_000)
@@ -188,7 +170,7 @@ def test_run_from_page_progress_then_compare_and_sync_replay(page, dashboard):
 
 def test_record_stop_replay_scrub(page, dashboard):
     page.goto(dashboard.url + "/")
-    page.wait_for_function("window.mpmlab && window.mpmlab.frames > 0", timeout=10_000)
+    page.wait_for_function(LIVE, timeout=10_000)
     page.click("#record-btn")
     sync_api.expect(page.locator("#record-info")).to_contain_text("frames", timeout=10_000)
     # traffic, so that the grid changes while it records

@@ -5,8 +5,8 @@ shows the compare table, the charts and each target's configuration."""
 from __future__ import annotations
 
 import pytest
+from browser_fixtures import PageErrors
 from conftest import artifact_path
-from dashboard_fixtures import launch_chromium
 from experiment_fixtures import build_run
 
 from mpmcore.experiments import exports
@@ -15,14 +15,6 @@ from mpmcore.experiments.store import RunStore
 pytestmark = pytest.mark.browser
 
 from playwright import sync_api  # noqa: E402 (pinned in pyproject; Chromium is Debian's)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def test_html_report_opens_from_file_with_no_network(browser, tmp_path):
@@ -34,12 +26,11 @@ def test_html_report_opens_from_file_with_no_network(browser, tmp_path):
         store.close()
     page_path = next(p for p in paths if p.name == "report.html")
     url = page_path.resolve().as_uri()
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = PageErrors(console=())
+    pg = errors.watch(browser.new_page(viewport={"width": 1400, "height": 1000}))
     requests: list[str] = []
     aborted: list[str] = []
-    errors: list[str] = []
     pg.on("request", lambda r: requests.append(r.url))
-    pg.on("pageerror", lambda e: errors.append(str(e)))
 
     def route(r):
         if r.request.url == url:
@@ -69,4 +60,4 @@ def test_html_report_opens_from_file_with_no_network(browser, tmp_path):
     finally:
         pg.close()
     assert requests == [url], requests
-    assert aborted == [] and errors == []
+    assert aborted == [] and errors.lines == []

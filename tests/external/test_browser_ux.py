@@ -10,8 +10,9 @@ import json
 import time
 
 import pytest
+from browser_fixtures import LIVE, PageErrors, http_refusal
 from conftest import artifact_path
-from dashboard_fixtures import DashboardProcess, launch_chromium
+from dashboard_fixtures import DashboardProcess
 
 pytestmark = pytest.mark.browser
 
@@ -26,44 +27,28 @@ def dashboard(tmp_path_factory):
     d.assert_clean()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
-
-
-def _open(browser, dashboard, width: int = 1600, height: int = 1200, seen_intro: bool = True, **kw):
-    pg = browser.new_page(viewport={"width": width, "height": height}, **kw)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    pg.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type in ("error", "warning") else None)
-    if seen_intro:  # the first-visit introduction is tested on its own
-        pg.add_init_script("try { localStorage.setItem('mpmlab.intro', 'seen'); } catch (e) {}")
-    pg.goto(dashboard.url + "/")
-    pg.wait_for_function("window.mpmlab && window.mpmlab.frames > 0", timeout=10_000)
-    return pg, errors
-
-
-#: Chromium logs every 4xx answer as a console error; a test that provokes a refusal on purpose
-#: (marked ``refuses``) may see exactly that line, for a 422, and nothing else.
-REFUSAL = "console.error: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
-
-
 @pytest.fixture
 def opened(browser, dashboard, request):
-    pages: list[tuple] = []
-    refuses = request.node.get_closest_marker("refuses") is not None
+    """Opens the live page of a dashboard (this module's unless ``on=``); every console error and
+    warning of every page it opened is asserted absent at the end. A test that provokes a refusal
+    on purpose (marked ``refuses``) may see exactly Chromium's console line for a 422."""
+    pages = []
+    errors = PageErrors(console=("error", "warning"))
+    if request.node.get_closest_marker("refuses") is not None:
+        errors.expect(http_refusal(422, "Unprocessable Entity"))
 
-    def open_(on=None, **kw):
-        pg, errors = _open(browser, on or dashboard, **kw)
-        pages.append((pg, errors))
+    def open_(on=None, width: int = 1600, height: int = 1200, seen_intro: bool = True, **kw):
+        pg = errors.watch(browser.new_page(viewport={"width": width, "height": height}, **kw))
+        pages.append(pg)
+        if seen_intro:  # the first-visit introduction is tested on its own
+            pg.add_init_script("try { localStorage.setItem('mpmlab.intro', 'seen'); } catch (e) {}")
+        pg.goto((on or dashboard).url + "/")
+        pg.wait_for_function(LIVE, timeout=10_000)
         return pg
 
     yield open_
-    collected = [e for _, errs in pages for e in errs if not (refuses and e == REFUSAL)]
-    for pg, _ in pages:
+    collected = errors.unexpected()
+    for pg in pages:
         pg.close()
     dashboard.reset()
     if "prefork_dashboard" in request.fixturenames:
@@ -345,7 +330,7 @@ def test_first_visit_intro_and_the_guided_tour(opened, dashboard):
     assert page.evaluate("localStorage.getItem('mpmlab.intro')") == "seen"
     # seen: a new visit opens no introduction; the header's Tour link opens it and the tour again
     page.reload()
-    page.wait_for_function("window.mpmlab && window.mpmlab.frames > 0", timeout=10_000)
+    page.wait_for_function(LIVE, timeout=10_000)
     sync_api.expect(intro).to_be_hidden()
     page.click("#tour-link")
     sync_api.expect(intro).to_be_visible()

@@ -14,8 +14,9 @@ import subprocess
 import sys
 
 import pytest
+from browser_fixtures import PageErrors
 from conftest import ROOT, http_get, wait_for
-from dashboard_fixtures import BASE, DashboardProcess, assert_core_gone, in_process_settings, launch_chromium
+from dashboard_fixtures import BASE, DashboardProcess, assert_core_gone, in_process_settings
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from real_lighttpd_fixtures import LIGHTTPD_MAX_CONNECTIONS
@@ -175,32 +176,28 @@ def test_lighttpd_beside_the_core_in_the_dashboard(real_lighttpd):
 
 
 @pytest.mark.browser
-def test_lighttpd_panel_in_chromium(tmp_path, real_lighttpd):
+def test_lighttpd_panel_in_chromium(tmp_path, real_lighttpd, browser):
     from playwright import sync_api
 
     d = DashboardProcess(tmp_path, mpm="event", extra_args=[
         "--attach", f"lighttpd=http://127.0.0.1:{real_lighttpd}/server-status", "--attach-interval", "0.5"])
     try:
-        with sync_api.sync_playwright() as p:
-            browser = launch_chromium(p)
-            page = browser.new_page(viewport={"width": 1600, "height": 1200})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            try:
-                page.goto(d.url + "/")
-                page.wait_for_function("window.mpmSources && window.mpmSources.lighttpd.frames > 0", timeout=15_000)
-                lay = page.evaluate("window.mpmSources.lighttpd.layout")
-                assert lay["cols"] == 50 and lay["rows"] * lay["cols"] >= LIGHTTPD_MAX_CONNECTIONS
-                panel = page.locator('.source-panel[data-source="lighttpd"]')
-                sync_api.expect(panel.locator(".kind-tag")).to_have_text("lighttpd")
-                sync_api.expect(panel.locator(".cannot")).to_contain_text("connection slot", timeout=10_000)
-                sync_api.expect(panel.locator('[id$="grid-caption"]')).to_contain_text("connection slots")
-                counts = page.evaluate("window.mpmSources.lighttpd.counts()")
-                assert counts["_"] > 0 and counts["W"] >= 1, counts  # free slots; the poll itself
-            finally:
-                page.close()
-                browser.close()
-        assert not errors, errors
+        errors = PageErrors(console=())
+        page = errors.watch(browser.new_page(viewport={"width": 1600, "height": 1200}))
+        try:
+            page.goto(d.url + "/")
+            page.wait_for_function("window.mpmSources && window.mpmSources.lighttpd.frames > 0", timeout=15_000)
+            lay = page.evaluate("window.mpmSources.lighttpd.layout")
+            assert lay["cols"] == 50 and lay["rows"] * lay["cols"] >= LIGHTTPD_MAX_CONNECTIONS
+            panel = page.locator('.source-panel[data-source="lighttpd"]')
+            sync_api.expect(panel.locator(".kind-tag")).to_have_text("lighttpd")
+            sync_api.expect(panel.locator(".cannot")).to_contain_text("connection slot", timeout=10_000)
+            sync_api.expect(panel.locator('[id$="grid-caption"]')).to_contain_text("connection slots")
+            counts = page.evaluate("window.mpmSources.lighttpd.counts()")
+            assert counts["_"] > 0 and counts["W"] >= 1, counts  # free slots; the poll itself
+        finally:
+            page.close()
+        assert not errors.lines, errors.lines
     finally:
         d.stop()
         d.assert_clean()

@@ -12,6 +12,7 @@ import struct
 import pytest
 from conftest import wait_for
 from dashboard_fixtures import BASE, assert_core_gone, in_process_settings
+from experiment_fixtures import user_plans_dir
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -39,23 +40,15 @@ duration = "1s"
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("exp")
-    plans = tmp / "config" / "mpmlab" / "experiments"
-    plans.mkdir(parents=True)
-    (plans / "ui-quick.toml").write_text(QUICK)
-    (plans / "broken.toml").write_text("name = [\n")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CONFIG_HOME", str(tmp / "config"))  # the user's plans dir (plan.default_plans_dir)
     settings = in_process_settings(mpm="event", runs_db=str(tmp / "runs.sqlite3"))
     app = create_app(settings)
-    try:
+    with user_plans_dir(tmp, {"ui-quick": QUICK, "broken": "name = [\n"}):
         with TestClient(app, base_url=BASE) as client:
             d = app.state.dashboard
             wait_for(lambda: d.sampler.summary is not None, timeout=10, what="the first summary")
             pids = [d.core.pid, d.traffic.pid, client.get("/api/status").json()["core"]["pid"]]
             yield client, d
         assert_core_gone(settings.core_listen, pids)
-    finally:
-        mp.undo()
 
 
 def test_lists_builtin_and_user_plans(dash):

@@ -4,14 +4,12 @@ histograms, stage marks; and `mpmlab experiment run`'s exit statuses."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 
 import psutil
 import pytest
-from conftest import ROOT, wait_for
+from conftest import wait_for
+from experiment_fixtures import experiment_cli, run_experiment_cli
 from hdrh.histogram import HdrHistogram
 
 from mpmcore.experiments.plan import parse_plan
@@ -87,12 +85,6 @@ def test_a_short_experiment_records_every_core_target(tmp_path):
     store.close()
 
 
-def _cli(*args: str, stderr_to=subprocess.PIPE) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "mpmcore", "experiment", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=stderr_to)
-
-
 ONE = """
 name = "one"
 targets = ["core:event"]
@@ -117,12 +109,9 @@ duration = "1s"
 def test_run_exit_status(tmp_path, thresholds, directives, code):
     f = tmp_path / "one.toml"
     f.write_text(ONE.format(thresholds=thresholds, directives=directives))
-    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"), "--out", str(tmp_path / "out"))
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        terminate(proc, 10)
-    assert proc.returncode == code, (out, err)
+    done = run_experiment_cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"), "--out", str(tmp_path / "out"))
+    out, err = done.stdout, done.stderr
+    assert done.returncode == code, (out, err)
     assert "core:event" in out
     if code == 99:
         assert "threshold FAILED: steady: FAIL" in out
@@ -136,7 +125,7 @@ def test_a_target_that_dies_mid_stage_fails_the_run_with_1_and_the_next_one_runs
                  .replace('duration = "1s"', 'duration = "3s"'))
     db = tmp_path / "runs.sqlite3"
     err_file = open(tmp_path / "err", "w")  # read while it runs
-    proc = _cli("run", str(f), "--runs-db", str(db), stderr_to=err_file)
+    proc = experiment_cli("run", str(f), "--runs-db", str(db), stderr=err_file)
     try:
         me = psutil.Process(proc.pid)
 
@@ -167,15 +156,13 @@ def test_bad_usage_exits_2(tmp_path):
                           (("run", "browsers", "--targets", "core:turbo"), "--targets: 'core:turbo'"),
                           (("run", "browsers", "--slots", "7"), "--slots must be a multiple"),
                           (("show", str(tmp_path / "x.toml")), "x.toml: No such file")]:
-        proc = _cli(*args, "--plans", str(tmp_path))
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 2, (args, out, err)
-        assert err.startswith("mpmlab experiment: ") and message in err, err
+        done = run_experiment_cli(*args, "--plans", str(tmp_path), timeout=30)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert done.stderr.startswith("mpmlab experiment: ") and message in done.stderr, done.stderr
     bad = tmp_path / "bad.sqlite3"
     bad.write_bytes(b"this is not a database" * 100)
-    proc = _cli("run", "browsers", "--runs-db", str(bad))
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 2 and f"--runs-db {bad}" in err, err
+    done = run_experiment_cli("run", "browsers", "--runs-db", str(bad), timeout=30)
+    assert done.returncode == 2 and f"--runs-db {bad}" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("presses", [1, 2])
@@ -183,7 +170,7 @@ def test_ctrl_c_stops_everything_and_exits_130(tmp_path, presses):
     f = tmp_path / "long.toml"
     f.write_text(ONE.format(thresholds="", directives="").replace('duration = "1s"', 'duration = "60s"'))
     err_file = open(tmp_path / "err", "w")  # read while it runs
-    proc = _cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"), stderr_to=err_file)
+    proc = experiment_cli("run", str(f), "--runs-db", str(tmp_path / "runs.sqlite3"), stderr=err_file)
     try:
         me = psutil.Process(proc.pid)
         # the core target and the traffic runner are up once the stage runs
@@ -234,15 +221,16 @@ def test_an_attached_server_gets_the_traffic_and_is_recorded_not_started(tmp_pat
 def test_list_and_show(tmp_path):
     (tmp_path / "mine.toml").write_text(ONE.format(thresholds="", directives=""))
     (tmp_path / "broken.toml").write_text("name = ")
-    proc = _cli("list", "--plans", str(tmp_path))
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    done = run_experiment_cli("list", "--plans", str(tmp_path), timeout=30)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
     for name in ("browsers", "slowloris", "one-at-a-time", "mixed", "one"):
         assert f"  {name} " in out, out
     assert "(broken) broken.toml: not valid TOML" in out
-    proc = _cli("show", "one-at-a-time", "--targets", "core:prefork,core:worker,nginx", "--slots", "32")
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    done = run_experiment_cli("show", "one-at-a-time", "--targets", "core:prefork,core:worker,nginx", "--slots", "32",
+                              timeout=30)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
     assert "budget: 32 slots, 2 processes" in out
     prefork, worker, nginx = out.split("\n  core:prefork")[1].split("\n  core:worker")[0], \
         out.split("\n  core:worker")[1].split("\n  nginx")[0], out.split("\n  nginx")[1]

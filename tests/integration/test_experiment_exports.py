@@ -5,15 +5,12 @@ the exports hold every target's figures, and the imported run replays the same f
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
+
+from experiment_fixtures import run_experiment_cli
 
 from mpmcore.experiments import report
 from mpmcore.experiments.store import RunStore
 
-ROOT = Path(__file__).resolve().parents[2]
 PLAN = """name = "exports-it"
 title = "Exports, end to end"
 targets = ["core:event", "core:prefork"]
@@ -32,17 +29,11 @@ duration = "3s"
 """
 
 
-def mpmlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "mpmcore", "experiment", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
-
-
 def test_a_real_experiment_exports_imports_and_replays(tmp_path):
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
     db, out = tmp_path / "runs.sqlite3", tmp_path / "out"
-    done = mpmlab("run", str(plan), "--runs-db", str(db), "--out", str(out), "--quiet")
+    done = run_experiment_cli("run", str(plan), "--runs-db", str(db), "--out", str(out), "--quiet", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (out / "report.html").is_file() and (out / "run.json").is_file()
     for target in ("core-event", "core-prefork"):
@@ -62,23 +53,26 @@ def test_a_real_experiment_exports_imports_and_replays(tmp_path):
         for r in by.values():
             assert r.rounds == 1 and r.rps is not None and r.rps > 0
             assert r.p50_ms is not None and r.p99_ms is not None and r.p99_ms >= r.p50_ms
-            assert r.peak_busy is not None and r.peak_busy >= 1
+            assert r.peak_busy is not None
             assert r.peak_processes is not None and r.peak_pss_bytes is not None and r.cpu_seconds is not None
             assert r.config is not None and r.config.settings
         assert by["core:prefork"].config.settings.get("MaxRequestWorkers") == "8"
+        # prefork holds a slot per kept-alive connection (K) between requests; event parks them,
+        # so its busy count at the sampled instants may be 0
+        assert by["core:prefork"].peak_busy >= 1
         src_frames = {tr.target: store.frame_times(tr.id) for tr in store.load(run.id).targets}
         assert all(len(t) >= 10 for t in src_frames.values()), {k: len(v) for k, v in src_frames.items()}
     finally:
         store.close()
 
-    shown = mpmlab("report", "last", "--runs-db", str(db))
+    shown = run_experiment_cli("report", "last", "--runs-db", str(db))
     assert shown.returncode == 0, shown.stderr
     assert "core:event" in shown.stdout and "core:prefork" in shown.stdout and "p99 ms" in shown.stdout
 
     bundle = tmp_path / "run.mpmlab-run.gz"
-    assert mpmlab("export", str(run.id), str(bundle), "--runs-db", str(db)).returncode == 0
+    assert run_experiment_cli("export", str(run.id), str(bundle), "--runs-db", str(db)).returncode == 0
     other = tmp_path / "other.sqlite3"
-    imp = mpmlab("import", str(bundle), "--runs-db", str(other))
+    imp = run_experiment_cli("import", str(bundle), "--runs-db", str(other))
     assert imp.returncode == 0, imp.stderr
     a, b = RunStore(db), RunStore(other)
     try:
@@ -95,7 +89,7 @@ def test_a_real_experiment_exports_imports_and_replays(tmp_path):
 
     cut = tmp_path / "cut.gz"
     cut.write_bytes(bundle.read_bytes()[:-200])
-    bad = mpmlab("import", str(cut), "--runs-db", str(other))
+    bad = run_experiment_cli("import", str(cut), "--runs-db", str(other))
     assert bad.returncode == 2 and "cut short" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    missing = mpmlab("report", "999", "--runs-db", str(db))
+    missing = run_experiment_cli("report", "999", "--runs-db", str(db))
     assert missing.returncode == 2 and "no run 999" in missing.stderr

@@ -7,9 +7,8 @@ import signal
 import subprocess
 import sys
 
-from conftest import wait_for
-
 from mpmcore.experiments.store import RunStore
+from mpmcore.procs import terminate
 
 WRITER = """
 import sys, time
@@ -39,11 +38,8 @@ def test_sigkill_mid_recording(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        terminate(proc, 10, signal.SIGKILL)
     assert written >= 12
-    wait_for(lambda: proc.poll() is not None, timeout=5, what="writer gone")
     with RunStore(p) as store:
         (meta,) = store.list_runs()
         assert meta.status == "incomplete"
@@ -73,7 +69,11 @@ def test_two_processes_creating_one_new_store_at_once(tmp_path):
         at = str(time.time() + 0.3)
         procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(p), at], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        outs = [proc.communicate(timeout=60) for proc in procs]
+        try:
+            outs = [proc.communicate(timeout=60) for proc in procs]
+        finally:
+            for proc in procs:
+                terminate(proc, 10)
         assert all(proc.returncode == 0 for proc in procs), outs
         assert sorted(int(o) for o, _ in outs) == [1, 2]
         with RunStore(p) as store:
