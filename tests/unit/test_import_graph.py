@@ -108,3 +108,13 @@ def test_the_server_core_never_imports_the_dashboard() -> None:
     core_to_app = {(m, t) for m, ts in graph.items() if m.startswith("mpmcore") for t in ts if t.startswith("app")}
     # mpmcore.cli starts the dashboard for `mpmlab dashboard` / bare flags: the one allowed edge
     assert {m for m, _ in core_to_app} <= {"mpmcore.cli"}
+
+
+def test_test_file_names_are_unique_across_layers():
+    """pytest imports test files by their base name (no __init__.py in tests/): two layers with the
+    same file name stop the whole suite at collection, which a run of one layer never shows."""
+    tests = Path(__file__).resolve().parent.parent
+    seen: dict[str, list[str]] = {}
+    for f in tests.rglob("test_*.py"):
+        seen.setdefault(f.name, []).append(str(f.relative_to(tests)))
+    assert {n: p for n, p in seen.items() if len(p) > 1} == {}
