@@ -17,13 +17,10 @@ Targets (issue 11): every answer within 300 ms, or progress shown (the page's bu
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 
-from bench_dashboard import ARGS, CHROMIUM, ROOT, SLOTS_SETTINGS, TOKEN, api
-from common import free_port, wait_until
+from common import ARGS, CHROMIUM, SLOTS_SETTINGS, TOKEN, api, start_dashboard, wait_until
 
 from mpmcore.procs import terminate
 
@@ -49,24 +46,9 @@ def run(case: str, window: float) -> None:
     from playwright.sync_api import sync_playwright
 
     mpm, settings = CASES[case]
-    port, core_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mpmcore.cli", "dashboard", "--port", str(port), "--core-listen",
-           f"127.0.0.1:{core_port}", "--mpm", mpm]
-    for k, v in settings.items():
-        cmd += ["--set", f"{k}={v}"]
-    print(f"== {case}: {' '.join(cmd[1:])}")
-    dash = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            env={**os.environ, "MPMLAB_TOKEN": TOKEN})
+    print(f"== {case}")
+    dash, base, _ = start_dashboard(["--mpm", mpm], settings)
     try:
-        def ready():
-            if dash.poll() is not None:
-                raise SystemExit(f"dashboard exited with {dash.returncode}")
-            try:
-                return api(base, "/api/scoreboard")
-            except OSError:
-                return None
-        wait_until(ready, 60, "the dashboard", interval=0.1)
         if case == "event":
             wait_until(lambda: api(base, "/api/scoreboard")["state_counts"]["_"] >= 4000, 180, "4096 ready slots")
         with sync_playwright() as p:

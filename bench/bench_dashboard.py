@@ -21,41 +21,26 @@ Targets (from the issue): CPU < 10% of one core, latency < 150 ms.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import secrets
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import psutil
-from common import free_port, wait_until  # bench/ is the script's directory, first on sys.path
+from common import (  # bench/ is the script's directory, first on sys.path
+    ARGS,
+    CHROMIUM,
+    ROOT,
+    SLOTS_SETTINGS,
+    TOKEN,
+    api,
+    start_dashboard,
+    wait_until,
+)
 
 from mpmcore.procs import terminate
-
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
-SLOTS_SETTINGS = {"ServerLimit": 64, "ThreadLimit": 64, "ThreadsPerChild": 64, "MaxRequestWorkers": 4096,
-                  "StartServers": 64, "MinSpareThreads": 64, "MaxSpareThreads": 4096}
-
-
-#: The dashboard's control token (docs/security.md), given to it in MPMLAB_TOKEN.
-TOKEN = secrets.token_urlsafe(32)
-
-
-def api(base: str, path: str, body=None, method: str | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data else "GET"),
-                                 headers={"Content-Type": "application/json", "X-Mpmlab-Token": TOKEN})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
 
 
 class WsReaders:
@@ -110,25 +95,9 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    port, core_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mpmcore.cli", "dashboard", "--port", str(port), "--core-listen",
-           f"127.0.0.1:{core_port}", "--mpm", args.mpm]
-    for k, v in SLOTS_SETTINGS.items():
-        cmd += ["--set", f"{k}={v}"]
     log = open(ROOT / "test-artifacts" / "bench-dashboard.log", "wb") if (ROOT / "test-artifacts").is_dir() else subprocess.DEVNULL
-    print("command:", " ".join(cmd[1:]))
-    dash = subprocess.Popen(cmd, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "MPMLAB_TOKEN": TOKEN})
+    dash, base, core_port = start_dashboard(["--mpm", args.mpm], SLOTS_SETTINGS, log)
     try:
-        def ready():
-            if dash.poll() is not None:
-                raise SystemExit(f"dashboard exited with {dash.returncode}")
-            try:
-                return api(base, "/api/scoreboard")
-            except OSError:
-                return None
-        wait_until(ready, 60, "the dashboard", interval=0.1)
         sb = wait_until(lambda: (s := api(base, "/api/scoreboard"))["state_counts"]["_"] >= 4000 and s, 180,
                   "4096 ready slots (64 children x 64 threads)")
         live = len(sb["scoreboard"]) - sb["state_counts"]["."]

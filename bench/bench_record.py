@@ -19,35 +19,22 @@ well under 100 MB.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
-from common import free_port, wait_until  # bench/ is the script's directory, first on sys.path
+from common import (  # bench/ is the script's directory, first on sys.path
+    SLOTS_SETTINGS,
+    api,
+    start_dashboard,
+    wait_until,
+)
 
 from mpmcore.procs import terminate
-
-ROOT = Path(__file__).resolve().parent.parent
-SLOTS_SETTINGS = {"ServerLimit": 64, "ThreadLimit": 64, "ThreadsPerChild": 64, "MaxRequestWorkers": 4096,
-                  "StartServers": 64, "MinSpareThreads": 64, "MaxSpareThreads": 4096}
-TOKEN = secrets.token_urlsafe(32)
-
-
-def api(base: str, path: str, body=None, method: str | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data is not None else "GET"),
-                                 headers={"Content-Type": "application/json", "X-Mpmlab-Token": TOKEN})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
 
 
 def cpu_share(proc: psutil.Process, seconds: float) -> float:
@@ -65,25 +52,9 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="mpmlab-bench-record-"))
     db = tmp / "runs.sqlite3"
-    port, core_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mpmcore.cli", "dashboard", "--port", str(port), "--core-listen",
-           f"127.0.0.1:{core_port}", "--mpm", "event", "--runs-db", str(db)]
-    for k, v in SLOTS_SETTINGS.items():
-        cmd += ["--set", f"{k}={v}"]
-    print("command:", " ".join(cmd[1:]))
     log = open(tmp / "dashboard.log", "wb")
-    dash = subprocess.Popen(cmd, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "MPMLAB_TOKEN": TOKEN})
+    dash, base, _ = start_dashboard(["--mpm", "event", "--runs-db", str(db)], SLOTS_SETTINGS, log)
     try:
-        def ready():
-            if dash.poll() is not None:
-                raise SystemExit(f"dashboard exited with {dash.returncode}: {(tmp / 'dashboard.log').read_text()[-2000:]}")
-            try:
-                return api(base, "/api/scoreboard")
-            except OSError:
-                return None
-        wait_until(ready, 60, "the dashboard", interval=0.1)
         wait_until(lambda: api(base, "/api/scoreboard")["state_counts"]["_"] >= 4000, 180,
                    "4096 ready slots (64 children x 64 threads)", interval=0.5)
         proc = psutil.Process(dash.pid)

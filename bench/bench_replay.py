@@ -20,31 +20,22 @@ Targets (from the issue): opens in < 1 s; scrubbing redraws at >= 20 frames/s.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import secrets
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from common import free_port, wait_until  # bench/ is the script's directory, first on sys.path
+from common import ARGS, CHROMIUM, start_dashboard  # bench/ is the script's directory, first on sys.path
 
+from app.services.grid import HEADER
 from mpmcore.experiments.model import FrameRecord, SecondSample
 from mpmcore.experiments.store import RunStore
 from mpmcore.procs import terminate
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
-HEADER = struct.Struct("<BBBBIdIHHHH")  # app/services/grid.py
 ROWS = COLS = 64
-TOKEN = secrets.token_urlsafe(32)
 
 
 def make_store(path: Path, minutes: float) -> int:
@@ -89,24 +80,9 @@ def main() -> int:
     run_id = make_store(db, args.minutes)
     print(f"store: {db.stat().st_size / 1e6:.1f} MB for {args.minutes:g} minutes of 4096-slot frames at 10/s "
           f"(written in {time.monotonic() - t:.1f} s)")
-    port, core_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mpmcore.cli", "dashboard", "--port", str(port), "--core-listen",
-           f"127.0.0.1:{core_port}", "--runs-db", str(db)]
-    print("command:", " ".join(cmd[1:]))
     log = open(tmp / "dashboard.log", "wb")
-    dash = subprocess.Popen(cmd, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "MPMLAB_TOKEN": TOKEN})
+    dash, base, _ = start_dashboard(["--runs-db", str(db)], log=log, ready_path="/api/runs")
     try:
-        def ready() -> bool:
-            if dash.poll() is not None:
-                raise SystemExit(f"dashboard exited with {dash.returncode}")
-            try:
-                with urllib.request.urlopen(base + "/api/runs", timeout=5) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-        wait_until(ready, 60, "the dashboard", interval=0.1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             pg = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -157,3 +160,56 @@ def fmt_row(name: str, r: dict) -> str:
 
 
 HEADER = f"{'server':<44} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}  errors"
+
+
+# -- the dashboard as a bench starts it -------------------------------------------------------------
+#: The benches' dashboard control token (docs/security.md), given to it in MPMLAB_TOKEN.
+TOKEN = secrets.token_urlsafe(32)
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+#: 4,096 worker slots under event: ServerLimit 64 x ThreadsPerChild 64, every child kept
+SLOTS_SETTINGS = {"ServerLimit": 64, "ThreadLimit": 64, "ThreadsPerChild": 64, "MaxRequestWorkers": 4096,
+                  "StartServers": 64, "MinSpareThreads": 64, "MaxSpareThreads": 4096}
+
+
+def api(base: str, path: str, body=None, method: str | None = None):
+    """A JSON API call to the bench's dashboard, with its token."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data is not None else "GET"),
+                                 headers={"Content-Type": "application/json", "X-Mpmlab-Token": TOKEN})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def start_dashboard(args: list[str], settings: dict | None = None, log=subprocess.DEVNULL,
+                    ready_path: str = "/api/scoreboard") -> tuple[subprocess.Popen, str, int]:
+    """``mpmlab dashboard`` on free loopback ports with ``args`` and ``--set`` for each of
+    ``settings``, started and answering ``ready_path``: (process, base URL, core port). The caller
+    stops it by pid (``terminate(proc, ...)`` in a finally); a dashboard that exits or never answers
+    is stopped here and ends the bench."""
+    port, core_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [PY, "-m", "mpmcore.cli", "dashboard", "--port", str(port), "--core-listen", f"127.0.0.1:{core_port}",
+           *args]
+    for k, v in (settings or {}).items():
+        cmd += ["--set", f"{k}={v}"]
+    print("command:", " ".join(cmd[1:]))
+    dash = subprocess.Popen(cmd, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "MPMLAB_TOKEN": TOKEN})
+
+    def ready():
+        if dash.poll() is not None:
+            tail = Path(log.name).read_text(errors="replace")[-2000:] if isinstance(getattr(log, "name", None), str) else ""
+            raise SystemExit(f"dashboard exited with {dash.returncode}" + (f": {tail}" if tail else ""))
+        try:
+            with urllib.request.urlopen(base + ready_path, timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    try:
+        wait_until(ready, 60, "the dashboard", interval=0.1)
+    except BaseException:
+        terminate(dash, 30)
+        raise
+    return dash, base, core_port
