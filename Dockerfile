@@ -6,7 +6,7 @@
 #
 # The same steps as `./dev.sh setup` (every Python package from requirements.lock with its hashes,
 # then mpmlab itself without dependencies; `npm ci` from package-lock.json; the front-end files
-# copied into static/vendor by `python -m app.vendor`) without the Debian packages the tests compare
+# copied into static/vendor by `python -m mpmlab.vendor`) without the Debian packages the tests compare
 # against. Layers go from what changes least to what changes most: a source edit reuses the
 # dependency layers. Every option of `mpmlab dashboard` can be given as an environment variable of
 # the same name (MPMLAB_PORT, MPMLAB_ATTACH, ...; see docs/ecosystem.md).
@@ -34,11 +34,11 @@ COPY --from=frontend /src/node_modules ./node_modules
 #    ./dev.sh installs it: the app finds templates/ and static/ next to its package
 COPY pyproject.toml setup.py README.md ./
 COPY mpmcore ./mpmcore
-COPY app ./app
+COPY mpmlab ./mpmlab
 COPY templates ./templates
 COPY static ./static
 RUN pip install --no-deps --no-build-isolation -e . \
-    && python -m app.vendor \
+    && python -m mpmlab.vendor \
     && rm -rf node_modules
 USER mpmlab
 EXPOSE 8000

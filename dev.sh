@@ -44,7 +44,7 @@ setup_npm() {
     touch node_modules/.installed
   fi
   # Front-end libraries are served from static/vendor, copied from node_modules (never committed).
-  "$VENV/bin/python" -m app.vendor
+  "$VENV/bin/python" -m mpmlab.vendor
 }
 
 setup_system() {
@@ -83,7 +83,7 @@ case "$cmd" in
   test)
     setup_python; setup_npm; setup_system
     # Any finding fails the run before a test starts (configuration in pyproject.toml).
-    "$VENV/bin/ruff" check mpmcore app tests bench
+    "$VENV/bin/ruff" check mpmcore mpmlab tests bench
     "$VENV/bin/mypy"
     exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) setup_python; setup_npm; setup_system; name=${1:?benchmark name}; shift; exec "$VENV/bin/python" "bench/bench_$name.py" "$@" ;;

@@ -1,6 +1,6 @@
 """The build step pyproject.toml cannot say: templates/ and static/ stay top-level folders of the
 repository, and a built wheel carries them inside the dashboard's package (``<package>/templates``,
-``<package>/static``, static/vendor included), where ``app.settings`` finds them when installed.
+``<package>/static``, static/vendor included), where ``mpmlab.settings`` finds them when installed.
 An editable install (``./dev.sh setup``) copies nothing: the package finds them in the repository.
 
 The dashboard's package name is one constant, ``[tool.mpmlab-build] dashboard-package`` in
@@ -30,7 +30,7 @@ class BuildPyWithAssets(build_py):
             return
         vendor = HERE / "static" / "vendor"
         if not vendor.is_dir() or not any(vendor.iterdir()):
-            raise SystemExit("static/vendor is empty: run ./dev.sh setup (npm ci, python -m app.vendor) "
+            raise SystemExit("static/vendor is empty: run ./dev.sh setup (npm ci, python -m mpmlab.vendor) "
                              "before building a wheel, or the dashboard would have no htmx, uPlot or Swagger UI")
         for name in ASSETS:
             shutil.copytree(HERE / name, Path(self.build_lib) / PACKAGE / name, dirs_exist_ok=True,

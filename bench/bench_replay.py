@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_replay.py [--minutes 10] [--steps 300]
 
 1. Writes a run store (temporary directory) holding one recording: MINUTES minutes of 4,096-slot
-   grid frames at 10 frames/s (64 process rows x 64 threads, app/services/grid.py's layout, ~5% of
+   grid frames at 10 frames/s (64 process rows x 64 threads, mpmlab/services/grid.py's layout, ~5% of
    the slots changing state every frame, as under traffic) and one SecondSample a second. The
    frames are made here, not recorded live (a live 10-minute recording would take 10 minutes); they
    have the real layout and size, so the store, the routes and the page do the real work.
@@ -30,10 +30,10 @@ from pathlib import Path
 
 from common import ARGS, CHROMIUM, start_dashboard  # bench/ is the script's directory, first on sys.path
 
-from app.services.grid import HEADER
 from mpmcore.experiments.model import FrameRecord, SecondSample
 from mpmcore.experiments.store import RunStore
 from mpmcore.procs import terminate
+from mpmlab.services.grid import HEADER
 
 ROWS = COLS = 64
 

@@ -109,8 +109,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """Fill what the command line left unsaid from MPMLAB_* variables and the TOML file
     (``--config-file``; precedence CLI > environment > file > default), then run the dashboard."""
     # the dashboard (FastAPI, uvicorn, Jinja2) loads only for this command: serve and ctl stay light
-    from app.config_file import ConfigError, apply_defaults, given_options
-    from app.main import run_dashboard
+    from mpmlab.config_file import ConfigError, apply_defaults, given_options
+    from mpmlab.main import run_dashboard
 
     try:
         apply_defaults(args, given=given_options(args))
@@ -178,8 +178,8 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
 
 def add_dashboard_options(d: argparse.ArgumentParser) -> None:
     """The dashboard's flags. Their argparse default is None ("not given"): the real defaults live
-    in ``app.config_file.OPTIONS``, applied after MPMLAB_* variables and the TOML file had their say."""
-    from app.config_file import OPTIONS  # the dashboard's module: see cmd_dashboard
+    in ``mpmlab.config_file.OPTIONS``, applied after MPMLAB_* variables and the TOML file had their say."""
+    from mpmlab.config_file import OPTIONS  # the dashboard's module: see cmd_dashboard
 
     def default(dest: str) -> str:
         v = OPTIONS[dest].default

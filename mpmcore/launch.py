@@ -1,6 +1,6 @@
 """``python -m mpmcore.launch --parent-pid N -- serve ...``: ``mpmlab serve`` tied to its parent.
 
-The dashboard (``app.services.corelaunch``) and the experiments' core target
+The dashboard (``mpmlab.services.corelaunch``) and the experiments' core target
 (``mpmcore.experiments.targets``) start the embedded master as a separate program through this
 launcher. It asks Linux to send it SIGTERM when the parent dies, however it dies
 (PR_SET_PDEATHSIG), and then runs ``mpmlab serve`` in-process. SIGTERM is the master's normal stop:

@@ -1,8 +1,8 @@
-"""``Dashboard``: the container of the dashboard's services, created once per app by ``app.main.create_app``.
+"""``Dashboard``: the container of the dashboard's services, created once per app by ``mpmlab.main.create_app``.
 
-It holds the settings, the templates, the embedded core (``app.services.core``), the traffic runner
-(``app.services.traffic``), the sampler and the attached sources, and starts and stops them in order.
-Routes reach it through ``app.routes.deps``; what a user can do with it is ``app.services.actions``.
+It holds the settings, the templates, the embedded core (``mpmlab.services.core``), the traffic runner
+(``mpmlab.services.traffic``), the sampler and the attached sources, and starts and stops them in order.
+Routes reach it through ``mpmlab.routes.deps``; what a user can do with it is ``mpmlab.services.actions``.
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ from typing import Any
 
 from fastapi.templating import Jinja2Templates
 
-from app import metrics
-from app.routes import views
-from app.services.core import CoreControl, EmbeddedCore
-from app.services.experiments import ExperimentService
-from app.services.locust import LocustWatcher
-from app.services.sampler import Sampler
-from app.services.sources import AttachedSource, SourceManager
-from app.services.traffic import TrafficService, pattern_catalogue, target_key
-from app.settings import CORE_SOURCE, TEMPLATES_DIR, DashboardSettings
 from mpmcore.model import SourceFrame
 from mpmcore.traffic import StatsFrame
+from mpmlab import metrics
+from mpmlab.routes import views
+from mpmlab.services.core import CoreControl, EmbeddedCore
+from mpmlab.services.experiments import ExperimentService
+from mpmlab.services.locust import LocustWatcher
+from mpmlab.services.sampler import Sampler
+from mpmlab.services.sources import AttachedSource, SourceManager
+from mpmlab.services.traffic import TrafficService, pattern_catalogue, target_key
+from mpmlab.settings import CORE_SOURCE, TEMPLATES_DIR, DashboardSettings
 
 #: Why an attached server off loopback is listed as a refused traffic target.
 NOT_LOOPBACK = ("not on loopback: the traffic generator never sends to another machine, even with "
@@ -128,7 +128,7 @@ class Dashboard:
         s.check()
         if s.start_core:
             self.core = EmbeddedCore(s.core_listen, s.mpm, s.core_settings)
-            self.core.start()  # in the event loop's thread, on purpose: see app.services.corelaunch
+            self.core.start()  # in the event loop's thread, on purpose: see mpmlab.services.corelaunch
         try:
             if s.watch_core:
                 await self.control.status()

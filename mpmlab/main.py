@@ -1,11 +1,11 @@
 """The dashboard application: ``create_app(settings)`` and ``run_dashboard(args)`` (``mpmlab dashboard``).
 
-The lifespan owns the processes and tasks through ``app.dashboard.Dashboard``: it starts the embedded
-master (``app.services.core``) and the traffic runner (``mpmcore.traffic``), then the sampler and one
-poller task per attached server (``app.services.sources``); on shutdown (also Ctrl-C, which uvicorn turns
+The lifespan owns the processes and tasks through ``mpmlab.dashboard.Dashboard``: it starts the embedded
+master (``mpmlab.services.core``) and the traffic runner (``mpmcore.traffic``), then the sampler and one
+poller task per attached server (``mpmlab.services.sources``); on shutdown (also Ctrl-C, which uvicorn turns
 into a shutdown) it stops them in reverse order: tasks cancelled and awaited, processes each by its pid,
 TERM then KILL after a deadline. Everything a route needs is reached through
-``request.app.state.dashboard`` via FastAPI dependencies (``app.routes.deps``); there are no
+``request.app.state.dashboard`` via FastAPI dependencies (``mpmlab.routes.deps``); there are no
 module-level globals.
 """
 
@@ -26,17 +26,17 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from app import metrics
-from app.dashboard import Dashboard
-from app.routes import api, experiments, ui, ws
-from app.security import SAFE_METHODS, control_problem, host_allowed, install_log_redaction, refusal, token_link
-from app.services.actions import ActionError
-from app.services.core import ControlError, CoreError
-from app.services.experiments import Busy, Unavailable
-from app.settings import STATIC_DIR, DashboardSettings
 from mpmcore import __version__
 from mpmcore.directives import DirectiveError, parse_assignments
 from mpmcore.traffic import TrafficError
+from mpmlab import metrics
+from mpmlab.dashboard import Dashboard
+from mpmlab.routes import api, experiments, ui, ws
+from mpmlab.security import SAFE_METHODS, control_problem, host_allowed, install_log_redaction, refusal, token_link
+from mpmlab.services.actions import ActionError
+from mpmlab.services.core import ControlError, CoreError
+from mpmlab.services.experiments import Busy, Unavailable
+from mpmlab.settings import STATIC_DIR, DashboardSettings
 
 
 def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None = None) -> FastAPI:
@@ -65,7 +65,7 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # app.security: Host first, then the printed URL's ?token=, then Origin and token for every
+        # mpmlab.security: Host first, then the printed URL's ?token=, then Origin and token for every
         # request that is not a read, whichever route it is for (also one that does not exist).
         if not host_allowed(request, settings):
             return PlainTextResponse("Host not allowed (the dashboard answers to loopback names only)", 403)
@@ -78,7 +78,7 @@ def create_app(settings: DashboardSettings, on_ready: Callable[[], None] | None 
                 return refusal(request, why)
         return await call_next(request)
 
-    # The body of every error is app.routes.errors.ErrorBody. The actions raise ActionError; the
+    # The body of every error is mpmlab.routes.errors.ErrorBody. The actions raise ActionError; the
     # services' own errors can still reach a route that reads (GET /api/traffic asks the runner).
     @app.exception_handler(ActionError)
     async def _action_error(request: Request, e: ActionError) -> Response:

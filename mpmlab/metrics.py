@@ -8,7 +8,7 @@ registry: ``build_registry()`` makes a ``CollectorRegistry`` per app, so two app
 
 Wiring in the dashboard (one route)::
 
-    from app import metrics
+    from mpmlab import metrics
     totals = metrics.TrafficTotals()
     dashboard.traffic.add_listener(totals.update)            # every 250 ms stats frame
     registry = metrics.build_registry(lambda: current_frames(), totals)
@@ -69,11 +69,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.services.traffic import target_key
 from mpmcore.model import SourceFrame, SourceKind, StateLetter, Summary
 from mpmcore.sources.frames import frame_from_summary
 from mpmcore.traffic.limits import FINISHED_HISTORY
 from mpmcore.traffic.runstats import LATENCY_BUCKETS_S, LatencySummary, RunInfo, StatsFrame
+from mpmlab.services.traffic import target_key
 
 __all__ = [
     "FAMILIES",

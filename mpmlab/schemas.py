@@ -9,8 +9,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.services.actions import PatternInfo
-from app.services.sources import SourceEntry
 from mpmcore.experiments.plan import MAX_ROUNDS, MAX_SLOTS
 from mpmcore.model import (
     ChartPoint,
@@ -21,6 +19,8 @@ from mpmcore.model import (
     Summary,
     Tile,
 )
+from mpmlab.services.actions import PatternInfo
+from mpmlab.services.sources import SourceEntry
 
 
 class CoreInfo(BaseModel):
@@ -133,7 +133,7 @@ class TrafficListResponse(BaseModel):
     patterns: list[TrafficRun]
 
 
-# -- experiments (app/routes/experiments.py) --------------------------------------------------------
+# -- experiments (mpmlab/routes/experiments.py) --------------------------------------------------------
 class TargetChoice(BaseModel):
     """One target an experiment can run against, as the page's checkbox shows it."""
 

@@ -27,7 +27,7 @@ from fastapi import HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
 
-from app.settings import DashboardSettings, is_loopback_host
+from mpmlab.settings import DashboardSettings, is_loopback_host
 
 TOKEN_HEADER = "x-mpmlab-token"
 #: Methods that only read: every other one is a control request.
@@ -131,7 +131,7 @@ def check_websocket(ws: WebSocket, settings: DashboardSettings) -> str | None:
 
 
 def control_guard(request: Request) -> None:
-    """FastAPI dependency for every control route (the middleware in app.main checks the same for
+    """FastAPI dependency for every control route (the middleware in mpmlab.main checks the same for
     every non-GET request; this keeps a route safe wherever it is mounted)."""
     check_control(request, request.app.state.dashboard.settings)
 

@@ -79,7 +79,7 @@ class DashboardSettings:
     attach: list[str] = field(default_factory=list)
     attach_interval: float = ATTACH_INTERVAL
     allow_remote_attach: bool = False
-    #: uvicorn's access log on stderr (``--access-log``); tokens in it are redacted (app.security).
+    #: uvicorn's access log on stderr (``--access-log``); tokens in it are redacted (mpmlab.security).
     access_log: bool = False
     #: The run store (``--runs-db PATH``, SQLite; None: ``mpmcore.experiments.store.default_path()``):
     #: experiment runs and recorded live sessions (docs/dashboard.md#experiments).

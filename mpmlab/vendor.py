@@ -1,7 +1,7 @@
 """Copy the dashboard's front-end libraries from node_modules/ into static/vendor/.
 
 ``./dev.sh`` runs ``npm ci`` (exact versions from package-lock.json) and then
-``python -m app.vendor``. Nothing under static/vendor/ is committed: the files always come from
+``python -m mpmlab.vendor``. Nothing under static/vendor/ is committed: the files always come from
 the locked npm packages, and the page refers to them by the stable names below.
 """
 
@@ -50,9 +50,9 @@ def main() -> int:
     try:
         files = copy_vendor()
     except FileNotFoundError as e:
-        print(f"app.vendor: {e}", file=sys.stderr)
+        print(f"mpmlab.vendor: {e}", file=sys.stderr)
         return 1
-    print(f"app.vendor: {len(files)} files in {VENDOR.relative_to(ROOT)}", file=sys.stderr)
+    print(f"mpmlab.vendor: {len(files)} files in {VENDOR.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
 

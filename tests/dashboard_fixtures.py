@@ -35,7 +35,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run"]
 
 
-#: The URL line `mpmlab dashboard` prints at start (app.main.run_dashboard).
+#: The URL line `mpmlab dashboard` prints at start (mpmlab.main.run_dashboard).
 START_LINE = re.compile(r"^mpmlab dashboard: (http://\S+)", re.MULTILINE)
 #: The dashboards running now (DashboardProcess), whose printed URL each new browser page opens.
 RUNNING: list[DashboardProcess] = []
@@ -200,7 +200,7 @@ class DashboardProcess:
 def in_process_settings(**kw: Any):
     """Settings for an in-process app on a free core port. Control is open (``no_token``) unless
     ``token=`` is given: see the module's docstring."""
-    from app.settings import DashboardSettings
+    from mpmlab.settings import DashboardSettings
     kw.setdefault("no_token", "token" not in kw)
     return DashboardSettings(core_listen=f"127.0.0.1:{free_port()}", port=8000, **kw)
 

@@ -155,7 +155,7 @@ async def poll_loop(source: Source, interval: float, on_frame: Callable[[SourceF
 def frame_from_summary(name: str, summary: Summary | None, url: str = "",
                        workers: tuple[WorkerRow, ...] | None = None, error: str | None = None) -> SourceFrame:
     """The embedded core's summary (the sampler's ``summary``) as a frame, so code that handles
-    frames (``app.metrics``, the API) handles every source the same way."""
+    frames (``mpmlab.metrics``, the API) handles every source the same way."""
     t = summary.current_time if summary is not None else time.time()
     frame = SourceFrame(name, "mpmlab", url, t)
     if summary is None:

@@ -1,6 +1,6 @@
 """An attached server's scoreboard as the dashboard's binary grid frame.
 
-The layout is app.services.grid's (version 1), so an attached Apache's grid draws with the same
+The layout is mpmlab.services.grid's (version 1), so an attached Apache's grid draws with the same
 static/js/scoreboard.js; tests/external/test_attach.py checks that the two headers stay the same.
 """
 

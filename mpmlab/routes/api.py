@@ -2,8 +2,8 @@
 
 Reads come from the sampler's latest summary (never a new snapshot per request, except one slot
 for /api/slots). Control calls go through ``control_guard`` (Origin and token), then the action of
-``app.services.actions`` that the page's htmx routes call too; the API serialises its result. Every
-error body is ``app.routes.errors.ErrorBody``; a refused directive comes back as 422 naming it.
+``mpmlab.services.actions`` that the page's htmx routes call too; the API serialises its result. Every
+error body is ``mpmlab.routes.errors.ErrorBody``; a refused directive comes back as 422 naming it.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from app.dashboard import Dashboard
-from app.routes.deps import Control, Dash
-from app.routes.errors import error_responses
-from app.routes.views import attached_slot_detail, current_config, slot_detail
-from app.schemas import (
+from mpmcore.directives import MPMS, catalogue
+from mpmcore.model import AttachedSlotDetail, Insight, LocustStats, SlotDetail, Summary
+from mpmcore.netloc import TargetError, resolve_target_sync
+from mpmcore.sources import client
+from mpmlab.dashboard import Dashboard
+from mpmlab.routes.deps import Control, Dash
+from mpmlab.routes.errors import error_responses
+from mpmlab.routes.views import attached_slot_detail, current_config, slot_detail
+from mpmlab.schemas import (
     CoreInfo,
     DashboardPids,
     DashboardStats,
@@ -35,8 +39,8 @@ from app.schemas import (
     TrafficRun,
     TrafficTargetInfo,
 )
-from app.services import actions
-from app.services.actions import (
+from mpmlab.services import actions
+from mpmlab.services.actions import (
     Change,
     Check,
     ConfApplied,
@@ -47,13 +51,9 @@ from app.services.actions import (
     TrafficStarted,
     TrafficStopped,
 )
-from app.services.sources import AttachedSource, SourceEntry
-from app.services.traffic import PRESETS, pattern_catalogue, target_key
-from app.settings import CORE_SOURCE
-from mpmcore.directives import MPMS, catalogue
-from mpmcore.model import AttachedSlotDetail, Insight, LocustStats, SlotDetail, Summary
-from mpmcore.netloc import TargetError, resolve_target_sync
-from mpmcore.sources import client
+from mpmlab.services.sources import AttachedSource, SourceEntry
+from mpmlab.services.traffic import PRESETS, pattern_catalogue, target_key
+from mpmlab.settings import CORE_SOURCE
 
 router = APIRouter(prefix="/api", tags=["api"])
 

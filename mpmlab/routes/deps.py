@@ -1,12 +1,12 @@
 """The FastAPI dependencies every route takes: the Dashboard, and for a control call the Origin and
-token check (``app.security``)."""
+token check (``mpmlab.security``)."""
 
 from __future__ import annotations
 
 from fastapi import Depends, Request
 
-from app.dashboard import Dashboard
-from app.security import control_guard
+from mpmlab.dashboard import Dashboard
+from mpmlab.security import control_guard
 
 
 def get_dashboard(request: Request) -> Dashboard:

@@ -1,7 +1,7 @@
 """The body of every error the JSON API answers, and the ``responses=`` a route declares with it, so
 that /openapi.json documents what a client gets back on failure.
 
-The body is what the exception handlers in ``app.main`` send (``{"detail": ...}``, plus
+The body is what the exception handlers in ``mpmlab.main`` send (``{"detail": ...}``, plus
 ``"directive"`` when a directive was refused) and what FastAPI sends for an ``HTTPException``. A request
 body that fails FastAPI's own validation is also a 422, whose ``detail`` is FastAPI's list of issues.
 """

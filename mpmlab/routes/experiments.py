@@ -2,7 +2,7 @@
 JSON API (docs/dashboard.md#experiments-runs-replay).
 
 Every store read runs in a worker thread (SQLite must not stall the event loop that feeds the live
-page). The experiment itself runs in ``app.services.experiments``' background thread; these routes
+page). The experiment itself runs in ``mpmlab.services.experiments``' background thread; these routes
 start it, stop it and read its progress. Control routes (POST, DELETE) go through ``Control`` like
 every other (Origin and token). Errors: 404 for an unknown run, plan or target run; 409 when an
 experiment (or a recording) already runs; 422 for a bad target or value; 503 when the run store could
@@ -21,10 +21,13 @@ from typing import Any
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from app.dashboard import Dashboard
-from app.routes.deps import Control, Dash
-from app.routes.errors import error_responses
-from app.schemas import (
+from mpmcore.experiments.model import ClaimResult, Plan, RunMeta, StoredRun
+from mpmcore.experiments.store import RunNotFound, RunStore
+from mpmcore.model import to_jsonable
+from mpmlab.dashboard import Dashboard
+from mpmlab.routes.deps import Control, Dash
+from mpmlab.routes.errors import error_responses
+from mpmlab.schemas import (
     ExperimentsResponse,
     PlanInfo,
     PlanProblem,
@@ -33,8 +36,8 @@ from app.schemas import (
     RunStateModel,
     TargetChoice,
 )
-from app.services import replay
-from app.services.experiments import (
+from mpmlab.services import replay
+from mpmlab.services.experiments import (
     Busy,
     ExperimentService,
     LiveRecorder,
@@ -48,9 +51,6 @@ from app.services.experiments import (
     plans_dir,
     target_options,
 )
-from mpmcore.experiments.model import ClaimResult, Plan, RunMeta, StoredRun
-from mpmcore.experiments.store import RunNotFound, RunStore
-from mpmcore.model import to_jsonable
 
 api = APIRouter(prefix="/api", tags=["experiments"])
 pages = APIRouter(include_in_schema=False)
@@ -274,7 +274,7 @@ BINARY: dict[int | str, dict[str, Any]] = {200: {"content": {"application/octet-
 
 
 @api.get("/runs/{run_id}/targets/{target_run_id}/frames", response_class=Response,
-         summary="Grid frames of a time window, length-prefixed (layout: app/services/replay.py)",
+         summary="Grid frames of a time window, length-prefixed (layout: mpmlab/services/replay.py)",
          responses={**BINARY, **READ_ERRORS})
 async def get_frames(run_id: int, target_run_id: int, t0: float = Query(0.0, ge=0),
                      t1: float = Query(10.0, gt=0), d: Dashboard = Dash) -> Response:
@@ -285,7 +285,7 @@ async def get_frames(run_id: int, target_run_id: int, t0: float = Query(0.0, ge=
 
 
 @api.get("/runs/{run_id}/targets/{target_run_id}/frame", response_class=Response,
-         summary="The grid frame shown at t: the last one at or before it (app/grid.py's layout)",
+         summary="The grid frame shown at t: the last one at or before it (mpmlab/services/grid.py's layout)",
          responses={**BINARY, **READ_ERRORS})
 async def get_frame(run_id: int, target_run_id: int, t: float = Query(ge=0), d: Dashboard = Dash) -> Response:
     run = await _load(d, run_id)

@@ -1,5 +1,5 @@
 """The page and its htmx fragments. Each control route reads its form, calls the same action of
-``app.services.actions`` as the matching /api route, and renders the result as HTML; a refused action
+``mpmlab.services.actions`` as the matching /api route, and renders the result as HTML; a refused action
 comes back as the same fragment with the error beside the field (HTTP 422, or 503 when the server or
 the traffic generator is down: the statuses the page's htmx configuration swaps in)."""
 
@@ -13,16 +13,16 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.dashboard import Dashboard
-from app.routes.deps import Control, Dash
-from app.routes.views import current_config, directive_rows, num_text
-from app.security import given_token
-from app.services import actions
-from app.services.actions import ActionError, Restart
-from app.services.traffic import HIDDEN_PARAMS, PRESETS, pattern_catalogue
-from app.settings import LOG_BACKLOG
 from mpmcore.directives import DIRECTIVES
 from mpmcore.traffic import TrafficError
+from mpmlab.dashboard import Dashboard
+from mpmlab.routes.deps import Control, Dash
+from mpmlab.routes.views import current_config, directive_rows, num_text
+from mpmlab.security import given_token
+from mpmlab.services import actions
+from mpmlab.services.actions import ActionError, Restart
+from mpmlab.services.traffic import HIDDEN_PARAMS, PRESETS, pattern_catalogue
+from mpmlab.settings import LOG_BACKLOG
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("mpmlab.dashboard")
@@ -74,7 +74,7 @@ def _core_links(d: Dashboard) -> dict[str, str]:
 
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request, d: Dashboard = Dash) -> Response:
-    # /?token=... (the URL printed at start) is answered before this: app.security.token_link
+    # /?token=... (the URL printed at start) is answered before this: mpmlab.security.token_link
     st = (d.sampler.core_state or await d.sampler.refresh_core_state() or {}) if d.settings.watch_core else {}
     mpm, values, _ = current_config(d.sampler)
     return _render(d, request, "index.html", mpm=mpm, core=st, links=_core_links(d),

@@ -7,11 +7,11 @@ from typing import Any
 
 from fastapi.templating import Jinja2Templates
 
-from app.services.sampler import Sampler
-from app.services.tiles import kb
 from mpmcore import scoreboard as sb
 from mpmcore.directives import DIRECTIVES, MPMS, DirectiveError, catalogue
 from mpmcore.model import NO_REQUEST_LETTERS, AttachedSlotDetail, SlotDetail, SourceFrame
+from mpmlab.services.sampler import Sampler
+from mpmlab.services.tiles import kb
 
 STATE_CSS = {".": "dead", "S": "starting", "_": "ready", "R": "read", "W": "write", "K": "keepalive",
              "L": "log", "D": "dns", "C": "closing", "G": "graceful", "I": "idle-kill"}
@@ -64,7 +64,7 @@ def _when(v: float | None) -> str:
 
 
 def setup_templates(t: Jinja2Templates) -> None:
-    from app.services.traffic import target_key
+    from mpmlab.services.traffic import target_key
     t.env.filters["tkey"] = target_key
     t.env.filters["loglevel"] = _loglevel
     t.env.filters["kb"] = kb

@@ -1,15 +1,15 @@
 """Websockets.
 
-* ``/ws/scoreboard``: binary grid frames (app.services.grid) at up to GRID_HZ and JSON summaries at
+* ``/ws/scoreboard``: binary grid frames (mpmlab.services.grid) at up to GRID_HZ and JSON summaries at
   SUMMARY_HZ, for the canvas and the charts.
 * ``/ws/live``: HTML fragments with ``hx-swap-oob`` for htmx's ws extension: "what is happening",
   totals, the process table, the error log as it grows, running traffic, and each attached
   server's panel (tiles, process table, what it cannot show).
-* ``/ws/sources``: the attached servers (``app.services.sources``): per source, its grid frame in an envelope
+* ``/ws/sources``: the attached servers (``mpmlab.services.sources``): per source, its grid frame in an envelope
   naming the source (binary) and its summary (JSON with ``"source"``), at its poll rate.
 
 All three check the Origin (a page on another site must not read or drive the dashboard). Each client
-has a sender task fed by its own Channel (app.services.hub): nothing here ever makes the sampler wait.
+has a sender task fed by its own Channel (mpmlab.services.hub): nothing here ever makes the sampler wait.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from app.dashboard import Dashboard
-from app.security import check_websocket
-from app.services.hub import Channel, Hub
-from app.settings import LOG_BACKLOG
+from mpmlab.dashboard import Dashboard
+from mpmlab.security import check_websocket
+from mpmlab.services.hub import Channel, Hub
+from mpmlab.settings import LOG_BACKLOG
 
 router = APIRouter()
 

@@ -1,6 +1,6 @@
 """One implementation per user action.
 
-The JSON API (``app.routes.api``) and the page's htmx routes (``app.routes.ui``) both call these, so
+The JSON API (``mpmlab.routes.api``) and the page's htmx routes (``mpmlab.routes.ui``) both call these, so
 the two cannot drift apart: the API serialises the result, the page renders it. Each action takes the
 ``Dashboard`` and typed arguments and returns a typed result, or raises ``ActionError`` (an HTTP status,
 a message, and for a refused directive its name). Directives are validated here and only here, with
@@ -17,13 +17,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from app.dashboard import Dashboard
-from app.services.core import ControlError, CoreError
-from app.services.traffic import PRESETS
-from app.settings import CORE_SOURCE
 from mpmcore.directives import DIRECTIVES, MPMS, DirectiveError, canonical
 from mpmcore.httpdconf import ConfLine, read_httpd_conf
 from mpmcore.traffic import TrafficError
+from mpmlab.dashboard import Dashboard
+from mpmlab.services.core import ControlError, CoreError
+from mpmlab.services.traffic import PRESETS
+from mpmlab.settings import CORE_SOURCE
 
 #: A directive's value as the master reports it (Apache's On/Off are booleans).
 DirectiveValue = bool | int | float | str
@@ -334,7 +334,7 @@ async def start_traffic(d: Dashboard, pattern: str, params: Mapping[str, Any],
 
 
 async def start_preset(d: Dashboard, preset: str, source: str | None = None) -> PresetStarted:
-    """Start one of the ready-made patterns (app.services.traffic.PRESETS)."""
+    """Start one of the ready-made patterns (mpmlab.services.traffic.PRESETS)."""
     name, url = traffic_target(d, source)
     async with _translated():
         pid = await d.traffic.start_preset(preset, target=url)

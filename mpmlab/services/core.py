@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.settings import ROOT
 from mpmcore import scoreboard as sb
 from mpmcore.errorlog import UnsafeFile
 from mpmcore.master import ctl_request, run_dir_for
 from mpmcore.master.control import make_private_dir, open_private
 from mpmcore.procs import terminate
+from mpmlab.settings import ROOT
 
 START_TIMEOUT = 30.0  # seconds for the master to bind, fork and answer
 STOP_TIMEOUT = 15.0  # TERM, then KILL: the master itself escalates to KILL on its children after ~9 s
@@ -41,7 +41,7 @@ class ControlError(Exception):
 
 
 class EmbeddedCore:
-    """``python -m app.services.corelaunch -- serve --mpm M --listen L`` as a child process of the dashboard."""
+    """``python -m mpmlab.services.corelaunch -- serve --mpm M --listen L`` as a child process of the dashboard."""
 
     def __init__(self, listen: str, mpm: str, settings: dict[str, str], log_dir: Path | None = None):
         self.listen = listen
@@ -56,7 +56,7 @@ class EmbeddedCore:
         return self.proc.pid if self.proc else None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "app.services.corelaunch", "--parent-pid", str(os.getpid()), "--",
+        cmd = [sys.executable, "-m", "mpmlab.services.corelaunch", "--parent-pid", str(os.getpid()), "--",
                "serve", "--mpm", self.mpm, "--listen", self.listen]
         for k, v in self.settings.items():
             cmd += ["--set", f"{k}={v}"]

@@ -1,4 +1,4 @@
-"""``python -m app.services.corelaunch --parent-pid N -- serve ...``: the embedded master, tied to the dashboard.
+"""``python -m mpmlab.services.corelaunch --parent-pid N -- serve ...``: the embedded master, tied to the dashboard.
 
 The dashboard starts the master as a separate program (never a fork of uvicorn's process) through
 ``mpmcore.launch``: Linux sends it SIGTERM when the dashboard dies, however it dies
@@ -15,7 +15,7 @@ from mpmcore.launch import main as _launch
 
 
 def main(argv: list[str]) -> int:
-    return _launch(argv, prog="app.services.corelaunch")
+    return _launch(argv, prog="mpmlab.services.corelaunch")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from mpmcore.experiments.model import (
 from mpmcore.experiments.store import RunStore, StoreError, default_path
 
 if TYPE_CHECKING:
-    from app.services.sampler import Sampler
+    from mpmlab.services.sampler import Sampler
 
 log = logging.getLogger("mpmlab.dashboard")
 

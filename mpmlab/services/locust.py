@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app.settings import DashboardSettings
 from mpmcore.model import LocustStats
 from mpmcore.sources.locust import LocustMaster, locust_spec
+from mpmlab.settings import DashboardSettings
 
 log = logging.getLogger("mpmlab.locust")
 

@@ -1,11 +1,11 @@
 """The one sampler: reads the shared-memory scoreboard at a fixed rate and fans frames out.
 
-Per tick (GRID_HZ, 20 by default) it builds the binary grid frame (app.services.grid) and offers it to every
+Per tick (GRID_HZ, 20 by default) it builds the binary grid frame (mpmlab.services.grid) and offers it to every
 /ws/scoreboard client; an unchanged grid is re-sent only once a second. Every 1/SUMMARY_HZ it takes
 a full consistent snapshot, summarises it by mod_status' rules, reads it in words
-(app.services.insights) and offers the summary (JSON) and the page's live fragments (HTML for htmx). Once a
+(mpmlab.services.insights) and offers the summary (JSON) and the page's live fragments (HTML for htmx). Once a
 second it records a point of the chart history. It never awaits a client: offering is a dict
-store (app.services.hub), so a slow browser cannot slow the sampler or the other browsers.
+store (mpmlab.services.hub), so a slow browser cannot slow the sampler or the other browsers.
 """
 
 from __future__ import annotations
@@ -20,19 +20,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.services.core import ControlError, CoreControl, CoreError
-from app.services.grid import GridReader, core_down_frame
-from app.services.hub import Hub
-from app.services.insights import describe
-from app.services.tiles import core_tiles
-from app.services.traffic import TrafficService
-from app.settings import CORE_SOURCE, LOG_LINES, DashboardSettings
 from mpmcore import scoreboard as sb
 from mpmcore.content.server import server_info
 from mpmcore.errorlog import read_from, tail
 from mpmcore.model import ChartPoint, Insight, SourceFrame, Summary, Tile, to_jsonable
 from mpmcore.sources.frames import chart_point, frame_from_summary, summary_message
 from mpmcore.status.summary import summarize
+from mpmlab.services.core import ControlError, CoreControl, CoreError
+from mpmlab.services.grid import GridReader, core_down_frame
+from mpmlab.services.hub import Hub
+from mpmlab.services.insights import describe
+from mpmlab.services.tiles import core_tiles
+from mpmlab.services.traffic import TrafficService
+from mpmlab.settings import CORE_SOURCE, LOG_LINES, DashboardSettings
 
 log = logging.getLogger("mpmlab.dashboard")
 

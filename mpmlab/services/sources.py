@@ -3,14 +3,14 @@
 
 One ``poll_loop`` task per source (``mpmcore.sources.attach``), started and stopped by the app's lifespan.
 Each frame is turned, once, into what every browser needs: the binary grid frame (same layout as
-``app.services.grid``, so the same canvas code draws it), the summary message with "what is happening"
+``mpmlab.services.grid``, so the same canvas code draws it), the summary message with "what is happening"
 (Apache's by the rules; nginx and lighttpd in their own counts' words) and a chart point, and the panel's
-HTML fragments. Both go out through hubs (``app.services.hub``): per client, one pending message per kind
+HTML fragments. Both go out through hubs (``mpmlab.services.hub``): per client, one pending message per kind
 and source, the latest wins, so a slow browser never slows a poller.
 
 On ``/ws/sources`` every message says which source it is for: JSON messages carry ``"source"``;
 binary grid frames come in an envelope, ``0x53 ('S')``, one byte N, N bytes of the source's name
-(UTF-8), then the grid frame of ``app.services.grid``.
+(UTF-8), then the grid frame of ``mpmlab.services.grid``.
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.services.hub import Hub
-from app.services.insights import describe, describe_lighttpd, describe_nginx
-from app.services.locust import split_specs
-from app.services.sampler import HISTORY_INTERVAL, History
-from app.services.tiles import source_tiles
-from app.services.traffic import TrafficService
-from app.settings import DashboardSettings, is_loopback_host
 from mpmcore.model import ChartPoint, Insight, SourceFrame, SourceKind, Tile, to_jsonable
 from mpmcore.netloc import TargetError, base_url, parse_url
 from mpmcore.sources.attach import make_source
 from mpmcore.sources.frames import chart_point, poll_loop, summary_message
 from mpmcore.sources.grid import grid_frame
+from mpmlab.services.hub import Hub
+from mpmlab.services.insights import describe, describe_lighttpd, describe_nginx
+from mpmlab.services.locust import split_specs
+from mpmlab.services.sampler import HISTORY_INTERVAL, History
+from mpmlab.services.tiles import source_tiles
+from mpmlab.services.traffic import TrafficService
+from mpmlab.settings import DashboardSettings, is_loopback_host
 
 log = logging.getLogger("mpmlab.dashboard")
 
@@ -167,7 +167,7 @@ class SourceManager:
         self.settings = settings
         self.traffic = traffic
         self.render_panel = render_panel
-        pages, _ = split_specs(settings.attach)  # Locust masters are traffic sources: app.services.locust
+        pages, _ = split_specs(settings.attach)  # Locust masters are traffic sources: mpmlab.services.locust
         self.sources: list[AttachedSource] = [AttachedSource(spec, i, settings) for i, spec in enumerate(pages)]
         self.hub = Hub("sources")  # /ws/sources: grid frames in envelopes, JSON summaries
         self.live_hub: Hub | None = None  # the page's /ws/live (htmx fragments), set by the app

@@ -1,7 +1,7 @@
 // The replay view: one clock for every chosen target run; play, pause, speed, a time slider. Each
 // target's grid is drawn by scoreboard.js' view from the stored frames (the same binary layout as
 // the live websocket's), its tiles from the SecondSample at the clock, its charts with a cursor line.
-// Frames come in batches of CHUNK seconds (app/services/replay.py's layout), fetched around the
+// Frames come in batches of CHUNK seconds (mpmlab/services/replay.py's layout), fetched around the
 // clock and kept, so scrubbing redraws from memory. window.mpmReplay exposes the clock and, per
 // target run, the frame shown (its t, seq and bytes) for tests: each card carries data-t/data-seq.
 (function () {
@@ -33,7 +33,7 @@
 
   function makeTarget(tt) {
     const k = `rt-${tt.id}`;
-    // a recording's pattern tables over time (app/services/experiments.py: PATTERNS_MARK)
+    // a recording's pattern tables over time (mpmlab/services/experiments.py: PATTERNS_MARK)
     const tables = tt.marks.filter((m) => m.kind === "note" && m.label.startsWith("patterns: "))
       .map((m) => ({t: m.t, names: JSON.parse(m.label.slice(10))}));
     const patternsAt = () => {

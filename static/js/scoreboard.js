@@ -1,4 +1,4 @@
-// The scoreboard canvas: decodes the binary frames of /ws/scoreboard (layout in app/grid.py) and
+// The scoreboard canvas: decodes the binary frames of /ws/scoreboard (layout in mpmlab/services/grid.py) and
 // draws one cell per worker slot. Redraws only the cells that changed unless the layout did.
 // window.mpmlab exposes what tests and benchmarks need (lastFrameAt, cellState, counts, layout).
 // window.mpmGrid.create(elements, options) makes the same view for an attached server's panel

@@ -1,6 +1,6 @@
 // Attached servers (real Apache httpd, nginx, lighttpd): one panel each, beside the embedded core's.
 // /ws/sources sends, per source, its grid frame in an envelope naming it (0x53, name length, name,
-// then app/grid.py's frame) and its summary as JSON with "source"; the panels' words and tables
+// then mpmlab/services/grid.py's frame) and its summary as JSON with "source"; the panels' words and tables
 // come as htmx fragments over /ws/live. window.mpmSources[name] exposes what tests need
 // (counts, cellState, layout, frames, summary, kind).
 (function () {

@@ -156,7 +156,7 @@ def test_apache_source_matches_apaches_own_auto(mpm, real_apache, slowloris):
     assert "".join(STATE_LETTERS[b] for b in statuses).rstrip(".") == frame.letters[: rows * cols].rstrip(".")
     msg = summary_message(frame)
     assert msg.busy == s.busy and msg.counts == s.state_counts and msg.source == frame.source
-    from app.services.insights import describe  # the dashboard's reading, on an attached Apache's summary
+    from mpmlab.services.insights import describe  # the dashboard's reading, on an attached Apache's summary
     insight = describe(s)
     assert "no child process" not in insight.headline
     assert any("reading requests" in t for t in [insight.headline, *insight.details]), insight
@@ -354,7 +354,7 @@ def test_auto_parser_reads_like_apache_exporter():
 
 
 def test_grid_header_is_the_dashboards():
-    from app.services.grid import HEADER, MAGIC, VERSION
+    from mpmlab.services.grid import HEADER, MAGIC, VERSION
     assert attach.GRID_HEADER.format == HEADER.format
     assert (attach.GRID_MAGIC, attach.GRID_VERSION) == (MAGIC, VERSION)
     assert struct.calcsize(attach.GRID_HEADER.format) == HEADER.size

@@ -74,7 +74,7 @@ def test_compose_services_fit_together(compose_config):
     # the attach specs are valid and name the other services, with the same option parser the CLI uses
     import argparse
 
-    from app.config_file import apply_defaults
+    from mpmlab.config_file import apply_defaults
     ns = apply_defaults(argparse.Namespace(), env=env)
     assert not ns.allow_remote_attach and ns.host == "0.0.0.0" and ns.token == TOKEN
     # Apache and nginx share the dashboard's network namespace: it attaches to them on loopback, so
@@ -267,12 +267,12 @@ def test_dockerfile_parses_and_fits_the_context():
     # layers: the lock is installed before any source is copied, the sources last
     order = [(i, a) for i, a in instrs[[n for n, (i, _) in enumerate(instrs) if i == "FROM"][-1]:]]
     lock_at = next(n for n, (i, a) in enumerate(order) if i == "RUN" and "requirements.lock" in a)
-    src_at = [n for n, (i, a) in enumerate(order) if i == "COPY" and re.search(r"\b(mpmcore|app|templates|static)\b", a)]
+    src_at = [n for n, (i, a) in enumerate(order) if i == "COPY" and re.search(r"\b(mpmcore|mpmlab|templates|static)\b", a)]
     assert src_at and lock_at < min(src_at), order
     assert "--require-hashes" in order[lock_at][1]
     assert not any(i == "COPY" and a.split()[0] == "." for i, a in order), "COPY . . would rebuild every layer"
     runs = " ".join(a for i, a in instrs if i == "RUN")
-    assert "npm ci" in runs and "pip install" in runs and "python -m app.vendor" in runs
+    assert "npm ci" in runs and "pip install" in runs and "python -m mpmlab.vendor" in runs
     assert "apt-get" not in runs  # no Debian test packages in the image
     assert any(i == "USER" and a != "root" for i, a in instrs)
 
@@ -280,9 +280,9 @@ def test_dockerfile_parses_and_fits_the_context():
     # on it (MPMLAB_TOKEN comes from the environment, where `ps` does not show it)
     (cmd,) = [json.loads(a) for i, a in instrs if i == "CMD"]
     assert cmd[0] == "mpmlab" and not any("token" in c.lower() for c in cmd), cmd
-    from app.config_file import apply_defaults
-    from app.main import printed_url, settings_from_args
     from mpmcore.cli import build_parser
+    from mpmlab.config_file import apply_defaults
+    from mpmlab.main import printed_url, settings_from_args
     args = build_parser().parse_args(["dashboard", *cmd[1:]])
     settings = settings_from_args(apply_defaults(args, env={"MPMLAB_TOKEN": TOKEN}))
     settings.check()

@@ -18,9 +18,9 @@ from conftest import ROOT, free_port, http_get, pid_alive, status_auto, wait_for
 from dashboard_fixtures import BASE, assert_core_gone, in_process_settings, ws_session
 from fastapi.testclient import TestClient
 
-from app.main import create_app
 from mpmcore.procs import terminate
 from mpmcore.sources.attach import parse_stub_status
+from mpmlab.main import create_app
 
 pytestmark = pytest.mark.apache
 
@@ -267,14 +267,14 @@ def test_remote_source_is_watched_but_never_sent_traffic(event_apache):
 
 # -- configuration: file + environment through the real CLI ---------------------------------------------
 def test_config_precedence_through_the_cli(tmp_path, monkeypatch):
-    import app.main
+    import mpmlab.main
     from mpmcore import cli
 
     conf = tmp_path / "mpmlab.toml"
     conf.write_text('port = 8101\nmpm = "worker"\nattach_interval = 0.5\nfps = 10\n'
                     'attach = ["a=http://127.0.0.1:1/server-status"]\n[directives]\nMaxRequestWorkers = 64\n')
     seen = {}
-    monkeypatch.setattr(app.main, "run_dashboard", lambda args: seen.update(vars(args)) or 0)
+    monkeypatch.setattr(mpmlab.main, "run_dashboard", lambda args: seen.update(vars(args)) or 0)
     for k in list(os.environ):
         if k.startswith("MPMLAB_"):
             monkeypatch.delenv(k)

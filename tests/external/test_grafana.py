@@ -18,7 +18,7 @@ from dashboard_fixtures import BASE, assert_core_gone, in_process_settings
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.main import create_app
+from mpmlab.main import create_app
 
 DASHBOARD = ROOT / "deploy/grafana/dashboards/mpmlab.json"
 PROVISIONING = ROOT / "deploy/grafana/provisioning"

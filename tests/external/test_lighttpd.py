@@ -21,7 +21,6 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from real_lighttpd_fixtures import LIGHTTPD_MAX_CONNECTIONS
 
-from app.main import create_app
 from mpmcore.model import LighttpdCounts
 from mpmcore.procs import terminate
 from mpmcore.sources.attach import (
@@ -34,6 +33,7 @@ from mpmcore.sources.attach import (
     parse_lighttpd_auto,
 )
 from mpmcore.sources.grid import GRID_NO_MPM
+from mpmlab.main import create_app
 
 SLOW = 5  # slowloris connections: each holds one of lighttpd's connection slots in r (read)
 

@@ -13,7 +13,11 @@ from conftest import async_wait_for, free_port, http_get, wait_for
 from exporter_fixtures import scrape
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import (
+from mpmcore.content.server import server_info
+from mpmcore.sources.attach import SUMMARY_KEYS, ApacheSource, NginxSource, frame_from_summary
+from mpmcore.status.modstatus import summarize
+from mpmcore.traffic import RunInfo, StatsFrame, TrafficRunner
+from mpmlab.metrics import (
     BUCKET_LE,
     FAMILIES,
     SCOREBOARD_STATES,
@@ -21,10 +25,6 @@ from app.metrics import (
     build_registry,
     make_metrics_response,
 )
-from mpmcore.content.server import server_info
-from mpmcore.sources.attach import SUMMARY_KEYS, ApacheSource, NginxSource, frame_from_summary
-from mpmcore.status.modstatus import summarize
-from mpmcore.traffic import RunInfo, StatsFrame, TrafficRunner
 
 TRAFFIC_SECONDS = 1.5
 
@@ -245,7 +245,7 @@ def test_a_real_dashboards_metrics_in_text_and_openmetrics():
     from fastapi.testclient import TestClient
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 
-    from app.main import create_app
+    from mpmlab.main import create_app
 
     settings = in_process_settings(mpm="event", attach_interval=0.2,
                                    attach=[f"down=apache+http://127.0.0.1:{free_port()}/server-status"])

@@ -1,7 +1,7 @@
 """Each user action through both of its doors, the JSON API and the page's htmx route, against one real
 dashboard (the app with its lifespan, a real embedded core, the real traffic runner): the same action
 must leave the core in the same state, read back through the API, and refuse the same bad input with
-the same message (app.services.actions is the one implementation both call)."""
+the same message (mpmlab.services.actions is the one implementation both call)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from conftest import wait_for
 from dashboard_fixtures import BASE, assert_core_gone, in_process_settings
 from fastapi.testclient import TestClient
 
-from app.dashboard import Dashboard
-from app.main import create_app
+from mpmlab.dashboard import Dashboard
+from mpmlab.main import create_app
 
 Dash = tuple[TestClient, Dashboard]
 

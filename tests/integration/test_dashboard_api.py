@@ -15,8 +15,8 @@ from dashboard_fixtures import BASE, WS, assert_core_gone, in_process_settings, 
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from app.main import create_app
-from app.settings import DashboardSettings
+from mpmlab.main import create_app
+from mpmlab.settings import DashboardSettings
 
 EVIL = {"Origin": "http://evil.example"}
 

@@ -15,9 +15,9 @@ from dashboard_fixtures import BASE, assert_core_gone, in_process_settings
 from experiment_fixtures import user_plans_dir
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.services.experiments import PATTERNS_MARK
 from mpmcore.experiments.store import RunStore
+from mpmlab.main import create_app
+from mpmlab.services.experiments import PATTERNS_MARK
 
 QUICK = """
 name = "ui-quick"

@@ -7,7 +7,7 @@ from conftest import wait_for
 from dashboard_fixtures import BASE, assert_core_gone, in_process_settings, ws_session
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from mpmlab.main import create_app
 
 
 def test_attached_apache_without_extended_status(server_factory):

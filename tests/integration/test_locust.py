@@ -89,9 +89,9 @@ def test_the_dashboard_shows_a_locust_masters_statistics(tmp_path):
     from dashboard_fixtures import BASE, assert_core_gone, in_process_settings
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
     from mpmcore.netloc import resolve_target_sync
     from mpmcore.sources.client import get
+    from mpmlab.main import create_app
 
     web, bus = free_port(), free_port()
     settings = in_process_settings(mpm="worker", attach_interval=0.25, attach=[f"locust=locust+http://127.0.0.1:{web}"],

@@ -330,7 +330,7 @@ def test_a_scoreboard_whose_master_runs_is_one_line(server_factory, shared_tmp):
 
 
 def test_the_dashboards_core_log_in_the_runtime_root_never_follows_a_link(tmp_path, shared_tmp, monkeypatch):
-    from app.services.core import CoreError, EmbeddedCore
+    from mpmlab.services.core import CoreError, EmbeddedCore
 
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(shared_tmp))

@@ -16,10 +16,10 @@ import pytest
 from conftest import ROOT, wait_for
 from dashboard_fixtures import DashboardProcess
 
-from app.config_file import apply_defaults
-from app.main import settings_from_args
-from app.settings import DashboardSettings
 from mpmcore.cli import build_parser
+from mpmlab.config_file import apply_defaults
+from mpmlab.main import settings_from_args
+from mpmlab.settings import DashboardSettings
 
 Reply = tuple[int, http.client.HTTPMessage, bytes]
 
@@ -214,7 +214,7 @@ def _settings(argv: list[str], env: dict[str, str], tmp_path=None, toml: str | N
     if toml is not None:
         path = tmp_path / "mpmlab.toml"
         path.write_text(toml)
-    from app.config_file import given_options
+    from mpmlab.config_file import given_options
     apply_defaults(args, env=env, path=path, given=given_options(args))
     s = settings_from_args(args)
     s.check()

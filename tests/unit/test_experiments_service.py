@@ -8,10 +8,10 @@ import struct
 
 import pytest
 
-from app.services import replay
-from app.services.experiments import _outcome
 from mpmcore.experiments.model import FrameRecord
 from mpmcore.experiments.store import RunStore
+from mpmlab.services import replay
+from mpmlab.services.experiments import _outcome
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The package layout holds: no import cycle between modules of mpmcore/ and app/, counting imports made
+"""The package layout holds: no import cycle between modules of mpmcore/ and mpmlab/, counting imports made
 inside functions (an import moved into a function to dodge a cycle is still a cycle), and the server core
 never imports the dashboard."""
 
@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("mpmcore", "app")
+PACKAGES = ("mpmcore", "mpmlab")
 
 
 def _modules() -> dict[str, Path]:
@@ -97,7 +97,7 @@ def test_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_no_import_cycle_in_mpmcore_or_app() -> None:
+def test_no_import_cycle_in_mpmcore_or_mpmlab() -> None:
     graph = import_graph()
     assert len(graph) > 40  # the walk found the packages
     assert cycles(graph) == []
@@ -105,9 +105,9 @@ def test_no_import_cycle_in_mpmcore_or_app() -> None:
 
 def test_the_server_core_never_imports_the_dashboard() -> None:
     graph = import_graph()
-    core_to_app = {(m, t) for m, ts in graph.items() if m.startswith("mpmcore") for t in ts if t.startswith("app")}
+    core_to_dashboard = {(m, t) for m, ts in graph.items() if m.startswith("mpmcore") for t in ts if t.startswith("mpmlab")}
     # mpmcore.cli starts the dashboard for `mpmlab dashboard` / bare flags: the one allowed edge
-    assert {m for m, _ in core_to_app} <= {"mpmcore.cli"}
+    assert {m for m, _ in core_to_dashboard} <= {"mpmcore.cli"}
 
 
 def test_test_file_names_are_unique_across_layers():

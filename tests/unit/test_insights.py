@@ -1,11 +1,11 @@
-""""What is happening" (app/services/insights.py): its rules read constructed Summaries, no process."""
+""""What is happening" (mpmlab/services/insights.py): its rules read constructed Summaries, no process."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from app.services.insights import describe, describe_nginx
 from mpmcore.model import NginxCounts, ProcessRow, Summary, count_states
+from mpmlab.services.insights import describe, describe_nginx
 
 CHILD = ProcessRow(slot=0, pid=10, generation=1, mpm="worker", accepting=True)
 

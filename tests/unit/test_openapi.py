@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dashboard_fixtures import in_process_settings
 
-from app.main import create_app
+from mpmlab.main import create_app
 
 #: Passed through as the embedded server wrote it (text, HTML or JSON by the query).
 PASSTHROUGH = {"/api/core/server-status"}

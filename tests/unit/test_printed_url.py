@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from app.main import printed_url
-from app.settings import DashboardSettings
+from mpmlab.main import printed_url
+from mpmlab.settings import DashboardSettings
 
 
 def test_generated_token_is_printed_whole():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.config_file import OPTIONS, ConfigError, apply_defaults, env_name, given_options
 from mpmcore.cli import build_parser
+from mpmlab.config_file import OPTIONS, ConfigError, apply_defaults, env_name, given_options
 
 
 def _dashboard(argv: list[str]):
