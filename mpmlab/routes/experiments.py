@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -347,8 +348,11 @@ async def experiments_page(request: Request, d: Dashboard = Dash) -> Response:
 @pages.get("/ui/experiments/progress", response_class=HTMLResponse)
 async def ui_progress(request: Request, d: Dashboard = Dash) -> Response:
     state = d.experiments.state
-    # the poll that sees the run ended also refreshes the list of runs (out of band)
-    runs = None if state.running else await _runs(d)
+    # the poll that sees the run ended also refreshes the list of runs (out of band), on the page
+    # that has one: the claims page polls the same fragment but has no #runs (htmx would log
+    # oobErrorNoTarget there)
+    on_page = urlsplit(request.headers.get("HX-Current-URL", "")).path
+    runs = None if state.running or on_page != "/experiments" else await _runs(d)
     r = _render(d, request, "fragments/_exp_progress.html", state=state, runs_oob=runs)
     if not state.running:
         r.headers["HX-Trigger"] = "experiment-ended"  # the claims page refreshes its verdicts

@@ -233,6 +233,11 @@ def test_run_all_claims_then_stop(dash):
     # the claims page's fragment, refreshed when the progress poll says the run ended
     assert client.get("/ui/claims").text.count('class="card claim ') == 9
     assert client.get("/ui/experiments/progress").headers["HX-Trigger"] == "experiment-ended"
+    # the ended poll refreshes the stored runs out of band only on the page that lists them
+    on = {page: client.get("/ui/experiments/progress", headers={"HX-Request": "true", "HX-Current-URL": BASE + page})
+          for page in ("/experiments", "/claims")}
+    assert 'id="runs"' in on["/experiments"].text and 'hx-swap-oob="true"' in on["/experiments"].text
+    assert 'id="runs"' not in on["/claims"].text, on["/claims"].text
 
 
 def test_a_foreign_store_file_is_reported_not_fatal(tmp_path):
