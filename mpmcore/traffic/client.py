@@ -76,7 +76,8 @@ class ClientConnection(asyncio.Protocol):
         self.nbytes = 0  # bytes of the current response
         self.headers_done = False
         self.framed = False  # Content-Length or Transfer-Encoding seen
-        self.corrupted = False  # this response carries X-Unsafe-Corrupted: 1 (see content/unsafe.py)
+        self.corrupted = False  # this response carries X-Unsafe-Corrupted: 1 (see content/unsafe.py); counted
+        # with the response by the engine, so that corrupted never exceeds responses
         self.keep_alive = True
         #: Slow-read: bytes per second the application consumes; None = as fast as possible.
         self.read_rate: float | None = None
@@ -169,8 +170,6 @@ class ClientConnection(asyncio.Protocol):
         if 100 <= status < 200:  # interim response: keep waiting for the final one
             return
         self.keep_alive = self.parser.should_keep_alive()
-        if self.corrupted and self.counts is not None:
-            self.counts["corrupted"] += 1
         w = self.waiter
         if w is not None:
             self.waiter = None
