@@ -480,6 +480,12 @@ def _rule_tls_event(run: StoredRun, store: RunStore) -> Finding:
 _CONCURRENCY_STAGES = {"slowloris": False, "ajax": True, "browsers": True}
 
 
+def _settled(samples: list[SecondSample]) -> list[SecondSample]:
+    """A stage's seconds without its first: that one still shows the previous stage's connections
+    going away (the slowloris stage's 24 R slots were once the AJAX stage's peak under event)."""
+    return samples[1:] if len(samples) > 1 else samples
+
+
 def _declared_connections(p: PatternResult) -> int:
     from mpmcore.traffic.catalogue import declared_connections, validate_params
     try:
@@ -509,8 +515,8 @@ def _rule_concurrency(run: StoredRun, store: RunStore) -> Finding:
             if p is None:
                 continue
             conns = _declared_connections(p)
-            busy = _peak(_peak(s.peak_busy for s in _stage_samples(store, r, stage)) for r in rs)
-            k = _peak(_peak_state(_stage_samples(store, r, stage), "K") for r in rs)
+            busy = _peak(_peak(s.peak_busy for s in _settled(_stage_samples(store, r, stage))) for r in rs)
+            k = _peak(_peak_state(_settled(_stage_samples(store, r, stage)), "K") for r in rs)
             figures[f"{target} {stage} connections"] = conns
             figures[f"{target} {stage} peak busy"] = busy
             figures[f"{target} {stage} peak K"] = k

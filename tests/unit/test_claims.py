@@ -297,6 +297,19 @@ def test_claim7_concurrency_per_model(store):
     assert r.verdict == "does not hold here"
 
 
+def test_claim7_a_stage_is_read_without_its_first_second(store):
+    # the AJAX stage's first second still shows the slowloris stage's 24 R slots going away (run 7
+    # of a claims suite under event): the peak is read from the seconds after it
+    full = {"slowloris": 24, "ajax": 24, "browsers": 24}
+    ev = model_run("core:event", {"slowloris": 24, "ajax": 3, "browsers": 5})
+    ev.samples = [sample(1, "slowloris", busy=24), sample(2, "slowloris", busy=24),
+                  sample(3, "ajax", busy=24), sample(4, "ajax", busy=2), sample(5, "ajax", busy=3),
+                  sample(6, "browsers", busy=0), sample(7, "browsers", busy=5)]
+    r = judge(store, "concurrency-per-model", [model_run("core:worker", full), ev])
+    assert r.verdict == "holds", r.why
+    assert r.figures["core:event ajax peak busy"] == 3 and r.figures["core:event slowloris peak busy"] == 24
+
+
 # -- 8 ---------------------------------------------------------------------------------------------
 def unsafe(target: str, bad: int, n: int = 200, pool: int = 0) -> T:
     settings = {"UnsafeFastCGIPool": str(pool)} if pool else {}
