@@ -146,6 +146,9 @@ class Recorder:
         self._tail = _LogTail(error_log)
         self._patterns: dict[str, str] = {}  # traffic pattern id -> label
         self._acc: dict[str, list[float]] = {}  # label -> [responses, errors]
+        # label -> the second's latencies: the last 250 ms window with responses (p50), and the
+        # highest p99 and corrected p99 of its windows (a window without responses has none)
+        self._lat: dict[str, list[float | None]] = {}
         self._last: dict[str, RunInfo] = {}  # label -> latest RunInfo
         self._client_conns = 0
         self._last_frame: SourceFrame | None = None
@@ -183,6 +186,13 @@ class Recorder:
                     acc = self._acc.setdefault(label, [0.0, 0.0])
                     acc[0] += info.live.responses
                     acc[1] += info.live.errors_total
+                    lat, cor = info.live.latency_ms, info.live.corrected_latency_ms
+                    if lat is not None:
+                        got = self._lat.setdefault(label, [None, None, None])
+                        got[0] = lat.p50
+                        got[1] = lat.p99 if got[1] is None else max(got[1], lat.p99)
+                        if cor is not None:
+                            got[2] = cor.p99 if got[2] is None else max(got[2], cor.p99)
                 self._last[label] = info
             self._client_conns = conns
 
@@ -268,17 +278,14 @@ class Recorder:
             errors = 0
             for label, info in self._last.items():
                 acc = self._acc.get(label, [0.0, 0.0])
-                live = info.live
-                lat = live.latency_ms if live is not None else None
-                cor = live.corrected_latency_ms if live is not None else None
+                p50, p99, cor99 = self._lat.get(label, (None, None, None))
                 p_rps = round(acc[0] / seconds, 2)
-                patterns[label] = PatternSecond(rps=p_rps, errors=int(acc[1]),
-                                                p50_ms=lat.p50 if lat else None, p99_ms=lat.p99 if lat else None,
-                                                corrected_p99_ms=cor.p99 if cor else None,
-                                                connections=info.active_connections)
+                patterns[label] = PatternSecond(rps=p_rps, errors=int(acc[1]), p50_ms=p50, p99_ms=p99,
+                                                corrected_p99_ms=cor99, connections=info.active_connections)
                 rps += p_rps
                 errors += int(acc[1])
             self._acc.clear()
+            self._lat.clear()
             self._last = {label: info for label, info in self._last.items() if label in self._patterns.values()}
             client_conns = self._client_conns
             busy_max, self._busy_max = self._busy_max, None
