@@ -97,8 +97,12 @@ def check_shown_is_stored(page, dashboard, run_id: int, tids: list[int], t: floa
     page.wait_for_function("window.mpmReplay.settled()", timeout=10_000)
     clock = float(page.locator("#clock").get_attribute("data-t"))
     assert abs(clock - t) < 0.01, (clock, t)
+    # the store is asked for the page's own clock, not the clock's 3-decimal label: at t = 0.8668 a
+    # frame stored at 0.867 is not yet due, though the label reads 0.867 (this once failed CI)
+    exact = page.evaluate("window.mpmReplay.t")
+    assert abs(exact - clock) <= 0.0005 + 1e-9, (exact, clock)
     for tid in tids:
-        got = frame_at(dashboard, run_id, tid, clock)
+        got = frame_at(dashboard, run_id, tid, exact)
         if got is None:  # before this target's first frame: the page says so
             sync_api.expect(page.locator(f"#rt-{tid}-empty")).to_be_visible()
             continue
