@@ -76,8 +76,7 @@ class ClientConnection(asyncio.Protocol):
         self.nbytes = 0  # bytes of the current response
         self.headers_done = False
         self.framed = False  # Content-Length or Transfer-Encoding seen
-        self.corrupted = False  # this response carries X-Unsafe-Corrupted: 1 (see content/unsafe.py); counted
-        # with the response by the engine, so that corrupted never exceeds responses
+        self.corrupted = False  # this response carries X-Unsafe-Corrupted: 1 (see content/unsafe.py)
         self.keep_alive = True
         #: Slow-read: bytes per second the application consumes; None = as fast as possible.
         self.read_rate: float | None = None
@@ -195,6 +194,14 @@ class ClientConnection(asyncio.Protocol):
             raise ConnectionClosed("connection already closed")
         self.transport.write(data)
 
+    def _delivered(self, status: int) -> int:
+        """The response handed to the caller, which records it in the same step (no await in
+        between): a corrupted /unsafe answer is counted here, with it, so that a stop cancelling
+        the caller never counts one without the other."""
+        if self.corrupted and self.counts is not None:
+            self.counts["corrupted"] += 1
+        return status
+
     async def request(self, data: bytes, timeout: float) -> int:
         """Send ``data`` (a complete request) and return the response status.
 
@@ -211,7 +218,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport.write(data)
         handle = self.loop.call_later(timeout, self._timeout, fut)
         try:
-            return await fut
+            return self._delivered(await fut)
         finally:
             handle.cancel()
 
@@ -223,7 +230,7 @@ class ClientConnection(asyncio.Protocol):
         self.waiter = fut
         handle = self.loop.call_later(timeout, self._timeout, fut)
         try:
-            return await fut
+            return self._delivered(await fut)
         finally:
             handle.cancel()
 

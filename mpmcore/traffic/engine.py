@@ -254,8 +254,6 @@ class PatternRun:
             t_sent = conn.t_sent
             stats.response(status, done - t_sent, (conn.t_first - t_sent) if conn.t_first else 0.0,
                            conn.nbytes, None if intended is None else done - intended)
-            if conn.corrupted:
-                stats.counts["corrupted"] += 1
             if not conn.keep_alive:
                 conn.close()
                 slot.conn = None
