@@ -92,7 +92,11 @@ def run(case: str, window: float) -> None:
                   f"after {time.monotonic() - t0:.0f} s")
             grid_rates(pg, base, window, "Browsers")
             answers["preset AJAX polling"] = pg.evaluate(CLICK, "#preset-ajax")
-            time.sleep(3)  # AJAX polling's clients connect and poll: the grid now changes all the time
+            # AJAX polling's clients connected and polling (each made a request): the grid changes more now
+            wait_until(lambda: any(x["pattern"] == "ajax" and x["state"] == "running"
+                                   and (x.get("total") or {}).get("responses", 0) >= x["active_connections"] > 0
+                                   for x in api(base, "/api/traffic")["patterns"]), 30, "AJAX polling's clients",
+                       interval=0.2)
             grid_rates(pg, base, window, "Browsers + AJAX polling")
             answers["stop all"] = pg.evaluate(CLICK, "#tab-traffic h3 button")
             if case == "prefork":
