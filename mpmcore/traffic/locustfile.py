@@ -38,6 +38,7 @@ from gevent.pool import Group
 from locust import FastHttpUser, User, constant, constant_throughput, events, task
 from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import WorkerRunner
 
 from mpmcore.traffic.target import TargetError, resolve_target_sync
 
@@ -69,6 +70,22 @@ def _options(parser: Any) -> None:
 
 
 events.init_command_line_parser.add_listener(_options)  # type: ignore[no-untyped-call]  # Locust leaves add_listener unannotated
+
+
+def _report_before_stopped(environment: Environment, **_: Any) -> None:
+    """On a worker told to stop, send the last samples to the master at once.
+
+    Locust's worker answers "stop" with "client_stopped" and leaves its last samples (a slow user's
+    connection counted as it is closed by the stop) to the next periodic report, up to 3 s later, so
+    a master already "stopped" could still change its counts. Sent here, at the end of the worker's
+    stop and before "client_stopped", they reach the master first: once the master (and the
+    dashboard reading it) says "stopped", its counts are final. Locust does the same on "quit"."""
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner._send_stats()  # Locust's own final report (see WorkerRunner's "quit"); there is no public one
+
+
+events.test_stop.add_listener(_report_before_stopped)  # type: ignore[no-untyped-call]  # as above
 
 
 def _opt(env: Environment, name: str) -> Any:
